@@ -1,0 +1,53 @@
+//! Server settings. Every field documents its default, unit and the threat it bounds.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use switchboard_ws_proto::DeflateConfig;
+
+/// Settings of one server instance.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Serve `GET /echo`, a WebSocket endpoint that echoes every message (conformance runs and
+    /// benchmarks). Default off: an open echo endpoint is a free relay.
+    pub echo: bool,
+    /// Largest message accepted, after decompression (bytes). Default 1 MiB. Breach: close 1009.
+    pub max_message_size: usize,
+    /// permessage-deflate policy; `None` disables compression. Default on, see
+    /// [`DeflateConfig`].
+    pub deflate: Option<DeflateConfig>,
+    /// Send a protocol Ping after this long without hearing from the client. Default 25 s.
+    pub heartbeat_interval: Duration,
+    /// Drop the connection when nothing (Pong or any frame) arrives this long after a Ping.
+    /// Default 20 s. Bounds the life of dead and half-open connections.
+    pub heartbeat_timeout: Duration,
+    /// Time allowed for the HTTP request head to arrive. Default 10 s (slowloris).
+    pub handshake_timeout: Duration,
+    /// After a Close frame is sent: how long to wait for the peer's Close and for it to
+    /// close the TCP connection. Default 5 s.
+    pub close_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long connections get to close cleanly. Default 10 s.
+    pub shutdown_timeout: Duration,
+    /// Stop reading from a connection while this many bytes of its output are unsent
+    /// (a client that sends but never reads can not grow our memory). Default 256 KiB.
+    pub max_pending_output: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            echo: false,
+            max_message_size: 1024 * 1024,
+            deflate: Some(DeflateConfig::default()),
+            heartbeat_interval: Duration::from_secs(25),
+            heartbeat_timeout: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(10),
+            max_pending_output: 256 * 1024,
+        }
+    }
+}

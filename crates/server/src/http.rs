@@ -1,0 +1,51 @@
+//! The HTTP routes of a Switchboard server, as an axum `Router` an application can embed.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use http::{Request, StatusCode};
+
+use crate::state::AppState;
+use crate::ws::{self, handler};
+
+/// Every route: `/ws`, `/health`, `/ready`, and `/echo` when enabled.
+pub fn router(state: Arc<AppState>) -> Router {
+    let mut router = Router::new()
+        // `any`, not `get`: a non-GET upgrade attempt gets the handshake's own 405 with `Allow`.
+        .route("/ws", any(ws_endpoint))
+        .route("/health", get(health))
+        .route("/ready", get(ready));
+    if state.config.echo {
+        router = router.route("/echo", any(echo_endpoint));
+    }
+    router.with_state(state)
+}
+
+async fn ws_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
+    ws::upgrade(&state, req, handler::Discard)
+}
+
+async fn echo_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
+    ws::upgrade(&state, req, handler::Echo)
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    Json(serde_json::json!({
+        "status": if state.shutdown.is_cancelled() { "draining" } else { "ok" },
+        "connections": state.websocket_count(),
+        "uptime": state.started.elapsed().as_secs(),
+    }))
+    .into_response()
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    if state.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        (StatusCode::OK, "ready\n").into_response()
+    }
+}

@@ -1,0 +1,97 @@
+//! Heartbeat deadlines, without a timer task per connection.
+//!
+//! The driver keeps one `Sleep` and asks [`Keepalive::deadline`] what to sleep until. Activity
+//! only records a timestamp (no timer reset per message); when the sleep fires,
+//! [`Keepalive::handle_timeout`] decides whether the deadline really passed.
+
+use std::time::{Duration, Instant};
+
+/// What to do when the deadline fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepaliveAction {
+    /// Nothing yet: sleep until the new [`Keepalive::deadline`].
+    Wait,
+    /// The peer has been quiet for the interval: send a Ping.
+    SendPing,
+    /// No answer within the timeout after a Ping: the peer is dead or half-open.
+    Dead,
+}
+
+/// Per-connection heartbeat state.
+#[derive(Debug, Clone)]
+pub struct Keepalive {
+    interval: Duration,
+    timeout: Duration,
+    last_heard: Instant,
+    ping_sent: Option<Instant>,
+}
+
+impl Keepalive {
+    /// Start counting at `now`.
+    pub fn new(now: Instant, interval: Duration, timeout: Duration) -> Keepalive {
+        Keepalive {
+            interval,
+            timeout,
+            last_heard: now,
+            ping_sent: None,
+        }
+    }
+
+    /// Anything arrived from the peer: it is alive.
+    pub fn heard(&mut self, now: Instant) {
+        self.last_heard = now;
+        self.ping_sent = None;
+    }
+
+    /// When to call [`Keepalive::handle_timeout`] next.
+    pub fn deadline(&self) -> Instant {
+        match self.ping_sent {
+            Some(sent) => sent + self.timeout,
+            None => self.last_heard + self.interval,
+        }
+    }
+
+    /// The deadline fired (or may have): decide.
+    pub fn handle_timeout(&mut self, now: Instant) -> KeepaliveAction {
+        match self.ping_sent {
+            Some(sent) if now >= sent + self.timeout => KeepaliveAction::Dead,
+            Some(_) => KeepaliveAction::Wait,
+            None if now >= self.last_heard + self.interval => {
+                self.ping_sent = Some(now);
+                KeepaliveAction::SendPing
+            }
+            None => KeepaliveAction::Wait,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn quiet_peer_is_pinged_then_dropped() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::new(t0, 25 * S, 20 * S);
+        assert_eq!(k.deadline(), t0 + 25 * S);
+        assert_eq!(k.handle_timeout(t0 + 24 * S), KeepaliveAction::Wait);
+        assert_eq!(k.handle_timeout(t0 + 25 * S), KeepaliveAction::SendPing);
+        assert_eq!(k.deadline(), t0 + 45 * S);
+        assert_eq!(k.handle_timeout(t0 + 44 * S), KeepaliveAction::Wait);
+        assert_eq!(k.handle_timeout(t0 + 45 * S), KeepaliveAction::Dead);
+    }
+
+    #[test]
+    fn any_activity_postpones_the_ping_and_answers_it() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::new(t0, 25 * S, 20 * S);
+        k.heard(t0 + 10 * S);
+        assert_eq!(k.handle_timeout(t0 + 25 * S), KeepaliveAction::Wait);
+        assert_eq!(k.deadline(), t0 + 35 * S);
+        assert_eq!(k.handle_timeout(t0 + 35 * S), KeepaliveAction::SendPing);
+        k.heard(t0 + 36 * S);
+        assert_eq!(k.deadline(), t0 + 61 * S);
+    }
+}

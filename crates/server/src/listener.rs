@@ -1,0 +1,93 @@
+//! The accept loop: one task per TCP connection serving HTTP/1.1 (hyper) until it upgrades,
+//! and graceful shutdown of everything it started.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+use crate::http::router;
+use crate::state::AppState;
+
+/// A bound server, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<AppState>,
+}
+
+impl Server {
+    /// Bind the configured address. `shutdown` starts a graceful shutdown when cancelled.
+    pub async fn bind(config: ServerConfig, shutdown: CancellationToken) -> io::Result<Server> {
+        let listener = TcpListener::bind(config.listen).await?;
+        Ok(Server {
+            listener,
+            state: AppState::new(config, shutdown),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The shared state (connection counts, shutdown token).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Accept connections until shutdown, then close every connection (WebSockets get 1001)
+    /// and wait for them up to `shutdown_timeout`. Returns whether all finished in time.
+    pub async fn run(self) -> bool {
+        let Server { listener, state } = self;
+        let service = TowerToHyperService::new(router(state.clone()));
+        let shutdown = state.shutdown.clone();
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, _peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning on the error.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let service = service.clone();
+            let header_timeout = state.config.handshake_timeout;
+            let shutdown = shutdown.clone();
+            state.tracker.spawn(async move {
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+        }
+        drop(listener);
+        state.tracker.close();
+        let deadline = state.config.shutdown_timeout;
+        tokio::time::timeout(deadline, state.tracker.wait())
+            .await
+            .is_ok()
+    }
+}

@@ -1,0 +1,201 @@
+//! The per-connection driver task: socket I/O around a sans-IO [`Connection`].
+//!
+//! One task per connection owns all its state; no locks. Each wake-up reads what is available,
+//! decodes every complete frame, lets the handler queue replies, and writes them all with one
+//! syscall: pipelined clients get batched replies for free. While idle the task holds no read
+//! or write buffer, and its only timer is one `Sleep` whose deadline is recomputed lazily.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use switchboard_ws_proto::{CloseCode, Connection, Event, MessageKind};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::sleep_until;
+use tokio_util::sync::CancellationToken;
+
+use super::handler::Handler;
+use crate::keepalive::{Keepalive, KeepaliveAction};
+
+/// Read size per wake-up: big enough for a batch of pipelined frames.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Limits the driver applies (a subset of `ServerConfig`).
+#[derive(Debug, Clone, Copy)]
+pub struct DriverLimits {
+    /// See `ServerConfig::heartbeat_interval`.
+    pub heartbeat_interval: Duration,
+    /// See `ServerConfig::heartbeat_timeout`.
+    pub heartbeat_timeout: Duration,
+    /// See `ServerConfig::close_timeout`.
+    pub close_timeout: Duration,
+    /// See `ServerConfig::max_pending_output`.
+    pub max_pending_output: usize,
+}
+
+/// Why a connection ended (for logs and, later, metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The close handshake completed or the connection failed with a Close frame sent.
+    Closed,
+    /// The peer closed the TCP connection (or reset it) without a close handshake.
+    PeerGone,
+    /// No Pong or other frame within the heartbeat timeout.
+    HeartbeatTimeout,
+    /// The peer did not complete the close handshake in time.
+    CloseTimeout,
+}
+
+/// Run a connection to its end. `leftover` are bytes read past the HTTP request head.
+pub async fn run<H: Handler>(
+    stream: TcpStream,
+    leftover: Bytes,
+    mut conn: Connection,
+    mut handler: H,
+    limits: DriverLimits,
+    shutdown: CancellationToken,
+) -> EndReason {
+    let _ = stream.set_nodelay(true);
+    let mut input = BytesMut::from(&leftover[..]);
+    let mut keepalive = Keepalive::new(
+        Instant::now(),
+        limits.heartbeat_interval,
+        limits.heartbeat_timeout,
+    );
+    let mut close_deadline: Option<Instant> = None;
+    let sleep = sleep_until(keepalive.deadline().into());
+    tokio::pin!(sleep);
+    handler.on_open(&mut conn);
+
+    let reason = loop {
+        if !input.is_empty() && process_input(&mut conn, &mut input, &mut handler).is_err() {
+            // The Close frame for the protocol error is queued; fall through to flush it.
+        }
+        if write_now(&stream, &mut conn).is_err() {
+            break EndReason::PeerGone;
+        }
+        if conn.is_closed() && conn.output().is_empty() {
+            break EndReason::Closed;
+        }
+        if conn.is_closed() || !conn.is_open() {
+            close_deadline.get_or_insert_with(|| Instant::now() + limits.close_timeout);
+        }
+        // Idle: hold no buffers.
+        if input.is_empty() {
+            input = BytesMut::new();
+        }
+        conn.release_idle_buffers();
+
+        let deadline = match close_deadline {
+            Some(d) => d.min(keepalive.deadline()),
+            None => keepalive.deadline(),
+        };
+        if sleep.deadline() != deadline.into() {
+            sleep.as_mut().reset(deadline.into());
+        }
+        // Backpressure: a client that does not read our replies is not read either.
+        let want_read = conn.output().len() < limits.max_pending_output && !conn.is_closed();
+        let want_write = !conn.output().is_empty();
+
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled(), if conn.is_open() => {
+                conn.close(CloseCode::Away, "Server shutting down");
+            }
+            ready = stream.readable(), if want_read => {
+                if ready.is_err() {
+                    break EndReason::PeerGone;
+                }
+                if input.capacity() - input.len() < READ_CHUNK / 4 {
+                    input.reserve(READ_CHUNK);
+                }
+                match stream.try_read_buf(&mut input) {
+                    Ok(0) => break EndReason::PeerGone,
+                    Ok(_) => keepalive.heard(Instant::now()),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => break EndReason::PeerGone,
+                }
+            }
+            ready = stream.writable(), if want_write => {
+                if ready.is_err() {
+                    break EndReason::PeerGone;
+                }
+            }
+            () = &mut sleep => {
+                let now = Instant::now();
+                if close_deadline.is_some_and(|d| now >= d) {
+                    break EndReason::CloseTimeout;
+                }
+                match keepalive.handle_timeout(now) {
+                    KeepaliveAction::Wait => {}
+                    KeepaliveAction::SendPing => conn.send_ping(b""),
+                    KeepaliveAction::Dead => break EndReason::HeartbeatTimeout,
+                }
+            }
+        }
+    };
+    handler.on_close();
+    if reason == EndReason::Closed {
+        linger(stream, limits.close_timeout).await;
+    }
+    reason
+}
+
+/// Decode and dispatch every complete frame in `input`.
+fn process_input<H: Handler>(
+    conn: &mut Connection,
+    input: &mut BytesMut,
+    handler: &mut H,
+) -> Result<(), ()> {
+    loop {
+        match conn.handle_input(input) {
+            Ok(None) => return Ok(()),
+            Ok(Some(Event::Text(payload))) => handler.on_message(conn, MessageKind::Text, payload),
+            Ok(Some(Event::Binary(payload))) => {
+                handler.on_message(conn, MessageKind::Binary, payload)
+            }
+            // Pongs to pings are queued by the codec; any frame already counted as activity.
+            Ok(Some(Event::Ping(_) | Event::Pong(_) | Event::Close(_))) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "protocol error");
+                return Err(());
+            }
+        }
+    }
+}
+
+/// Write as much queued output as the socket takes without waiting.
+fn write_now(stream: &TcpStream, conn: &mut Connection) -> io::Result<()> {
+    let out = conn.output();
+    while !out.is_empty() {
+        match stream.try_write(out) {
+            Ok(n) => out.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// After the close handshake: send FIN, then read and discard until the peer closes too (or
+/// the timeout), so that unread input does not turn our close into a reset that could destroy
+/// the Close frame in flight (RFC 6455 §7.1.1: the server closes the TCP connection first).
+async fn linger(mut stream: TcpStream, timeout: Duration) {
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut scratch = [0u8; 1024];
+        loop {
+            if stream.readable().await.is_err() {
+                return;
+            }
+            match stream.try_read(&mut scratch) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout, drain).await;
+}

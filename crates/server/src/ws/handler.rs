@@ -1,0 +1,35 @@
+//! What a WebSocket endpoint does with the messages a connection receives.
+
+use bytes::Bytes;
+use switchboard_ws_proto::{Connection, MessageKind};
+
+/// Application logic of one WebSocket connection, called by its driver task.
+///
+/// Methods are synchronous: they run between socket reads and must not block. Replies are
+/// queued on `conn` and flushed by the driver in one write per batch.
+pub trait Handler: Send + 'static {
+    /// The connection is open.
+    fn on_open(&mut self, _conn: &mut Connection) {}
+    /// A complete message arrived.
+    fn on_message(&mut self, conn: &mut Connection, kind: MessageKind, payload: Bytes);
+    /// The connection ended (any reason).
+    fn on_close(&mut self) {}
+}
+
+/// Echoes every message back (the `/echo` endpoint).
+#[derive(Debug, Default)]
+pub struct Echo;
+
+impl Handler for Echo {
+    fn on_message(&mut self, conn: &mut Connection, kind: MessageKind, payload: Bytes) {
+        conn.send(kind, &payload);
+    }
+}
+
+/// Accepts messages and does nothing with them: the `/ws` endpoint until the hub is wired in.
+#[derive(Debug, Default)]
+pub struct Discard;
+
+impl Handler for Discard {
+    fn on_message(&mut self, _conn: &mut Connection, _kind: MessageKind, _payload: Bytes) {}
+}

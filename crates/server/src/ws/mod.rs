@@ -1,0 +1,106 @@
+//! WebSocket endpoints: the HTTP upgrade (validated by the sans-IO handshake) and the hand-off
+//! of the raw TCP stream to a [`driver`] task.
+
+pub mod driver;
+pub mod handler;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, Request, StatusCode, Version};
+use hyper_util::rt::TokioIo;
+use switchboard_ws_proto::handshake::server::validate_request;
+use switchboard_ws_proto::{Config, Connection};
+use tokio::net::TcpStream;
+
+use crate::state::AppState;
+use driver::DriverLimits;
+use handler::Handler;
+
+/// Answer an upgrade request: `101` and a driver task running `handler`, or the HTTP error the
+/// handshake rules name (400, 405, 426).
+pub fn upgrade<H: Handler>(state: &Arc<AppState>, mut req: Request<Body>, handler: H) -> Response {
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()));
+    let upgrade = match validate_request(
+        req.method().as_str(),
+        req.version() >= Version::HTTP_11,
+        headers,
+    ) {
+        Ok(u) => u,
+        Err(e) => {
+            let mut resp = (
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                format!("{e}\n"),
+            )
+                .into_response();
+            for (name, value) in e.response_headers() {
+                resp.headers_mut()
+                    .insert(*name, HeaderValue::from_static(value));
+            }
+            return resp;
+        }
+    };
+    let config = &state.config;
+    let accepted = upgrade.accept(&[], config.deflate.as_ref());
+    let mut conn = Connection::server(&Config {
+        max_message_size: config.max_message_size,
+    });
+    if let (Some(params), Some(deflate)) = (accepted.deflate, config.deflate.as_ref()) {
+        conn = conn.with_deflate(params, deflate);
+    }
+
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let limits = DriverLimits {
+        heartbeat_interval: config.heartbeat_interval,
+        heartbeat_timeout: config.heartbeat_timeout,
+        close_timeout: config.close_timeout,
+        max_pending_output: config.max_pending_output,
+    };
+    let shutdown = state.shutdown.clone();
+    let task_state = state.clone();
+    state.tracker.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        // We serve plain TCP through hyper-util's TokioIo, so the downcast succeeds; taking
+        // the socket back lets the driver use readiness-based I/O with no buffers while idle.
+        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => parts,
+            Err(_) => {
+                tracing::error!("upgraded connection is not a TCP stream");
+                return;
+            }
+        };
+        let _guard = task_state.connection_opened();
+        let reason = driver::run(
+            parts.io.into_inner(),
+            parts.read_buf,
+            conn,
+            handler,
+            limits,
+            shutdown,
+        )
+        .await;
+        tracing::debug!(?reason, "websocket connection ended");
+    });
+
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    for (name, value) in accepted.headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+    resp
+}

@@ -1,0 +1,110 @@
+//! The `switchboard` command: thin CLI over the server crate (no protocol logic here).
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use switchboard_server::{Server, ServerConfig};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Self-hosted real-time messaging server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server (defaults: 127.0.0.1:8080, in-memory everything).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Enable the `/echo` WebSocket endpoint (conformance runs and benchmarks only).
+    #[arg(long)]
+    echo: bool,
+    /// Largest accepted message in bytes, after decompression (close 1009 above it).
+    #[arg(long, default_value_t = 1024 * 1024)]
+    max_message_size: usize,
+    /// Disable permessage-deflate.
+    #[arg(long)]
+    no_deflate: bool,
+    /// Runtime worker threads (default: one per core). 1 runs a single-threaded runtime.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let runtime = match args.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n.max(1))
+            .enable_all()
+            .build()?,
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
+    let config = ServerConfig {
+        listen: args.listen,
+        echo: args.echo,
+        max_message_size: args.max_message_size,
+        deflate: if args.no_deflate {
+            None
+        } else {
+            ServerConfig::default().deflate
+        },
+        ..ServerConfig::default()
+    };
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let server = Server::bind(config, shutdown.clone())
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        tracing::info!(addr = %server.local_addr()?, echo = args.echo, "switchboard listening");
+        tokio::spawn(wait_for_signal(shutdown));
+        let clean = server.run().await;
+        tracing::info!(clean, "switchboard stopped");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,569 @@
+//! The WebSocket connection state machine: frames in, events out; messages in, frames out.
+//!
+//! Call order (sans-IO, like wsproto / quinn-proto):
+//! 1. append bytes read from the socket to a `BytesMut` and call [`Connection::handle_input`]
+//!    until it returns `Ok(None)` (it consumes what it decoded);
+//! 2. send with [`Connection::send`], [`Connection::send_ping`], [`Connection::close`] or
+//!    [`Connection::send_prepared`];
+//! 3. write out [`Connection::output`] (advance it by what the socket took);
+//! 4. once [`Connection::is_closed`] is true and the output is flushed, shut the socket down.
+//!
+//! A protocol error is returned once from `handle_input`; the Close frame with the matching
+//! code is already queued, and every later call decodes nothing.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::close::{CloseCode, CloseFrame, ClosePayloadError};
+use crate::config::Config;
+use crate::deflate::{DeflateConfig, DeflateParams, Deflater, Inflater};
+use crate::error::ProtocolError;
+use crate::header::FrameHeader;
+use crate::mask::apply_mask;
+use crate::message::{Event, MessageKind};
+use crate::opcode::OpCode;
+use crate::prepared::PreparedMessage;
+use crate::role::Role;
+use crate::utf8::Utf8Validator;
+
+/// Where the close handshake stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseState {
+    /// Messages flow both ways.
+    Open,
+    /// We sent Close and wait for the peer's.
+    CloseSent,
+    /// Both Close frames exchanged, or the connection failed: nothing more to decode or send.
+    Closed,
+}
+
+/// A frame whose header has been read and whose payload is still arriving.
+#[derive(Debug, Clone, Copy)]
+struct FrameInProgress {
+    header: FrameHeader,
+    /// Payload bytes at the front of the input already unmasked (and UTF-8 checked).
+    checked: usize,
+    /// Whether this frame carries text that must be checked as it arrives.
+    text: bool,
+}
+
+/// A fragmented or compressed message being assembled.
+#[derive(Debug)]
+struct MessageInProgress {
+    kind: MessageKind,
+    compressed: bool,
+    data: Vec<u8>,
+    utf8: Utf8Validator,
+    /// Compressed bytes received so far (bounded separately from the inflated size).
+    wire_len: usize,
+}
+
+/// permessage-deflate state of one connection.
+#[derive(Debug)]
+struct Deflate {
+    params: DeflateParams,
+    inflater: Inflater,
+    deflater: Deflater,
+    threshold: usize,
+    level: u32,
+}
+
+/// One WebSocket connection, in either role. See the module docs for the call order.
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    max_message_size: usize,
+    deflate: Option<Box<Deflate>>,
+    frame: Option<FrameInProgress>,
+    message: Option<MessageInProgress>,
+    state: CloseState,
+    close_received: bool,
+    out: BytesMut,
+    /// xorshift state for client masking keys.
+    mask_rng: u64,
+}
+
+impl Connection {
+    /// A server-side connection after a successful handshake.
+    pub fn server(config: &Config) -> Connection {
+        Connection::new(Role::Server, config, 0)
+    }
+
+    /// A client-side connection. `seed` seeds the masking keys; pass OS randomness.
+    pub fn client(config: &Config, seed: u64) -> Connection {
+        Connection::new(Role::Client, config, seed | 1)
+    }
+
+    fn new(role: Role, config: &Config, seed: u64) -> Connection {
+        Connection {
+            role,
+            max_message_size: config.max_message_size,
+            deflate: None,
+            frame: None,
+            message: None,
+            state: CloseState::Open,
+            close_received: false,
+            out: BytesMut::new(),
+            mask_rng: seed,
+        }
+    }
+
+    /// Enable permessage-deflate with the parameters agreed in the handshake. `config` gives
+    /// the local policy for the threshold and the compression level.
+    pub fn with_deflate(mut self, params: DeflateParams, config: &DeflateConfig) -> Connection {
+        // Our compressor's window and context rules are the ones the *peer* will decode with.
+        let (bits, keep) = match self.role {
+            Role::Server => (
+                params.server_max_window_bits,
+                !params.server_no_context_takeover,
+            ),
+            Role::Client => (
+                params.client_max_window_bits,
+                !params.client_no_context_takeover,
+            ),
+        };
+        self.deflate = Some(Box::new(Deflate {
+            params,
+            inflater: Inflater::default(),
+            deflater: Deflater::new(bits.max(9), config.level, keep),
+            threshold: config.compression_threshold,
+            level: config.level,
+        }));
+        self
+    }
+
+    /// Our role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The agreed permessage-deflate parameters, if compression is on.
+    pub fn deflate_params(&self) -> Option<&DeflateParams> {
+        self.deflate.as_ref().map(|d| &d.params)
+    }
+
+    /// True once no more frames will be decoded or sent: the close handshake completed or the
+    /// connection failed. Flush [`Connection::output`], then close the socket.
+    pub fn is_closed(&self) -> bool {
+        self.state == CloseState::Closed
+    }
+
+    /// True while application messages may be sent.
+    pub fn is_open(&self) -> bool {
+        self.state == CloseState::Open
+    }
+
+    /// Whether a partial frame or message is buffered (the connection is not idle).
+    pub fn is_mid_message(&self) -> bool {
+        self.frame.is_some() || self.message.is_some()
+    }
+
+    /// Bytes waiting to be written to the socket. Advance it by the number of bytes written.
+    pub fn output(&mut self) -> &mut BytesMut {
+        &mut self.out
+    }
+
+    /// Release the output buffer's memory if it is empty (call before the connection idles).
+    pub fn release_idle_buffers(&mut self) {
+        if self.out.is_empty() && self.out.capacity() > 0 {
+            self.out = BytesMut::new();
+        }
+    }
+
+    /// Decode the next event from the front of `input`, consuming the bytes it used.
+    ///
+    /// `Ok(None)`: need more input. On `Err`, the Close frame with the error's code is queued
+    /// and the connection is closed: flush the output and close the socket.
+    pub fn handle_input(&mut self, input: &mut BytesMut) -> Result<Option<Event>, ProtocolError> {
+        if self.state == CloseState::Closed {
+            input.clear();
+            return Ok(None);
+        }
+        match self.decode(input) {
+            Ok(event) => Ok(event),
+            Err(e) => {
+                self.fail(e);
+                input.clear();
+                Err(e)
+            }
+        }
+    }
+
+    fn fail(&mut self, e: ProtocolError) {
+        if self.state == CloseState::Open {
+            self.write_close(&CloseFrame::new(e.close_code(), &e.to_string()));
+        }
+        self.state = CloseState::Closed;
+        self.frame = None;
+        self.message = None;
+    }
+
+    fn decode(&mut self, input: &mut BytesMut) -> Result<Option<Event>, ProtocolError> {
+        loop {
+            let frame = match self.frame {
+                Some(f) => f,
+                None => match FrameHeader::parse(input)? {
+                    None => return Ok(None),
+                    Some((header, len)) => {
+                        let text = self.check_header(&header)?;
+                        input.advance(len);
+                        let f = FrameInProgress {
+                            header,
+                            checked: 0,
+                            text,
+                        };
+                        self.frame = Some(f);
+                        f
+                    }
+                },
+            };
+            // `check_header` bounded payload_len by the message limit, which fits in usize.
+            let len = frame.header.payload_len as usize;
+            if input.len() < len {
+                self.check_partial_text(input)?;
+                return Ok(None);
+            }
+            self.frame = None;
+            let mut payload = input.split_to(len);
+            if let Some(key) = frame.header.mask {
+                apply_mask(&mut payload[frame.checked..], key, frame.checked);
+            }
+            if let Some(event) = self.handle_frame(frame, payload)? {
+                return Ok(Some(event));
+            }
+        }
+    }
+
+    /// Rules that depend on the connection: masking, RSV1, fragmentation order, size limit.
+    /// Returns whether the payload is plain text to be UTF-8 checked as it arrives.
+    fn check_header(&self, h: &FrameHeader) -> Result<bool, ProtocolError> {
+        match (self.role.expects_masked_input(), h.mask.is_some()) {
+            (true, false) => return Err(ProtocolError::UnmaskedFrame),
+            (false, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        if h.opcode.is_control() {
+            if h.rsv1 {
+                return Err(ProtocolError::ReservedBits);
+            }
+            return Ok(false);
+        }
+        let (kind, compressed, so_far) = match (h.opcode, &self.message) {
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Continuation, Some(m)) => {
+                // RSV1 marks only the first frame of a compressed message (RFC 7692 §6.1).
+                if h.rsv1 {
+                    return Err(ProtocolError::ReservedBits);
+                }
+                let so_far = if m.compressed {
+                    m.wire_len
+                } else {
+                    m.data.len()
+                };
+                (m.kind, m.compressed, so_far)
+            }
+            (_, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+            (opcode, None) => {
+                if h.rsv1 && self.deflate.is_none() {
+                    return Err(ProtocolError::ReservedBits);
+                }
+                let kind = if opcode == OpCode::Text {
+                    MessageKind::Text
+                } else {
+                    MessageKind::Binary
+                };
+                (kind, h.rsv1, 0)
+            }
+        };
+        // Compressed data is bounded too, with slack for incompressible input (deflate adds
+        // 5 bytes per 64 KiB stored block); the inflated size is checked while inflating.
+        let limit = if compressed {
+            self.max_message_size + self.max_message_size / 1024 + 64
+        } else {
+            self.max_message_size
+        };
+        if (so_far as u64).saturating_add(h.payload_len) > limit as u64 {
+            return Err(ProtocolError::MessageTooBig {
+                limit: self.max_message_size,
+            });
+        }
+        Ok(kind == MessageKind::Text && !compressed)
+    }
+
+    /// Unmask and UTF-8-check the part of a text frame received so far, so that invalid text
+    /// fails the connection before the rest of the frame arrives (Autobahn 6.4.3/6.4.4).
+    fn check_partial_text(&mut self, input: &mut BytesMut) -> Result<(), ProtocolError> {
+        let Some(frame) = self.frame.as_mut() else {
+            return Ok(());
+        };
+        if !frame.text || input.len() <= frame.checked {
+            return Ok(());
+        }
+        let new = &mut input[frame.checked..];
+        if let Some(key) = frame.header.mask {
+            apply_mask(new, key, frame.checked);
+        }
+        // The first frame of a text message starts the message here, so that the validator's
+        // state carries over to the rest of the frame and to later fragments.
+        let message = self.message.get_or_insert_with(|| MessageInProgress {
+            kind: MessageKind::Text,
+            compressed: false,
+            data: Vec::new(),
+            utf8: Utf8Validator::new(),
+            wire_len: 0,
+        });
+        message
+            .utf8
+            .feed(new)
+            .map_err(|_| ProtocolError::InvalidUtf8)?;
+        frame.checked = input.len();
+        Ok(())
+    }
+
+    fn handle_frame(
+        &mut self,
+        frame: FrameInProgress,
+        payload: BytesMut,
+    ) -> Result<Option<Event>, ProtocolError> {
+        let h = frame.header;
+        match h.opcode {
+            OpCode::Ping => {
+                let payload = payload.freeze();
+                if self.state == CloseState::Open {
+                    self.write_frame(OpCode::Pong, false, &payload);
+                }
+                Ok(Some(Event::Ping(payload)))
+            }
+            OpCode::Pong => Ok(Some(Event::Pong(payload.freeze()))),
+            OpCode::Close => self.handle_close(&payload).map(Some),
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                self.handle_data(frame, payload)
+            }
+        }
+    }
+
+    fn handle_close(&mut self, payload: &[u8]) -> Result<Event, ProtocolError> {
+        let frame = CloseFrame::parse(payload).map_err(|e| match e {
+            ClosePayloadError::Truncated => ProtocolError::TruncatedClosePayload,
+            ClosePayloadError::InvalidCode(c) => ProtocolError::InvalidCloseCode(c),
+            ClosePayloadError::InvalidUtf8 => ProtocolError::InvalidUtf8,
+        })?;
+        self.close_received = true;
+        if self.state == CloseState::Open {
+            // Echo the peer's code (RFC 6455 §5.5.1); an empty close is answered with an
+            // empty close.
+            match &frame {
+                Some(f) => self.write_close(&CloseFrame::new(f.code, "")),
+                None => self.write_frame(OpCode::Close, false, &[]),
+            }
+        }
+        self.state = CloseState::Closed;
+        self.message = None;
+        Ok(Event::Close(frame))
+    }
+
+    fn handle_data(
+        &mut self,
+        frame: FrameInProgress,
+        payload: BytesMut,
+    ) -> Result<Option<Event>, ProtocolError> {
+        let h = frame.header;
+        // Fast path: a whole message in one plain frame is handed out without copying.
+        let whole_plain = h.fin && !h.rsv1 && h.opcode != OpCode::Continuation;
+        if whole_plain && self.message.as_ref().is_none_or(|m| m.data.is_empty()) {
+            let validator = self.message.take().map(|m| m.utf8);
+            let payload = payload.freeze();
+            if h.opcode == OpCode::Text {
+                let mut v = validator.unwrap_or_default();
+                v.feed(&payload[frame.checked..])
+                    .and_then(|()| v.finish())
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+                return Ok(self.deliver(Event::Text(payload)));
+            }
+            return Ok(self.deliver(Event::Binary(payload)));
+        }
+
+        let message = match self.message.as_mut() {
+            Some(m) => m,
+            None => self.message.insert(MessageInProgress {
+                kind: if h.opcode == OpCode::Text {
+                    MessageKind::Text
+                } else {
+                    MessageKind::Binary
+                },
+                compressed: h.rsv1,
+                data: Vec::new(),
+                utf8: Utf8Validator::new(),
+                wire_len: 0,
+            }),
+        };
+        if h.rsv1 {
+            message.compressed = true;
+        }
+        let limit = self.max_message_size;
+        if message.compressed {
+            message.wire_len += payload.len();
+            let deflate = self.deflate.as_mut().ok_or(ProtocolError::ReservedBits)?;
+            let start = message.data.len();
+            deflate
+                .inflater
+                .inflate(&payload, &mut message.data, limit)?;
+            if h.fin {
+                let keep = match self.role {
+                    Role::Server => !deflate.params.client_no_context_takeover,
+                    Role::Client => !deflate.params.server_no_context_takeover,
+                };
+                deflate
+                    .inflater
+                    .finish_message(&mut message.data, limit, keep)?;
+            }
+            if message.kind == MessageKind::Text {
+                message
+                    .utf8
+                    .feed(&message.data[start..])
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+        } else {
+            if message.kind == MessageKind::Text {
+                message
+                    .utf8
+                    .feed(&payload[frame.checked..])
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            message.data.extend_from_slice(&payload);
+        }
+        if !h.fin {
+            return Ok(None);
+        }
+        let mut message = self
+            .message
+            .take()
+            .ok_or(ProtocolError::UnexpectedContinuation)?;
+        let data = Bytes::from(std::mem::take(&mut message.data));
+        Ok(self.deliver(match message.kind {
+            MessageKind::Text => {
+                message
+                    .utf8
+                    .finish()
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+                Event::Text(data)
+            }
+            MessageKind::Binary => Event::Binary(data),
+        }))
+    }
+
+    /// Data that arrives after we sent Close is read (to find the peer's Close) but dropped.
+    fn deliver(&self, event: Event) -> Option<Event> {
+        (self.state == CloseState::Open).then_some(event)
+    }
+
+    /// Queue a data message, compressed when permessage-deflate is on and the message is at
+    /// least the threshold. Ignored once the close handshake started.
+    pub fn send(&mut self, kind: MessageKind, payload: &[u8]) {
+        if self.state != CloseState::Open {
+            return;
+        }
+        let opcode = match kind {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        };
+        if let Some(d) = self.deflate.as_mut() {
+            if payload.len() >= d.threshold {
+                let mut z = Vec::new();
+                d.deflater.compress(payload, &mut z);
+                self.write_frame(opcode, true, &z);
+                return;
+            }
+        }
+        self.write_frame(opcode, false, payload);
+    }
+
+    /// Queue a pre-encoded broadcast frame (server role). Picks the compressed encoding when
+    /// this connection can decode it. Returns the number of bytes queued.
+    pub fn send_prepared(&mut self, message: &PreparedMessage) -> usize {
+        if self.state != CloseState::Open {
+            return 0;
+        }
+        let bytes = self.prepared_frame(message);
+        self.out.extend_from_slice(bytes);
+        bytes.len()
+    }
+
+    /// The encoding of `message` this connection should receive (server role): the shared
+    /// compressed frame when its parameters allow, else the shared plain frame.
+    pub fn prepared_frame<'m>(&self, message: &'m PreparedMessage) -> &'m Bytes {
+        match self.deflate.as_deref() {
+            Some(d) if d.params.server_no_context_takeover => message.frame_for(Some((
+                d.params.server_max_window_bits,
+                d.level,
+                d.threshold,
+            ))),
+            _ => message.frame_for(None),
+        }
+    }
+
+    /// Queue a Ping (payload cut to 125 bytes).
+    pub fn send_ping(&mut self, payload: &[u8]) {
+        if self.state != CloseState::Closed {
+            self.write_frame(OpCode::Ping, false, &payload[..payload.len().min(125)]);
+        }
+    }
+
+    /// Queue a Pong (payload cut to 125 bytes).
+    pub fn send_pong(&mut self, payload: &[u8]) {
+        if self.state != CloseState::Closed {
+            self.write_frame(OpCode::Pong, false, &payload[..payload.len().min(125)]);
+        }
+    }
+
+    /// Start the close handshake. No-op if it already started.
+    pub fn close(&mut self, code: CloseCode, reason: &str) {
+        if self.state == CloseState::Open {
+            self.write_close(&CloseFrame::new(code, reason));
+            self.state = CloseState::CloseSent;
+            self.message = None;
+        }
+    }
+
+    fn write_close(&mut self, frame: &CloseFrame) {
+        let mut payload = Vec::with_capacity(2 + frame.reason.len());
+        frame.encode_payload(&mut payload);
+        self.write_frame(OpCode::Close, false, &payload);
+    }
+
+    fn write_frame(&mut self, opcode: OpCode, compressed: bool, payload: &[u8]) {
+        let mask = match self.role {
+            Role::Server => None,
+            Role::Client => Some(self.next_mask()),
+        };
+        let header = FrameHeader {
+            fin: true,
+            rsv1: compressed,
+            opcode,
+            mask,
+            payload_len: payload.len() as u64,
+        };
+        let mut head = Vec::with_capacity(14);
+        header.encode(&mut head);
+        self.out.reserve(head.len() + payload.len());
+        self.out.extend_from_slice(&head);
+        let start = self.out.len();
+        self.out.extend_from_slice(payload);
+        if let Some(key) = mask {
+            apply_mask(&mut self.out[start..], key, 0);
+        }
+    }
+
+    fn next_mask(&mut self) -> [u8; 4] {
+        // xorshift64: cheap, and good enough for masking's purpose (keys a script can not
+        // predict); the seed comes from the OS at connect time.
+        let mut x = self.mask_rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.mask_rng = x;
+        (x as u32).to_ne_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests;
