@@ -1,0 +1,204 @@
+//! A minimal WebSocket test client built on our own sans-IO codec in the client role, for
+//! driving the server over real sockets byte by byte (including bytes no library would send).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use switchboard_server::{Server, ServerConfig};
+use switchboard_ws_proto::{
+    ClientHandshake, CloseFrame, Config, Connection, DeflateConfig, Event,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<bool>,
+}
+
+pub async fn start(config: ServerConfig) -> TestServer {
+    let shutdown = CancellationToken::new();
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..config
+    };
+    let server = Server::bind(config, shutdown.clone()).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let task = tokio::spawn(server.run());
+    TestServer {
+        addr,
+        shutdown,
+        task,
+    }
+}
+
+pub fn echo_config() -> ServerConfig {
+    ServerConfig {
+        echo: true,
+        ..ServerConfig::default()
+    }
+}
+
+pub struct TestClient {
+    pub stream: TcpStream,
+    pub conn: Connection,
+    input: BytesMut,
+}
+
+/// What the client saw at the end.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// A Close frame with this code (and reason).
+    Close(Option<CloseFrame>),
+    /// The TCP connection ended without a Close frame.
+    Eof,
+}
+
+impl TestClient {
+    pub async fn connect(addr: SocketAddr, path: &str, deflate: bool) -> TestClient {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let hs = ClientHandshake::new(rand_nonce(), &[], deflate);
+        stream
+            .write_all(&hs.request(&addr.to_string(), path, &[]))
+            .await
+            .unwrap();
+        let mut input = BytesMut::new();
+        let accepted = loop {
+            if let Some((acc, len)) = hs.parse_response(&input).unwrap() {
+                let _ = input.split_to(len);
+                break acc;
+            }
+            let n = tokio::time::timeout(TIMEOUT, stream.read_buf(&mut input))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "EOF during handshake");
+        };
+        let mut conn = Connection::client(&Config::default(), 0x1234_5678);
+        if let Some(params) = accepted.deflate {
+            conn = conn.with_deflate(params, &DeflateConfig::default());
+        }
+        TestClient {
+            stream,
+            conn,
+            input,
+        }
+    }
+
+    /// Write raw bytes (possibly invalid frames).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Flush whatever the codec queued (messages, pongs, close replies).
+    pub async fn flush(&mut self) {
+        let out = self.conn.output().split();
+        if !out.is_empty() {
+            let _ = self.stream.write_all(&out).await;
+        }
+    }
+
+    /// The next event, without answering pings (the codec queues pongs; `flush` sends them).
+    /// `None` on EOF.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            match self.conn.handle_input(&mut self.input) {
+                Ok(Some(e)) => return Some(e),
+                Ok(None) => {}
+                Err(e) => panic!("server sent invalid frames: {e}"),
+            }
+            let n = tokio::time::timeout(TIMEOUT, self.stream.read_buf(&mut self.input))
+                .await
+                .expect("timed out waiting for the server")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Read until the server closes; answer its Close (as a well-behaved client does).
+    pub async fn ending(&mut self) -> Ending {
+        loop {
+            match self.next_event().await {
+                Some(Event::Close(frame)) => {
+                    self.flush().await;
+                    return Ending::Close(frame);
+                }
+                Some(_) => {}
+                None => return Ending::Eof,
+            }
+        }
+    }
+
+    /// The close code the server ends with.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        match self.ending().await {
+            Ending::Close(Some(f)) => Some(f.code.as_u16()),
+            _ => None,
+        }
+    }
+}
+
+fn rand_nonce() -> [u8; 16] {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    t.to_le_bytes()
+}
+
+/// A masked client frame with the given first byte (FIN/RSV/opcode) and payload.
+pub fn raw_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0xa1, 0xb2, 0xc3, 0xd4];
+    let mut out = vec![b0];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&key);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    switchboard_ws_proto::mask::apply_mask(&mut out[start..], key, 0);
+    out
+}
+
+/// Send a raw HTTP request and return the status code of the answer.
+pub async fn http_status(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(TIMEOUT, s.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        buf.extend_from_slice(&chunk[..n]);
+        if n == 0 || buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
