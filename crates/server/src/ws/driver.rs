@@ -58,6 +58,9 @@ pub async fn run<H: Handler>(
 ) -> EndReason {
     let _ = stream.set_nodelay(true);
     let mut input = BytesMut::from(&leftover[..]);
+    // `leftover` may be a slice of hyper's read buffer: holding it would keep that whole
+    // allocation alive for the life of the connection.
+    drop(leftover);
     let mut keepalive = Keepalive::new(
         Instant::now(),
         limits.heartbeat_interval,

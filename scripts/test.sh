@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The whole test suite (what CI runs through .ci/run). Installs what it needs when missing;
+# a missing component is an error, never a silent skip.
+#
+#   scripts/test.sh            everything (~10 min on 2 cores from a cold cache)
+#   FUZZ_SECONDS=60 scripts/test.sh    longer fuzzing per target (default 10)
+#   AUTOBAHN=full scripts/test.sh      all 517 Autobahn cases (adds ~15 min)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+mkdir -p .tmp
+passed=0
+failed_stages=()
+
+stage() {
+  local name="$1"; shift
+  echo
+  echo "=== $name"
+  local start=$SECONDS
+  if "$@"; then
+    passed=$((passed + 1))
+    echo "=== $name: ok ($((SECONDS - start)) s)"
+  else
+    failed_stages+=("$name")
+    echo "=== $name: FAILED ($((SECONDS - start)) s)"
+  fi
+}
+
+need() {
+  command -v "$1" >/dev/null || { echo "test.sh: '$1' is required and missing" >&2; exit 2; }
+}
+need cargo; need python3; need node; need npm
+
+python_env() {
+  if [[ ! -x .tmp/venv/bin/pytest ]]; then
+    python3 -m venv .tmp/venv
+    .tmp/venv/bin/pip install -q --disable-pip-version-check -r tests/interop/python/requirements.txt
+  fi
+}
+
+node_env() {
+  (cd tests/interop/node && npm ci --silent --no-audit --no-fund)
+}
+
+stage "format" cargo fmt --all -- --check
+stage "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+stage "unit, property and integration tests" cargo test --workspace --locked
+stage "release build" cargo build --release --locked -p switchboard
+stage "python websockets interop" bash -c "$(declare -f python_env); python_env && .tmp/venv/bin/python -m pytest -q tests/interop/python"
+stage "node ws interop" bash -c "$(declare -f node_env); node_env && cd tests/interop/node && node --test"
+stage "autobahn conformance (${AUTOBAHN:-quick})" scripts/conformance.sh "${AUTOBAHN:-quick}"
+if [[ -x scripts/fuzz.sh ]]; then
+  stage "fuzz (${FUZZ_SECONDS:-10} s per target)" scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
+fi
+stage "bench harness builds" cargo build --release --locked --manifest-path bench/Cargo.toml
+
+echo
+if [[ ${#failed_stages[@]} -gt 0 ]]; then
+  printf 'failed stage: %s\n' "${failed_stages[@]}"
+fi
+echo "test.sh: $passed passed, ${#failed_stages[@]} failed"
+[[ ${#failed_stages[@]} -eq 0 ]]
