@@ -69,6 +69,9 @@ pub async fn run<H: Handler>(
     let mut close_deadline: Option<Instant> = None;
     let sleep = sleep_until(keepalive.deadline().into());
     tokio::pin!(sleep);
+    // Created once: registering a fresh waiter with the token on every loop turn costs a lock.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     handler.on_open(&mut conn);
 
     let reason = loop {
@@ -94,7 +97,9 @@ pub async fn run<H: Handler>(
             Some(d) => d.min(keepalive.deadline()),
             None => keepalive.deadline(),
         };
-        if sleep.deadline() != deadline.into() {
+        // Activity only moves the keepalive deadline later: leave the timer alone then (no
+        // timer-wheel work per message) and let `handle_timeout` re-arm it when it fires early.
+        if sleep.is_elapsed() || deadline < sleep.deadline().into_std() {
             sleep.as_mut().reset(deadline.into());
         }
         // Backpressure: a client that does not read our replies is not read either.
@@ -103,7 +108,7 @@ pub async fn run<H: Handler>(
 
         tokio::select! {
             biased;
-            _ = shutdown.cancelled(), if conn.is_open() => {
+            () = &mut cancelled, if conn.is_open() => {
                 conn.close(CloseCode::Away, "Server shutting down");
             }
             ready = stream.readable(), if want_read => {
