@@ -5,7 +5,7 @@
 #   scripts/conformance.sh [quick|full|CASES]
 #
 #   quick (default): every case but the compression-heavy 12.*/13.*, of which it runs the
-#                    first case of every group (x.y.1: small messages, each parameter set) (~40 s)
+#                    first case of every group (x.y.1: each deflate parameter set once) (~20 s)
 #   full:            all 517 cases, 12.* and 13.* included                             (~15 min)
 #   CASES:           any pattern list run.sh accepts, e.g. "13.3.*,13.5.*"
 #
@@ -18,7 +18,7 @@ VENV="${AUTOBAHN_VENV:-$ROOT/.tmp/autobahn-venv}"
 BIN="${SWITCHBOARD_BIN:-$ROOT/target/release/switchboard}"
 MODE="${1:-quick}"
 case "$MODE" in
-  quick) CASES="*,-12.*,-13.*,12.*.1,13.*.1" ;;
+  quick) CASES="1.*,2.*,3.*,4.*,5.*,6.*,7.*,8.*,9.*,10.*,12.1.1,12.2.1,12.3.1,12.4.1,12.5.1,13.1.1,13.2.1,13.3.1,13.4.1,13.5.1,13.6.1,13.7.1" ;;
   full) CASES="*" ;;
   *) CASES="$MODE" ;;
 esac
