@@ -5,9 +5,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use support::{echo_config, http_status, raw_frame, start, Ending, TestClient};
 use switchboard_server::ServerConfig;
 use switchboard_ws_proto::{CloseCode, CloseFrame, Event, MessageKind};
-use support::{echo_config, http_status, raw_frame, start, Ending, TestClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -22,7 +22,10 @@ async fn echo_returns_text_and_binary_messages() {
         c.conn.send(MessageKind::Text, big.as_bytes());
         c.flush().await;
         assert_eq!(c.next_event().await, Some(Event::Text("hello".into())));
-        assert_eq!(c.next_event().await, Some(Event::Binary(vec![0, 1, 2].into())));
+        assert_eq!(
+            c.next_event().await,
+            Some(Event::Binary(vec![0, 1, 2].into()))
+        );
         assert_eq!(c.next_event().await, Some(Event::Text(big.into())));
         c.conn.close(CloseCode::Normal, "done");
         c.flush().await;
@@ -48,7 +51,10 @@ async fn bad_handshakes_get_the_http_status_the_spec_names() {
     let cases = [
         (good.replace("Version: 13", "Version: 8"), 426),
         (good.replace("Upgrade: websocket\r\n", ""), 400),
-        (good.replace("Connection: Upgrade", "Connection: close"), 400),
+        (
+            good.replace("Connection: Upgrade", "Connection: close"),
+            400,
+        ),
         (good.replace("dGhlIHNhbXBsZSBub25jZQ==", "short"), 400),
         (good.replace("GET", "POST"), 405),
         (good.replace("/ws", "/nope"), 404),
@@ -57,7 +63,9 @@ async fn bad_handshakes_get_the_http_status_the_spec_names() {
         let (status, text) = http_status(server.addr, &request).await;
         assert_eq!(status, expected, "{request}\n->\n{text}");
         if expected == 426 {
-            assert!(text.to_ascii_lowercase().contains("sec-websocket-version: 13"));
+            assert!(text
+                .to_ascii_lowercase()
+                .contains("sec-websocket-version: 13"));
         }
     }
     let (status, text) = http_status(server.addr, good).await;
@@ -85,8 +93,16 @@ async fn protocol_violations_close_with_the_spec_codes() {
         ("fragmented ping", raw_frame(0x09, b""), 1002),
         ("continuation first", raw_frame(0x80, b"x"), 1002),
         ("oversized message", raw_frame(0x82, &[0; 1001]), 1009),
-        ("close with code 1005", raw_frame(0x88, &1005u16.to_be_bytes()), 1002),
-        ("close reason bad utf-8", raw_frame(0x88, b"\x03\xe8\xff"), 1007),
+        (
+            "close with code 1005",
+            raw_frame(0x88, &1005u16.to_be_bytes()),
+            1002,
+        ),
+        (
+            "close reason bad utf-8",
+            raw_frame(0x88, b"\x03\xe8\xff"),
+            1007,
+        ),
     ];
     for (name, bytes, code) in cases {
         let mut c = TestClient::connect(server.addr, "/echo", false).await;
@@ -116,7 +132,9 @@ async fn slow_request_head_is_dropped_after_the_handshake_timeout() {
     })
     .await;
     let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    s.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    s.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let started = Instant::now();
     let mut buf = [0u8; 256];
     // Hyper answers 408 or just closes; either way the connection ends.
@@ -149,13 +167,20 @@ async fn silent_connection_is_pinged_then_dropped() {
         }
         alive.conn.send(MessageKind::Text, b"still here");
         alive.flush().await;
-        assert_eq!(alive.next_event().await, Some(Event::Text("still here".into())));
+        assert_eq!(
+            alive.next_event().await,
+            Some(Event::Text("still here".into()))
+        );
     });
     // A half-open client: never answers.
     let mut dead = TestClient::connect(server.addr, "/echo", false).await;
     let started = Instant::now();
     assert!(matches!(dead.next_event().await, Some(Event::Ping(_))));
-    assert_eq!(dead.next_event().await, None, "dropped without a close frame");
+    assert_eq!(
+        dead.next_event().await,
+        None,
+        "dropped without a close frame"
+    );
     let elapsed = started.elapsed();
     assert!(
         elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(2),
@@ -175,7 +200,10 @@ async fn shutdown_closes_every_connection_with_1001_and_finishes() {
     for c in &mut clients {
         assert_eq!(
             c.ending().await,
-            Ending::Close(Some(CloseFrame::new(CloseCode::Away, "Server shutting down")))
+            Ending::Close(Some(CloseFrame::new(
+                CloseCode::Away,
+                "Server shutting down"
+            )))
         );
     }
     // Clients close their side once the server's FIN arrives.

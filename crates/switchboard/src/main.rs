@@ -7,6 +7,12 @@ use clap::{Parser, Subcommand};
 use switchboard_server::{Server, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
+// mimalloc: size-segregated pages keep the per-connection allocations that outlive the HTTP
+// handshake from being scattered among freed handshake buffers (measured: see
+// docs/benchmarks.md, memory per idle connection).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "switchboard",

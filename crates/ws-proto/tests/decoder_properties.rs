@@ -223,7 +223,10 @@ fn a_conversation_split_at_every_byte_boundary_decodes_the_same() {
         // And byte by byte.
         let (_, mut server) = pair(deflate);
         let every: Vec<usize> = (0..bytes.len()).collect();
-        assert_eq!(decode_in_chunks(&mut server, &bytes, &every), expected(&sent));
+        assert_eq!(
+            decode_in_chunks(&mut server, &bytes, &every),
+            expected(&sent)
+        );
     }
 }
 
@@ -231,7 +234,9 @@ fn a_conversation_split_at_every_byte_boundary_decodes_the_same() {
 fn errors_map_to_the_spec_close_codes() {
     assert_eq!(ProtocolError::InvalidUtf8.close_code().as_u16(), 1007);
     assert_eq!(
-        ProtocolError::MessageTooBig { limit: 1 }.close_code().as_u16(),
+        ProtocolError::MessageTooBig { limit: 1 }
+            .close_code()
+            .as_u16(),
         1009
     );
     assert_eq!(ProtocolError::UnmaskedFrame.close_code().as_u16(), 1002);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use switchboard_ws_proto::{CloseCode, Connection, Event, MessageKind};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, Interest, Ready};
 use tokio::net::TcpStream;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
@@ -103,31 +103,35 @@ pub async fn run<H: Handler>(
             sleep.as_mut().reset(deadline.into());
         }
         // Backpressure: a client that does not read our replies is not read either.
-        let want_read = conn.output().len() < limits.max_pending_output && !conn.is_closed();
-        let want_write = !conn.output().is_empty();
+        let mut interest = None;
+        if conn.output().len() < limits.max_pending_output && !conn.is_closed() {
+            interest = Some(Interest::READABLE);
+        }
+        if !conn.output().is_empty() {
+            interest = Some(interest.map_or(Interest::WRITABLE, |i| i | Interest::WRITABLE));
+        }
 
         tokio::select! {
             biased;
             () = &mut cancelled, if conn.is_open() => {
                 conn.close(CloseCode::Away, "Server shutting down");
             }
-            ready = stream.readable(), if want_read => {
-                if ready.is_err() {
+            // One readiness future for both directions: a second one would add its waiter to
+            // the state every idle connection keeps.
+            ready = ready_for(&stream, interest) => {
+                let Ok(ready) = ready else {
                     break EndReason::PeerGone;
-                }
-                if input.capacity() - input.len() < READ_CHUNK / 4 {
-                    input.reserve(READ_CHUNK);
-                }
-                match stream.try_read_buf(&mut input) {
-                    Ok(0) => break EndReason::PeerGone,
-                    Ok(_) => keepalive.heard(Instant::now()),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => break EndReason::PeerGone,
-                }
-            }
-            ready = stream.writable(), if want_write => {
-                if ready.is_err() {
-                    break EndReason::PeerGone;
+                };
+                if ready.is_readable() || ready.is_read_closed() {
+                    if input.capacity() - input.len() < READ_CHUNK / 4 {
+                        input.reserve(READ_CHUNK);
+                    }
+                    match stream.try_read_buf(&mut input) {
+                        Ok(0) => break EndReason::PeerGone,
+                        Ok(_) => keepalive.heard(Instant::now()),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(_) => break EndReason::PeerGone,
+                    }
                 }
             }
             () = &mut sleep => {
@@ -145,9 +149,19 @@ pub async fn run<H: Handler>(
     };
     handler.on_close();
     if reason == EndReason::Closed {
-        linger(stream, limits.close_timeout).await;
+        // Boxed: only closing connections pay for the drain buffer and its future, not the
+        // state of every idle connection.
+        Box::pin(linger(stream, limits.close_timeout)).await;
     }
     reason
+}
+
+/// Wait for `interest` on the socket, or forever when there is nothing to wait for.
+async fn ready_for(stream: &TcpStream, interest: Option<Interest>) -> io::Result<Ready> {
+    match interest {
+        Some(interest) => stream.ready(interest).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Decode and dispatch every complete frame in `input`.

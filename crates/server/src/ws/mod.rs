@@ -44,24 +44,12 @@ pub fn upgrade<H: Handler>(state: &Arc<AppState>, mut req: Request<Body>, handle
             return resp;
         }
     };
-    let config = &state.config;
-    let accepted = upgrade.accept(&[], config.deflate.as_ref());
-    let mut conn = Connection::server(&Config {
-        max_message_size: config.max_message_size,
-    });
-    if let (Some(params), Some(deflate)) = (accepted.deflate, config.deflate.as_ref()) {
-        conn = conn.with_deflate(params, deflate);
-    }
-
+    let accepted = upgrade.accept(&[], state.config.deflate.as_ref());
+    let deflate = accepted.deflate;
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let limits = DriverLimits {
-        heartbeat_interval: config.heartbeat_interval,
-        heartbeat_timeout: config.heartbeat_timeout,
-        close_timeout: config.close_timeout,
-        max_pending_output: config.max_pending_output,
-    };
-    let shutdown = state.shutdown.clone();
     let task_state = state.clone();
+    // The task captures as little as possible: its captures stay in the state of every
+    // connection for its whole life (memory per idle connection is a product goal).
     state.tracker.spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
@@ -80,13 +68,26 @@ pub fn upgrade<H: Handler>(state: &Arc<AppState>, mut req: Request<Body>, handle
             }
         };
         let _guard = task_state.connection_opened();
+        let config = &task_state.config;
+        let mut conn = Connection::server(&Config {
+            max_message_size: config.max_message_size,
+        });
+        if let (Some(params), Some(policy)) = (deflate, config.deflate.as_ref()) {
+            conn = conn.with_deflate(params, policy);
+        }
+        let limits = DriverLimits {
+            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_timeout: config.heartbeat_timeout,
+            close_timeout: config.close_timeout,
+            max_pending_output: config.max_pending_output,
+        };
         let reason = driver::run(
             parts.io.into_inner(),
             parts.read_buf,
             conn,
             handler,
             limits,
-            shutdown,
+            task_state.shutdown.clone(),
         )
         .await;
         tracing::debug!(?reason, "websocket connection ended");

@@ -1,16 +1,14 @@
 //! A minimal WebSocket test client built on our own sans-IO codec in the client role, for
 //! driving the server over real sockets byte by byte (including bytes no library would send).
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use switchboard_server::{Server, ServerConfig};
-use switchboard_ws_proto::{
-    ClientHandshake, CloseFrame, Config, Connection, DeflateConfig, Event,
-};
+use switchboard_ws_proto::{ClientHandshake, CloseFrame, Config, Connection, DeflateConfig, Event};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
