@@ -1,0 +1,494 @@
+//! Rooms and the operations on them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use switchboard_native_proto::RoomName;
+
+use crate::dedup::Dedup;
+use crate::delivery::Delivery;
+use crate::history::{History, HistoryLimits};
+use crate::outbox::Outbox;
+use crate::pattern::RoomPattern;
+
+const SHARDS: usize = 64;
+
+/// A connection's id, unique within the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// A user id (JWT `sub`, or generated for anonymous users).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(pub Arc<str>);
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Hub settings.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// History retention by room pattern; the first match wins, else `default_history`.
+    pub history: Vec<(RoomPattern, HistoryLimits)>,
+    /// History retention of rooms no pattern matches.
+    pub default_history: HistoryLimits,
+    /// `user_joined`/`user_left` are sent only while a room has at most this many members
+    /// (each costs O(members)). Default 100; 0 = never.
+    pub join_leave_max_members: usize,
+    /// How long a client message id is remembered for deduplication. Default 5 minutes.
+    pub dedup_window: Duration,
+    /// How many ids are remembered at most. Default 100 000.
+    pub dedup_capacity: usize,
+    /// Outbound budget per connection in bytes (beyond it deliveries are dropped and counted).
+    /// Default 1 MiB.
+    pub outbox_budget: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            history: Vec::new(),
+            default_history: HistoryLimits::default(),
+            join_leave_max_members: 100,
+            dedup_window: Duration::from_secs(300),
+            dedup_capacity: 100_000,
+            outbox_budget: 1024 * 1024,
+        }
+    }
+}
+
+/// A connection as the hub knows it.
+#[derive(Debug, Clone)]
+pub struct HubConn {
+    /// Its id.
+    pub id: ConnId,
+    /// Its user.
+    pub user: UserId,
+    /// Where its deliveries go.
+    pub outbox: Arc<Outbox>,
+}
+
+/// The answer to a join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// The room's latest offset.
+    pub offset: u64,
+    /// The room's history epoch.
+    pub epoch: Arc<str>,
+    /// With `since`: whether every missed message was queued for replay. `true` without.
+    pub recovered: bool,
+    /// How many missed messages were queued for replay (before any live one).
+    pub replayed: usize,
+}
+
+/// The result of a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The message's offset.
+    pub offset: u64,
+    /// The room's epoch.
+    pub epoch: Arc<str>,
+    /// Members it was queued for.
+    pub delivered: usize,
+    /// Members whose outbox was full.
+    pub dropped: usize,
+}
+
+/// One user in a room's presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceEntry {
+    /// The user.
+    pub user: UserId,
+    /// Their connections in the room.
+    pub connections: usize,
+}
+
+struct Room {
+    state: Mutex<RoomState>,
+}
+
+struct RoomState {
+    /// Removed from the room map: a join that raced with the removal must retry.
+    removed: bool,
+    members: HashMap<ConnId, (UserId, Arc<Outbox>)>,
+    /// The members' outboxes, rebuilt lazily after membership changes so that a publish
+    /// iterates a flat slice.
+    snapshot: Option<Arc<[Arc<Outbox>]>>,
+    presence: HashMap<UserId, usize>,
+    history: History,
+    limits: HistoryLimits,
+    last_offset: u64,
+    epoch: Arc<str>,
+}
+
+impl RoomState {
+    fn recipients(&mut self) -> Arc<[Arc<Outbox>]> {
+        if let Some(s) = &self.snapshot {
+            return s.clone();
+        }
+        let s: Arc<[Arc<Outbox>]> = self.members.values().map(|(_, o)| o.clone()).collect();
+        self.snapshot = Some(s.clone());
+        s
+    }
+}
+
+/// The hub. Share it with `Arc`.
+pub struct Hub {
+    shards: Vec<Mutex<HashMap<RoomName, Arc<Room>>>>,
+    config: HubConfig,
+    dedup: Dedup,
+    next_conn: AtomicU64,
+    next_epoch: AtomicU64,
+    boot: u64,
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub").field("config", &self.config).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its state consistent before anything can panic, so a
+    // poisoned lock's data is still valid.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Hub {
+    /// A hub with `config`.
+    pub fn new(config: HubConfig) -> Arc<Hub> {
+        Arc::new(Hub {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            dedup: Dedup::new(config.dedup_window, config.dedup_capacity),
+            config,
+            next_conn: AtomicU64::new(1),
+            next_epoch: AtomicU64::new(1),
+            boot: now_ms(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// Register a connection of `user`.
+    pub fn connect(&self, user: UserId) -> HubConn {
+        HubConn {
+            id: ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed)),
+            user,
+            outbox: Outbox::new(self.config.outbox_budget),
+        }
+    }
+
+    /// A fresh connection id (for generated user ids and message ids).
+    pub fn unique_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn shard(&self, room: &RoomName) -> &Mutex<HashMap<RoomName, Arc<Room>>> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        room.hash(&mut h);
+        &self.shards[(h.finish() as usize) % SHARDS]
+    }
+
+    fn limits_for(&self, room: &RoomName) -> HistoryLimits {
+        self.config
+            .history
+            .iter()
+            .find(|(p, _)| p.matches(room.as_str()))
+            .map(|(_, l)| *l)
+            .unwrap_or(self.config.default_history)
+    }
+
+    fn room(&self, name: &RoomName, create: bool) -> Option<Arc<Room>> {
+        let mut shard = lock(self.shard(name));
+        if let Some(r) = shard.get(name) {
+            return Some(r.clone());
+        }
+        if !create {
+            return None;
+        }
+        // A new room starts a new epoch: its offsets restart and any earlier history of the
+        // same name is gone, which clients learn from the epoch change.
+        let epoch = format!(
+            "{:x}-{:x}",
+            self.boot,
+            self.next_epoch.fetch_add(1, Ordering::Relaxed)
+        );
+        let room = Arc::new(Room {
+            state: Mutex::new(RoomState {
+                removed: false,
+                members: HashMap::new(),
+                snapshot: None,
+                presence: HashMap::new(),
+                history: History::default(),
+                limits: self.limits_for(name),
+                last_offset: 0,
+                epoch: epoch.into(),
+            }),
+        });
+        shard.insert(name.clone(), room.clone());
+        Some(room)
+    }
+
+    /// Run `f` on the room's state, creating the room if needed (retrying if it was removed
+    /// concurrently).
+    fn with_room<R>(&self, name: &RoomName, mut f: impl FnMut(&mut RoomState) -> R) -> R {
+        loop {
+            let room = self.room(name, true);
+            let Some(room) = room else { continue };
+            let mut st = lock(&room.state);
+            if st.removed {
+                continue;
+            }
+            return f(&mut st);
+        }
+    }
+
+    /// Remove the room if nobody is in it and it keeps no history.
+    fn collect_if_empty(&self, name: &RoomName) {
+        let mut shard = lock(self.shard(name));
+        if let Some(room) = shard.get(name) {
+            let mut st = lock(&room.state);
+            let now = Instant::now();
+            let limits = st.limits;
+            st.history.expire(now, &limits);
+            if st.members.is_empty() && st.history.is_empty() {
+                st.removed = true;
+                drop(st);
+                shard.remove(name);
+            }
+        }
+    }
+
+    /// Add `conn` to `room`. With `since`, queue every message after it in the connection's
+    /// outbox first (or report `recovered: false` when history no longer covers the gap);
+    /// live messages follow in order, with no gap or duplicate at the seam because both happen
+    /// under the room's lock. Others get `user_joined` when the user's first connection joins
+    /// and the room is small enough.
+    pub fn join(&self, conn: &HubConn, room: &RoomName, since: Option<(u64, &str)>) -> Joined {
+        let joined = self.with_room(room, |st| {
+            let mut recovered = true;
+            let mut replayed = 0;
+            if let Some((offset, epoch)) = since {
+                let limits = st.limits;
+                st.history.expire(Instant::now(), &limits);
+                if *epoch == *st.epoch && st.history.covers(offset, st.last_offset) {
+                    for d in st.history.after(offset, usize::MAX) {
+                        conn.outbox.push(&d);
+                        replayed += 1;
+                    }
+                } else {
+                    recovered = false;
+                }
+            }
+            let first_of_user = if st.members.contains_key(&conn.id) {
+                false
+            } else {
+                st.members
+                    .insert(conn.id, (conn.user.clone(), conn.outbox.clone()));
+                st.snapshot = None;
+                let count = st.presence.entry(conn.user.clone()).or_insert(0);
+                *count += 1;
+                *count == 1
+            };
+            let announce = first_of_user && st.members.len() <= self.config.join_leave_max_members;
+            if announce {
+                let event = presence_event("user_joined", &conn.user, room);
+                for (id, (_, outbox)) in &st.members {
+                    if *id != conn.id {
+                        outbox.push(&event);
+                    }
+                }
+            }
+            Joined {
+                offset: st.last_offset,
+                epoch: st.epoch.clone(),
+                recovered,
+                replayed,
+            }
+        });
+        joined
+    }
+
+    /// Remove `conn` from `room`; `false` if it was not a member. Others get `user_left` when
+    /// the user's last connection leaves and the room is small enough.
+    pub fn leave(&self, conn: &HubConn, room: &RoomName) -> bool {
+        let Some(r) = self.room(room, false) else {
+            return false;
+        };
+        let was_member = {
+            let mut st = lock(&r.state);
+            if st.members.remove(&conn.id).is_none() {
+                false
+            } else {
+                st.snapshot = None;
+                let last_of_user = match st.presence.get_mut(&conn.user) {
+                    Some(c) if *c > 1 => {
+                        *c -= 1;
+                        false
+                    }
+                    _ => {
+                        st.presence.remove(&conn.user);
+                        true
+                    }
+                };
+                if last_of_user && st.members.len() < self.config.join_leave_max_members {
+                    let event = presence_event("user_left", &conn.user, room);
+                    for (_, outbox) in st.members.values() {
+                        outbox.push(&event);
+                    }
+                }
+                true
+            }
+        };
+        if was_member {
+            self.collect_if_empty(room);
+        }
+        was_member
+    }
+
+    /// Whether `conn` is in `room`.
+    pub fn is_member(&self, conn: &HubConn, room: &RoomName) -> bool {
+        self.room(room, false)
+            .is_some_and(|r| lock(&r.state).members.contains_key(&conn.id))
+    }
+
+    /// Publish to `room`: `build(offset, timestamp_ms)` makes the JSON once; it is stored in
+    /// history and queued for every member.
+    pub fn publish(&self, room: &RoomName, build: impl FnOnce(u64, u64) -> Bytes) -> Published {
+        let mut build = Some(build);
+        self.with_room(room, |st| {
+            let offset = st.last_offset + 1;
+            st.last_offset = offset;
+            let json = match build.take() {
+                Some(b) => b(offset, now_ms()),
+                None => Bytes::new(), // with_room calls this closure once per successful lock
+            };
+            let delivery = Delivery::new(json, Some(offset));
+            let limits = st.limits;
+            st.history.push(Instant::now(), delivery.clone(), &limits);
+            let (mut delivered, mut dropped) = (0, 0);
+            for outbox in st.recipients().iter() {
+                match outbox.push(&delivery) {
+                    crate::outbox::Pushed::Queued => delivered += 1,
+                    crate::outbox::Pushed::Dropped => dropped += 1,
+                    crate::outbox::Pushed::Closed => {}
+                }
+            }
+            Published {
+                offset,
+                epoch: st.epoch.clone(),
+                delivered,
+                dropped,
+            }
+        })
+    }
+
+    /// Retained messages of `room` after `since` (newest `limit`), with the room's latest
+    /// offset and epoch. An unknown room has no messages and offset 0.
+    pub fn history(
+        &self,
+        room: &RoomName,
+        since: Option<u64>,
+        limit: Option<usize>,
+    ) -> (Vec<Arc<Delivery>>, u64, Arc<str>) {
+        self.with_room(room, |st| {
+            let limits = st.limits;
+            st.history.expire(Instant::now(), &limits);
+            let messages = st
+                .history
+                .after(since.unwrap_or(0), limit.unwrap_or(usize::MAX));
+            (messages, st.last_offset, st.epoch.clone())
+        })
+    }
+
+    /// Who is in `room`, by user with connection counts, sorted by user id.
+    pub fn presence(&self, room: &RoomName) -> Vec<PresenceEntry> {
+        let Some(r) = self.room(room, false) else {
+            return Vec::new();
+        };
+        let st = lock(&r.state);
+        let mut v: Vec<_> = st
+            .presence
+            .iter()
+            .map(|(user, n)| PresenceEntry {
+                user: user.clone(),
+                connections: *n,
+            })
+            .collect();
+        drop(st);
+        v.sort_by(|a, b| a.user.cmp(&b.user));
+        v
+    }
+
+    /// Every room with members or history: name and member count.
+    pub fn channels(&self) -> Vec<(RoomName, usize)> {
+        let mut v = Vec::new();
+        for shard in &self.shards {
+            let rooms: Vec<_> = lock(shard)
+                .iter()
+                .map(|(n, r)| (n.clone(), r.clone()))
+                .collect();
+            for (name, room) in rooms {
+                v.push((name, lock(&room.state).members.len()));
+            }
+        }
+        v.sort();
+        v
+    }
+
+    /// Deduplication: the offset an earlier message with this id got, if remembered.
+    pub fn seen_message(&self, user: &UserId, id: &str) -> Option<u64> {
+        self.dedup.check(&user.0, id, Instant::now())
+    }
+
+    /// Deduplication: remember that this id was accepted with `offset`.
+    pub fn record_message(&self, user: &UserId, id: &str, offset: u64) {
+        self.dedup.record(&user.0, id, offset, Instant::now());
+    }
+}
+
+fn presence_event(kind: &str, user: &UserId, room: &RoomName) -> Arc<Delivery> {
+    let json = format!(
+        r#"{{"type":"{kind}","userId":{},"room":{}}}"#,
+        json_string(&user.0),
+        json_string(room.as_str())
+    );
+    Delivery::new(Bytes::from(json), None)
+}
+
+/// A JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests;

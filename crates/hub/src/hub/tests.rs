@@ -1,0 +1,233 @@
+use super::*;
+
+fn room(s: &str) -> RoomName {
+    RoomName::new(s).unwrap()
+}
+
+fn user(s: &str) -> UserId {
+    UserId(Arc::from(s))
+}
+
+fn drained(conn: &HubConn) -> Vec<String> {
+    let mut v = Vec::new();
+    conn.outbox.drain(&mut v);
+    v.iter()
+        .map(|d| String::from_utf8_lossy(d.json()).into_owned())
+        .collect()
+}
+
+fn publish(hub: &Hub, r: &RoomName, text: &str) -> Published {
+    let text = text.to_owned();
+    hub.publish(r, move |offset, _| Bytes::from(format!("{text}@{offset}")))
+}
+
+#[test]
+fn members_get_publishes_and_join_leave_events() {
+    let hub = Hub::new(HubConfig::default());
+    let r = room("general");
+    let a = hub.connect(user("alice"));
+    let b = hub.connect(user("bob"));
+    hub.join(&a, &r, None);
+    hub.join(&b, &r, None);
+    assert_eq!(
+        drained(&a),
+        [r#"{"type":"user_joined","userId":"bob","room":"general"}"#]
+    );
+    assert!(drained(&b).is_empty(), "no event about yourself");
+    let p = publish(&hub, &r, "hi");
+    assert_eq!((p.offset, p.delivered), (1, 2));
+    assert_eq!(drained(&a), ["hi@1"]);
+    assert_eq!(drained(&b), ["hi@1"]);
+    assert!(hub.leave(&b, &r));
+    assert!(!hub.leave(&b, &r));
+    assert_eq!(
+        drained(&a),
+        [r#"{"type":"user_left","userId":"bob","room":"general"}"#]
+    );
+    publish(&hub, &r, "after");
+    assert!(drained(&b).is_empty());
+}
+
+#[test]
+fn replay_from_since_has_no_gap_and_no_duplicate() {
+    let hub = Hub::new(HubConfig::default());
+    let r = room("feed");
+    let publisher = hub.connect(user("p"));
+    hub.join(&publisher, &r, None);
+    for i in 1..=5 {
+        publish(&hub, &r, &format!("m{i}"));
+    }
+    let epoch = hub.history(&r, None, None).2;
+    let late = hub.connect(user("late"));
+    let j = hub.join(&late, &r, Some((2, &epoch)));
+    assert_eq!((j.offset, j.recovered, j.replayed), (5, true, 3));
+    publish(&hub, &r, "m6");
+    assert_eq!(drained(&late), ["m3@3", "m4@4", "m5@5", "m6@6"]);
+}
+
+#[test]
+fn replay_is_not_recovered_for_another_epoch_or_a_trimmed_gap() {
+    let hub = Hub::new(HubConfig {
+        default_history: HistoryLimits {
+            max_messages: 2,
+            max_age: Duration::from_secs(60),
+        },
+        ..HubConfig::default()
+    });
+    let r = room("x");
+    let keep = hub.connect(user("keep"));
+    hub.join(&keep, &r, None);
+    for i in 1..=5 {
+        publish(&hub, &r, &format!("m{i}"));
+    }
+    let epoch = hub.history(&r, None, None).2;
+    let c = hub.connect(user("c"));
+    assert!(
+        !hub.join(&c, &r, Some((1, &epoch))).recovered,
+        "3 was trimmed"
+    );
+    let d = hub.connect(user("d"));
+    assert!(!hub.join(&d, &r, Some((4, "other-epoch"))).recovered);
+    let e = hub.connect(user("e"));
+    let j = hub.join(&e, &r, Some((3, &epoch)));
+    assert!(j.recovered);
+    assert_eq!(drained(&e), ["m4@4", "m5@5"]);
+}
+
+#[test]
+fn empty_room_is_forgotten_and_comes_back_with_a_new_epoch() {
+    let hub = Hub::new(HubConfig {
+        default_history: HistoryLimits {
+            max_messages: 0,
+            max_age: Duration::from_secs(60),
+        },
+        ..HubConfig::default()
+    });
+    let r = room("tmp");
+    let a = hub.connect(user("a"));
+    let first = hub.join(&a, &r, None).epoch;
+    hub.leave(&a, &r);
+    assert!(hub.channels().is_empty());
+    assert_ne!(hub.join(&a, &r, None).epoch, first);
+}
+
+#[test]
+fn presence_counts_connections_per_user() {
+    let hub = Hub::new(HubConfig::default());
+    let r = room("p");
+    let a1 = hub.connect(user("alice"));
+    let a2 = hub.connect(user("alice"));
+    let b = hub.connect(user("bob"));
+    for c in [&a1, &a2, &b] {
+        hub.join(c, &r, None);
+    }
+    // Alice's second tab does not announce her again.
+    assert_eq!(
+        drained(&b),
+        Vec::<String>::new(),
+        "bob joined last: nothing before"
+    );
+    let p = hub.presence(&r);
+    assert_eq!(p.len(), 2);
+    assert_eq!((p[0].user.0.as_ref(), p[0].connections), ("alice", 2));
+    hub.leave(&a1, &r);
+    assert!(drained(&b).is_empty(), "alice still has a connection");
+    hub.leave(&a2, &r);
+    assert_eq!(drained(&b).len(), 1);
+    assert_eq!(hub.presence(&r).len(), 1);
+}
+
+#[test]
+fn join_leave_events_stop_above_the_member_limit() {
+    let hub = Hub::new(HubConfig {
+        join_leave_max_members: 2,
+        ..HubConfig::default()
+    });
+    let r = room("big");
+    let conns: Vec<_> = (0..4)
+        .map(|i| hub.connect(user(&format!("u{i}"))))
+        .collect();
+    for c in &conns {
+        hub.join(c, &r, None);
+    }
+    // u0 saw u1 join (2 members), not u2 or u3.
+    assert_eq!(drained(&conns[0]).len(), 1);
+    assert_eq!(hub.presence(&r).len(), 4, "presence answers at any size");
+}
+
+#[test]
+fn full_outbox_drops_without_blocking_others() {
+    let hub = Hub::new(HubConfig {
+        outbox_budget: 500,
+        ..HubConfig::default()
+    });
+    let r = room("fast");
+    let slow = hub.connect(user("slow"));
+    let fast = hub.connect(user("fast"));
+    hub.join(&slow, &r, None);
+    hub.join(&fast, &r, None);
+    drained(&slow);
+    let mut dropped = 0;
+    for i in 0..20 {
+        let p = publish(&hub, &r, &"x".repeat(100 + i));
+        dropped += p.dropped;
+        drained(&fast); // the fast reader keeps up
+    }
+    assert!(dropped > 0);
+    let mut v = Vec::new();
+    let missed = slow.outbox.drain(&mut v);
+    assert_eq!(missed as usize, dropped);
+    assert!(v.len() < 20);
+}
+
+#[test]
+fn concurrent_joins_leaves_and_publishes_keep_presence_exact() {
+    let hub = Hub::new(HubConfig::default());
+    let r = room("busy");
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let hub = hub.clone();
+            let r = r.clone();
+            std::thread::spawn(move || {
+                let conns: Vec<_> = (0..50)
+                    .map(|i| hub.connect(user(&format!("t{t}-u{}", i % 10))))
+                    .collect();
+                for round in 0..20 {
+                    for c in &conns {
+                        hub.join(c, &r, None);
+                    }
+                    publish(&hub, &r, "tick");
+                    for (i, c) in conns.iter().enumerate() {
+                        if (i + round) % 2 == 0 {
+                            hub.leave(c, &r);
+                        }
+                    }
+                }
+                for c in &conns {
+                    hub.leave(c, &r);
+                }
+                // Leave exactly 10 connections of user t{t}-u0 joined.
+                for c in conns.iter().filter(|c| c.user.0.ends_with("-u0")) {
+                    hub.join(c, &r, None);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let p = hub.presence(&r);
+    assert_eq!(p.len(), 8);
+    assert!(p.iter().all(|e| e.connections == 5), "{p:?}");
+    let (_, last, _) = hub.history(&r, None, None);
+    assert_eq!(last, 8 * 20);
+}
+
+#[test]
+fn dedup_remembers_ids_per_user() {
+    let hub = Hub::new(HubConfig::default());
+    let u = user("u");
+    assert_eq!(hub.seen_message(&u, "m1"), None);
+    hub.record_message(&u, "m1", 9);
+    assert_eq!(hub.seen_message(&u, "m1"), Some(9));
+}

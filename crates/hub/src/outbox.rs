@@ -1,0 +1,139 @@
+//! Per-connection outbound queues, bounded in bytes.
+//!
+//! The hub pushes shared [`Delivery`]s; the connection's driver task drains them in batches.
+//! A full outbox drops (and counts) instead of growing: a client that does not read can not
+//! raise the server's memory beyond its budget, and never slows the publisher down.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::delivery::Delivery;
+
+/// What happened to a pushed delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued.
+    Queued,
+    /// The budget was exceeded: dropped and counted.
+    Dropped,
+    /// The connection is gone.
+    Closed,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Arc<Delivery>>,
+    bytes: usize,
+    dropped: u64,
+    closed: bool,
+}
+
+/// The outbound queue of one connection.
+///
+/// Its lock is held only to push or to swap the queue out: pushes come from whichever task
+/// publishes, the drain from the connection's own task, and neither awaits under it.
+#[derive(Debug)]
+pub struct Outbox {
+    queue: Mutex<Queue>,
+    notify: Notify,
+    budget: usize,
+}
+
+impl Outbox {
+    /// An outbox holding at most `budget` bytes of queued deliveries.
+    pub fn new(budget: usize) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            queue: Mutex::new(Queue::default()),
+            notify: Notify::new(),
+            budget,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding this lock leaves the queue consistent (every method updates
+        // it in one step), so a poisoned lock is still usable.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queue a delivery, or drop it if the budget is exhausted.
+    pub fn push(&self, delivery: &Arc<Delivery>) -> Pushed {
+        let mut q = self.lock();
+        if q.closed {
+            return Pushed::Closed;
+        }
+        let cost = delivery.cost();
+        if q.bytes + cost > self.budget {
+            q.dropped += 1;
+            return Pushed::Dropped;
+        }
+        let was_empty = q.items.is_empty();
+        q.items.push_back(delivery.clone());
+        q.bytes += cost;
+        drop(q);
+        if was_empty {
+            self.notify.notify_one();
+        }
+        Pushed::Queued
+    }
+
+    /// Move every queued delivery into `into`; returns how many were dropped since the last
+    /// drain (so the client can be told it lagged).
+    pub fn drain(&self, into: &mut Vec<Arc<Delivery>>) -> u64 {
+        let mut q = self.lock();
+        into.extend(q.items.drain(..));
+        q.bytes = 0;
+        std::mem::take(&mut q.dropped)
+    }
+
+    /// Whether anything is queued.
+    pub fn is_empty(&self) -> bool {
+        self.lock().items.is_empty()
+    }
+
+    /// Wait until something is pushed (returns at once if a push happened since the last
+    /// wait). Cancel safe.
+    pub async fn ready(&self) {
+        self.notify.notified().await;
+    }
+
+    /// The connection ended: refuse further pushes and free what is queued.
+    pub fn close(&self) {
+        let mut q = self.lock();
+        q.closed = true;
+        q.items = VecDeque::new();
+        q.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn budget_drops_and_counts_then_recovers_after_drain() {
+        let outbox = Outbox::new(400);
+        let d = Delivery::new(Bytes::from_static(&[b'x'; 100]), Some(1));
+        assert_eq!(outbox.push(&d), Pushed::Queued);
+        assert_eq!(outbox.push(&d), Pushed::Queued);
+        assert_eq!(outbox.push(&d), Pushed::Dropped);
+        let mut v = Vec::new();
+        assert_eq!(outbox.drain(&mut v), 1);
+        assert_eq!(v.len(), 2);
+        assert_eq!(outbox.push(&d), Pushed::Queued);
+        outbox.close();
+        assert_eq!(outbox.push(&d), Pushed::Closed);
+        assert!(outbox.is_empty());
+    }
+
+    #[tokio::test]
+    async fn ready_fires_for_a_push_that_happened_before_waiting() {
+        let outbox = Outbox::new(1000);
+        outbox.push(&Delivery::new(Bytes::from_static(b"{}"), None));
+        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.ready())
+            .await
+            .unwrap();
+    }
+}

@@ -1,0 +1,13 @@
+//! The native protocol of SPEC §2: JSON objects with a `type`, as the seeds' clients send them.
+//!
+//! Parsing keeps the client's whole object (a relayed message keeps every field the sender
+//! sent) and pulls out what the server needs: the type, the room (top level `room`/`channel`, or
+//! inside `payload`), the `id`. No I/O, no hub: the server maps these to hub operations.
+
+mod client;
+mod room;
+mod server;
+
+pub use client::{parse, ClientMessage, Incoming, ParseError, Since};
+pub use room::{RoomName, RoomNameError};
+pub use server::{error, stamp_relay, ServerMessage};
