@@ -298,15 +298,15 @@ impl Hub {
                     recovered = false;
                 }
             }
-            let first_of_user = if st.members.contains_key(&conn.id) {
-                false
-            } else {
-                st.members
-                    .insert(conn.id, (conn.user.clone(), conn.outbox.clone()));
-                st.snapshot = None;
-                let count = st.presence.entry(conn.user.clone()).or_insert(0);
-                *count += 1;
-                *count == 1
+            let first_of_user = match st.members.entry(conn.id) {
+                std::collections::hash_map::Entry::Occupied(_) => false,
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert((conn.user.clone(), conn.outbox.clone()));
+                    st.snapshot = None;
+                    let count = st.presence.entry(conn.user.clone()).or_insert(0);
+                    *count += 1;
+                    *count == 1
+                }
             };
             let announce = first_of_user && st.members.len() <= self.config.join_leave_max_members;
             if announce {
