@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use switchboard_hub::HubConfig;
 use switchboard_ws_proto::DeflateConfig;
 
 /// Settings of one server instance.
@@ -33,6 +34,8 @@ pub struct ServerConfig {
     /// Stop reading from a connection while this many bytes of its output are unsent
     /// (a client that sends but never reads can not grow our memory). Default 256 KiB.
     pub max_pending_output: usize,
+    /// Rooms, history, presence and outbox settings.
+    pub hub: HubConfig,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +51,7 @@ impl Default for ServerConfig {
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
             max_pending_output: 256 * 1024,
+            hub: HubConfig::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ use axum::routing::{any, get};
 use axum::{Json, Router};
 use http::{Request, StatusCode};
 
+use crate::native::NativeSession;
 use crate::state::AppState;
 use crate::ws::{self, handler};
 
@@ -26,7 +27,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn ws_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    ws::upgrade(&state, req, handler::Discard)
+    let session = NativeSession::anonymous(state.hub.clone());
+    ws::upgrade(&state, req, session)
 }
 
 async fn echo_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {

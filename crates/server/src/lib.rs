@@ -18,6 +18,7 @@ pub mod config;
 pub mod http;
 pub mod keepalive;
 pub mod listener;
+pub mod native;
 pub mod state;
 pub mod ws;
 

@@ -7,6 +7,8 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use switchboard_hub::Hub;
+
 use crate::config::ServerConfig;
 
 /// Shared server state. Fields are either immutable or atomic: nothing here needs a lock.
@@ -20,6 +22,8 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// When the server started (for `/health`).
     pub started: Instant,
+    /// Rooms, presence, history.
+    pub hub: Arc<Hub>,
     websockets: AtomicUsize,
 }
 
@@ -27,6 +31,7 @@ impl AppState {
     /// New state for `config`.
     pub fn new(config: ServerConfig, shutdown: CancellationToken) -> Arc<AppState> {
         Arc::new(AppState {
+            hub: Hub::new(config.hub.clone()),
             config,
             shutdown,
             tracker: TaskTracker::new(),

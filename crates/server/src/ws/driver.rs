@@ -134,6 +134,11 @@ pub async fn run<H: Handler>(
                     }
                 }
             }
+            () = handler.outbound_ready(), if conn.is_open()
+                && conn.output().len() < limits.max_pending_output =>
+            {
+                handler.write_outbound(&mut conn);
+            }
             () = &mut sleep => {
                 let now = Instant::now();
                 if close_deadline.is_some_and(|d| now >= d) {

@@ -14,6 +14,13 @@ pub trait Handler: Send + 'static {
     fn on_message(&mut self, conn: &mut Connection, kind: MessageKind, payload: Bytes);
     /// The connection ended (any reason).
     fn on_close(&mut self) {}
+    /// Resolves when the handler has messages from elsewhere (a hub outbox) to write. The
+    /// driver polls it only while the connection's output is below its limit. Cancel safe.
+    fn outbound_ready(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        std::future::pending()
+    }
+    /// Queue the messages `outbound_ready` announced.
+    fn write_outbound(&mut self, _conn: &mut Connection) {}
 }
 
 /// Echoes every message back (the `/echo` endpoint).

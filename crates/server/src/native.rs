@@ -1,0 +1,255 @@
+//! The native JSON protocol (SPEC §2) on a WebSocket connection: one [`NativeSession`] per
+//! connection, mapping client messages to hub operations and hub deliveries to frames.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use switchboard_hub::{Delivery, Hub, HubConn, RoomName, UserId};
+use switchboard_native_proto::{
+    error, parse, stamp_relay, ClientMessage, ParseError, ServerMessage,
+};
+use switchboard_ws_proto::{Connection, MessageKind, PreparedMessage};
+
+use crate::ws::handler::Handler;
+
+/// The [`Delivery`] encoding slot holding the WebSocket text frame.
+const WS_TEXT_SLOT: usize = 0;
+
+/// The state of one native-protocol connection.
+#[derive(Debug)]
+pub struct NativeSession {
+    hub: Arc<Hub>,
+    conn: HubConn,
+    /// Rooms this connection joined (few per connection; a Vec beats a set here).
+    rooms: Vec<RoomName>,
+    /// Scratch for draining the outbox, kept empty between uses.
+    batch: Vec<Arc<Delivery>>,
+}
+
+/// A random-looking id: process-random key hashed with a counter.
+fn generated_id(hub: &Hub, prefix: &str) -> String {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(hub.unique_id());
+    format!("{prefix}{:016x}", h.finish())
+}
+
+impl NativeSession {
+    /// A session for an anonymous user (a generated user id).
+    pub fn anonymous(hub: Arc<Hub>) -> NativeSession {
+        let user = UserId(Arc::from(generated_id(&hub, "anon-")));
+        let conn = hub.connect(user);
+        NativeSession {
+            hub,
+            conn,
+            rooms: Vec::new(),
+            batch: Vec::new(),
+        }
+    }
+
+    fn send(conn: &mut Connection, message: ServerMessage) {
+        conn.send(MessageKind::Text, &message.encode());
+    }
+
+    fn send_error(conn: &mut Connection, e: &ParseError) {
+        Self::send(conn, error(e.code(), &e.to_string()));
+    }
+
+    fn handle_text(&mut self, conn: &mut Connection, text: &[u8]) {
+        let incoming = match parse(text) {
+            Ok(m) => m,
+            Err(e) => return Self::send_error(conn, &e),
+        };
+        match incoming.message {
+            ClientMessage::Join { room, since } => {
+                let since = since.as_ref().map(|s| (s.offset, s.epoch.as_str()));
+                let joined = self.hub.join(&self.conn, &room, since);
+                if !self.rooms.contains(&room) {
+                    self.rooms.push(room.clone());
+                }
+                // Written now, before the outbox (which holds the replay) is drained: `joined`
+                // always precedes the missed messages.
+                Self::send(
+                    conn,
+                    ServerMessage(json!({
+                        "type": "joined",
+                        "room": room.as_str(),
+                        "offset": joined.offset,
+                        "epoch": &*joined.epoch,
+                        "recovered": joined.recovered,
+                    })),
+                );
+            }
+            ClientMessage::Leave { room } => {
+                self.hub.leave(&self.conn, &room);
+                self.rooms.retain(|r| *r != room);
+                Self::send(
+                    conn,
+                    ServerMessage(json!({"type": "left", "room": room.as_str()})),
+                );
+            }
+            ClientMessage::Ping => Self::send(conn, ServerMessage(json!({"type": "pong"}))),
+            ClientMessage::History { room, since, limit } => {
+                let (messages, offset, epoch) = self.hub.history(&room, since, limit);
+                self.send_history(conn, &room, &messages, offset, &epoch);
+            }
+            ClientMessage::Presence { room } => {
+                let members: Vec<Value> = self
+                    .hub
+                    .presence(&room)
+                    .into_iter()
+                    .map(|p| json!({"userId": &*p.user.0, "connections": p.connections}))
+                    .collect();
+                Self::send(
+                    conn,
+                    ServerMessage(json!({
+                        "type": "presence", "room": room.as_str(), "members": members,
+                    })),
+                );
+            }
+            // Acknowledgements of server messages: nothing asks for them yet.
+            ClientMessage::Ack { .. } => {}
+            // Without an authentication mode configured every connection is anonymous; answer
+            // the seeds' first-message `auth` so their clients proceed.
+            ClientMessage::Auth { .. } | ClientMessage::Refresh { .. } => Self::send(
+                conn,
+                ServerMessage(json!({"type": "auth_success", "userId": &*self.conn.user.0})),
+            ),
+            ClientMessage::Relay {
+                kind: _,
+                room,
+                body,
+            } => self.relay(conn, room, body, incoming.id),
+        }
+    }
+
+    fn relay(
+        &mut self,
+        conn: &mut Connection,
+        room: Option<RoomName>,
+        body: serde_json::Map<String, Value>,
+        id: Option<String>,
+    ) {
+        // A message without a room goes to the connection's only room (the seeds' chat
+        // clients send `{type: "chat", text}` after joining one room).
+        let room = match (room, self.rooms.as_slice()) {
+            (Some(r), _) => r,
+            (None, [only]) => only.clone(),
+            (None, _) => return Self::send_error(conn, &ParseError::UnknownType),
+        };
+        if !self.rooms.contains(&room) {
+            return Self::send(conn, error("not_in_room", "Not in room"));
+        }
+        if let Some(id) = &id {
+            if let Some(offset) = self.hub.seen_message(&self.conn.user, id) {
+                // A retry of a message already accepted: acknowledge again, deliver once.
+                return Self::send(conn, ack(id, offset));
+            }
+        }
+        let user = self.conn.user.clone();
+        let message_id = match &id {
+            Some(_) => String::new(),
+            None => generated_id(&self.hub, ""),
+        };
+        let room_name = room.clone();
+        let published = self.hub.publish(&room, move |offset, ts| {
+            stamp_relay(body, &user.0, room_name.as_str(), ts, offset, &message_id)
+        });
+        if let Some(id) = id {
+            self.hub
+                .record_message(&self.conn.user, &id, published.offset);
+            Self::send(conn, ack(&id, published.offset));
+        }
+    }
+
+    fn send_history(
+        &self,
+        conn: &mut Connection,
+        room: &RoomName,
+        messages: &[Arc<Delivery>],
+        offset: u64,
+        epoch: &str,
+    ) {
+        // The stored messages are JSON already: splice them in rather than re-parse them.
+        let head =
+            json!({"type": "history", "room": room.as_str(), "offset": offset, "epoch": epoch});
+        let head = head.to_string();
+        let mut out = Vec::with_capacity(
+            head.len() + messages.iter().map(|m| m.json().len() + 1).sum::<usize>() + 16,
+        );
+        out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+        out.extend_from_slice(br#","messages":["#);
+        for (i, m) in messages.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(m.json());
+        }
+        out.extend_from_slice(b"]}");
+        conn.send(MessageKind::Text, &out);
+    }
+}
+
+fn ack(id: &str, offset: u64) -> ServerMessage {
+    ServerMessage(json!({"type": "ack", "id": id, "offset": offset}))
+}
+
+impl Handler for NativeSession {
+    fn on_open(&mut self, conn: &mut Connection) {
+        Self::send(
+            conn,
+            ServerMessage(json!({
+                "type": "welcome",
+                "userId": &*self.conn.user.0,
+                "connectionId": self.conn.id.0.to_string(),
+            })),
+        );
+    }
+
+    fn on_message(&mut self, conn: &mut Connection, kind: MessageKind, payload: Bytes) {
+        match kind {
+            MessageKind::Text => self.handle_text(conn, &payload),
+            MessageKind::Binary => Self::send(
+                conn,
+                error(
+                    "unsupported",
+                    "Binary messages are not supported on this endpoint",
+                ),
+            ),
+        }
+    }
+
+    fn on_close(&mut self) {
+        for room in std::mem::take(&mut self.rooms) {
+            self.hub.leave(&self.conn, &room);
+        }
+        self.conn.outbox.close();
+    }
+
+    fn outbound_ready(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        self.conn.outbox.ready()
+    }
+
+    fn write_outbound(&mut self, conn: &mut Connection) {
+        let missed = self.conn.outbox.drain(&mut self.batch);
+        if missed > 0 {
+            Self::send(
+                conn,
+                ServerMessage(json!({"type": "lagged", "missed": missed})),
+            );
+        }
+        for delivery in self.batch.drain(..) {
+            // Framed once per delivery, shared by every WebSocket recipient.
+            if let Some(frame) = delivery.encoding(WS_TEXT_SLOT, |json| {
+                PreparedMessage::new(MessageKind::Text, json.clone())
+            }) {
+                conn.send_prepared(frame);
+            }
+        }
+        if self.batch.capacity() > 64 {
+            self.batch = Vec::new();
+        }
+    }
+}
