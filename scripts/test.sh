@@ -49,9 +49,7 @@ stage "release build" cargo build --release --locked -p switchboard
 stage "python websockets interop" bash -c "$(declare -f python_env); python_env && .tmp/venv/bin/python -m pytest -q tests/interop/python"
 stage "node ws interop" bash -c "$(declare -f node_env); node_env && cd tests/interop/node && node --test"
 stage "autobahn conformance (${AUTOBAHN:-quick})" scripts/conformance.sh "${AUTOBAHN:-quick}"
-if [[ -x scripts/fuzz.sh ]]; then
-  stage "fuzz (${FUZZ_SECONDS:-10} s per target)" scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
-fi
+stage "fuzz (${FUZZ_SECONDS:-10} s per target)" env FUZZ_FEATURES="${FUZZ_FEATURES:-strict}" scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 stage "bench harness builds" cargo build --release --locked --manifest-path bench/Cargo.toml
 
 echo

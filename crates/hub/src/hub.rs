@@ -139,9 +139,13 @@ impl RoomState {
     }
 }
 
+type UserConns = HashMap<UserId, Vec<(ConnId, Arc<Outbox>)>>;
+
 /// The hub. Share it with `Arc`.
 pub struct Hub {
     shards: Vec<Mutex<HashMap<RoomName, Arc<Room>>>>,
+    /// Live connections by user (for disconnecting a user), sharded like the rooms.
+    users: Vec<Mutex<UserConns>>,
     config: HubConfig,
     dedup: Dedup,
     next_conn: AtomicU64,
@@ -174,6 +178,7 @@ impl Hub {
     pub fn new(config: HubConfig) -> Arc<Hub> {
         Arc::new(Hub {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            users: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             dedup: Dedup::new(config.dedup_window, config.dedup_capacity),
             config,
             next_conn: AtomicU64::new(1),
@@ -187,13 +192,60 @@ impl Hub {
         &self.config
     }
 
-    /// Register a connection of `user`.
+    /// Register a connection of `user`. Call [`Hub::disconnect`] when it ends.
     pub fn connect(&self, user: UserId) -> HubConn {
-        HubConn {
+        let conn = HubConn {
             id: ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed)),
             user,
             outbox: Outbox::new(self.config.outbox_budget),
+        };
+        lock(self.user_shard(&conn.user))
+            .entry(conn.user.clone())
+            .or_default()
+            .push((conn.id, conn.outbox.clone()));
+        conn
+    }
+
+    /// The connection ended: leave `rooms`, unregister it, close its outbox.
+    pub fn disconnect(&self, conn: &HubConn, rooms: &[RoomName]) {
+        for room in rooms {
+            self.leave(conn, room);
         }
+        let mut users = lock(self.user_shard(&conn.user));
+        if let Some(list) = users.get_mut(&conn.user) {
+            list.retain(|(id, _)| *id != conn.id);
+            if list.is_empty() {
+                users.remove(&conn.user);
+            }
+        }
+        drop(users);
+        conn.outbox.close();
+    }
+
+    /// Ask every connection of `user` to disconnect; returns how many there were.
+    pub fn disconnect_user(&self, user: &UserId) -> usize {
+        let outboxes: Vec<Arc<Outbox>> = lock(self.user_shard(user))
+            .get(user)
+            .map(|l| l.iter().map(|(_, o)| o.clone()).collect())
+            .unwrap_or_default();
+        for o in &outboxes {
+            o.request_disconnect();
+        }
+        outboxes.len()
+    }
+
+    /// Live connections.
+    pub fn connection_count(&self) -> usize {
+        self.users
+            .iter()
+            .map(|s| lock(s).values().map(Vec::len).sum::<usize>())
+            .sum()
+    }
+
+    fn user_shard(&self, user: &UserId) -> &Mutex<UserConns> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        user.hash(&mut h);
+        &self.users[(h.finish() as usize) % SHARDS]
     }
 
     /// A fresh connection id (for generated user ids and message ids).
@@ -463,6 +515,11 @@ impl Hub {
     pub fn record_message(&self, user: &UserId, id: &str, offset: u64) {
         self.dedup.record(&user.0, id, offset, Instant::now());
     }
+}
+
+/// A JSON string literal (for hand-built JSON).
+pub fn json_string_literal(s: &str) -> String {
+    json_string(s)
 }
 
 fn presence_event(kind: &str, user: &UserId, room: &RoomName) -> Arc<Delivery> {

@@ -19,7 +19,10 @@ mod pattern;
 pub use dedup::Dedup;
 pub use delivery::{Delivery, ENCODING_SLOTS};
 pub use history::{History, HistoryLimits};
-pub use hub::{now_ms, ConnId, Hub, HubConfig, HubConn, Joined, PresenceEntry, Published, UserId};
+pub use hub::{
+    json_string_literal, now_ms, ConnId, Hub, HubConfig, HubConn, Joined, PresenceEntry, Published,
+    UserId,
+};
 pub use outbox::{Outbox, Pushed};
 pub use pattern::RoomPattern;
 pub use switchboard_native_proto::RoomName;

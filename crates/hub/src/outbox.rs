@@ -28,6 +28,8 @@ struct Queue {
     bytes: usize,
     dropped: u64,
     closed: bool,
+    /// The server asked for this connection to be disconnected (HTTP API).
+    kick: bool,
 }
 
 /// The outbound queue of one connection.
@@ -96,6 +98,17 @@ impl Outbox {
     /// wait). Cancel safe.
     pub async fn ready(&self) {
         self.notify.notified().await;
+    }
+
+    /// Ask the connection's task to disconnect it (it sees this at its next drain).
+    pub fn request_disconnect(&self) {
+        self.lock().kick = true;
+        self.notify.notify_one();
+    }
+
+    /// Whether a disconnect was requested (see [`Outbox::request_disconnect`]).
+    pub fn disconnect_requested(&self) -> bool {
+        self.lock().kick
     }
 
     /// The connection ended: refuse further pushes and free what is queued.

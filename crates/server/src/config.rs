@@ -34,6 +34,8 @@ pub struct ServerConfig {
     /// Stop reading from a connection while this many bytes of its output are unsent
     /// (a client that sends but never reads can not grow our memory). Default 256 KiB.
     pub max_pending_output: usize,
+    /// API keys accepted by `/api/*` (`Authorization: Bearer <key>`). Empty: the API is closed.
+    pub api_keys: Vec<String>,
     /// Rooms, history, presence and outbox settings.
     pub hub: HubConfig,
 }
@@ -51,6 +53,7 @@ impl Default for ServerConfig {
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
             max_pending_output: 256 * 1024,
+            api_keys: Vec::new(),
             hub: HubConfig::default(),
         }
     }

@@ -9,6 +9,7 @@ use axum::routing::{any, get};
 use axum::{Json, Router};
 use http::{Request, StatusCode};
 
+use crate::api;
 use crate::native::NativeSession;
 use crate::state::AppState;
 use crate::ws::{self, handler};
@@ -19,7 +20,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         // `any`, not `get`: a non-GET upgrade attempt gets the handshake's own 405 with `Allow`.
         .route("/ws", any(ws_endpoint))
         .route("/health", get(health))
-        .route("/ready", get(ready));
+        .route("/ready", get(ready))
+        .merge(api::routes());
     if state.config.echo {
         router = router.route("/echo", any(echo_endpoint));
     }

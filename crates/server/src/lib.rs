@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod api;
 pub mod config;
 pub mod http;
 pub mod keepalive;

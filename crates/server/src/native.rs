@@ -11,7 +11,7 @@ use switchboard_hub::{Delivery, Hub, HubConn, RoomName, UserId};
 use switchboard_native_proto::{
     error, parse, stamp_relay, ClientMessage, ParseError, ServerMessage,
 };
-use switchboard_ws_proto::{Connection, MessageKind, PreparedMessage};
+use switchboard_ws_proto::{CloseCode, Connection, MessageKind, PreparedMessage};
 
 use crate::ws::handler::Handler;
 
@@ -222,10 +222,8 @@ impl Handler for NativeSession {
     }
 
     fn on_close(&mut self) {
-        for room in std::mem::take(&mut self.rooms) {
-            self.hub.leave(&self.conn, &room);
-        }
-        self.conn.outbox.close();
+        let rooms = std::mem::take(&mut self.rooms);
+        self.hub.disconnect(&self.conn, &rooms);
     }
 
     fn outbound_ready(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
@@ -233,6 +231,10 @@ impl Handler for NativeSession {
     }
 
     fn write_outbound(&mut self, conn: &mut Connection) {
+        if self.conn.outbox.disconnect_requested() {
+            conn.close(CloseCode::Policy, "Disconnected by the server");
+            return;
+        }
         let missed = self.conn.outbox.drain(&mut self.batch);
         if missed > 0 {
             Self::send(

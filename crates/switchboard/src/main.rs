@@ -44,6 +44,10 @@ struct ServeArgs {
     /// Disable permessage-deflate.
     #[arg(long)]
     no_deflate: bool,
+    /// API key for the HTTP API (`Authorization: Bearer KEY`); repeatable. Also read from
+    /// SWITCHBOARD_API_KEY. Without one the API answers 401.
+    #[arg(long = "api-key", env = "SWITCHBOARD_API_KEY")]
+    api_keys: Vec<String>,
     /// Runtime worker threads (default: one per core). 1 runs a single-threaded runtime.
     #[arg(long)]
     threads: Option<usize>,
@@ -79,6 +83,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         echo: args.echo,
         max_message_size: args.max_message_size,
+        api_keys: args.api_keys.clone(),
         deflate: if args.no_deflate {
             None
         } else {

@@ -139,8 +139,15 @@ proptest! {
                     Ok(None) => break,
                     Err(e) => {
                         prop_assert!(server.is_closed());
+                        // The Close is the last frame queued (a Pong may precede it).
                         let out = server.output().to_vec();
-                        let (h, n) = FrameHeader::parse(&out).unwrap().unwrap();
+                        let mut pos = 0;
+                        let (mut h, mut n) = FrameHeader::parse(&out).unwrap().unwrap();
+                        while pos + n + h.payload_len as usize != out.len() {
+                            pos += n + h.payload_len as usize;
+                            (h, n) = FrameHeader::parse(&out[pos..]).unwrap().unwrap();
+                        }
+                        let n = pos + n;
                         prop_assert_eq!(h.opcode, OpCode::Close);
                         let code = u16::from_be_bytes([out[n], out[n + 1]]);
                         prop_assert_eq!(code, e.close_code().as_u16());

@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+API_KEY = "test-api-key"
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 BINARY = os.environ.get("SWITCHBOARD_BIN", os.path.join(ROOT, "target", "release", "switchboard"))
 
@@ -21,7 +23,7 @@ def server():
     if not os.path.exists(BINARY):
         raise RuntimeError(f"{BINARY} missing: build it first (cargo build --release -p switchboard)")
     port = free_port()
-    proc = subprocess.Popen([BINARY, "serve", "--echo", "--listen", f"127.0.0.1:{port}"])
+    proc = subprocess.Popen([BINARY, "serve", "--echo", "--listen", f"127.0.0.1:{port}", "--api-key", API_KEY])
     deadline = time.time() + 10
     while True:
         try:
@@ -33,6 +35,8 @@ def server():
                 raise RuntimeError("switchboard did not start")
             time.sleep(0.05)
     os.environ["SWITCHBOARD_URL"] = f"ws://127.0.0.1:{port}"
+    os.environ["SWITCHBOARD_HTTP"] = f"http://127.0.0.1:{port}"
+    os.environ["SWITCHBOARD_API_KEY"] = API_KEY
     yield
     proc.terminate()
     assert proc.wait(timeout=15) == 0, "server did not exit cleanly on SIGTERM"

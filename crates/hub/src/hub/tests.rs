@@ -231,3 +231,22 @@ fn dedup_remembers_ids_per_user() {
     hub.record_message(&u, "m1", 9);
     assert_eq!(hub.seen_message(&u, "m1"), Some(9));
 }
+
+#[test]
+fn disconnect_user_reaches_every_connection_and_disconnect_unregisters() {
+    let hub = Hub::new(HubConfig::default());
+    let r = room("r");
+    let a1 = hub.connect(user("a"));
+    let a2 = hub.connect(user("a"));
+    let b = hub.connect(user("b"));
+    hub.join(&a1, &r, None);
+    assert_eq!(hub.connection_count(), 3);
+    assert_eq!(hub.disconnect_user(&user("a")), 2);
+    assert!(a1.outbox.disconnect_requested() && a2.outbox.disconnect_requested());
+    assert!(!b.outbox.disconnect_requested());
+    hub.disconnect(&a1, std::slice::from_ref(&r));
+    hub.disconnect(&a2, &[]);
+    assert_eq!(hub.connection_count(), 1);
+    assert!(hub.presence(&r).is_empty());
+    assert_eq!(hub.disconnect_user(&user("a")), 0);
+}

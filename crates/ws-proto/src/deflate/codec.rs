@@ -46,19 +46,30 @@ impl Inflater {
                 return Err(ProtocolError::MessageTooBig { limit });
             }
             // Never offer more room than one byte past the limit: that byte detects the breach.
-            let room = (limit + 1 - out.len()).min(64 * 1024);
-            out.reserve(room);
-            let spare_before = out.capacity() - out.len();
-            let in_before = d.total_in();
-            let status = d
-                .decompress_vec(input, out, FlushDecompress::Sync)
-                .map_err(|_| ProtocolError::InvalidCompressedData)?;
+            // zlib gets exactly `room` bytes (a `Vec`'s spare capacity may be larger), and the
+            // buffer grows geometrically but never beyond that byte.
+            // Start small (zlib's output is zero-filled first) and grow with the message.
+            let room = (limit + 1 - out.len()).min(out.len().clamp(4096, 64 * 1024));
+            let start = out.len();
+            if out.capacity() - start < room {
+                let target = out
+                    .capacity()
+                    .saturating_mul(2)
+                    .clamp(start + room, limit + 1);
+                out.reserve_exact(target - start);
+            }
+            out.resize(start + room, 0);
+            let (in_before, out_before) = (d.total_in(), d.total_out());
+            let status = d.decompress(input, &mut out[start..], FlushDecompress::Sync);
+            let produced = (d.total_out() - out_before) as usize;
+            out.truncate(start + produced);
+            let status = status.map_err(|_| ProtocolError::InvalidCompressedData)?;
             let consumed = (d.total_in() - in_before) as usize;
             input = &input[consumed..];
             if out.len() > limit {
                 return Err(ProtocolError::MessageTooBig { limit });
             }
-            let output_full = out.len() == out.capacity() && spare_before > 0;
+            let output_full = produced == room;
             match status {
                 Status::StreamEnd => {
                     // The sender ended the DEFLATE stream (BFINAL); a new one may follow.
@@ -187,6 +198,12 @@ fn compress_sync(c: &mut Compress, mut input: &[u8], out: &mut Vec<u8>) {
     }
     if out[start..].ends_with(&TRAILER) {
         out.truncate(out.len() - TRAILER.len());
+    } else if out.len() == start {
+        // zlib writes nothing for a sync flush with no new input right after another flush
+        // (an empty message with context takeover). RFC 7692 §7.2.1 then appends an empty
+        // stored block and strips its last 4 octets: the payload is the single octet 0x00. An
+        // empty payload would make the receiver read the appended 00 00 ff ff as a block header.
+        out.push(0x00);
     }
 }
 
@@ -215,6 +232,8 @@ mod tests {
             roundtrip(&text, bits, false);
         }
         roundtrip(b"", 15, false);
+        // Consecutive empty messages on a kept context (zlib writes nothing for the flush).
+        roundtrip(b"", 15, true);
     }
 
     #[test]

@@ -153,7 +153,9 @@ fn window_bits(name: &str, value: Option<&str>) -> Result<u8, NegotiationError> 
     let v = value.ok_or_else(|| NegotiationError::InvalidValue(name.to_owned()))?;
     // RFC 7692 §7.1.2: 1*DIGIT in 8..=15, no leading zeros.
     match v.parse::<u8>() {
-        Ok(bits @ 8..=15) if !v.starts_with('0') => Ok(bits),
+        Ok(bits @ 8..=15) if v.bytes().all(|b| b.is_ascii_digit()) && !v.starts_with('0') => {
+            Ok(bits)
+        }
         _ => Err(NegotiationError::InvalidValue(name.to_owned())),
     }
 }
