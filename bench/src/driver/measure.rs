@@ -1,0 +1,114 @@
+//! One measurement: start a fresh server, run one loadgen process against it,
+//! sample the server around (and, for `idle`, during) the run, stop the server.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::args::Profile;
+use super::placement::Placement;
+use super::runner;
+use super::scenarios::Scenario;
+use super::servers::{Running, Server};
+use crate::procfs;
+use crate::report::{metric, RunResult};
+
+/// Why a measurement has no result.
+pub enum Failure {
+    /// The server did not start: don't try it again.
+    Start(String),
+    /// This run failed.
+    Run(String),
+}
+
+/// What every measurement needs besides the server and scenario.
+pub struct Session<'a> {
+    /// Durations and sizes.
+    pub profile: &'a Profile,
+    /// The loadgen binary.
+    pub loadgen: &'a Path,
+    /// CPUs and priority.
+    pub placement: &'a Placement,
+    /// Where logs go.
+    pub logs: &'a Path,
+}
+
+impl Session<'_> {
+    /// One run: fresh server, one loadgen process, server stopped.
+    pub fn measure(
+        &self,
+        server: &Server,
+        bin: &Path,
+        scenario: &Scenario,
+        rep: usize,
+    ) -> Result<RunResult, Failure> {
+        let stem = format!("{rep}-{}-{}", server.name, scenario.id);
+        let server_log = self.logs.join(format!("{stem}.server.log"));
+        // One retry: the free port we picked may have been taken in between.
+        let mut running = Running::start(server, self.placement.server(bin), &server_log)
+            .or_else(|_| Running::start(server, self.placement.server(bin), &server_log))
+            .map_err(Failure::Start)?;
+
+        let mut cmd = self.placement.loadgen(self.loadgen);
+        cmd.arg("--target").arg(running.addr.to_string());
+        if server.raw {
+            cmd.arg("--raw");
+        } else {
+            cmd.args(["--path", server.ws_path]);
+        }
+        cmd.args(scenario.loadgen_args(self.profile));
+
+        let rss_before = running.rss_bytes();
+        let cpu_before = running.cpu_seconds();
+        let cores_before = self.placement.core_ticks();
+        let loadgen_log = self.logs.join(format!("{stem}.loadgen.log"));
+        let finished = runner::run(cmd, scenario.deadline(self.profile), &loadgen_log, |_| {
+            let mut sampled = BTreeMap::new();
+            if let Some(rss) = running.rss_bytes() {
+                sampled.insert(metric::RSS_HELD_BYTES.to_string(), rss as f64);
+            }
+            sampled
+        });
+        let cpu_after = running.cpu_seconds();
+        let cores_after = self.placement.core_ticks();
+        if !running.alive() {
+            return Err(Failure::Run(format!(
+                "server exited during the run, see {}",
+                server_log.display()
+            )));
+        }
+        drop(running);
+        let mut finished = finished.map_err(Failure::Run)?;
+        let metrics = &mut finished.result.metrics;
+        if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+            let pct = 100.0 * (after - before) / finished.seconds;
+            metrics.insert(metric::SERVER_CPU_PCT.into(), pct);
+        }
+        if let (Some((s0, l0)), Some((s1, l1))) = (cores_before, cores_after) {
+            for (name, before, after) in [
+                (metric::SERVER_CORE_PCT, s0, s1),
+                (metric::LOADGEN_CORE_PCT, l0, l1),
+            ] {
+                if let Some(pct) = procfs::busy_pct(before, after) {
+                    metrics.insert(name.into(), pct);
+                }
+            }
+        }
+        if let Some(cpu) = metrics.get(metric::LOADGEN_CPU_SECONDS).copied() {
+            let pct = 100.0 * cpu / finished.seconds;
+            metrics.insert(metric::LOADGEN_CPU_PCT.into(), pct);
+        }
+        if scenario.samples_memory() {
+            let held = metrics.get(metric::RSS_HELD_BYTES).copied();
+            let conns = metrics.get(metric::CONNECTIONS).copied().unwrap_or(0.0);
+            match (rss_before, held) {
+                (Some(before), Some(held)) if conns > 0.0 => {
+                    metrics.insert(metric::RSS_BEFORE_BYTES.into(), before as f64);
+                    let per_conn = (held - before as f64) / conns;
+                    metrics.insert(metric::BYTES_PER_CONN.into(), per_conn);
+                }
+                _ => return Err(Failure::Run("could not sample the server's RSS".into())),
+            }
+        }
+        Ok(finished.result)
+    }
+}

@@ -1,0 +1,222 @@
+//! The scenarios: each is one table row, one `loadgen` subcommand line, and the
+//! metric that row shows. A new scenario (e.g. fan-out) is a new `Load` variant,
+//! its `loadgen` arguments, and an entry in [`SCENARIOS`].
+
+use std::time::Duration;
+
+use super::args::Profile;
+use crate::report::metric;
+
+/// How a row's value is formatted, and which direction is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Events per second; higher is better.
+    PerSecond,
+    /// Bytes; lower is better.
+    Bytes,
+}
+
+/// What `loadgen` runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Load {
+    /// `closed`: one message in flight per connection.
+    Closed {
+        /// Payload bytes.
+        size: usize,
+    },
+    /// `pipelined`: `depth` messages in flight per connection.
+    Pipelined {
+        /// Payload bytes.
+        size: usize,
+        /// Messages in flight per connection.
+        depth: usize,
+    },
+    /// `handshakes` with this many in flight.
+    Handshakes {
+        /// Concurrent handshakes.
+        concurrency: usize,
+    },
+    /// `idle`: hold connections while the driver samples server memory.
+    Idle,
+}
+
+/// One row of the results table.
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    /// Short name, accepted by `--only`.
+    pub id: &'static str,
+    /// Row label.
+    pub label: &'static str,
+    /// What loadgen does.
+    pub load: Load,
+    /// The metric the row shows.
+    pub metric: &'static str,
+    /// Its unit.
+    pub unit: Unit,
+    /// Whether it also runs against the plain-TCP floor.
+    pub raw: bool,
+    /// Metrics of the latency table (p50, p99), if the scenario has one.
+    pub latency: Option<(&'static str, &'static str)>,
+}
+
+/// Connections of the throughput scenarios.
+const CONNECTIONS: usize = 100;
+/// Messages in flight per connection when pipelined.
+const DEPTH: usize = 16;
+/// Handshakes in flight.
+const HANDSHAKE_CONCURRENCY: usize = 50;
+/// The two message sizes.
+const SMALL: usize = 20;
+const LARGE: usize = 16 * 1024;
+
+const RTT: Option<(&str, &str)> = Some((metric::RTT_P50_US, metric::RTT_P99_US));
+
+/// All scenarios, in row order.
+pub const SCENARIOS: [Scenario; 6] = [
+    Scenario {
+        id: "closed-20b",
+        label: "closed loop, 20 B (msgs/s)",
+        load: Load::Closed { size: SMALL },
+        metric: metric::MSGS_PER_S,
+        unit: Unit::PerSecond,
+        raw: true,
+        latency: RTT,
+    },
+    Scenario {
+        id: "closed-16k",
+        label: "closed loop, 16 KiB (msgs/s)",
+        load: Load::Closed { size: LARGE },
+        metric: metric::MSGS_PER_S,
+        unit: Unit::PerSecond,
+        raw: true,
+        latency: RTT,
+    },
+    Scenario {
+        id: "pipelined-20b",
+        label: "pipelined ×16, 20 B (msgs/s)",
+        load: Load::Pipelined {
+            size: SMALL,
+            depth: DEPTH,
+        },
+        metric: metric::MSGS_PER_S,
+        unit: Unit::PerSecond,
+        raw: true,
+        latency: RTT,
+    },
+    Scenario {
+        id: "pipelined-16k",
+        label: "pipelined ×16, 16 KiB (msgs/s)",
+        load: Load::Pipelined {
+            size: LARGE,
+            depth: DEPTH,
+        },
+        metric: metric::MSGS_PER_S,
+        unit: Unit::PerSecond,
+        raw: true,
+        latency: RTT,
+    },
+    Scenario {
+        id: "handshakes",
+        label: "handshakes/s",
+        load: Load::Handshakes {
+            concurrency: HANDSHAKE_CONCURRENCY,
+        },
+        metric: metric::HANDSHAKES_PER_S,
+        unit: Unit::PerSecond,
+        raw: true,
+        latency: Some((metric::HANDSHAKE_P50_US, metric::HANDSHAKE_P99_US)),
+    },
+    Scenario {
+        id: "idle",
+        label: "memory per idle connection",
+        load: Load::Idle,
+        metric: metric::BYTES_PER_CONN,
+        unit: Unit::Bytes,
+        raw: true,
+        latency: None,
+    },
+];
+
+impl Scenario {
+    /// loadgen's subcommand and options for this scenario.
+    pub fn loadgen_args(&self, p: &Profile) -> Vec<String> {
+        let timing = |args: &mut Vec<String>| {
+            args.extend(["--warmup".into(), p.warmup.to_string()]);
+            args.extend(["--duration".into(), p.duration.to_string()]);
+        };
+        let mut args: Vec<String> = Vec::new();
+        match self.load {
+            Load::Closed { size } => {
+                args.extend(["closed".into(), "--size".into(), size.to_string()]);
+                args.extend(["--connections".into(), CONNECTIONS.to_string()]);
+                timing(&mut args);
+            }
+            Load::Pipelined { size, depth } => {
+                args.extend(["pipelined".into(), "--size".into(), size.to_string()]);
+                args.extend(["--connections".into(), CONNECTIONS.to_string()]);
+                args.extend(["--depth".into(), depth.to_string()]);
+                timing(&mut args);
+            }
+            Load::Handshakes { concurrency } => {
+                args.extend([
+                    "handshakes".into(),
+                    "--concurrency".into(),
+                    concurrency.to_string(),
+                ]);
+                timing(&mut args);
+            }
+            Load::Idle => {
+                args.extend([
+                    "idle".into(),
+                    "--connections".into(),
+                    p.idle_connections.to_string(),
+                ]);
+                args.extend(["--settle".into(), p.settle.to_string()]);
+                args.extend(["--hold".into(), IDLE_HOLD.as_secs().to_string()]);
+            }
+        }
+        args
+    }
+
+    /// Whether the driver samples server memory before the run and at the hold.
+    pub fn samples_memory(&self) -> bool {
+        matches!(self.load, Load::Idle)
+    }
+
+    /// The longest a loadgen run of this scenario may take before it is killed.
+    pub fn deadline(&self, p: &Profile) -> Duration {
+        let run = match self.load {
+            // Connection setup (bounded at 30 s by loadgen) plus the run.
+            Load::Closed { .. } | Load::Pipelined { .. } => 30.0 + p.warmup + p.duration,
+            Load::Handshakes { .. } => p.warmup + p.duration,
+            // Opening (bounded at 120 s by loadgen), settling, and the longest hold.
+            Load::Idle => 120.0 + p.settle + IDLE_HOLD.as_secs_f64(),
+        };
+        Duration::from_secs_f64(run + 15.0)
+    }
+
+    /// A one-line description of the load, for the report.
+    pub fn describe(&self, p: &Profile) -> String {
+        match self.load {
+            Load::Closed { size } => format!(
+                "{CONNECTIONS} connections × 1 message of {size} B in flight, {} s warm-up + {} s",
+                p.warmup, p.duration
+            ),
+            Load::Pipelined { size, depth } => format!(
+                "{CONNECTIONS} connections × {depth} messages of {size} B in flight, {} s warm-up + {} s",
+                p.warmup, p.duration
+            ),
+            Load::Handshakes { concurrency } => format!(
+                "{concurrency} concurrent connect + upgrade + drop, {} s warm-up + {} s",
+                p.warmup, p.duration
+            ),
+            Load::Idle => format!(
+                "(RSS with {} upgraded idle connections − RSS before) ÷ connections, sampled {} s after the last upgrade",
+                p.idle_connections, p.settle
+            ),
+        }
+    }
+}
+
+/// The longest loadgen holds idle connections if the driver never releases it.
+const IDLE_HOLD: Duration = Duration::from_secs(30);

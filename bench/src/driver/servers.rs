@@ -1,0 +1,151 @@
+//! The servers under test: how to launch each one, wait until it accepts,
+//! sample its memory and CPU time, and stop it (by PID, only ever our own child).
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The name of our server, whose column the ratios are computed from.
+pub const OURS: &str = "switchboard";
+
+/// How long a server may take to accept its first connection.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One server under test.
+#[derive(Debug, Clone, Copy)]
+pub struct Server {
+    /// Column name in the table, also accepted by `--only`.
+    pub name: &'static str,
+    /// How the binary is obtained and invoked.
+    pub kind: Kind,
+    /// Request path of the echo endpoint.
+    pub ws_path: &'static str,
+    /// Speaks plain TCP: loadgen runs with `--raw`.
+    pub raw: bool,
+}
+
+/// Where a server's binary comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Ours, built from the root workspace: `switchboard serve --listen ADDR --echo`.
+    Switchboard,
+    /// A peer binary of this package: `NAME --listen ADDR`.
+    Peer(&'static str),
+}
+
+/// All servers, in column order.
+pub const SERVERS: [Server; 4] = [
+    Server {
+        name: OURS,
+        kind: Kind::Switchboard,
+        ws_path: "/echo",
+        raw: false,
+    },
+    Server {
+        name: "tungstenite",
+        kind: Kind::Peer("peer-tungstenite-echo"),
+        ws_path: "/",
+        raw: false,
+    },
+    Server {
+        name: "fastwebsockets",
+        kind: Kind::Peer("peer-fastwebsockets-echo"),
+        ws_path: "/",
+        raw: false,
+    },
+    Server {
+        name: "tcp-floor",
+        kind: Kind::Peer("peer-tcp-echo"),
+        ws_path: "/",
+        raw: true,
+    },
+];
+
+impl Server {
+    /// Arguments that make the binary listen on `addr` and echo.
+    fn args(&self, addr: SocketAddr) -> Vec<String> {
+        let addr = addr.to_string();
+        match self.kind {
+            Kind::Switchboard => vec!["serve".into(), "--listen".into(), addr, "--echo".into()],
+            Kind::Peer(_) => vec!["--listen".into(), addr],
+        }
+    }
+}
+
+/// A server we started. Dropping it kills it.
+pub struct Running {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Running {
+    /// Starts `server` with `cmd` (its binary, as placed) on a free port, logging
+    /// to `log`, and waits until it accepts connections.
+    pub fn start(server: &Server, mut cmd: Command, log: &Path) -> Result<Running, String> {
+        let addr = free_port().map_err(|e| format!("no free port: {e}"))?;
+        let log_file = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
+        let child = cmd
+            .args(server.args(addr))
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", server.name))?;
+        let mut running = Running { child, addr };
+        running.wait_until_accepting(log)?;
+        Ok(running)
+    }
+
+    /// The server's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn wait_until_accepting(&mut self, log: &Path) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("exited at start ({status}), see {}", log.display()));
+            }
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!(
+            "not accepting on {} after {START_TIMEOUT:?}",
+            self.addr
+        ))
+    }
+
+    /// Resident set size in bytes.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        crate::procfs::rss_bytes(self.pid())
+    }
+
+    /// User + system CPU seconds used so far.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        crate::procfs::cpu_seconds(self.pid())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+fn free_port() -> std::io::Result<SocketAddr> {
+    TcpListener::bind("127.0.0.1:0")?.local_addr()
+}

@@ -1,0 +1,288 @@
+//! Collects run outcomes and renders the tables: medians per (server, scenario),
+//! and ratios of our server against each peer.
+
+use std::collections::BTreeMap;
+
+use super::scenarios::{Scenario, Unit};
+use super::servers::{Server, OURS};
+use crate::report::RunResult;
+
+/// What one run of one scenario against one server produced.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// It ran; these are its metrics.
+    Done(RunResult),
+    /// It could not run or did not finish, for this reason.
+    Failed(String),
+    /// The scenario does not apply to the server.
+    NotApplicable,
+}
+
+/// All outcomes, by server and scenario, in run order.
+#[derive(Debug, Default)]
+pub struct Results {
+    runs: BTreeMap<(&'static str, &'static str), Vec<Outcome>>,
+}
+
+/// One table cell before formatting.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    /// Median over the successful runs.
+    Value(f64),
+    /// No run succeeded.
+    Failed,
+    /// Not applicable.
+    NotApplicable,
+    /// Not run (filtered out).
+    Missing,
+}
+
+impl Results {
+    /// Records one run.
+    pub fn push(&mut self, server: &'static str, scenario: &'static str, outcome: Outcome) {
+        self.runs
+            .entry((server, scenario))
+            .or_default()
+            .push(outcome);
+    }
+
+    /// The outcomes of one (server, scenario).
+    pub fn outcomes(&self, server: &str, scenario: &str) -> &[Outcome] {
+        self.runs
+            .iter()
+            .find(|((s, c), _)| *s == server && *c == scenario)
+            .map_or(&[], |(_, v)| v.as_slice())
+    }
+
+    /// The median of `metric` over the successful runs of (server, scenario).
+    pub fn cell(&self, server: &str, scenario: &str, metric: &str) -> Cell {
+        let outcomes = self.outcomes(server, scenario);
+        let values: Vec<f64> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Done(r) => r.metrics.get(metric).copied(),
+                _ => None,
+            })
+            .collect();
+        if let Some(m) = median(values) {
+            Cell::Value(m)
+        } else if outcomes.iter().any(|o| matches!(o, Outcome::Failed(_))) {
+            Cell::Failed
+        } else if outcomes.iter().any(|o| matches!(o, Outcome::NotApplicable)) {
+            Cell::NotApplicable
+        } else {
+            Cell::Missing
+        }
+    }
+}
+
+/// The median; for an even count, the mean of the two middle values.
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.retain(|v| v.is_finite());
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
+
+/// The peers our server is divided by, in ratio-column order.
+const RATIO_PEERS: [&str; 3] = ["tcp-floor", "fastwebsockets", "tungstenite"];
+
+/// The main table: one row per scenario, each server's median, then ratios.
+pub fn results_table(servers: &[Server], scenarios: &[Scenario], results: &Results) -> String {
+    let has = |name: &str| servers.iter().any(|s| s.name == name);
+    let peers: Vec<&str> = if has(OURS) {
+        RATIO_PEERS.into_iter().filter(|p| has(p)).collect()
+    } else {
+        Vec::new()
+    };
+    let mut header = vec!["scenario".to_string()];
+    header.extend(servers.iter().map(|s| s.name.to_string()));
+    header.extend(peers.iter().map(|p| format!("ours ÷ {p}")));
+    let rows = scenarios.iter().map(|sc| {
+        let mut row = vec![sc.label.to_string()];
+        row.extend(
+            servers
+                .iter()
+                .map(|s| format_cell(&results.cell(s.name, sc.id, sc.metric), sc.unit)),
+        );
+        let ours = results.cell(OURS, sc.id, sc.metric);
+        row.extend(
+            peers
+                .iter()
+                .map(|p| match (&ours, results.cell(p, sc.id, sc.metric)) {
+                    (Cell::Value(a), Cell::Value(b)) if b > 0.0 => format!("{:.2}×", a / b),
+                    _ => "—".to_string(),
+                }),
+        );
+        row
+    });
+    markdown(header, rows.collect())
+}
+
+/// Median p50 / p99 latency of the scenarios that measure it.
+pub fn latency_table(servers: &[Server], scenarios: &[Scenario], results: &Results) -> String {
+    let mut header = vec!["scenario (p50 / p99)".to_string()];
+    header.extend(servers.iter().map(|s| s.name.to_string()));
+    let rows = scenarios.iter().filter_map(|sc| {
+        let (p50, p99) = sc.latency?;
+        let mut row = vec![sc.label.split(" (").next().unwrap_or(sc.label).to_string()];
+        row.extend(servers.iter().map(|s| {
+            match (
+                results.cell(s.name, sc.id, p50),
+                results.cell(s.name, sc.id, p99),
+            ) {
+                (Cell::Value(a), Cell::Value(b)) => format!("{} / {}", micros(a), micros(b)),
+                (cell, _) => format_cell(&cell, sc.unit),
+            }
+        }));
+        Some(row)
+    });
+    markdown(header, rows.collect())
+}
+
+/// Formats a cell in its unit.
+pub fn format_cell(cell: &Cell, unit: Unit) -> String {
+    match cell {
+        Cell::Value(v) => match unit {
+            Unit::PerSecond => si(*v),
+            Unit::Bytes => bytes(*v),
+        },
+        Cell::Failed => "failed".into(),
+        Cell::NotApplicable => "n/a".into(),
+        Cell::Missing => "—".into(),
+    }
+}
+
+/// 3 significant digits with k/M suffixes: 950, 15.2 k, 2.21 M.
+pub fn si(v: f64) -> String {
+    let (scaled, suffix) = if v >= 1e6 {
+        (v / 1e6, " M")
+    } else if v >= 1e3 {
+        (v / 1e3, " k")
+    } else {
+        (v, "")
+    };
+    format!("{}{suffix}", three_digits(scaled))
+}
+
+/// Bytes with binary suffixes: 812 B, 6.50 KiB, 1.20 MiB.
+pub fn bytes(v: f64) -> String {
+    if v >= 1024.0 * 1024.0 {
+        format!("{} MiB", three_digits(v / (1024.0 * 1024.0)))
+    } else if v >= 1024.0 {
+        format!("{} KiB", three_digits(v / 1024.0))
+    } else {
+        format!("{v:.0} B")
+    }
+}
+
+/// Microseconds, switching to milliseconds above 10 ms.
+pub fn micros(us: f64) -> String {
+    if us >= 10_000.0 {
+        format!("{} ms", three_digits(us / 1000.0))
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+fn three_digits(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// A markdown table, padded so it also reads well in a terminal.
+pub fn markdown(header: Vec<String>, rows: Vec<Vec<String>>) -> String {
+    let width = |s: &str| s.chars().count();
+    let mut widths: Vec<usize> = header.iter().map(|h| width(h)).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(width(cell));
+        }
+    }
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                let pad = " ".repeat(w - width(c));
+                // Labels left-aligned, numbers right-aligned.
+                if i == 0 {
+                    format!("{c}{pad}")
+                } else {
+                    format!("{pad}{c}")
+                }
+            })
+            .collect();
+        format!("| {} |\n", padded.join(" | "))
+    };
+    let mut out = line(&header);
+    let rule: Vec<String> = widths
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            if i == 0 {
+                "-".repeat(*w)
+            } else {
+                format!("{}:", "-".repeat(w - 1))
+            }
+        })
+        .collect();
+    out.push_str(&format!("| {} |\n", rule.join(" | ")));
+    for row in &rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(vec![]), None);
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(si(2_210_000.0), "2.21 M");
+        assert_eq!(si(152_345.0), "152 k");
+        assert_eq!(si(950.0), "950");
+        assert_eq!(bytes(6_656.0), "6.50 KiB");
+        assert_eq!(micros(612.4), "612 µs");
+        assert_eq!(micros(23_456.0), "23.5 ms");
+    }
+
+    #[test]
+    fn ratio_of_ours_to_each_peer() {
+        let mut results = Results::default();
+        let done = |v: f64| {
+            let mut r = RunResult::default();
+            r.metrics.insert("msgs_per_s".into(), v);
+            Outcome::Done(r)
+        };
+        let sc = &super::super::scenarios::SCENARIOS[..1];
+        let id = sc[0].id;
+        results.push(OURS, id, done(50.0));
+        results.push("tcp-floor", id, done(100.0));
+        results.push("tungstenite", id, Outcome::Failed("boom".into()));
+        let table = results_table(&super::super::servers::SERVERS, sc, &results);
+        assert!(table.contains("0.50×"), "{table}");
+        assert!(table.contains("failed"), "{table}");
+    }
+}

@@ -1,0 +1,90 @@
+//! `idle`: open and upgrade N connections, let the server settle, then hold them
+//! while the driver samples the server's memory. The hold ends when stdin reaches
+//! EOF (the driver closes it after sampling) or after `hold` seconds.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{stream, StreamExt};
+use tokio::io::AsyncReadExt;
+
+use super::target::Target;
+use crate::report::{emit, metric, Event, RunResult};
+
+/// How long opening all connections may take.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long one connection's open and upgrade may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shape of the idle scenario.
+#[derive(Debug, Clone)]
+pub struct Idle {
+    /// Connections to open.
+    pub connections: usize,
+    /// Handshakes in flight while opening.
+    pub concurrency: usize,
+    /// Seconds to wait after the last upgrade before announcing the hold.
+    pub settle: f64,
+    /// Longest hold, in seconds, if stdin never closes.
+    pub hold: f64,
+}
+
+/// Opens, settles, holds, and reports how many connections were held.
+pub async fn run(target: &Target, idle: &Idle) -> anyhow::Result<RunResult> {
+    let mut result = RunResult {
+        scenario: "idle".into(),
+        mode: target.mode().into(),
+        ..RunResult::default()
+    };
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
+    let mut opening = stream::iter(0..idle.connections)
+        .map(|_| tokio::time::timeout(OPEN_TIMEOUT, target.open()))
+        .buffer_unordered(idle.concurrency.max(1));
+    let mut held = Vec::with_capacity(idle.connections);
+    loop {
+        match tokio::time::timeout_at(deadline, opening.next()).await {
+            Ok(Some(Ok(Ok((stream, _))))) => held.push(stream),
+            Ok(Some(Ok(Err(e)))) => result.error(e),
+            Ok(Some(Err(_))) => result.error("open timed out"),
+            Ok(None) => break,
+            Err(_) => {
+                result.error(format!("opening took over {SETUP_TIMEOUT:?}"));
+                break;
+            }
+        }
+    }
+    drop(opening);
+    let connect_seconds = started.elapsed().as_secs_f64();
+    if held.is_empty() {
+        anyhow::bail!(
+            "no connection opened: {}",
+            result.first_error.as_deref().unwrap_or("no error reported")
+        );
+    }
+
+    tokio::time::sleep(Duration::from_secs_f64(idle.settle)).await;
+    emit(&Event::Hold {
+        connections: held.len() as u64,
+    });
+    let _ = tokio::time::timeout(Duration::from_secs_f64(idle.hold), async {
+        let mut stdin = tokio::io::stdin();
+        let mut sink = [0u8; 256];
+        while matches!(stdin.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+
+    result
+        .params
+        .insert("connections".into(), idle.connections as f64);
+    result
+        .params
+        .insert("concurrency".into(), idle.concurrency as f64);
+    result.params.insert("settle".into(), idle.settle);
+    result
+        .metrics
+        .insert(metric::CONNECTIONS.into(), held.len() as f64);
+    result
+        .metrics
+        .insert(metric::CONNECT_SECONDS.into(), connect_seconds);
+    Ok(result)
+}

@@ -1,0 +1,190 @@
+//! `loadgen`: a load generator that speaks WebSocket itself, at the byte level, so
+//! that it costs far less per message than the servers it measures.
+//!
+//! One subcommand per scenario; each prints JSON lines (see [`crate::report`]).
+//! A new scenario is a new module plus a variant of [`Command`].
+
+pub mod frame;
+pub mod handshake;
+pub mod handshakes;
+pub mod idle;
+pub mod latency;
+pub mod target;
+pub mod throughput;
+pub mod window;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::report::{emit, Event};
+use target::Target;
+
+/// Command line of `loadgen`.
+#[derive(Debug, Parser)]
+#[command(about = "WebSocket echo load generator; prints JSON lines")]
+pub struct Cli {
+    /// Server address, e.g. 127.0.0.1:9001.
+    #[arg(long)]
+    pub target: SocketAddr,
+    /// Request path of the WebSocket upgrade.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// Plain TCP, for the floor: no handshake, no framing; a message is --size bytes
+    /// and replies are counted by bytes.
+    #[arg(long)]
+    pub raw: bool,
+    /// Don't bind client sockets to 127.0.0.1..=250 before connecting.
+    #[arg(long)]
+    pub no_spread: bool,
+    /// The scenario to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The scenarios.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// C connections, each with exactly one message in flight.
+    Closed(LoadArgs),
+    /// C connections, each keeping --depth messages in flight.
+    Pipelined {
+        /// Connections, sizes and durations.
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Messages in flight per connection.
+        #[arg(long, default_value_t = 16)]
+        depth: usize,
+    },
+    /// Connections opened, upgraded and dropped as fast as possible.
+    Handshakes(HandshakeArgs),
+    /// N connections opened, upgraded and held idle while the driver samples memory.
+    Idle(IdleArgs),
+}
+
+/// Options of `closed` and `pipelined`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 100)]
+    pub connections: usize,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 20)]
+    pub size: usize,
+    /// Send text frames (default: binary).
+    #[arg(long)]
+    pub text: bool,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Seconds of measurement.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+}
+
+/// Options of `handshakes`.
+#[derive(Debug, Args)]
+pub struct HandshakeArgs {
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 50)]
+    pub concurrency: usize,
+    /// Seconds before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Seconds of measurement.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+}
+
+/// Options of `idle`.
+#[derive(Debug, Args)]
+pub struct IdleArgs {
+    /// Connections to open. The open-file limit (20 000 here) caps one process
+    /// at about 19 000.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// Handshakes in flight while opening.
+    #[arg(long, default_value_t = 100)]
+    pub concurrency: usize,
+    /// Seconds to wait after opening before announcing the hold.
+    #[arg(long, default_value_t = 2.0)]
+    pub settle: f64,
+    /// Longest hold in seconds; the hold ends earlier when stdin reaches EOF.
+    #[arg(long, default_value_t = 30.0)]
+    pub hold: f64,
+}
+
+/// Entry point of the `loadgen` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One thread: the driver pins loadgen to one core, like the server.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("loadgen: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(run(cli));
+    // Don't wait for the thread blocked on stdin (idle's hold) to finish.
+    runtime.shutdown_background();
+    match outcome {
+        Ok(mut result) => {
+            if let Some(cpu) = crate::procfs::cpu_seconds(std::process::id()) {
+                result
+                    .metrics
+                    .insert(crate::report::metric::LOADGEN_CPU_SECONDS.into(), cpu);
+            }
+            emit(&Event::Result(result));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<crate::report::RunResult> {
+    let target = Target {
+        addr: cli.target,
+        path: cli.path,
+        raw: cli.raw,
+        spread: !cli.no_spread,
+    };
+    match cli.command {
+        Command::Closed(load) => throughput::run(&target, "closed", &load.into_load(1)).await,
+        Command::Pipelined { load, depth } => {
+            throughput::run(&target, "pipelined", &load.into_load(depth)).await
+        }
+        Command::Handshakes(h) => {
+            handshakes::run(&target, h.concurrency, h.warmup, h.duration).await
+        }
+        Command::Idle(i) => {
+            let idle = idle::Idle {
+                connections: i.connections,
+                concurrency: i.concurrency,
+                settle: i.settle,
+                hold: i.hold,
+            };
+            idle::run(&target, &idle).await
+        }
+    }
+}
+
+impl LoadArgs {
+    fn into_load(self, depth: usize) -> throughput::Load {
+        throughput::Load {
+            connections: self.connections,
+            depth: depth.max(1),
+            size: self.size,
+            text: self.text,
+            warmup: self.warmup,
+            duration: self.duration,
+        }
+    }
+}

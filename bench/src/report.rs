@@ -1,0 +1,99 @@
+//! The JSON lines `loadgen` prints on stdout, one event per line, and `bench` parses.
+//!
+//! Metrics are a flat name -> number map rather than a struct per scenario, so a new
+//! scenario (e.g. fan-out) only adds names, not types, on both sides.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Metric names shared by `loadgen` (producer) and `bench` (consumer).
+pub mod metric {
+    /// Echoed messages completed per second in the measurement window.
+    pub const MSGS_PER_S: &str = "msgs_per_s";
+    /// Median message round-trip time, microseconds.
+    pub const RTT_P50_US: &str = "rtt_p50_us";
+    /// 99th percentile message round-trip time, microseconds.
+    pub const RTT_P99_US: &str = "rtt_p99_us";
+    /// Maximum message round-trip time, microseconds.
+    pub const RTT_MAX_US: &str = "rtt_max_us";
+    /// Completed connection upgrades (or raw TCP round-trips) per second.
+    pub const HANDSHAKES_PER_S: &str = "handshakes_per_s";
+    /// Median time from connect() to a verified 101 response, microseconds.
+    pub const HANDSHAKE_P50_US: &str = "handshake_p50_us";
+    /// 99th percentile time from connect() to a verified 101 response, microseconds.
+    pub const HANDSHAKE_P99_US: &str = "handshake_p99_us";
+    /// Connections held open (idle scenario).
+    pub const CONNECTIONS: &str = "connections";
+    /// Seconds it took to open and upgrade the idle connections.
+    pub const CONNECT_SECONDS: &str = "connect_seconds";
+    /// Server RSS before the load generator connected (added by the driver).
+    pub const RSS_BEFORE_BYTES: &str = "rss_before_bytes";
+    /// Server RSS while the connections were held (added by the driver).
+    pub const RSS_HELD_BYTES: &str = "rss_held_bytes";
+    /// (RSS held - RSS before) / connections (added by the driver).
+    pub const BYTES_PER_CONN: &str = "bytes_per_conn";
+    /// CPU seconds loadgen used over its whole life (setup included).
+    pub const LOADGEN_CPU_SECONDS: &str = "loadgen_cpu_seconds";
+    /// loadgen's CPU seconds as a share of its wall time, in % (added by the driver).
+    pub const LOADGEN_CPU_PCT: &str = "loadgen_cpu_pct";
+    /// The server's CPU seconds during the loadgen run as a share of that run's
+    /// wall time, in % (added by the driver).
+    pub const SERVER_CPU_PCT: &str = "server_cpu_pct";
+    /// How busy the server's CPU was during the run, in %, softirq and other
+    /// processes included (added by the driver when pinned).
+    pub const SERVER_CORE_PCT: &str = "server_core_pct";
+    /// How busy loadgen's CPU was during the run, in % (added by the driver when pinned).
+    pub const LOADGEN_CORE_PCT: &str = "loadgen_core_pct";
+}
+
+/// One line of `loadgen` output.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The load generator now holds its connections open and keeps them until its
+    /// stdin reaches EOF (or a time limit): the driver samples the server, then
+    /// closes that stdin.
+    Hold {
+        /// Connections currently held.
+        connections: u64,
+    },
+    /// The final measurement of one run.
+    Result(RunResult),
+}
+
+/// The outcome of one `loadgen` run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Subcommand that produced this result (`closed`, `pipelined`, ...).
+    pub scenario: String,
+    /// `ws` or `raw`.
+    pub mode: String,
+    /// The parameters the run used, for the record.
+    pub params: BTreeMap<String, f64>,
+    /// Measured values, keyed by the names in [`metric`].
+    pub metrics: BTreeMap<String, f64>,
+    /// Connections or attempts that failed during the run.
+    pub errors: u64,
+    /// The first such failure, to make `errors > 0` actionable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+}
+
+impl RunResult {
+    /// Records one error, keeping the first message.
+    pub fn error(&mut self, message: impl std::fmt::Display) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(message.to_string());
+        }
+    }
+}
+
+/// Prints an event as one JSON line (stdout is line-buffered, so it is flushed at once).
+pub fn emit(event: &Event) {
+    match serde_json::to_string(event) {
+        Ok(line) => println!("{line}"),
+        Err(e) => eprintln!("cannot serialise event: {e}"),
+    }
+}
