@@ -13,6 +13,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::output::Output;
+
 use crate::close::{CloseCode, CloseFrame, ClosePayloadError};
 use crate::config::Config;
 use crate::deflate::{DeflateConfig, DeflateParams, Deflater, Inflater};
@@ -77,7 +79,7 @@ pub struct Connection {
     message: Option<MessageInProgress>,
     state: CloseState,
     close_received: bool,
-    out: BytesMut,
+    out: Output,
     /// xorshift state for client masking keys.
     mask_rng: u64,
 }
@@ -102,7 +104,7 @@ impl Connection {
             message: None,
             state: CloseState::Open,
             close_received: false,
-            out: BytesMut::new(),
+            out: Output::default(),
             mask_rng: seed,
         }
     }
@@ -158,15 +160,13 @@ impl Connection {
     }
 
     /// Bytes waiting to be written to the socket. Advance it by the number of bytes written.
-    pub fn output(&mut self) -> &mut BytesMut {
+    pub fn output(&mut self) -> &mut Output {
         &mut self.out
     }
 
     /// Release the output buffer's memory if it is empty (call before the connection idles).
     pub fn release_idle_buffers(&mut self) {
-        if self.out.is_empty() && self.out.capacity() > 0 {
-            self.out = BytesMut::new();
-        }
+        self.out.release_if_empty();
     }
 
     /// Decode the next event from the front of `input`, consuming the bytes it used.
@@ -477,15 +477,43 @@ impl Connection {
         self.write_frame(opcode, false, payload);
     }
 
+    /// Like [`Connection::send`], but a large uncompressed payload is queued by reference
+    /// (written with vectored I/O, not copied). Server role only; otherwise it copies.
+    pub fn send_bytes(&mut self, kind: MessageKind, payload: Bytes) {
+        let compress = self
+            .deflate
+            .as_ref()
+            .is_some_and(|d| payload.len() >= d.threshold);
+        if self.role == Role::Client || compress || self.state != CloseState::Open {
+            return self.send(kind, &payload);
+        }
+        let opcode = match kind {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        };
+        let header = FrameHeader {
+            fin: true,
+            rsv1: false,
+            opcode,
+            mask: None,
+            payload_len: payload.len() as u64,
+        };
+        let mut head = Vec::with_capacity(10);
+        header.encode(&mut head);
+        self.out.extend_from_slice(&head);
+        self.out.push_bytes(payload);
+    }
+
     /// Queue a pre-encoded broadcast frame (server role). Picks the compressed encoding when
     /// this connection can decode it. Returns the number of bytes queued.
     pub fn send_prepared(&mut self, message: &PreparedMessage) -> usize {
         if self.state != CloseState::Open {
             return 0;
         }
-        let bytes = self.prepared_frame(message);
-        self.out.extend_from_slice(bytes);
-        bytes.len()
+        let bytes = self.prepared_frame(message).clone();
+        let len = bytes.len();
+        self.out.push_bytes(bytes);
+        len
     }
 
     /// The encoding of `message` this connection should receive (server role): the shared
@@ -544,13 +572,15 @@ impl Connection {
         };
         let mut head = Vec::with_capacity(14);
         header.encode(&mut head);
-        self.out.reserve(head.len() + payload.len());
-        self.out.extend_from_slice(&head);
-        let start = self.out.len();
-        self.out.extend_from_slice(payload);
+        let tail = self.out.tail_mut();
+        tail.reserve(head.len() + payload.len());
+        tail.extend_from_slice(&head);
+        let start = tail.len();
+        tail.extend_from_slice(payload);
         if let Some(key) = mask {
-            apply_mask(&mut self.out[start..], key, 0);
+            apply_mask(&mut tail[start..], key, 0);
         }
+        self.out.grew(head.len() + payload.len());
     }
 
     fn next_mask(&mut self) -> [u8; 4] {

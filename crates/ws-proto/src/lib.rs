@@ -19,7 +19,7 @@
 //! let event = server.handle_input(&mut input).unwrap();
 //! assert_eq!(event, Some(Event::Text("Hello".into())));
 //! server.send(MessageKind::Text, b"Hello");
-//! assert_eq!(&server.output()[..], b"\x81\x05Hello");
+//! assert_eq!(server.output().to_vec(), b"\x81\x05Hello");
 //! ```
 
 pub mod close;
@@ -32,6 +32,7 @@ pub mod header;
 pub mod mask;
 pub mod message;
 pub mod opcode;
+pub mod output;
 pub mod prepared;
 pub mod role;
 pub mod utf8;
@@ -45,5 +46,6 @@ pub use handshake::client::{ClientAccepted, ClientHandshake, ClientHandshakeErro
 pub use handshake::server::{Accepted, HandshakeError, UpgradeRequest};
 pub use message::{Event, MessageKind};
 pub use opcode::OpCode;
+pub use output::Output;
 pub use prepared::PreparedMessage;
 pub use role::Role;

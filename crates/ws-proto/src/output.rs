@@ -1,0 +1,165 @@
+//! The bytes a connection has queued for the socket, as a list of segments.
+//!
+//! Small frames are copied into a contiguous tail (one syscall writes many of them); large
+//! payloads that already live in a `Bytes` (an echoed message, a broadcast framed once for
+//! every recipient) are queued by reference and written with vectored I/O: no copy per
+//! recipient.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Below this size a `Bytes` is copied into the tail rather than queued as its own segment:
+/// a segment costs an iovec entry, a copy this small costs less.
+const COPY_BELOW: usize = 512;
+
+/// Queued output. See the module docs.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Segments before `tail`, in order.
+    chunks: VecDeque<Bytes>,
+    tail: BytesMut,
+    len: usize,
+}
+
+impl Output {
+    /// Bytes queued.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Nothing queued.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Append a copy of `bytes`.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.tail.extend_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// The tail, for writing a frame in place (e.g. to mask it). Callers must report what
+    /// they add with [`Output::grew`].
+    pub(crate) fn tail_mut(&mut self) -> &mut BytesMut {
+        &mut self.tail
+    }
+
+    /// `n` bytes were appended through [`Output::tail_mut`].
+    pub(crate) fn grew(&mut self, n: usize) {
+        self.len += n;
+    }
+
+    /// Append `bytes` without copying it (unless it is small).
+    pub fn push_bytes(&mut self, bytes: Bytes) {
+        if bytes.len() < COPY_BELOW {
+            return self.extend_from_slice(&bytes);
+        }
+        if !self.tail.is_empty() {
+            self.chunks.push_back(self.tail.split().freeze());
+        }
+        self.len += bytes.len();
+        self.chunks.push_back(bytes);
+    }
+
+    /// Fill `dst` with the queued segments in order; returns how many were filled.
+    pub fn io_slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        let segments = self
+            .chunks
+            .iter()
+            .map(|c| &c[..])
+            .chain(std::iter::once(&self.tail[..]));
+        for segment in segments.filter(|s| !s.is_empty()) {
+            if n == dst.len() {
+                break;
+            }
+            dst[n] = IoSlice::new(segment);
+            n += 1;
+        }
+        n
+    }
+
+    /// Forget the first `n` bytes (they were written).
+    pub fn advance(&mut self, mut n: usize) {
+        self.len -= n.min(self.len);
+        while n > 0 {
+            match self.chunks.front_mut() {
+                Some(c) if c.len() <= n => {
+                    n -= c.len();
+                    self.chunks.pop_front();
+                }
+                Some(c) => {
+                    c.advance(n);
+                    return;
+                }
+                None => {
+                    let k = n.min(self.tail.len());
+                    self.tail.advance(k);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Take everything queued as one buffer (tests, simple clients).
+    pub fn split(&mut self) -> Bytes {
+        let all = self.to_vec();
+        self.chunks.clear();
+        self.tail.clear();
+        self.len = 0;
+        Bytes::from(all)
+    }
+
+    /// A copy of everything queued.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len);
+        for c in &self.chunks {
+            v.extend_from_slice(c);
+        }
+        v.extend_from_slice(&self.tail);
+        v
+    }
+
+    /// Free the buffers if nothing is queued (before the connection idles).
+    pub fn release_if_empty(&mut self) {
+        if self.len == 0 {
+            if self.tail.capacity() > 0 {
+                self.tail = BytesMut::new();
+            }
+            if self.chunks.capacity() > 0 {
+                self.chunks = VecDeque::new();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_keep_order_and_advance_across_them() {
+        let mut o = Output::default();
+        o.extend_from_slice(b"ab");
+        o.push_bytes(Bytes::from(vec![b'x'; 600]));
+        o.extend_from_slice(b"cd");
+        o.push_bytes(Bytes::from_static(b"ef"));
+        assert_eq!(o.len(), 606);
+        let mut expect = b"ab".to_vec();
+        expect.extend(vec![b'x'; 600]);
+        expect.extend(b"cdef");
+        assert_eq!(o.to_vec(), expect);
+        let mut slices = [IoSlice::new(&[]); 8];
+        assert_eq!(o.io_slices(&mut slices), 3);
+        o.advance(1);
+        o.advance(300);
+        assert_eq!(o.to_vec(), expect[301..]);
+        o.advance(303);
+        assert_eq!(o.to_vec(), b"ef");
+        o.advance(2);
+        assert!(o.is_empty());
+        o.release_if_empty();
+    }
+}
