@@ -506,6 +506,30 @@ impl Hub {
         v
     }
 
+    /// Expire old history in every room and forget rooms with neither members nor history.
+    /// Call periodically (the server does every 30 s): without it a room whose last member
+    /// left keeps its expired history until someone touches it again. Returns how many rooms
+    /// were removed.
+    pub fn sweep(&self) -> usize {
+        let now = Instant::now();
+        let mut removed = 0;
+        for shard in &self.shards {
+            let mut map = lock(shard);
+            map.retain(|_, room| {
+                let mut st = lock(&room.state);
+                let limits = st.limits;
+                st.history.expire(now, &limits);
+                let keep = !(st.members.is_empty() && st.history.is_empty());
+                if !keep {
+                    st.removed = true;
+                    removed += 1;
+                }
+                keep
+            });
+        }
+        removed
+    }
+
     /// Deduplication: the offset an earlier message with this id got, if remembered.
     pub fn seen_message(&self, user: &UserId, id: &str) -> Option<u64> {
         self.dedup.check(&user.0, id, Instant::now())

@@ -16,6 +16,26 @@ use crate::config::ServerConfig;
 use crate::http::router;
 use crate::state::AppState;
 
+/// Expire history and forget empty rooms every 30 s until shutdown.
+fn spawn_hub_sweeper(state: &Arc<AppState>) {
+    let hub = state.hub.clone();
+    let shutdown = state.shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    let removed = hub.sweep();
+                    if removed > 0 {
+                        tracing::debug!(removed, "forgot empty rooms");
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// A bound server, ready to run.
 #[derive(Debug)]
 pub struct Server {
@@ -49,6 +69,7 @@ impl Server {
         let Server { listener, state } = self;
         let service = TowerToHyperService::new(router(state.clone()));
         let shutdown = state.shutdown.clone();
+        spawn_hub_sweeper(&state);
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,

@@ -250,3 +250,24 @@ fn disconnect_user_reaches_every_connection_and_disconnect_unregisters() {
     assert!(hub.presence(&r).is_empty());
     assert_eq!(hub.disconnect_user(&user("a")), 0);
 }
+
+#[test]
+fn sweep_forgets_rooms_whose_history_expired() {
+    let hub = Hub::new(HubConfig {
+        default_history: HistoryLimits {
+            max_messages: 10,
+            max_age: Duration::from_millis(50),
+        },
+        ..HubConfig::default()
+    });
+    let r = room("ephemeral");
+    let a = hub.connect(user("a"));
+    hub.join(&a, &r, None);
+    publish(&hub, &r, "x");
+    hub.leave(&a, &r);
+    assert_eq!(hub.channels().len(), 1, "history keeps the room");
+    assert_eq!(hub.sweep(), 0);
+    std::thread::sleep(Duration::from_millis(80));
+    assert_eq!(hub.sweep(), 1);
+    assert!(hub.channels().is_empty());
+}
