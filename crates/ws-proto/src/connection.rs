@@ -510,9 +510,12 @@ impl Connection {
         if self.state != CloseState::Open {
             return 0;
         }
-        let bytes = self.prepared_frame(message).clone();
+        let bytes = self.prepared_frame(message);
         let len = bytes.len();
-        self.out.push_bytes(bytes);
+        // Small frames are copied into the coalescing buffer without touching the shared
+        // reference count (an atomic every recipient on every core would contend on); large
+        // ones are queued by reference.
+        self.out.push_shared(bytes);
         len
     }
 

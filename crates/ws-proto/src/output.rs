@@ -3,7 +3,9 @@
 //! Small frames are copied into a contiguous tail (one syscall writes many of them); large
 //! payloads that already live in a `Bytes` (an echoed message, a broadcast framed once for
 //! every recipient) are queued by reference and written with vectored I/O: no copy per
-//! recipient.
+//! recipient. Below [`COPY_BELOW`] bytes copying is the cheaper way to share: an iovec entry
+//! and a shared reference-count update (contended across cores in a broadcast) cost more than
+//! copying a few hundred bytes into the buffer the syscall writes anyway.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -12,7 +14,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 /// Below this size a `Bytes` is copied into the tail rather than queued as its own segment:
 /// a segment costs an iovec entry, a copy this small costs less.
-const COPY_BELOW: usize = 512;
+pub const COPY_BELOW: usize = 512;
 
 /// Queued output. See the module docs.
 #[derive(Debug, Default)]
@@ -61,6 +63,16 @@ impl Output {
         }
         self.len += bytes.len();
         self.chunks.push_back(bytes);
+    }
+
+    /// Like [`Output::push_bytes`] for a buffer shared with other connections: cloned (a
+    /// reference count increment) only when it is large enough to be queued by reference.
+    pub fn push_shared(&mut self, bytes: &Bytes) {
+        if bytes.len() < COPY_BELOW {
+            self.extend_from_slice(bytes);
+        } else {
+            self.push_bytes(bytes.clone());
+        }
     }
 
     /// Fill `dst` with the queued segments in order; returns how many were filled.
