@@ -34,6 +34,9 @@ pub struct ServerConfig {
     /// Stop reading from a connection while this many bytes of its output are unsent
     /// (a client that sends but never reads can not grow our memory). Default 256 KiB.
     pub max_pending_output: usize,
+    /// Per-connection message rate limit on `/ws` (`None`: unlimited). Default 100 / 10 s,
+    /// burst 20. Breach: `error "Rate limit exceeded"`, then close 4002 if the flood goes on.
+    pub rate_limit: Option<crate::rate::RateLimit>,
     /// API keys accepted by `/api/*` (`Authorization: Bearer <key>`). Empty: the API is closed.
     pub api_keys: Vec<String>,
     /// Rooms, history, presence and outbox settings.
@@ -53,6 +56,7 @@ impl Default for ServerConfig {
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
             max_pending_output: 256 * 1024,
+            rate_limit: Some(crate::rate::RateLimit::default()),
             api_keys: Vec::new(),
             hub: HubConfig::default(),
         }

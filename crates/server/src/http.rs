@@ -29,7 +29,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn ws_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    let session = NativeSession::anonymous(state.hub.clone());
+    let session = NativeSession::anonymous(state.hub.clone(), state.config.rate_limit);
     ws::upgrade(&state, req, session)
 }
 

@@ -20,6 +20,7 @@ pub mod http;
 pub mod keepalive;
 pub mod listener;
 pub mod native;
+pub mod rate;
 pub mod state;
 pub mod ws;
 

@@ -4,6 +4,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -13,6 +14,7 @@ use switchboard_native_proto::{
 };
 use switchboard_ws_proto::{CloseCode, Connection, MessageKind, PreparedMessage};
 
+use crate::rate::{RateLimit, TokenBucket, Verdict};
 use crate::ws::handler::Handler;
 
 /// The [`Delivery`] encoding slot holding the WebSocket text frame.
@@ -27,6 +29,7 @@ pub struct NativeSession {
     rooms: Vec<RoomName>,
     /// Scratch for draining the outbox, kept empty between uses.
     batch: Vec<Arc<Delivery>>,
+    rate: Option<(RateLimit, TokenBucket)>,
 }
 
 /// A random-looking id: process-random key hashed with a counter.
@@ -38,7 +41,7 @@ fn generated_id(hub: &Hub, prefix: &str) -> String {
 
 impl NativeSession {
     /// A session for an anonymous user (a generated user id).
-    pub fn anonymous(hub: Arc<Hub>) -> NativeSession {
+    pub fn anonymous(hub: Arc<Hub>, rate_limit: Option<RateLimit>) -> NativeSession {
         let user = UserId(Arc::from(generated_id(&hub, "anon-")));
         let conn = hub.connect(user);
         NativeSession {
@@ -46,6 +49,7 @@ impl NativeSession {
             conn,
             rooms: Vec::new(),
             batch: Vec::new(),
+            rate: rate_limit.map(|l| (l, TokenBucket::new(&l, Instant::now()))),
         }
     }
 
@@ -209,6 +213,18 @@ impl Handler for NativeSession {
     }
 
     fn on_message(&mut self, conn: &mut Connection, kind: MessageKind, payload: Bytes) {
+        if let Some((limit, bucket)) = &mut self.rate {
+            match bucket.check(limit, Instant::now()) {
+                Verdict::Accept => {}
+                Verdict::RejectAndWarn => {
+                    return Self::send(conn, error("rate_limited", "Rate limit exceeded"));
+                }
+                Verdict::Reject => return,
+                Verdict::Close => {
+                    return conn.close(CloseCode::Application(4002), "Rate limit exceeded");
+                }
+            }
+        }
         match kind {
             MessageKind::Text => self.handle_text(conn, &payload),
             MessageKind::Binary => Self::send(

@@ -188,3 +188,25 @@ def test_presence_lists_users_with_connection_counts():
         for c in (a1, a2, b):
             await c.close()
     run(go())
+
+
+def test_flooding_client_is_warned_then_closed_with_4002():
+    """SPEC §6: 100 msgs / 10 s, burst 20 → error "Rate limit exceeded", then close 4002."""
+    async def go():
+        c = await Client.connect()
+        for _ in range(100):
+            await c.send(type="ping")
+        pongs, error, code = 0, None, None
+        try:
+            while True:
+                msg = await c.recv()
+                if msg["type"] == "pong":
+                    pongs += 1
+                elif msg["type"] == "error":
+                    error = msg
+        except websockets.exceptions.ConnectionClosedError as e:
+            code = e.rcvd.code
+        assert pongs == 20, pongs
+        assert error == {"type": "error", "code": "rate_limited", "message": "Rate limit exceeded"}
+        assert code == 4002
+    run(go())
