@@ -34,6 +34,10 @@ pub struct ServerConfig {
     /// Stop reading from a connection while this many bytes of its output are unsent
     /// (a client that sends but never reads can not grow our memory). Default 256 KiB.
     pub max_pending_output: usize,
+    /// Most WebSocket connections at once (`None`: unlimited, the default). Breach: 503.
+    pub max_connections: Option<usize>,
+    /// Most WebSocket connections from one IP address. Default 1000. Breach: 429.
+    pub max_connections_per_ip: usize,
     /// Per-connection message rate limit on `/ws` (`None`: unlimited). Default 100 / 10 s,
     /// burst 20. Breach: `error "Rate limit exceeded"`, then close 4002 if the flood goes on.
     pub rate_limit: Option<crate::rate::RateLimit>,
@@ -56,6 +60,8 @@ impl Default for ServerConfig {
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
             max_pending_output: 256 * 1024,
+            max_connections: None,
+            max_connections_per_ip: 1000,
             rate_limit: Some(crate::rate::RateLimit::default()),
             api_keys: Vec::new(),
             hub: HubConfig::default(),

@@ -6,15 +6,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_service::Service as _;
 
 use crate::config::ServerConfig;
 use crate::http::router;
-use crate::state::AppState;
+use crate::state::{AppState, PeerAddr};
 
 /// Expire history and forget empty rooms every 30 s until shutdown.
 fn spawn_hub_sweeper(state: &Arc<AppState>) {
@@ -67,7 +69,7 @@ impl Server {
     /// and wait for them up to `shutdown_timeout`. Returns whether all finished in time.
     pub async fn run(self) -> bool {
         let Server { listener, state } = self;
-        let service = TowerToHyperService::new(router(state.clone()));
+        let router = router(state.clone());
         let shutdown = state.shutdown.clone();
         spawn_hub_sweeper(&state);
         loop {
@@ -75,7 +77,7 @@ impl Server {
                 _ = shutdown.cancelled() => break,
                 accepted = listener.accept() => accepted,
             };
-            let (stream, _peer) = match accepted {
+            let (stream, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning on the error.
@@ -85,7 +87,13 @@ impl Server {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let service = service.clone();
+            // Every request carries the peer address (connection limits, logs).
+            let router = router.clone();
+            let service = service_fn(move |mut req: http::Request<Incoming>| {
+                req.extensions_mut().insert(PeerAddr(peer));
+                let mut router = router.clone();
+                async move { router.call(req).await }
+            });
             let header_timeout = state.config.handshake_timeout;
             let shutdown = shutdown.clone();
             state.tracker.spawn(async move {

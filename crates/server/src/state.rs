@@ -1,7 +1,9 @@
 //! State shared by every request handler of one server.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
@@ -11,7 +13,21 @@ use switchboard_hub::Hub;
 
 use crate::config::ServerConfig;
 
-/// Shared server state. Fields are either immutable or atomic: nothing here needs a lock.
+/// The peer address of the TCP connection a request came on (a request extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// Why a new connection was refused at the handshake (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `max_connections` reached: 503.
+    ServerFull,
+    /// `max_connections_per_ip` reached for this address: 429.
+    TooManyFromAddress,
+}
+
+/// Shared server state. Fields are immutable or atomic, except the per-address counts, whose
+/// lock is taken only when a connection opens or closes (never per message).
 #[derive(Debug)]
 pub struct AppState {
     /// The configuration the server started with.
@@ -25,6 +41,7 @@ pub struct AppState {
     /// Rooms, presence, history.
     pub hub: Arc<Hub>,
     websockets: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, u32>>,
 }
 
 impl AppState {
@@ -37,6 +54,7 @@ impl AppState {
             tracker: TaskTracker::new(),
             started: Instant::now(),
             websockets: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
         })
     }
 
@@ -45,19 +63,49 @@ impl AppState {
         self.websockets.load(Ordering::Relaxed)
     }
 
-    /// Count a connection until the returned guard is dropped.
-    pub fn connection_opened(self: &Arc<Self>) -> ConnectionGuard {
-        self.websockets.fetch_add(1, Ordering::Relaxed);
-        ConnectionGuard(self.clone())
+    /// Admit a new WebSocket connection from `ip` within the connection limits; the returned
+    /// guard counts it until dropped.
+    pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<ConnectionGuard, Refusal> {
+        let total = self.websockets.fetch_add(1, Ordering::AcqRel);
+        if self.config.max_connections.is_some_and(|max| total >= max) {
+            self.websockets.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::ServerFull);
+        }
+        if let Some(ip) = ip {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let count = per_ip.entry(ip).or_insert(0);
+            if *count as usize >= self.config.max_connections_per_ip {
+                drop(per_ip);
+                self.websockets.fetch_sub(1, Ordering::AcqRel);
+                return Err(Refusal::TooManyFromAddress);
+            }
+            *count += 1;
+        }
+        Ok(ConnectionGuard {
+            state: self.clone(),
+            ip,
+        })
     }
 }
 
-/// Decrements the connection count when dropped.
+/// Counts a connection (in total and per address) until dropped.
 #[derive(Debug)]
-pub struct ConnectionGuard(Arc<AppState>);
+pub struct ConnectionGuard {
+    state: Arc<AppState>,
+    ip: Option<IpAddr>,
+}
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.0.websockets.fetch_sub(1, Ordering::Relaxed);
+        self.state.websockets.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = self.ip {
+            let mut per_ip = self.state.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = per_ip.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
     }
 }

@@ -225,3 +225,31 @@ async fn health_counts_open_websockets() {
     assert_eq!(status, 200);
     assert!(text.contains("\"connections\":2"), "{text}");
 }
+
+#[tokio::test]
+async fn connection_limits_refuse_with_429_per_address_and_503_in_total() {
+    let upgrade = "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let server = start(ServerConfig {
+        max_connections_per_ip: 2,
+        ..echo_config()
+    })
+    .await;
+    let _a = TestClient::connect(server.addr, "/echo", false).await;
+    let b = TestClient::connect(server.addr, "/echo", false).await;
+    let (status, text) = http_status(server.addr, upgrade).await;
+    assert_eq!(status, 429, "{text}");
+    // A slot frees when a connection ends.
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(http_status(server.addr, upgrade).await.0, 101);
+
+    let server = start(ServerConfig {
+        max_connections: Some(1),
+        ..echo_config()
+    })
+    .await;
+    let _a = TestClient::connect(server.addr, "/echo", false).await;
+    let (status, text) = http_status(server.addr, upgrade).await;
+    assert_eq!(status, 503, "{text}");
+}

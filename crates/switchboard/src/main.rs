@@ -44,6 +44,12 @@ struct ServeArgs {
     /// Disable permessage-deflate.
     #[arg(long)]
     no_deflate: bool,
+    /// Most WebSocket connections at once (503 above it). Default: unlimited.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Most WebSocket connections from one IP address (429 above it).
+    #[arg(long, default_value_t = 1000)]
+    max_connections_per_ip: usize,
     /// API key for the HTTP API (`Authorization: Bearer KEY`); repeatable. Also read from
     /// SWITCHBOARD_API_KEY. Without one the API answers 401.
     #[arg(long = "api-key", env = "SWITCHBOARD_API_KEY")]
@@ -84,6 +90,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         echo: args.echo,
         max_message_size: args.max_message_size,
         api_keys: args.api_keys.clone(),
+        max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
         deflate: if args.no_deflate {
             None
         } else {

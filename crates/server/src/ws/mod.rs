@@ -14,7 +14,7 @@ use switchboard_ws_proto::handshake::server::validate_request;
 use switchboard_ws_proto::{Config, Connection};
 use tokio::net::TcpStream;
 
-use crate::state::AppState;
+use crate::state::{AppState, PeerAddr, Refusal};
 use driver::DriverLimits;
 use handler::Handler;
 
@@ -44,6 +44,26 @@ pub fn upgrade<H: Handler>(state: &Arc<AppState>, mut req: Request<Body>, handle
             return resp;
         }
     };
+    // Limits are checked after validation (a malformed request gets its 400 first) and the
+    // slot is taken now, so that concurrent handshakes can not overshoot.
+    let peer_ip = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+    let guard = match state.admit(peer_ip) {
+        Ok(guard) => guard,
+        Err(Refusal::ServerFull) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Server at connection capacity\n",
+            )
+                .into_response();
+        }
+        Err(Refusal::TooManyFromAddress) => {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many connections from this address\n",
+            )
+                .into_response();
+        }
+    };
     let accepted = upgrade.accept(&[], state.config.deflate.as_ref());
     let deflate = accepted.deflate;
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -67,7 +87,7 @@ pub fn upgrade<H: Handler>(state: &Arc<AppState>, mut req: Request<Body>, handle
                 return;
             }
         };
-        let _guard = task_state.connection_opened();
+        let _guard = guard;
         let config = &task_state.config;
         let mut conn = Connection::server(&Config {
             max_message_size: config.max_message_size,
