@@ -1,9 +1,11 @@
 //! The `switchboard` command: thin CLI over the server crate (no protocol logic here).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use switchboard_hub::{HistoryLimits, HubConfig, RoomPattern};
 use switchboard_server::{Server, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -54,9 +56,35 @@ struct ServeArgs {
     /// SWITCHBOARD_API_KEY. Without one the API answers 401.
     #[arg(long = "api-key", env = "SWITCHBOARD_API_KEY")]
     api_keys: Vec<String>,
+    /// History retention for rooms matching a pattern: PATTERN=COUNT[/SECONDS], e.g.
+    /// `chat:*=500/3600` (repeatable; first match wins). Default for other rooms: 100/600.
+    #[arg(long = "history", value_parser = parse_history_rule)]
+    history: Vec<(String, usize, u64)>,
     /// Runtime worker threads (default: one per core). 1 runs a single-threaded runtime.
     #[arg(long)]
     threads: Option<usize>,
+}
+
+/// `PATTERN=COUNT[/SECONDS]`.
+fn parse_history_rule(rule: &str) -> Result<(String, usize, u64), String> {
+    let (pattern, limits) = rule
+        .rsplit_once('=')
+        .ok_or_else(|| format!("expected PATTERN=COUNT[/SECONDS], got {rule:?}"))?;
+    let (count, secs) = match limits.split_once('/') {
+        Some((c, s)) => (
+            c,
+            s.parse::<u64>()
+                .map_err(|e| format!("bad SECONDS in {rule:?}: {e}"))?,
+        ),
+        None => (limits, 600),
+    };
+    let count = count
+        .parse::<usize>()
+        .map_err(|e| format!("bad COUNT in {rule:?}: {e}"))?;
+    if pattern.is_empty() {
+        return Err(format!("empty PATTERN in {rule:?}"));
+    }
+    Ok((pattern.to_owned(), count, secs))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -92,6 +120,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         api_keys: args.api_keys.clone(),
         max_connections: args.max_connections,
         max_connections_per_ip: args.max_connections_per_ip,
+        hub: HubConfig {
+            history: args
+                .history
+                .iter()
+                .map(|(pattern, count, secs)| {
+                    (
+                        RoomPattern::new(pattern),
+                        HistoryLimits {
+                            max_messages: *count,
+                            max_age: Duration::from_secs(*secs),
+                        },
+                    )
+                })
+                .collect(),
+            ..HubConfig::default()
+        },
         deflate: if args.no_deflate {
             None
         } else {

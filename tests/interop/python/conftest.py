@@ -23,7 +23,7 @@ def server():
     if not os.path.exists(BINARY):
         raise RuntimeError(f"{BINARY} missing: build it first (cargo build --release -p switchboard)")
     port = free_port()
-    proc = subprocess.Popen([BINARY, "serve", "--echo", "--listen", f"127.0.0.1:{port}", "--api-key", API_KEY])
+    proc = subprocess.Popen([BINARY, "serve", "--echo", "--listen", f"127.0.0.1:{port}", "--api-key", API_KEY, "--history", "short:*=2/600"])
     deadline = time.time() + 10
     while True:
         try:

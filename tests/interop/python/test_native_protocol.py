@@ -210,3 +210,22 @@ def test_flooding_client_is_warned_then_closed_with_4002():
         assert error == {"type": "error", "code": "rate_limited", "message": "Rate limit exceeded"}
         assert code == 4002
     run(go())
+
+
+def test_history_limits_follow_the_room_pattern():
+    """`--history short:*=2/600` (set by conftest): rooms matching keep 2 messages, others 100."""
+    async def go():
+        c = await Client.connect()
+        for room in ("short:x", "long:x"):
+            await c.send(type="join", room=room)
+            await c.recv_type("joined")
+            for i in range(5):
+                await c.send(type="tick", room=room, n=i)
+            for _ in range(5):
+                await c.recv_type("tick")
+            await c.send(type="history", room=room)
+            hist = await c.recv_type("history")
+            expected = [3, 4] if room == "short:x" else [0, 1, 2, 3, 4]
+            assert [m["n"] for m in hist["messages"]] == expected, (room, hist)
+        await c.close()
+    run(go())
