@@ -23,6 +23,22 @@ pub mod metric {
     pub const HANDSHAKE_P50_US: &str = "handshake_p50_us";
     /// 99th percentile time from connect() to a verified 101 response, microseconds.
     pub const HANDSHAKE_P99_US: &str = "handshake_p99_us";
+    /// Fan-out: messages received by all subscribers per second in the window.
+    pub const DELIVERIES_PER_S: &str = "deliveries_per_s";
+    /// Fan-out: messages published per second in the window.
+    pub const PUBLISHES_PER_S: &str = "publishes_per_s";
+    /// Fan-out: median publish-to-receive latency, microseconds.
+    pub const LATENCY_P50_US: &str = "latency_p50_us";
+    /// Fan-out: 99th percentile publish-to-receive latency, microseconds.
+    pub const LATENCY_P99_US: &str = "latency_p99_us";
+    /// Fan-out: maximum publish-to-receive latency, microseconds.
+    pub const LATENCY_MAX_US: &str = "latency_max_us";
+    /// Fan-out: copies (publisher's own included) that never arrived, lagged ones included.
+    pub const LOST_MSGS: &str = "lost_msgs";
+    /// Fan-out: copies the server reported dropped (`lagged`), part of `lost_msgs`.
+    pub const LAGGED_MISSED: &str = "lagged_missed";
+    /// Fan-out: copies expected (publishes after sync × receivers).
+    pub const EXPECTED_MSGS: &str = "expected_msgs";
     /// Connections held open (idle scenario).
     pub const CONNECTIONS: &str = "connections";
     /// Seconds it took to open and upgrade the idle connections.

@@ -24,6 +24,10 @@ pub struct Args {
     /// Use this switchboard binary instead of building the root workspace.
     #[arg(long)]
     pub switchboard_bin: Option<PathBuf>,
+    /// Extra argument for `switchboard serve` (repeatable), e.g.
+    /// `--switchboard-arg=--threads=1`.
+    #[arg(long = "switchboard-arg", allow_hyphen_values = true)]
+    pub switchboard_args: Vec<String>,
     /// Root of the Switchboard repository (default: the parent of bench/).
     #[arg(long)]
     pub root: Option<PathBuf>,

@@ -15,9 +15,9 @@ use super::servers::{Kind, Server};
 pub struct Binaries {
     /// The load generator.
     pub loadgen: PathBuf,
-    /// Server binaries by server name.
+    /// Server binaries by binary name (`switchboard` or the peer's).
     pub servers: HashMap<&'static str, PathBuf>,
-    /// Servers without a binary, and why.
+    /// Binaries that are missing, and why.
     pub broken: HashMap<&'static str, String>,
 }
 
@@ -55,6 +55,8 @@ impl Binaries {
                 "peer-tcp-echo",
                 "peer-tungstenite-echo",
                 "peer-fastwebsockets-echo",
+                "peer-fastwebsockets-broadcast",
+                "peer-socketioxide-broadcast",
             ]
             .into_iter()
             .map(|name| (name.to_string(), dir.join(name)))
@@ -73,9 +75,17 @@ impl Binaries {
             servers: HashMap::new(),
             broken: HashMap::new(),
         };
-        for server in servers {
-            let bin = match server.kind {
-                Kind::Switchboard => ours(),
+        let mut ours = Some(ours);
+        for endpoint in servers.iter().flat_map(Server::endpoints) {
+            let name = endpoint.kind.bin();
+            if bins.servers.contains_key(name) || bins.broken.contains_key(name) {
+                continue;
+            }
+            let bin = match endpoint.kind {
+                Kind::Switchboard { .. } => match ours.take() {
+                    Some(build) => build(),
+                    None => continue,
+                },
                 Kind::Peer(name) => bench_bins
                     .get(name)
                     .cloned()
@@ -83,11 +93,11 @@ impl Binaries {
             };
             match bin.and_then(existing) {
                 Ok(bin) => {
-                    bins.servers.insert(server.name, bin);
+                    bins.servers.insert(name, bin);
                 }
                 Err(reason) => {
-                    eprintln!("warning: {}: {reason}", server.name);
-                    bins.broken.insert(server.name, reason);
+                    eprintln!("warning: {name}: {reason}");
+                    bins.broken.insert(name, reason);
                 }
             }
         }

@@ -63,6 +63,9 @@ pub fn render(
          - This is a shared, noisy 2-core machine with server and load generator each pinned to one \
          core: trust the ratios within one run more than absolute numbers across runs. \
          The per-run CPU shares under *All runs* show when a run was starved.\n\
+         - Fan-out rows count messages received by all subscribers per second; they run against \
+         each server's broadcast endpoint (`socketioxide` has only that one; `tungstenite` and \
+         `tcp-floor` have none). Lost copies (dropped, lagged or refused) are listed under *Notes*.\n\
          - `failed`: the server did not start or no run completed (see *Notes*); \
          `n/a`: not applicable; `—`: not run.\n"
     );
@@ -75,7 +78,8 @@ pub fn render(
         let _ = writeln!(
             doc,
             "Median over runs of each run's p50 / p99: message round trip for the message rows, \
-             connect to verified `101` for handshakes.\n"
+             connect to verified `101` for handshakes, publish to receive (on every subscriber) \
+             for fan-out.\n"
         );
         doc.push_str(&latency);
     }

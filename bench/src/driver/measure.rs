@@ -8,7 +8,7 @@ use super::args::Profile;
 use super::placement::Placement;
 use super::runner;
 use super::scenarios::Scenario;
-use super::servers::{Running, Server};
+use super::servers::{Endpoint, Running, Server};
 use crate::procfs;
 use crate::report::{metric, RunResult};
 
@@ -30,6 +30,8 @@ pub struct Session<'a> {
     pub placement: &'a Placement,
     /// Where logs go.
     pub logs: &'a Path,
+    /// Extra `switchboard serve` arguments.
+    pub switchboard_args: &'a [String],
 }
 
 impl Session<'_> {
@@ -37,6 +39,7 @@ impl Session<'_> {
     pub fn measure(
         &self,
         server: &Server,
+        endpoint: &Endpoint,
         bin: &Path,
         scenario: &Scenario,
         rep: usize,
@@ -44,18 +47,28 @@ impl Session<'_> {
         let stem = format!("{rep}-{}-{}", server.name, scenario.id);
         let server_log = self.logs.join(format!("{stem}.server.log"));
         // One retry: the free port we picked may have been taken in between.
-        let mut running = Running::start(server, self.placement.server(bin), &server_log)
-            .or_else(|_| Running::start(server, self.placement.server(bin), &server_log))
-            .map_err(Failure::Start)?;
+        let start = || {
+            Running::start(
+                server,
+                endpoint,
+                self.switchboard_args,
+                self.placement.server(bin),
+                &server_log,
+            )
+        };
+        let mut running = start().or_else(|_| start()).map_err(Failure::Start)?;
 
         let mut cmd = self.placement.loadgen(self.loadgen);
         cmd.arg("--target").arg(running.addr.to_string());
-        if server.raw {
+        if endpoint.raw {
             cmd.arg("--raw");
         } else {
-            cmd.args(["--path", server.ws_path]);
+            cmd.args(["--path", endpoint.ws_path]);
         }
         cmd.args(scenario.loadgen_args(self.profile));
+        if scenario.is_fanout() {
+            cmd.args(["--protocol", endpoint.protocol]);
+        }
 
         let rss_before = running.rss_bytes();
         let cpu_before = running.cpu_seconds();

@@ -74,6 +74,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         loadgen: &bins.loadgen,
         placement: &placement,
         logs: &logs,
+        switchboard_args: &args.switchboard_args,
     };
     let mut results = Results::default();
     // Every outcome as a JSON line, for analysis beyond the medians.
@@ -84,20 +85,23 @@ fn run(args: Args) -> anyhow::Result<()> {
     for rep in 1..=profile.repeats {
         for server in &servers {
             for scenario in &scenarios {
-                let outcome = if server.raw && !scenario.raw {
-                    Outcome::NotApplicable
-                } else if let Some(reason) = broken.get(server.name) {
-                    Outcome::Failed(reason.clone())
-                } else {
-                    let bin = &bins.servers[server.name];
-                    match session.measure(server, bin, scenario, rep) {
-                        Ok(result) => Outcome::Done(result),
-                        Err(Failure::Start(reason)) => {
-                            broken.insert(server.name, reason.clone());
-                            Outcome::Failed(reason)
+                let outcome = if let Some(endpoint) = server.endpoint(scenario) {
+                    let name = endpoint.kind.bin();
+                    if let Some(reason) = broken.get(name) {
+                        Outcome::Failed(reason.clone())
+                    } else {
+                        let bin = &bins.servers[name];
+                        match session.measure(server, endpoint, bin, scenario, rep) {
+                            Ok(result) => Outcome::Done(result),
+                            Err(Failure::Start(reason)) => {
+                                broken.insert(name, reason.clone());
+                                Outcome::Failed(reason)
+                            }
+                            Err(Failure::Run(reason)) => Outcome::Failed(reason),
                         }
-                        Err(Failure::Run(reason)) => Outcome::Failed(reason),
                     }
+                } else {
+                    Outcome::NotApplicable
                 };
                 eprintln!(
                     "[{rep}/{}] {:<14} {:<14} {}",
@@ -176,11 +180,14 @@ fn progress(scenario: &Scenario, outcome: &Outcome) -> String {
     match outcome {
         Outcome::Done(r) => {
             let value = r.metrics.get(scenario.metric).copied().unwrap_or(f64::NAN);
-            let errors = if r.errors > 0 {
+            let mut errors = if r.errors > 0 {
                 format!(", {} errors", r.errors)
             } else {
                 String::new()
             };
+            if let Some(lost) = r.metrics.get(metric::LOST_MSGS).filter(|&&n| n > 0.0) {
+                errors.push_str(&format!(", {lost} lost"));
+            }
             format!(
                 "{:>10}  (CPU process/core: server {}, loadgen {}{errors})",
                 table::format_cell(&table::Cell::Value(value), scenario.unit),
@@ -230,6 +237,25 @@ pub fn cpu_shares(r: &RunResult, process: &str, core: &str) -> String {
 fn note(server: &Server, scenario: &Scenario, rep: usize, outcome: &Outcome) -> Option<String> {
     match outcome {
         Outcome::Failed(reason) => Some(format!("{}: failed: {reason}", server.name)),
+        Outcome::Done(r) if r.metrics.get(metric::LOST_MSGS).is_some_and(|&n| n > 0.0) => {
+            let get = |m: &str| r.metrics.get(m).copied().unwrap_or(0.0);
+            let mut note = format!(
+                "{} {} run {rep}: {} of {} copies lost ({} reported by the server as lagged)",
+                server.name,
+                scenario.id,
+                get(metric::LOST_MSGS),
+                get(metric::EXPECTED_MSGS),
+                get(metric::LAGGED_MISSED),
+            );
+            if r.errors > 0 {
+                note.push_str(&format!(
+                    "; {} errors (first: {})",
+                    r.errors,
+                    r.first_error.as_deref().unwrap_or("?")
+                ));
+            }
+            Some(note)
+        }
         Outcome::Done(r) if r.errors > 0 => Some(format!(
             "{} {} run {rep}: {} errors (first: {})",
             server.name,
@@ -255,13 +281,19 @@ fn command_line() -> String {
 /// Versions of the peer libraries, from bench/Cargo.lock.
 fn peer_versions(bench_dir: &Path) -> String {
     let lock = std::fs::read_to_string(bench_dir.join("Cargo.lock")).unwrap_or_default();
-    ["tokio-tungstenite", "fastwebsockets", "hyper", "tokio"]
-        .iter()
-        .map(|p| {
-            let v = machine::locked_version(&lock, p).unwrap_or_else(|| "?".into());
-            format!("{p} {v}")
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    [
+        "tokio-tungstenite",
+        "fastwebsockets",
+        "socketioxide",
+        "hyper",
+        "tokio",
+    ]
+    .iter()
+    .map(|p| {
+        let v = machine::locked_version(&lock, p).unwrap_or_else(|| "?".into());
+        format!("{p} {v}")
+    })
+    .collect::<Vec<_>>()
+    .join(", ")
         + "; each peer on a current_thread tokio runtime, TCP_NODELAY on"
 }

@@ -38,6 +38,13 @@ pub enum Load {
     },
     /// `idle`: hold connections while the driver samples server memory.
     Idle,
+    /// `fanout`: one publisher, `subscribers` subscribers in one room.
+    Fanout {
+        /// Subscriber connections.
+        subscribers: usize,
+        /// Publishes per second; 0 = max rate (window-paced).
+        rate: u32,
+    },
 }
 
 /// One row of the results table.
@@ -70,9 +77,27 @@ const SMALL: usize = 20;
 const LARGE: usize = 16 * 1024;
 
 const RTT: Option<(&str, &str)> = Some((metric::RTT_P50_US, metric::RTT_P99_US));
+const PUBLISH_TO_RECEIVE: Option<(&str, &str)> =
+    Some((metric::LATENCY_P50_US, metric::LATENCY_P99_US));
+/// Broadcasts in flight in the max-rate fan-out rows.
+const FANOUT_WINDOW: usize = 8;
+/// Publishes per second of the paced fan-out rows.
+const FANOUT_RATE: u32 = 1_000;
+
+const fn fanout(id: &'static str, label: &'static str, subscribers: usize, rate: u32) -> Scenario {
+    Scenario {
+        id,
+        label,
+        load: Load::Fanout { subscribers, rate },
+        metric: metric::DELIVERIES_PER_S,
+        unit: Unit::PerSecond,
+        raw: false,
+        latency: PUBLISH_TO_RECEIVE,
+    }
+}
 
 /// All scenarios, in row order.
-pub const SCENARIOS: [Scenario; 6] = [
+pub const SCENARIOS: [Scenario; 10] = [
     Scenario {
         id: "closed-20b",
         label: "closed loop, 20 B (msgs/s)",
@@ -135,6 +160,30 @@ pub const SCENARIOS: [Scenario; 6] = [
         raw: true,
         latency: None,
     },
+    fanout(
+        "fanout-1k",
+        "fan-out 1k subs, max rate (deliveries/s)",
+        1_000,
+        0,
+    ),
+    fanout(
+        "fanout-10k",
+        "fan-out 10k subs, max rate (deliveries/s)",
+        10_000,
+        0,
+    ),
+    fanout(
+        "fanout-1k-paced",
+        "fan-out 1k subs @1000/s (deliveries/s)",
+        1_000,
+        FANOUT_RATE,
+    ),
+    fanout(
+        "fanout-10k-paced",
+        "fan-out 10k subs @1000/s (deliveries/s)",
+        10_000,
+        FANOUT_RATE,
+    ),
 ];
 
 impl Scenario {
@@ -174,8 +223,24 @@ impl Scenario {
                 args.extend(["--settle".into(), p.settle.to_string()]);
                 args.extend(["--hold".into(), IDLE_HOLD.as_secs().to_string()]);
             }
+            Load::Fanout { subscribers, rate } => {
+                args.extend([
+                    "fanout".into(),
+                    "--subscribers".into(),
+                    subscribers.to_string(),
+                ]);
+                args.extend(["--rate".into(), rate.to_string()]);
+                args.extend(["--window".into(), FANOUT_WINDOW.to_string()]);
+                args.extend(["--size".into(), SMALL.to_string()]);
+                timing(&mut args);
+            }
         }
         args
+    }
+
+    /// Whether this is a fan-out row (run against the servers' broadcast endpoints).
+    pub fn is_fanout(&self) -> bool {
+        matches!(self.load, Load::Fanout { .. })
     }
 
     /// Whether the driver samples server memory before the run and at the hold.
@@ -191,6 +256,8 @@ impl Scenario {
             Load::Handshakes { .. } => p.warmup + p.duration,
             // Opening (bounded at 120 s by loadgen), settling, and the longest hold.
             Load::Idle => 120.0 + p.settle + IDLE_HOLD.as_secs_f64(),
+            // Setup (90 s at most) + sync (30 s) + the run + drain and flush (4 s).
+            Load::Fanout { .. } => 90.0 + 30.0 + p.warmup + p.duration + 4.0,
         };
         Duration::from_secs_f64(run + 15.0)
     }
@@ -208,6 +275,18 @@ impl Scenario {
             ),
             Load::Handshakes { concurrency } => format!(
                 "{concurrency} concurrent connect + upgrade + drop, {} s warm-up + {} s",
+                p.warmup, p.duration
+            ),
+            Load::Fanout { subscribers, rate: 0 } => format!(
+                "1 publisher + {subscribers} subscribers in one room, {SMALL} B payloads, at most \
+                 {FANOUT_WINDOW} broadcasts in flight (until every copy arrived), {} s warm-up + {} s: \
+                 messages received by all subscribers per second, publish-to-receive latency",
+                p.warmup, p.duration
+            ),
+            Load::Fanout { subscribers, rate } => format!(
+                "1 publisher at a fixed {rate} msgs/s (open loop) + {subscribers} subscribers in one \
+                 room, {SMALL} B payloads, {} s warm-up + {} s: messages received by all subscribers \
+                 per second, publish-to-receive latency",
                 p.warmup, p.duration
             ),
             Load::Idle => format!(

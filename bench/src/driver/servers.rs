@@ -7,68 +7,151 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::scenarios::Scenario;
+
 /// The name of our server, whose column the ratios are computed from.
 pub const OURS: &str = "switchboard";
 
 /// How long a server may take to accept its first connection.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One server under test.
+/// One server under test: what it runs for the echo scenarios and for fan-out.
 #[derive(Debug, Clone, Copy)]
 pub struct Server {
     /// Column name in the table, also accepted by `--only`.
     pub name: &'static str,
+    /// The echo endpoint (`closed`, `pipelined`, `handshakes`, `idle`), if any.
+    pub echo: Option<Endpoint>,
+    /// The broadcast endpoint (fan-out scenarios), if any.
+    pub fanout: Option<Endpoint>,
+}
+
+/// One way to run a server: binary, arguments and what loadgen speaks to it.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
     /// How the binary is obtained and invoked.
     pub kind: Kind,
-    /// Request path of the echo endpoint.
+    /// Request path of the WebSocket upgrade.
     pub ws_path: &'static str,
     /// Speaks plain TCP: loadgen runs with `--raw`.
     pub raw: bool,
+    /// loadgen's `fanout --protocol` value (fan-out endpoints only).
+    pub protocol: &'static str,
 }
 
 /// Where a server's binary comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// Ours, built from the root workspace: `switchboard serve --listen ADDR --echo`.
-    Switchboard,
+    /// Ours, built from the root workspace: `switchboard serve --listen ADDR`, plus
+    /// `--echo` for the echo endpoint.
+    Switchboard {
+        /// Pass `--echo`.
+        echo: bool,
+    },
     /// A peer binary of this package: `NAME --listen ADDR`.
     Peer(&'static str),
 }
 
+impl Kind {
+    /// The binary's name: `switchboard` or the peer's.
+    pub fn bin(&self) -> &'static str {
+        match self {
+            Kind::Switchboard { .. } => OURS,
+            Kind::Peer(name) => name,
+        }
+    }
+}
+
+const fn ws(kind: Kind, ws_path: &'static str) -> Option<Endpoint> {
+    Some(Endpoint {
+        kind,
+        ws_path,
+        raw: false,
+        protocol: "",
+    })
+}
+
+const fn broadcast(kind: Kind, ws_path: &'static str, protocol: &'static str) -> Option<Endpoint> {
+    Some(Endpoint {
+        kind,
+        ws_path,
+        raw: false,
+        protocol,
+    })
+}
+
 /// All servers, in column order.
-pub const SERVERS: [Server; 4] = [
+pub const SERVERS: [Server; 5] = [
     Server {
         name: OURS,
-        kind: Kind::Switchboard,
-        ws_path: "/echo",
-        raw: false,
+        echo: ws(Kind::Switchboard { echo: true }, "/echo"),
+        fanout: broadcast(Kind::Switchboard { echo: false }, "/ws", "native"),
+    },
+    Server {
+        name: "socketioxide",
+        echo: None,
+        fanout: broadcast(
+            Kind::Peer("peer-socketioxide-broadcast"),
+            "/socket.io/?EIO=4&transport=websocket",
+            "socketio",
+        ),
     },
     Server {
         name: "tungstenite",
-        kind: Kind::Peer("peer-tungstenite-echo"),
-        ws_path: "/",
-        raw: false,
+        echo: ws(Kind::Peer("peer-tungstenite-echo"), "/"),
+        fanout: None,
     },
     Server {
         name: "fastwebsockets",
-        kind: Kind::Peer("peer-fastwebsockets-echo"),
-        ws_path: "/",
-        raw: false,
+        echo: ws(Kind::Peer("peer-fastwebsockets-echo"), "/"),
+        fanout: broadcast(Kind::Peer("peer-fastwebsockets-broadcast"), "/", "plain"),
     },
     Server {
         name: "tcp-floor",
-        kind: Kind::Peer("peer-tcp-echo"),
-        ws_path: "/",
-        raw: true,
+        echo: Some(Endpoint {
+            kind: Kind::Peer("peer-tcp-echo"),
+            ws_path: "/",
+            raw: true,
+            protocol: "",
+        }),
+        fanout: None,
     },
 ];
 
 impl Server {
-    /// Arguments that make the binary listen on `addr` and echo.
-    fn args(&self, addr: SocketAddr) -> Vec<String> {
+    /// The endpoint a scenario runs against, or `None` if it does not apply.
+    pub fn endpoint(&self, scenario: &Scenario) -> Option<&Endpoint> {
+        if scenario.is_fanout() {
+            self.fanout.as_ref()
+        } else {
+            self.echo.as_ref().filter(|e| !e.raw || scenario.raw)
+        }
+    }
+
+    /// Every endpoint the server has.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.echo.iter().chain(self.fanout.iter())
+    }
+}
+
+impl Endpoint {
+    /// Arguments that make the binary listen on `addr` (plus `extra` for ours).
+    fn args(&self, addr: SocketAddr, extra: &[String]) -> Vec<String> {
         let addr = addr.to_string();
         match self.kind {
-            Kind::Switchboard => vec!["serve".into(), "--listen".into(), addr, "--echo".into()],
+            Kind::Switchboard { echo } => {
+                let mut args = vec!["serve".into(), "--listen".into(), addr];
+                if echo {
+                    args.push("--echo".into());
+                } else {
+                    // The fan-out publisher is one WebSocket client sending at full speed; the
+                    // default per-client rate limit (100 msgs / 10 s) would cut it off. The
+                    // peers have no such limit either.
+                    args.extend(["--rate-limit".into(), "off".into()]);
+                }
+                args.extend(extra.iter().cloned());
+                args
+            }
             Kind::Peer(_) => vec!["--listen".into(), addr],
         }
     }
@@ -84,12 +167,18 @@ pub struct Running {
 impl Running {
     /// Starts `server` with `cmd` (its binary, as placed) on a free port, logging
     /// to `log`, and waits until it accepts connections.
-    pub fn start(server: &Server, mut cmd: Command, log: &Path) -> Result<Running, String> {
+    pub fn start(
+        server: &Server,
+        endpoint: &Endpoint,
+        extra: &[String],
+        mut cmd: Command,
+        log: &Path,
+    ) -> Result<Running, String> {
         let addr = free_port().map_err(|e| format!("no free port: {e}"))?;
         let log_file = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
         let child = cmd
-            .args(server.args(addr))
+            .args(endpoint.args(addr, extra))
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err)

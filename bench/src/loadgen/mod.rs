@@ -4,6 +4,7 @@
 //! One subcommand per scenario; each prints JSON lines (see [`crate::report`]).
 //! A new scenario is a new module plus a variant of [`Command`].
 
+pub mod fanout;
 pub mod frame;
 pub mod handshake;
 pub mod handshakes;
@@ -61,6 +62,34 @@ pub enum Command {
     Handshakes(HandshakeArgs),
     /// N connections opened, upgraded and held idle while the driver samples memory.
     Idle(IdleArgs),
+    /// One publisher and N subscribers in one room: deliveries/s and latency.
+    Fanout(FanoutArgs),
+}
+
+/// Options of `fanout`.
+#[derive(Debug, Args)]
+pub struct FanoutArgs {
+    /// The server's protocol.
+    #[arg(long, value_enum)]
+    pub protocol: fanout::Protocol,
+    /// Subscriber connections (the publisher is one more).
+    #[arg(long, default_value_t = 1_000)]
+    pub subscribers: usize,
+    /// Publishes per second; 0 = max rate, paced by --window.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Max-rate mode: broadcasts in flight (not yet received by every connection).
+    #[arg(long, default_value_t = 8)]
+    pub window: usize,
+    /// Application payload bytes (at least 17).
+    #[arg(long, default_value_t = 20)]
+    pub size: usize,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Seconds of measurement.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
 }
 
 /// Options of `closed` and `pipelined`.
@@ -172,6 +201,18 @@ async fn run(cli: Cli) -> anyhow::Result<crate::report::RunResult> {
                 hold: i.hold,
             };
             idle::run(&target, &idle).await
+        }
+        Command::Fanout(a) => {
+            let f = fanout::Fanout {
+                protocol: a.protocol,
+                subscribers: a.subscribers,
+                rate: a.rate,
+                window: a.window,
+                size: a.size,
+                warmup: a.warmup,
+                duration: a.duration,
+            };
+            fanout::run(&target, &f).await
         }
     }
 }

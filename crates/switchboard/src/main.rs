@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use switchboard_hub::{HistoryLimits, HubConfig, RoomPattern};
+use switchboard_server::rate::RateLimit;
 use switchboard_server::{Server, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +57,10 @@ struct ServeArgs {
     /// SWITCHBOARD_API_KEY. Without one the API answers 401.
     #[arg(long = "api-key", env = "SWITCHBOARD_API_KEY")]
     api_keys: Vec<String>,
+    /// Per-connection message rate limit on /ws: MESSAGES/SECONDS[/BURST] or `off`
+    /// (error "Rate limit exceeded", then close 4002).
+    #[arg(long, default_value = "100/10/20", value_parser = parse_rate_limit)]
+    rate_limit: RateSetting,
     /// History retention for rooms matching a pattern: PATTERN=COUNT[/SECONDS], e.g.
     /// `chat:*=500/3600` (repeatable; first match wins). Default for other rooms: 100/600.
     #[arg(long = "history", value_parser = parse_history_rule)]
@@ -63,6 +68,37 @@ struct ServeArgs {
     /// Runtime worker threads (default: one per core). 1 runs a single-threaded runtime.
     #[arg(long)]
     threads: Option<usize>,
+}
+
+/// `--rate-limit` value: a limit, or none.
+#[derive(Debug, Clone, Copy)]
+struct RateSetting(Option<RateLimit>);
+
+/// `MESSAGES/SECONDS[/BURST]` or `off`.
+fn parse_rate_limit(value: &str) -> Result<RateSetting, String> {
+    if value == "off" {
+        return Ok(RateSetting(None));
+    }
+    let parts: Vec<&str> = value.split('/').collect();
+    let number = |s: &str| {
+        s.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            format!("expected MESSAGES/SECONDS[/BURST] (positive integers) or off, got {value:?}")
+        })
+    };
+    let (messages, seconds, burst) = match parts[..] {
+        [m, s] => (number(m)?, number(s)?, None),
+        [m, s, b] => (number(m)?, number(s)?, Some(number(b)?)),
+        _ => {
+            return Err(format!(
+                "expected MESSAGES/SECONDS[/BURST] or off, got {value:?}"
+            ))
+        }
+    };
+    Ok(RateSetting(Some(RateLimit {
+        messages,
+        per: Duration::from_secs(seconds as u64),
+        burst: burst.unwrap_or(messages),
+    })))
 }
 
 /// `PATTERN=COUNT[/SECONDS]`.
@@ -120,6 +156,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         api_keys: args.api_keys.clone(),
         max_connections: args.max_connections,
         max_connections_per_ip: args.max_connections_per_ip,
+        rate_limit: args.rate_limit.0,
         hub: HubConfig {
             history: args
                 .history
