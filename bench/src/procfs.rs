@@ -44,6 +44,30 @@ pub fn busy_pct(before: (u64, u64), after: (u64, u64)) -> Option<f64> {
     (total > 0).then(|| 100.0 * busy as f64 / total as f64)
 }
 
+/// Wait (at most `limit`) until every CPU in `cpus` is nearly idle over a 250 ms window.
+///
+/// A scenario that opens and closes thousands of connections (idle, handshakes) leaves the
+/// kernel busy for seconds afterwards (FIN/TIME_WAIT processing in softirq), which would be
+/// charged to whichever server runs next. Returns the time waited.
+pub fn wait_until_quiet(cpus: &[usize], limit: std::time::Duration) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        let before: Vec<_> = cpus.iter().map(|c| cpu_ticks(*c)).collect();
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let quiet = cpus
+            .iter()
+            .zip(before)
+            .all(|(c, b)| match (b, cpu_ticks(*c)) {
+                (Some(b), Some(a)) => busy_pct(b, a).is_none_or(|pct| pct < 10.0),
+                _ => true,
+            });
+        if quiet {
+            break;
+        }
+    }
+    start.elapsed()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,8 +83,21 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Servers that could not be built or started: later runs fail fast.
     let mut broken: HashMap<&str, String> = bins.broken.clone();
     for rep in 1..=profile.repeats {
-        for server in &servers {
+        // Rotate the server order each repeat, so that no server always runs first (right
+        // after the previous repeat's heaviest scenarios).
+        let order: Vec<_> = servers
+            .iter()
+            .cycle()
+            .skip((rep - 1) % servers.len().max(1))
+            .take(servers.len())
+            .collect();
+        for server in order {
             for scenario in &scenarios {
+                // Let the kernel finish the previous run's connection teardown first.
+                crate::procfs::wait_until_quiet(
+                    &placement.cpus(),
+                    std::time::Duration::from_secs(20),
+                );
                 let outcome = if let Some(endpoint) = server.endpoint(scenario) {
                     let name = endpoint.kind.bin();
                     if let Some(reason) = broken.get(name) {

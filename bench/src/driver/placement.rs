@@ -98,6 +98,11 @@ impl Placement {
         cmd
     }
 
+    /// The pinned CPUs (none when pinning is unavailable).
+    pub fn cpus(&self) -> Vec<usize> {
+        self.server.into_iter().chain(self.loadgen).collect()
+    }
+
     /// Busy/total ticks of the server's and loadgen's CPUs, if pinned.
     pub fn core_ticks(&self) -> Option<((u64, u64), (u64, u64))> {
         Some((
