@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
-use switchboard_hub::{Delivery, RoomName, UserId};
+use switchboard_hub::{RoomName, UserId};
 use switchboard_native_proto::stamp_relay;
 
 use crate::state::AppState;
@@ -206,20 +206,8 @@ async fn history(
     authorize(&state, &headers)?;
     let room = room_name(q.channel.map(Value::from).as_ref(), "channel")?;
     let (messages, offset, epoch) = state.hub.history(&room, q.since, q.limit);
-    // Stored messages are JSON already: splice them in.
-    let mut out = format!(
-        r#"{{"channel":{},"offset":{offset},"epoch":{},"messages":["#,
-        switchboard_hub::json_string_literal(room.as_str()),
-        switchboard_hub::json_string_literal(&epoch)
-    )
-    .into_bytes();
-    for (i, m) in messages.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(Delivery::json(m));
-    }
-    out.extend_from_slice(b"]}");
+    let head = json!({"channel": room.as_str(), "offset": offset, "epoch": &*epoch});
+    let out = crate::native::with_messages(&head, &messages);
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         out,

@@ -176,24 +176,34 @@ impl NativeSession {
         offset: u64,
         epoch: &str,
     ) {
-        // The stored messages are JSON already: splice them in rather than re-parse them.
         let head =
             json!({"type": "history", "room": room.as_str(), "offset": offset, "epoch": epoch});
-        let head = head.to_string();
-        let mut out = Vec::with_capacity(
-            head.len() + messages.iter().map(|m| m.json().len() + 1).sum::<usize>() + 16,
-        );
-        out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
-        out.extend_from_slice(br#","messages":["#);
-        for (i, m) in messages.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(m.json());
-        }
-        out.extend_from_slice(b"]}");
+        let out = with_messages(&head, messages);
         conn.send(MessageKind::Text, &out);
     }
+}
+
+/// `head` (a JSON object) with a `messages` array of stored deliveries appended. The stored
+/// messages are JSON already: they are spliced in, not re-parsed and re-serialized.
+pub(crate) fn with_messages(head: &Value, messages: &[Arc<Delivery>]) -> Vec<u8> {
+    let head = head.to_string();
+    let body = head.strip_suffix('}').unwrap_or(&head);
+    let mut out = Vec::with_capacity(
+        head.len() + messages.iter().map(|m| m.json().len() + 1).sum::<usize>() + 16,
+    );
+    out.extend_from_slice(body.as_bytes());
+    if body.len() > 1 {
+        out.push(b',');
+    }
+    out.extend_from_slice(br#""messages":["#);
+    for (i, m) in messages.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(m.json());
+    }
+    out.extend_from_slice(b"]}");
+    out
 }
 
 fn ack(id: &str, offset: u64) -> ServerMessage {

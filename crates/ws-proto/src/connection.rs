@@ -462,10 +462,7 @@ impl Connection {
         if self.state != CloseState::Open {
             return;
         }
-        let opcode = match kind {
-            MessageKind::Text => OpCode::Text,
-            MessageKind::Binary => OpCode::Binary,
-        };
+        let opcode = kind.into();
         if let Some(d) = self.deflate.as_mut() {
             if payload.len() >= d.threshold {
                 let mut z = Vec::new();
@@ -487,17 +484,7 @@ impl Connection {
         if self.role == Role::Client || compress || self.state != CloseState::Open {
             return self.send(kind, &payload);
         }
-        let opcode = match kind {
-            MessageKind::Text => OpCode::Text,
-            MessageKind::Binary => OpCode::Binary,
-        };
-        let header = FrameHeader {
-            fin: true,
-            rsv1: false,
-            opcode,
-            mask: None,
-            payload_len: payload.len() as u64,
-        };
+        let header = FrameHeader::server(kind.into(), false, payload.len());
         let mut head = Vec::with_capacity(10);
         header.encode(&mut head);
         self.out.extend_from_slice(&head);

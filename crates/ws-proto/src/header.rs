@@ -114,6 +114,17 @@ impl FrameHeader {
         )))
     }
 
+    /// The header of a final, unmasked frame (what a server sends).
+    pub fn server(opcode: OpCode, compressed: bool, payload_len: usize) -> FrameHeader {
+        FrameHeader {
+            fin: true,
+            rsv1: compressed,
+            opcode,
+            mask: None,
+            payload_len: payload_len as u64,
+        }
+    }
+
     /// Append the encoded header to `out`, using the shortest length form.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let mut b0 = self.opcode.as_u8();

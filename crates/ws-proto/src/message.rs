@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use crate::close::CloseFrame;
+use crate::opcode::OpCode;
 
 /// The two data message kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,6 +12,15 @@ pub enum MessageKind {
     Text,
     /// Arbitrary bytes.
     Binary,
+}
+
+impl From<MessageKind> for OpCode {
+    fn from(kind: MessageKind) -> OpCode {
+        match kind {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        }
+    }
 }
 
 /// One thing received from the peer.

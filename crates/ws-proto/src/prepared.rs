@@ -30,7 +30,7 @@ pub struct PreparedMessage {
 impl PreparedMessage {
     /// Frame `payload` as one unfragmented server message.
     pub fn new(kind: MessageKind, payload: Bytes) -> PreparedMessage {
-        let plain = encode_server_frame(opcode(kind), false, &payload);
+        let plain = encode_server_frame(kind.into(), false, &payload);
         PreparedMessage {
             kind,
             payload,
@@ -63,7 +63,7 @@ impl PreparedMessage {
                 self.compressed[(bits - 9) as usize].get_or_init(|| {
                     let mut z = Vec::with_capacity(self.payload.len() / 2 + 16);
                     compress_stateless(bits, level, &self.payload, &mut z);
-                    encode_server_frame(opcode(self.kind), true, &z)
+                    encode_server_frame(self.kind.into(), true, &z)
                 })
             }
             _ => &self.plain,
@@ -71,22 +71,9 @@ impl PreparedMessage {
     }
 }
 
-fn opcode(kind: MessageKind) -> OpCode {
-    match kind {
-        MessageKind::Text => OpCode::Text,
-        MessageKind::Binary => OpCode::Binary,
-    }
-}
-
 /// Encode one unmasked, final frame.
 pub fn encode_server_frame(opcode: OpCode, compressed: bool, payload: &[u8]) -> Bytes {
-    let header = FrameHeader {
-        fin: true,
-        rsv1: compressed,
-        opcode,
-        mask: None,
-        payload_len: payload.len() as u64,
-    };
+    let header = FrameHeader::server(opcode, compressed, payload.len());
     let mut buf = Vec::with_capacity(header.encoded_len() + payload.len());
     header.encode(&mut buf);
     buf.extend_from_slice(payload);
