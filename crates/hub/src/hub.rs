@@ -46,9 +46,26 @@ pub struct HubConfig {
     pub dedup_window: Duration,
     /// How many ids are remembered at most. Default 100 000.
     pub dedup_capacity: usize,
-    /// Outbound budget per connection in bytes (beyond it deliveries are dropped and counted).
-    /// Default 1 MiB.
+    /// Outbound budget per connection in bytes (beyond it the room's [`OverflowPolicy`]
+    /// applies). Default 1 MiB.
     pub outbox_budget: usize,
+    /// What a full outbox does with a room's message, by room pattern; the first match wins,
+    /// else `default_overflow`.
+    pub overflow: Vec<(RoomPattern, OverflowPolicy)>,
+    /// Overflow policy of rooms no pattern matches. Default [`OverflowPolicy::Drop`].
+    pub default_overflow: OverflowPolicy,
+}
+
+/// What happens when a message does not fit a member's outbound budget (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverflowPolicy {
+    /// Drop it, count it, and tell the client how many it missed (`lagged`) once it catches
+    /// up. Right for rooms whose clients resync from history.
+    #[default]
+    Drop,
+    /// Close the slow connection with 4003 "Buffer overflow": right where a gap is worse than
+    /// a reconnect (the client replays from history on reconnect).
+    Close,
 }
 
 impl Default for HubConfig {
@@ -60,6 +77,8 @@ impl Default for HubConfig {
             dedup_window: Duration::from_secs(300),
             dedup_capacity: 100_000,
             outbox_budget: 1024 * 1024,
+            overflow: Vec::new(),
+            default_overflow: OverflowPolicy::Drop,
         }
     }
 }

@@ -20,8 +20,8 @@ pub use dedup::Dedup;
 pub use delivery::{Delivery, ENCODING_SLOTS};
 pub use history::{History, HistoryLimits};
 pub use hub::{
-    json_string_literal, now_ms, ConnId, Hub, HubConfig, HubConn, Joined, PresenceEntry, Published,
-    UserId,
+    json_string_literal, now_ms, ConnId, Hub, HubConfig, HubConn, Joined, OverflowPolicy,
+    PresenceEntry, Published, UserId,
 };
 pub use outbox::{Outbox, Pushed};
 pub use pattern::RoomPattern;

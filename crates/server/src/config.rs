@@ -1,6 +1,7 @@
 //! Server settings. Every field documents its default, unit and the threat it bounds.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use switchboard_hub::HubConfig;
@@ -38,6 +39,14 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// Most WebSocket connections from one IP address. Default 1000. Breach: 429.
     pub max_connections_per_ip: usize,
+    /// Most connections of one authenticated user. Default 10. Breach: 429. Anonymous users
+    /// get a fresh id per connection, so this binds once authentication names the user.
+    pub max_connections_per_user: usize,
+    /// Time a connection that must authenticate (first-message `auth`) gets to do so.
+    /// Default 5 s. Breach: close 4000 "Authentication timeout".
+    pub auth_timeout: Duration,
+    /// Serve `https://` and `wss://` with this certificate and key (`None`: plain TCP).
+    pub tls: Option<TlsConfig>,
     /// Per-connection message rate limit on `/ws` (`None`: unlimited). Default 100 / 10 s,
     /// burst 20. Breach: `error "Rate limit exceeded"`, then close 4002 if the flood goes on.
     pub rate_limit: Option<crate::rate::RateLimit>,
@@ -62,9 +71,21 @@ impl Default for ServerConfig {
             max_pending_output: 256 * 1024,
             max_connections: None,
             max_connections_per_ip: 1000,
+            max_connections_per_user: 10,
+            auth_timeout: Duration::from_secs(5),
+            tls: None,
             rate_limit: Some(crate::rate::RateLimit::default()),
             api_keys: Vec::new(),
             hub: HubConfig::default(),
         }
     }
+}
+
+/// TLS certificate and key (PEM files), loaded at startup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Certificate chain, PEM, leaf first.
+    pub cert_path: PathBuf,
+    /// Private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: PathBuf,
 }

@@ -24,5 +24,5 @@ pub mod rate;
 pub mod state;
 pub mod ws;
 
-pub use config::ServerConfig;
+pub use config::{ServerConfig, TlsConfig};
 pub use listener::Server;
