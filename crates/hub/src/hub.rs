@@ -13,7 +13,7 @@ use switchboard_native_proto::RoomName;
 use crate::dedup::Dedup;
 use crate::delivery::Delivery;
 use crate::history::{History, HistoryLimits};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Pushed};
 use crate::pattern::RoomPattern;
 
 const SHARDS: usize = 64;
@@ -143,6 +143,7 @@ struct RoomState {
     presence: HashMap<UserId, usize>,
     history: History,
     limits: HistoryLimits,
+    overflow: OverflowPolicy,
     last_offset: u64,
     epoch: Arc<str>,
 }
@@ -287,6 +288,15 @@ impl Hub {
             .unwrap_or(self.config.default_history)
     }
 
+    fn overflow_for(&self, room: &RoomName) -> OverflowPolicy {
+        self.config
+            .overflow
+            .iter()
+            .find(|(p, _)| p.matches(room.as_str()))
+            .map(|(_, o)| *o)
+            .unwrap_or(self.config.default_overflow)
+    }
+
     fn room(&self, name: &RoomName, create: bool) -> Option<Arc<Room>> {
         let mut shard = lock(self.shard(name));
         if let Some(r) = shard.get(name) {
@@ -310,6 +320,7 @@ impl Hub {
                 presence: HashMap::new(),
                 history: History::default(),
                 limits: self.limits_for(name),
+                overflow: self.overflow_for(name),
                 last_offset: 0,
                 epoch: epoch.into(),
             }),
@@ -456,11 +467,12 @@ impl Hub {
             let limits = st.limits;
             st.history.push(Instant::now(), delivery.clone(), &limits);
             let (mut delivered, mut dropped) = (0, 0);
+            let policy = st.overflow;
             for outbox in st.recipients().iter() {
-                match outbox.push(&delivery) {
-                    crate::outbox::Pushed::Queued => delivered += 1,
-                    crate::outbox::Pushed::Dropped => dropped += 1,
-                    crate::outbox::Pushed::Closed => {}
+                match outbox.push_or(&delivery, policy) {
+                    Pushed::Queued => delivered += 1,
+                    Pushed::Dropped | Pushed::Overflowed => dropped += 1,
+                    Pushed::Closed => {}
                 }
             }
             Published {

@@ -23,6 +23,6 @@ pub use hub::{
     json_string_literal, now_ms, ConnId, Hub, HubConfig, HubConn, Joined, OverflowPolicy,
     PresenceEntry, Published, UserId,
 };
-pub use outbox::{Outbox, Pushed};
+pub use outbox::{Kick, Outbox, Pushed};
 pub use pattern::RoomPattern;
 pub use switchboard_native_proto::RoomName;

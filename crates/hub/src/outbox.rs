@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use crate::delivery::Delivery;
+use crate::hub::OverflowPolicy;
 
 /// What happened to a pushed delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +19,9 @@ pub enum Pushed {
     Queued,
     /// The budget was exceeded: dropped and counted.
     Dropped,
+    /// The budget was exceeded under [`OverflowPolicy::Close`]: the queue was discarded and
+    /// the connection asked to close with 4003.
+    Overflowed,
     /// The connection is gone.
     Closed,
 }
@@ -28,8 +32,17 @@ struct Queue {
     bytes: usize,
     dropped: u64,
     closed: bool,
-    /// The server asked for this connection to be disconnected (HTTP API).
-    kick: bool,
+    /// Why the connection must be closed, if it must.
+    kick: Option<Kick>,
+}
+
+/// Why the hub wants a connection closed (its transport picks the close code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// A backend disconnected the user (HTTP API): 1008.
+    ByServer,
+    /// The outbound budget overflowed in a room with [`OverflowPolicy::Close`]: 4003.
+    Overflow,
 }
 
 /// The outbound queue of one connection.
@@ -61,14 +74,33 @@ impl Outbox {
 
     /// Queue a delivery, or drop it if the budget is exhausted.
     pub fn push(&self, delivery: &Arc<Delivery>) -> Pushed {
+        self.push_or(delivery, OverflowPolicy::Drop)
+    }
+
+    /// Queue a delivery; when the budget is exhausted apply `policy`.
+    pub fn push_or(&self, delivery: &Arc<Delivery>, policy: OverflowPolicy) -> Pushed {
         let mut q = self.lock();
-        if q.closed {
+        if q.closed || q.kick == Some(Kick::Overflow) {
             return Pushed::Closed;
         }
         let cost = delivery.cost();
         if q.bytes + cost > self.budget {
-            q.dropped += 1;
-            return Pushed::Dropped;
+            return match policy {
+                OverflowPolicy::Drop => {
+                    q.dropped += 1;
+                    Pushed::Dropped
+                }
+                OverflowPolicy::Close => {
+                    // Free the backlog now: the connection is going away and must not hold
+                    // its budget while its Close frame waits behind unread output.
+                    q.items = VecDeque::new();
+                    q.bytes = 0;
+                    q.kick = Some(Kick::Overflow);
+                    drop(q);
+                    self.notify.notify_one();
+                    Pushed::Overflowed
+                }
+            };
         }
         let was_empty = q.items.is_empty();
         q.items.push_back(delivery.clone());
@@ -100,14 +132,14 @@ impl Outbox {
         self.notify.notified().await;
     }
 
-    /// Ask the connection's task to disconnect it (it sees this at its next drain).
+    /// Ask the connection's task to disconnect it (it sees this at its next wake-up).
     pub fn request_disconnect(&self) {
-        self.lock().kick = true;
+        self.lock().kick.get_or_insert(Kick::ByServer);
         self.notify.notify_one();
     }
 
-    /// Whether a disconnect was requested (see [`Outbox::request_disconnect`]).
-    pub fn disconnect_requested(&self) -> bool {
+    /// Whether, and why, the connection must be closed (see [`Kick`]).
+    pub fn disconnect_requested(&self) -> Option<Kick> {
         self.lock().kick
     }
 
@@ -139,6 +171,25 @@ mod tests {
         outbox.close();
         assert_eq!(outbox.push(&d), Pushed::Closed);
         assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn close_policy_discards_the_backlog_and_asks_for_a_disconnect() {
+        let outbox = Outbox::new(250);
+        let d = Delivery::new(Bytes::from_static(&[b'x'; 100]), Some(1));
+        assert_eq!(outbox.push_or(&d, OverflowPolicy::Close), Pushed::Queued);
+        assert_eq!(outbox.disconnect_requested(), None);
+        assert_eq!(
+            outbox.push_or(&d, OverflowPolicy::Close),
+            Pushed::Overflowed
+        );
+        assert!(outbox.is_empty(), "backlog freed at once");
+        assert_eq!(outbox.disconnect_requested(), Some(Kick::Overflow));
+        // Nothing more is queued for a connection that is being closed.
+        assert_eq!(outbox.push(&d), Pushed::Closed);
+        // A later API disconnect does not hide the overflow reason.
+        outbox.request_disconnect();
+        assert_eq!(outbox.disconnect_requested(), Some(Kick::Overflow));
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use switchboard_hub::{Delivery, Hub, HubConn, RoomName, UserId};
+use switchboard_hub::{Delivery, Hub, HubConn, Kick, RoomName, UserId};
 use switchboard_native_proto::{
     error, parse, stamp_relay, ClientMessage, ParseError, ServerMessage,
 };
@@ -206,6 +206,23 @@ pub(crate) fn with_messages(head: &Value, messages: &[Arc<Delivery>]) -> Vec<u8>
     out
 }
 
+impl NativeSession {
+    /// Close the connection if the hub asked for it; `true` if it did.
+    fn close_if_kicked(&mut self, conn: &mut Connection) -> bool {
+        match self.conn.outbox.disconnect_requested() {
+            None => false,
+            Some(Kick::ByServer) => {
+                conn.close(CloseCode::Policy, "Disconnected by the server");
+                true
+            }
+            Some(Kick::Overflow) => {
+                conn.close(CloseCode::Application(4003), "Buffer overflow");
+                true
+            }
+        }
+    }
+}
+
 fn ack(id: &str, offset: u64) -> ServerMessage {
     ServerMessage(json!({"type": "ack", "id": id, "offset": offset}))
 }
@@ -256,9 +273,12 @@ impl Handler for NativeSession {
         self.conn.outbox.ready()
     }
 
+    fn on_outbound_blocked(&mut self, conn: &mut Connection) {
+        self.close_if_kicked(conn);
+    }
+
     fn write_outbound(&mut self, conn: &mut Connection) {
-        if self.conn.outbox.disconnect_requested() {
-            conn.close(CloseCode::Policy, "Disconnected by the server");
+        if self.close_if_kicked(conn) {
             return;
         }
         let missed = self.conn.outbox.drain(&mut self.batch);

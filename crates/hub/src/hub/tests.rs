@@ -1,4 +1,5 @@
 use super::*;
+use crate::outbox::Kick;
 
 fn room(s: &str) -> RoomName {
     RoomName::new(s).unwrap()
@@ -242,8 +243,9 @@ fn disconnect_user_reaches_every_connection_and_disconnect_unregisters() {
     hub.join(&a1, &r, None);
     assert_eq!(hub.connection_count(), 3);
     assert_eq!(hub.disconnect_user(&user("a")), 2);
-    assert!(a1.outbox.disconnect_requested() && a2.outbox.disconnect_requested());
-    assert!(!b.outbox.disconnect_requested());
+    assert_eq!(a1.outbox.disconnect_requested(), Some(Kick::ByServer));
+    assert_eq!(a2.outbox.disconnect_requested(), Some(Kick::ByServer));
+    assert_eq!(b.outbox.disconnect_requested(), None);
     hub.disconnect(&a1, std::slice::from_ref(&r));
     hub.disconnect(&a2, &[]);
     assert_eq!(hub.connection_count(), 1);
@@ -270,4 +272,26 @@ fn sweep_forgets_rooms_whose_history_expired() {
     std::thread::sleep(Duration::from_millis(80));
     assert_eq!(hub.sweep(), 1);
     assert!(hub.channels().is_empty());
+}
+
+#[test]
+fn overflow_policy_follows_the_room_pattern() {
+    let hub = Hub::new(HubConfig {
+        outbox_budget: 300,
+        overflow: vec![(RoomPattern::new("strict:*"), OverflowPolicy::Close)],
+        ..HubConfig::default()
+    });
+    let slow = hub.connect(user("slow"));
+    hub.join(&slow, &room("strict:a"), None);
+    hub.join(&slow, &room("loose:a"), None);
+    let body = |_: u64, _: u64| Bytes::from_static(&[b'x'; 100]);
+    // `loose:a` uses the default (drop): the third message does not fit and is counted.
+    for _ in 0..3 {
+        hub.publish(&room("loose:a"), body);
+    }
+    assert_eq!(slow.outbox.disconnect_requested(), None);
+    let published = hub.publish(&room("strict:a"), body);
+    assert_eq!(published.dropped, 1);
+    assert_eq!(slow.outbox.disconnect_requested(), Some(Kick::Overflow));
+    assert!(slow.outbox.is_empty(), "the backlog is freed at once");
 }

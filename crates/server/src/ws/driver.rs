@@ -21,6 +21,9 @@ use crate::keepalive::{Keepalive, KeepaliveAction};
 /// Read size per wake-up: big enough for a batch of pipelined frames.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// After handling this many messages in one batch, let other tasks run (see the loop).
+const YIELD_AFTER_MESSAGES: usize = 16;
+
 /// Limits the driver applies (a subset of `ServerConfig`).
 #[derive(Debug, Clone, Copy)]
 pub struct DriverLimits {
@@ -73,16 +76,37 @@ pub async fn run<H: Handler>(
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     handler.on_open(&mut conn);
+    // The handler may have outbound messages we have not taken yet: it announced them while
+    // our output was at its limit, or we were busy reading (the biased `select!` below
+    // prefers input, so a client that floods us would otherwise never get its deliveries,
+    // and would overflow its own outbox).
+    let mut outbound_due = false;
 
     let reason = loop {
-        if !input.is_empty() && process_input(&mut conn, &mut input, &mut handler).is_err() {
-            // The Close frame for the protocol error is queued; fall through to flush it.
+        let mut handled = 0;
+        if !input.is_empty() {
+            // On a protocol error the Close frame is queued; fall through to flush it.
+            handled = process_input(&mut conn, &mut input, &mut handler);
         }
         if write_now(&stream, &mut conn).is_err() {
             break EndReason::PeerGone;
         }
+        if outbound_due && conn.is_open() && conn.output().len() < limits.max_pending_output {
+            outbound_due = false;
+            handler.write_outbound(&mut conn);
+            if write_now(&stream, &mut conn).is_err() {
+                break EndReason::PeerGone;
+            }
+        }
         if conn.is_closed() && conn.output().is_empty() {
             break EndReason::Closed;
+        }
+        if handled >= YIELD_AFTER_MESSAGES {
+            // A big batch (a publisher) has woken many tasks. The last one woken sits in this
+            // worker's LIFO slot, where no other worker can steal it: it waits until we
+            // return Pending, and a client that keeps sending would keep us from doing so
+            // (measured: a subscriber starved until its outbox overflowed). Yield now.
+            tokio::task::yield_now().await;
         }
         if conn.is_closed() || !conn.is_open() {
             close_deadline.get_or_insert_with(|| Instant::now() + limits.close_timeout);
@@ -128,16 +152,22 @@ pub async fn run<H: Handler>(
                     }
                     match read_available(&stream, &mut input) {
                         Ok(0) => break EndReason::PeerGone,
-                        Ok(_) => keepalive.heard(Instant::now()),
+                        Ok(_) => {
+                            keepalive.heard(Instant::now());
+                            outbound_due = true;
+                        }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(_) => break EndReason::PeerGone,
                     }
                 }
             }
-            () = handler.outbound_ready(), if conn.is_open()
-                && conn.output().len() < limits.max_pending_output =>
-            {
-                handler.write_outbound(&mut conn);
+            () = handler.outbound_ready(), if conn.is_open() => {
+                if conn.output().len() < limits.max_pending_output {
+                    handler.write_outbound(&mut conn);
+                } else {
+                    outbound_due = true;
+                    handler.on_outbound_blocked(&mut conn);
+                }
             }
             () = &mut sleep => {
                 let now = Instant::now();
@@ -167,10 +197,15 @@ pub async fn run<H: Handler>(
 /// `poll_read` does) so the next loop turn waits for epoll instead of paying for a `recv` that
 /// returns EAGAIN. That saves one syscall per message in request/response traffic.
 fn read_available(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    use bytes::BufMut as _;
     let mut read = None;
     let result = stream.try_io(Interest::READABLE, || {
-        let spare = buf.capacity() - buf.len();
-        let n = stream.try_read_buf(buf)?;
+        // At most READ_CHUNK per wake-up, whatever the buffer's capacity: the messages of one
+        // read are handled before the connection's own deliveries are drained, so a bigger
+        // read would let a client that publishes to its own room overflow its outbox.
+        // (`BytesMut::remaining_mut` is unbounded, hence the capacity arithmetic.)
+        let spare = (buf.capacity() - buf.len()).min(READ_CHUNK);
+        let n = stream.try_read_buf(&mut (&mut *buf).limit(spare))?;
         read = Some(n);
         if n > 0 && n < spare {
             // Not an error: this only tells tokio to clear the readiness flag.
@@ -193,24 +228,30 @@ async fn ready_for(stream: &TcpStream, interest: Option<Interest>) -> io::Result
     }
 }
 
-/// Decode and dispatch every complete frame in `input`.
+/// Decode and dispatch every complete frame in `input`; returns how many messages the
+/// handler got.
 fn process_input<H: Handler>(
     conn: &mut Connection,
     input: &mut BytesMut,
     handler: &mut H,
-) -> Result<(), ()> {
+) -> usize {
+    let mut handled = 0;
     loop {
         match conn.handle_input(input) {
-            Ok(None) => return Ok(()),
-            Ok(Some(Event::Text(payload))) => handler.on_message(conn, MessageKind::Text, payload),
+            Ok(None) => return handled,
+            Ok(Some(Event::Text(payload))) => {
+                handled += 1;
+                handler.on_message(conn, MessageKind::Text, payload)
+            }
             Ok(Some(Event::Binary(payload))) => {
+                handled += 1;
                 handler.on_message(conn, MessageKind::Binary, payload)
             }
             // Pongs to pings are queued by the codec; any frame already counted as activity.
             Ok(Some(Event::Ping(_) | Event::Pong(_) | Event::Close(_))) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "protocol error");
-                return Err(());
+                return handled;
             }
         }
     }

@@ -14,13 +14,18 @@ pub trait Handler: Send + 'static {
     fn on_message(&mut self, conn: &mut Connection, kind: MessageKind, payload: Bytes);
     /// The connection ended (any reason).
     fn on_close(&mut self) {}
-    /// Resolves when the handler has messages from elsewhere (a hub outbox) to write. The
-    /// driver polls it only while the connection's output is below its limit. Cancel safe.
+    /// Resolves when the handler has messages from elsewhere (a hub outbox) to write, or a
+    /// request to close the connection. Cancel safe.
     fn outbound_ready(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
         std::future::pending()
     }
-    /// Queue the messages `outbound_ready` announced.
+    /// Queue the messages `outbound_ready` announced (called while the connection's output
+    /// is below its limit).
     fn write_outbound(&mut self, _conn: &mut Connection) {}
+    /// `outbound_ready` fired while the connection's output is at its limit (the client is
+    /// not reading): act only on what must not wait, such as a close request. The driver
+    /// calls `write_outbound` once the output has drained.
+    fn on_outbound_blocked(&mut self, _conn: &mut Connection) {}
 }
 
 /// Echoes every message back (the `/echo` endpoint).

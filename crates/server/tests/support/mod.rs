@@ -62,7 +62,24 @@ pub enum Ending {
 
 impl TestClient {
     pub async fn connect(addr: SocketAddr, path: &str, deflate: bool) -> TestClient {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
+        Self::connect_stream(TcpStream::connect(addr).await.unwrap(), addr, path, deflate).await
+    }
+
+    /// A client whose socket receive buffer is tiny: once it stops reading, the server's
+    /// output backs up after a few kilobytes instead of megabytes of kernel buffers.
+    pub async fn connect_small_window(addr: SocketAddr, path: &str) -> TestClient {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        Self::connect_stream(stream, addr, path, false).await
+    }
+
+    async fn connect_stream(
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        path: &str,
+        deflate: bool,
+    ) -> TestClient {
         let hs = ClientHandshake::new(rand_nonce(), &[], deflate);
         stream
             .write_all(&hs.request(&addr.to_string(), path, &[]))
@@ -133,6 +150,34 @@ impl TestClient {
                 }
                 Some(_) => {}
                 None => return Ending::Eof,
+            }
+        }
+    }
+
+    /// Send a text message and flush it.
+    pub async fn send_text(&mut self, text: &str) {
+        self.conn
+            .send(switchboard_ws_proto::MessageKind::Text, text.as_bytes());
+        self.flush().await;
+    }
+
+    /// The next text message as JSON (skipping pings); `None` at a Close frame or EOF.
+    pub async fn next_json(&mut self) -> Option<serde_json::Value> {
+        loop {
+            match self.next_event().await? {
+                Event::Text(t) => return Some(serde_json::from_slice(&t).unwrap()),
+                Event::Close(_) => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// The next JSON message of `kind` (skipping others).
+    pub async fn expect_type(&mut self, kind: &str) -> serde_json::Value {
+        loop {
+            let m = self.next_json().await.expect("connection ended");
+            if m["type"] == kind {
+                return m;
             }
         }
     }
