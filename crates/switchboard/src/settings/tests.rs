@@ -534,3 +534,41 @@ fn rendering_shows_every_key_and_reads_back_as_the_same_configuration() {
     );
     assert_eq!(again.threads, Some(4));
 }
+
+#[test]
+fn the_example_file_parses() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../switchboard.example.toml");
+    let loaded = load(
+        Some(&path),
+        Vec::<(String, String)>::new(),
+        &Flags::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // It documents the defaults: apart from its rules (examples), it changes nothing.
+    let mut s = loaded.settings;
+    assert!(!s.history.rooms.is_empty() && !s.overflow.rooms.is_empty());
+    s.history.rooms.clear();
+    s.overflow.rooms.clear();
+    assert_eq!(s, Settings::default());
+}
+
+#[test]
+fn the_documentation_covers_every_key() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let docs = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
+    let example = std::fs::read_to_string(root.join("switchboard.example.toml")).unwrap();
+    for key in KEYS {
+        assert!(
+            docs.contains(&format!("`{}`", key.path)),
+            "docs: {}",
+            key.path
+        );
+        assert!(
+            docs.contains(&format!("`--{}", key.flag)),
+            "docs: --{}",
+            key.flag
+        );
+        assert!(docs.contains(&key.env()), "docs: {}", key.env());
+        assert!(example.contains(key.name()), "example: {}", key.path);
+    }
+}
