@@ -1,0 +1,298 @@
+//! The list of settings keys: one row per key gives its flag, its environment variable (derived
+//! from the path), whether it is a secret, and its help text. Flags, the rendering of the
+//! effective configuration and the documentation test are driven by this table.
+
+/// One settings key.
+#[derive(Debug)]
+pub(crate) struct Key {
+    /// Dotted path in the file (`listen`, `tls.cert`, `history.rooms`).
+    pub(crate) path: &'static str,
+    /// Long flag name, without `--`.
+    pub(crate) flag: &'static str,
+    /// Placeholder in `--help`.
+    pub(crate) value_name: &'static str,
+    /// How the flag takes values.
+    pub(crate) arity: Arity,
+    /// Printed as `"[redacted]"` by `switchboard config`.
+    pub(crate) secret: bool,
+    /// `--help` text (default included).
+    pub(crate) help: &'static str,
+}
+
+/// How a flag takes its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arity {
+    /// `--flag VALUE`.
+    One,
+    /// `--flag VALUE`, repeatable; the values form a list.
+    Many,
+    /// `--flag` alone means `true`; `--flag=false` is accepted too.
+    Switch,
+}
+
+impl Key {
+    /// `SWITCHBOARD_` + the path in upper case, `.` (a section) spelled `__`.
+    pub(crate) fn env(&self) -> String {
+        format!(
+            "SWITCHBOARD_{}",
+            self.path.replace('.', "__").to_uppercase()
+        )
+    }
+
+    /// The section of a nested key (`tls` for `tls.cert`).
+    pub(crate) fn section(&self) -> Option<&'static str> {
+        self.path.split_once('.').map(|(section, _)| section)
+    }
+
+    /// The key's name inside its section.
+    pub(crate) fn name(&self) -> &'static str {
+        self.path
+            .rsplit_once('.')
+            .map_or(self.path, |(_, name)| name)
+    }
+}
+
+const fn key(
+    path: &'static str,
+    flag: &'static str,
+    value_name: &'static str,
+    help: &'static str,
+) -> Key {
+    Key {
+        path,
+        flag,
+        value_name,
+        arity: Arity::One,
+        secret: false,
+        help,
+    }
+}
+
+/// Every key, top-level keys first, then the sections (the order of `switchboard config`).
+pub(crate) const KEYS: &[Key] = &[
+    key(
+        "listen",
+        "listen",
+        "ADDR",
+        "Address to listen on [default: 127.0.0.1:8080]",
+    ),
+    Key {
+        arity: Arity::Switch,
+        ..key(
+            "echo",
+            "echo",
+            "BOOL",
+            "Enable the /echo WebSocket endpoint (conformance runs and benchmarks only) \
+             [default: false]",
+        )
+    },
+    key(
+        "threads",
+        "threads",
+        "N|auto",
+        "Runtime worker threads; 1 runs a single-threaded runtime [default: auto, one per core]",
+    ),
+    key(
+        "log_level",
+        "log-level",
+        "FILTER",
+        "Log filter: a level or tracing directives like \"info,switchboard_server=debug\" \
+         (RUST_LOG is read when SWITCHBOARD_LOG_LEVEL is unset) [default: info]",
+    ),
+    key(
+        "log_format",
+        "log-format",
+        "text|json",
+        "Log output format [default: text]",
+    ),
+    key(
+        "max_message_size",
+        "max-message-size",
+        "SIZE",
+        "Largest accepted message, after decompression (close 1009 above it) [default: 1MiB]",
+    ),
+    Key {
+        arity: Arity::Switch,
+        ..key(
+            "deflate",
+            "deflate",
+            "BOOL",
+            "Offer permessage-deflate (--no-deflate: off) [default: true]",
+        )
+    },
+    key(
+        "heartbeat_interval",
+        "heartbeat-interval",
+        "DURATION",
+        "Ping a connection after this long without hearing from it [default: 25s]",
+    ),
+    key(
+        "heartbeat_timeout",
+        "heartbeat-timeout",
+        "DURATION",
+        "Drop a connection silent this long after a Ping [default: 20s]",
+    ),
+    key(
+        "handshake_timeout",
+        "handshake-timeout",
+        "DURATION",
+        "Time allowed for the HTTP request head (slowloris) [default: 10s]",
+    ),
+    key(
+        "close_timeout",
+        "close-timeout",
+        "DURATION",
+        "After sending Close, wait this long for the peer's Close [default: 5s]",
+    ),
+    key(
+        "shutdown_timeout",
+        "shutdown-timeout",
+        "DURATION",
+        "On SIGTERM/SIGINT, time connections get to close cleanly [default: 10s]",
+    ),
+    key(
+        "auth_timeout",
+        "auth-timeout",
+        "DURATION",
+        "Time a connection gets to authenticate (close 4000) [default: 5s]",
+    ),
+    key(
+        "max_pending_output",
+        "max-pending-output",
+        "SIZE",
+        "Stop reading from a connection while this much of its output is unsent \
+         [default: 256KiB]",
+    ),
+    key(
+        "outbound_buffer",
+        "outbound-buffer",
+        "SIZE",
+        "Outbound buffer per connection; beyond it the room's overflow policy applies \
+         [default: 1MiB]",
+    ),
+    key(
+        "max_connections",
+        "max-connections",
+        "N|unlimited",
+        "Most WebSocket connections at once (503 above it) [default: unlimited]",
+    ),
+    key(
+        "max_connections_per_ip",
+        "max-connections-per-ip",
+        "N",
+        "Most WebSocket connections from one IP address (429 above it) [default: 1000]",
+    ),
+    key(
+        "max_connections_per_user",
+        "max-connections-per-user",
+        "N",
+        "Most connections of one authenticated user (429 above it) [default: 10]",
+    ),
+    key(
+        "rate_limit",
+        "rate-limit",
+        "M/S[/B]|off",
+        "Per-connection message rate limit on /ws: MESSAGES/SECONDS[/BURST] or off \
+         (error \"Rate limit exceeded\", then close 4002) [default: 100/10/20]",
+    ),
+    Key {
+        arity: Arity::Many,
+        secret: true,
+        ..key(
+            "api_keys",
+            "api-key",
+            "KEY",
+            "API key for the HTTP API (Authorization: Bearer KEY); repeatable. \
+             Also SWITCHBOARD_API_KEY (one key). Without one the API answers 401",
+        )
+    },
+    key(
+        "join_leave_max_members",
+        "join-leave-max-members",
+        "N",
+        "Send user_joined/user_left only in rooms of at most this many members (0: never) \
+         [default: 100]",
+    ),
+    key(
+        "dedup_window",
+        "dedup-window",
+        "DURATION",
+        "How long a client message id is remembered for deduplication [default: 5m]",
+    ),
+    key(
+        "dedup_capacity",
+        "dedup-capacity",
+        "N",
+        "Most message ids remembered for deduplication [default: 100000]",
+    ),
+    key(
+        "tls.cert",
+        "tls-cert",
+        "FILE",
+        "TLS certificate chain (PEM); set with --tls-key [default: none, plain TCP]",
+    ),
+    key(
+        "tls.key",
+        "tls-key",
+        "FILE",
+        "TLS private key (PEM); set with --tls-cert [default: none]",
+    ),
+    key(
+        "history.max_messages",
+        "history-max-messages",
+        "N",
+        "History kept per room, in messages, for rooms no --history rule matches \
+         (0: none) [default: 100]",
+    ),
+    key(
+        "history.max_age",
+        "history-max-age",
+        "DURATION",
+        "History kept per room, in age, for rooms no --history rule matches [default: 10m]",
+    ),
+    Key {
+        arity: Arity::Many,
+        ..key(
+            "history.rooms",
+            "history",
+            "PATTERN=COUNT[/AGE]",
+            "History retention for rooms matching a pattern, e.g. chat:*=500/3600 \
+             (repeatable; first match wins)",
+        )
+    },
+    key(
+        "overflow.default",
+        "overflow-default",
+        "drop|close",
+        "What a full outbound buffer does for rooms no --overflow rule matches: drop \
+         (count, tell the client it lagged) or close (4003) [default: drop]",
+    ),
+    Key {
+        arity: Arity::Many,
+        ..key(
+            "overflow.rooms",
+            "overflow",
+            "PATTERN=drop|close",
+            "Overflow policy for rooms matching a pattern, e.g. orders:*=close \
+             (repeatable; first match wins)",
+        )
+    },
+];
+
+/// Environment variables that name no key but are accepted: `SWITCHBOARD_API_KEY` (one API
+/// key, alias of `api_keys`), `SWITCHBOARD_CONFIG` (the file, like `--config`), and the
+/// variables the test tooling passes to its clients (`SWITCHBOARD_BIN`, `SWITCHBOARD_URL`,
+/// `SWITCHBOARD_HTTP`), which the server ignores.
+pub(crate) const ENV_API_KEY: &str = "SWITCHBOARD_API_KEY";
+/// The configuration file, when `--config` is not given.
+pub(crate) const ENV_CONFIG: &str = "SWITCHBOARD_CONFIG";
+/// Read by clients and test tooling, not by the server.
+pub(crate) const ENV_IGNORED: &[&str] = &["SWITCHBOARD_BIN", "SWITCHBOARD_URL", "SWITCHBOARD_HTTP"];
+/// The conventional log filter variable: the env-layer value of `log_level` when
+/// `SWITCHBOARD_LOG_LEVEL` is unset.
+pub(crate) const ENV_RUST_LOG: &str = "RUST_LOG";
+
+/// The key at `path`.
+pub(crate) fn find(path: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.path == path)
+}

@@ -1,0 +1,159 @@
+//! `switchboard config`: the effective configuration as TOML, every key in the order of
+//! [`KEYS`], secrets redacted, each value set by a layer followed by a comment naming it.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use toml::{Table, Value};
+
+use super::keys::KEYS;
+use super::layers::Merged;
+use super::values::{format_duration, format_rate_limit, format_size};
+use super::Settings;
+
+/// What a secret prints as.
+pub(crate) const REDACTED: &str = "[redacted]";
+
+/// The effective configuration (a valid configuration file, secrets aside).
+pub(crate) fn render(settings: &Settings, merged: &Merged, file: Option<&Path>) -> String {
+    let mut out = String::new();
+    out.push_str("# Effective Switchboard configuration: flag > environment > file > default.\n");
+    match file {
+        Some(path) => {
+            let _ = writeln!(out, "# File: {}", path.display());
+        }
+        None => out.push_str("# File: none\n"),
+    }
+    out.push_str("# A value not from its default names its source in a comment.\n\n");
+    let mut section = None;
+    for key in KEYS {
+        if key.section() != section {
+            section = key.section();
+            if let Some(name) = section {
+                let _ = write!(out, "\n[{name}]\n");
+            }
+        }
+        let origin = merged
+            .origin(key.path)
+            .map(|source| format!("  # from {source}"))
+            .unwrap_or_default();
+        match value(settings, key.path) {
+            Some(value) => {
+                let value = if key.secret { redact(value) } else { value };
+                let _ = writeln!(out, "{} = {}{origin}", key.name(), inline(&value));
+            }
+            None => {
+                let _ = writeln!(out, "# {} = (unset){origin}", key.name());
+            }
+        }
+    }
+    out
+}
+
+/// A value on one line; a rule's fields in their documented order.
+fn inline(value: &Value) -> String {
+    const ORDER: &[&str] = &["pattern", "max_messages", "max_age", "policy"];
+    match value {
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(inline).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Value::Table(table) => {
+            let mut fields: Vec<(&String, &Value)> = table.iter().collect();
+            fields.sort_by_key(|(k, _)| ORDER.iter().position(|o| o == k).unwrap_or(ORDER.len()));
+            let fields: Vec<String> = fields
+                .into_iter()
+                .map(|(k, v)| format!("{k} = {}", inline(v)))
+                .collect();
+            format!("{{ {} }}", fields.join(", "))
+        }
+        _ => value.to_string(),
+    }
+}
+
+fn redact(value: Value) -> Value {
+    match value {
+        Value::Array(items) => Value::Array(items.into_iter().map(redact).collect()),
+        _ => Value::String(REDACTED.to_owned()),
+    }
+}
+
+fn string(s: impl Into<String>) -> Option<Value> {
+    Some(Value::String(s.into()))
+}
+
+fn int(n: usize) -> Option<Value> {
+    // Settings values come from i64 or smaller; saturate rather than wrap if not.
+    Some(Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)))
+}
+
+/// The value of one key, in its canonical form (durations `"25s"`, sizes `"1MiB"`).
+pub(crate) fn value(s: &Settings, path: &str) -> Option<Value> {
+    let duration = |d| string(format_duration(d));
+    let size = |n| string(format_size(n));
+    match path {
+        "listen" => string(s.listen.to_string()),
+        "echo" => Some(Value::Boolean(s.echo)),
+        "threads" => s.threads.map_or_else(|| string("auto"), int),
+        "log_level" => string(s.log_level.clone()),
+        "log_format" => string(s.log_format.as_str()),
+        "max_message_size" => size(s.max_message_size),
+        "deflate" => Some(Value::Boolean(s.deflate)),
+        "heartbeat_interval" => duration(s.heartbeat_interval),
+        "heartbeat_timeout" => duration(s.heartbeat_timeout),
+        "handshake_timeout" => duration(s.handshake_timeout),
+        "close_timeout" => duration(s.close_timeout),
+        "shutdown_timeout" => duration(s.shutdown_timeout),
+        "auth_timeout" => duration(s.auth_timeout),
+        "max_pending_output" => size(s.max_pending_output),
+        "outbound_buffer" => size(s.outbound_buffer),
+        "max_connections" => s.max_connections.map_or_else(|| string("unlimited"), int),
+        "max_connections_per_ip" => int(s.max_connections_per_ip),
+        "max_connections_per_user" => int(s.max_connections_per_user),
+        "rate_limit" => string(format_rate_limit(&s.rate_limit)),
+        "api_keys" => Some(Value::Array(
+            s.api_keys.iter().cloned().map(Value::String).collect(),
+        )),
+        "join_leave_max_members" => int(s.join_leave_max_members),
+        "dedup_window" => duration(s.dedup_window),
+        "dedup_capacity" => int(s.dedup_capacity),
+        "tls.cert" => s
+            .tls
+            .cert
+            .as_ref()
+            .and_then(|p| string(p.to_string_lossy())),
+        "tls.key" => s.tls.key.as_ref().and_then(|p| string(p.to_string_lossy())),
+        "history.max_messages" => int(s.history.max_messages),
+        "history.max_age" => duration(s.history.max_age),
+        "history.rooms" => Some(Value::Array(
+            s.history
+                .rooms
+                .iter()
+                .map(|rule| {
+                    // Effective values: a rule's unset limit is the default retention.
+                    let mut t = Table::new();
+                    t.insert("pattern".into(), Value::String(rule.pattern.clone()));
+                    let count = rule.max_messages.unwrap_or(s.history.max_messages);
+                    t.insert("max_messages".into(), int(count)?);
+                    let age = rule.max_age.unwrap_or(s.history.max_age);
+                    t.insert("max_age".into(), Value::String(format_duration(age)));
+                    Some(Value::Table(t))
+                })
+                .collect::<Option<Vec<_>>>()?,
+        )),
+        "overflow.default" => string(s.overflow.default.as_str()),
+        "overflow.rooms" => Some(Value::Array(
+            s.overflow
+                .rooms
+                .iter()
+                .map(|rule| {
+                    let mut t = Table::new();
+                    t.insert("pattern".into(), Value::String(rule.pattern.clone()));
+                    t.insert("policy".into(), Value::String(rule.policy.as_str().into()));
+                    Value::Table(t)
+                })
+                .collect(),
+        )),
+        _ => None,
+    }
+}
