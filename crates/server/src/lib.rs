@@ -22,6 +22,7 @@ pub mod listener;
 pub mod native;
 pub mod rate;
 pub mod state;
+pub mod tls;
 pub mod ws;
 
 pub use config::{ServerConfig, TlsConfig};

@@ -11,6 +11,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service as _;
 
@@ -39,18 +40,36 @@ fn spawn_hub_sweeper(state: &Arc<AppState>) {
 }
 
 /// A bound server, ready to run.
-#[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     state: Arc<AppState>,
 }
 
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listener", &self.listener)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
 impl Server {
-    /// Bind the configured address. `shutdown` starts a graceful shutdown when cancelled.
+    /// Bind the configured address (and load the TLS certificate, if configured).
+    /// `shutdown` starts a graceful shutdown when cancelled.
     pub async fn bind(config: ServerConfig, shutdown: CancellationToken) -> io::Result<Server> {
+        let tls = match &config.tls {
+            Some(tls) => Some(
+                crate::tls::acceptor(tls)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+            ),
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Server {
             listener,
+            tls,
             state: AppState::new(config, shutdown),
         })
     }
@@ -68,7 +87,11 @@ impl Server {
     /// Accept connections until shutdown, then close every connection (WebSockets get 1001)
     /// and wait for them up to `shutdown_timeout`. Returns whether all finished in time.
     pub async fn run(self) -> bool {
-        let Server { listener, state } = self;
+        let Server {
+            listener,
+            tls,
+            state,
+        } = self;
         let router = router(state.clone());
         let shutdown = state.shutdown.clone();
         spawn_hub_sweeper(&state);
@@ -96,18 +119,24 @@ impl Server {
             });
             let header_timeout = state.config.handshake_timeout;
             let shutdown = shutdown.clone();
+            let tls = tls.clone();
             state.tracker.spawn(async move {
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades();
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = shutdown.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
+                match tls {
+                    None => serve_http(stream, service, header_timeout, shutdown).await,
+                    Some(acceptor) => {
+                        // The TLS handshake shares the header timeout: a client that stalls
+                        // in it is a slowloris too.
+                        let handshake =
+                            tokio::time::timeout(header_timeout, acceptor.accept(stream));
+                        match handshake.await {
+                            Ok(Ok(tls_stream)) => {
+                                serve_http(tls_stream, service, header_timeout, shutdown).await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
                     }
                 }
             });
@@ -118,5 +147,30 @@ impl Server {
         tokio::time::timeout(deadline, state.tracker.wait())
             .await
             .is_ok()
+    }
+}
+
+/// Serve HTTP/1.1 (with upgrades) on one connection until it ends or shutdown begins.
+async fn serve_http<I, S>(io: I, service: S, header_timeout: Duration, shutdown: CancellationToken)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming> + Send,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }

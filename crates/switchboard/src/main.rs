@@ -100,11 +100,6 @@ fn init_tracing(settings: &Settings) -> anyhow::Result<()> {
 fn serve(settings: &Settings) -> anyhow::Result<()> {
     init_tracing(settings)?;
     let config = settings.server_config();
-    if config.tls.is_some() {
-        // The server does not terminate TLS yet (docs/status.md, issue 4): refuse rather
-        // than serve plain text to clients that were promised TLS.
-        anyhow::bail!("tls: not supported by this build yet; unset tls.cert and tls.key");
-    }
     let runtime = match settings.threads {
         Some(1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -119,12 +114,14 @@ fn serve(settings: &Settings) -> anyhow::Result<()> {
     };
     let listen = config.listen;
     let echo = config.echo;
+    let tls = config.tls.is_some();
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
+        // (A TLS error names its key and file; the context adds where we were listening.)
         let server = Server::bind(config, shutdown.clone())
             .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        tracing::info!(addr = %server.local_addr()?, echo, "switchboard listening");
+            .with_context(|| format!("cannot start on {listen}"))?;
+        tracing::info!(addr = %server.local_addr()?, echo, tls, "switchboard listening");
         tokio::spawn(wait_for_signal(shutdown));
         let clean = server.run().await;
         tracing::info!(clean, "switchboard stopped");

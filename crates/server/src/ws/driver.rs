@@ -5,17 +5,17 @@
 //! syscall: pipelined clients get batched replies for free. While idle the task holds no read
 //! or write buffer, and its only timer is one `Sleep` whose deadline is recomputed lazily.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use switchboard_ws_proto::{CloseCode, Connection, Event, MessageKind};
-use tokio::io::{AsyncWriteExt, Interest, Ready};
-use tokio::net::TcpStream;
+use tokio::io::{Interest, Ready};
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
 use super::handler::Handler;
+use super::transport::Transport;
 use crate::keepalive::{Keepalive, KeepaliveAction};
 
 /// Read size per wake-up: big enough for a batch of pipelined frames.
@@ -51,15 +51,14 @@ pub enum EndReason {
 }
 
 /// Run a connection to its end. `leftover` are bytes read past the HTTP request head.
-pub async fn run<H: Handler>(
-    stream: TcpStream,
+pub async fn run<T: Transport, H: Handler>(
+    mut io: T,
     leftover: Bytes,
     mut conn: Connection,
     mut handler: H,
     limits: DriverLimits,
     shutdown: CancellationToken,
 ) -> EndReason {
-    let _ = stream.set_nodelay(true);
     let mut input = BytesMut::from(&leftover[..]);
     // `leftover` may be a slice of hyper's read buffer: holding it would keep that whole
     // allocation alive for the life of the connection.
@@ -88,17 +87,17 @@ pub async fn run<H: Handler>(
             // On a protocol error the Close frame is queued; fall through to flush it.
             handled = process_input(&mut conn, &mut input, &mut handler);
         }
-        if write_now(&stream, &mut conn).is_err() {
+        if io.write_now(conn.output()).is_err() {
             break EndReason::PeerGone;
         }
         if outbound_due && conn.is_open() && conn.output().len() < limits.max_pending_output {
             outbound_due = false;
             handler.write_outbound(&mut conn);
-            if write_now(&stream, &mut conn).is_err() {
+            if io.write_now(conn.output()).is_err() {
                 break EndReason::PeerGone;
             }
         }
-        if conn.is_closed() && conn.output().is_empty() {
+        if conn.is_closed() && conn.output().is_empty() && !io.has_buffered_output() {
             break EndReason::Closed;
         }
         if handled >= YIELD_AFTER_MESSAGES {
@@ -131,7 +130,7 @@ pub async fn run<H: Handler>(
         if conn.output().len() < limits.max_pending_output && !conn.is_closed() {
             interest = Some(Interest::READABLE);
         }
-        if !conn.output().is_empty() {
+        if !conn.output().is_empty() || io.has_buffered_output() {
             interest = Some(interest.map_or(Interest::WRITABLE, |i| i | Interest::WRITABLE));
         }
 
@@ -142,7 +141,7 @@ pub async fn run<H: Handler>(
             }
             // One readiness future for both directions: a second one would add its waiter to
             // the state every idle connection keeps.
-            ready = ready_for(&stream, interest) => {
+            ready = ready_for(&io, interest) => {
                 let Ok(ready) = ready else {
                     break EndReason::PeerGone;
                 };
@@ -150,7 +149,7 @@ pub async fn run<H: Handler>(
                     if input.capacity() - input.len() < READ_CHUNK / 4 {
                         input.reserve(READ_CHUNK);
                     }
-                    match read_available(&stream, &mut input) {
+                    match io.read_available(&mut input, READ_CHUNK) {
                         Ok(0) => break EndReason::PeerGone,
                         Ok(_) => {
                             keepalive.heard(Instant::now());
@@ -186,44 +185,15 @@ pub async fn run<H: Handler>(
     if reason == EndReason::Closed {
         // Boxed: only closing connections pay for the drain buffer and its future, not the
         // state of every idle connection.
-        Box::pin(linger(stream, limits.close_timeout)).await;
+        Box::pin(io.linger(limits.close_timeout)).await;
     }
     reason
 }
 
-/// Read what the socket has into `buf`'s spare capacity.
-///
-/// A short read means the socket is drained: readiness is cleared right away (as tokio's own
-/// `poll_read` does) so the next loop turn waits for epoll instead of paying for a `recv` that
-/// returns EAGAIN. That saves one syscall per message in request/response traffic.
-fn read_available(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    use bytes::BufMut as _;
-    let mut read = None;
-    let result = stream.try_io(Interest::READABLE, || {
-        // At most READ_CHUNK per wake-up, whatever the buffer's capacity: the messages of one
-        // read are handled before the connection's own deliveries are drained, so a bigger
-        // read would let a client that publishes to its own room overflow its outbox.
-        // (`BytesMut::remaining_mut` is unbounded, hence the capacity arithmetic.)
-        let spare = (buf.capacity() - buf.len()).min(READ_CHUNK);
-        let n = stream.try_read_buf(&mut (&mut *buf).limit(spare))?;
-        read = Some(n);
-        if n > 0 && n < spare {
-            // Not an error: this only tells tokio to clear the readiness flag.
-            Err(io::ErrorKind::WouldBlock.into())
-        } else {
-            Ok(n)
-        }
-    });
-    match read {
-        Some(n) => Ok(n),
-        None => result,
-    }
-}
-
 /// Wait for `interest` on the socket, or forever when there is nothing to wait for.
-async fn ready_for(stream: &TcpStream, interest: Option<Interest>) -> io::Result<Ready> {
+async fn ready_for<T: Transport>(io: &T, interest: Option<Interest>) -> io::Result<Ready> {
     match interest {
-        Some(interest) => stream.ready(interest).await,
+        Some(interest) => io.ready(interest).await,
         None => std::future::pending().await,
     }
 }
@@ -255,48 +225,4 @@ fn process_input<H: Handler>(
             }
         }
     }
-}
-
-/// Write as much queued output as the socket takes without waiting: every queued segment in
-/// one vectored write (small frames were coalesced, large payloads are written in place).
-fn write_now(stream: &TcpStream, conn: &mut Connection) -> io::Result<()> {
-    let out = conn.output();
-    while !out.is_empty() {
-        let mut slices = [IoSlice::new(&[]); 64];
-        let n = out.io_slices(&mut slices);
-        // One segment (the common case for small messages): plain send is cheaper than writev.
-        let written = if n == 1 {
-            stream.try_write(&slices[0])
-        } else {
-            stream.try_write_vectored(&slices[..n])
-        };
-        match written {
-            Ok(written) => out.advance(written),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// After the close handshake: send FIN, then read and discard until the peer closes too (or
-/// the timeout), so that unread input does not turn our close into a reset that could destroy
-/// the Close frame in flight (RFC 6455 §7.1.1: the server closes the TCP connection first).
-async fn linger(mut stream: TcpStream, timeout: Duration) {
-    let _ = stream.shutdown().await;
-    let drain = async {
-        let mut scratch = [0u8; 1024];
-        loop {
-            if stream.readable().await.is_err() {
-                return;
-            }
-            match stream.try_read(&mut scratch) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(timeout, drain).await;
 }

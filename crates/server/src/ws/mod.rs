@@ -3,6 +3,7 @@
 
 pub mod driver;
 pub mod handler;
+pub mod transport;
 
 use std::sync::Arc;
 
@@ -13,10 +14,12 @@ use hyper_util::rt::TokioIo;
 use switchboard_ws_proto::handshake::server::validate_request;
 use switchboard_ws_proto::{Config, Connection};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 use crate::state::{AppState, PeerAddr, Refusal};
 use driver::DriverLimits;
 use handler::Handler;
+use transport::TlsTransport;
 
 /// Answer an upgrade request: `101` and a driver task running `handler`, or the HTTP error the
 /// handshake rules name (400, 405, 426).
@@ -78,14 +81,27 @@ pub fn upgrade<H: Handler>(state: &Arc<AppState>, mut req: Request<Body>, handle
                 return;
             }
         };
-        // We serve plain TCP through hyper-util's TokioIo, so the downcast succeeds; taking
-        // the socket back lets the driver use readiness-based I/O with no buffers while idle.
-        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => parts,
-            Err(_) => {
-                tracing::error!("upgraded connection is not a TCP stream");
-                return;
+        // We serve TCP (plain or TLS) through hyper-util's TokioIo, so one downcast succeeds;
+        // taking the socket back lets the driver use readiness-based I/O with no buffers
+        // while idle.
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let stream = parts.io.into_inner();
+                let _ = stream.set_nodelay(true);
+                Some(Ok((stream, parts.read_buf)))
             }
+            Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+                Ok(parts) => {
+                    let (stream, tls) = parts.io.into_inner().into_inner();
+                    let _ = stream.set_nodelay(true);
+                    Some(Err((TlsTransport::new(stream, tls), parts.read_buf)))
+                }
+                Err(_) => None,
+            },
+        };
+        let Some(upgraded) = upgraded else {
+            tracing::error!("upgraded connection is neither TCP nor TLS over TCP");
+            return;
         };
         let _guard = guard;
         let config = &task_state.config;
@@ -101,15 +117,15 @@ pub fn upgrade<H: Handler>(state: &Arc<AppState>, mut req: Request<Body>, handle
             close_timeout: config.close_timeout,
             max_pending_output: config.max_pending_output,
         };
-        let reason = driver::run(
-            parts.io.into_inner(),
-            parts.read_buf,
-            conn,
-            handler,
-            limits,
-            task_state.shutdown.clone(),
-        )
-        .await;
+        let shutdown = task_state.shutdown.clone();
+        let reason = match upgraded {
+            Ok((tcp, leftover)) => {
+                driver::run(tcp, leftover, conn, handler, limits, shutdown).await
+            }
+            Err((tls, leftover)) => {
+                driver::run(tls, leftover, conn, handler, limits, shutdown).await
+            }
+        };
         tracing::debug!(?reason, "websocket connection ended");
     });
 

@@ -1,0 +1,261 @@
+//! The byte streams a WebSocket driver runs on: plain TCP, or TLS over TCP.
+//!
+//! Both are readiness-based (no buffers or futures held while idle): the driver waits on the
+//! socket's readiness and then reads or writes without blocking. For TLS, rustls is used
+//! sans-IO ([`rustls::ServerConnection`]) over the same socket, after the handshake that
+//! tokio-rustls did for the HTTP request.
+
+use std::future::Future;
+use std::io::{self, IoSlice, Read, Write};
+use std::time::Duration;
+
+use bytes::{BufMut as _, BytesMut};
+use switchboard_ws_proto::Output;
+use tokio::io::{AsyncWriteExt, Interest, Ready};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+
+/// A connection's byte stream as the driver uses it.
+pub trait Transport: Send + 'static {
+    /// Wait until the socket is ready for `interest`. Cancel safe.
+    fn ready(&self, interest: Interest) -> impl Future<Output = io::Result<Ready>> + Send + '_;
+
+    /// Read what is available (at most `max` bytes) into `buf`. `Ok(0)` is the end of the
+    /// stream; `WouldBlock` means nothing (of the application's) arrived.
+    fn read_available(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<usize>;
+
+    /// Write as much of `out` as the socket takes without waiting.
+    fn write_now(&mut self, out: &mut Output) -> io::Result<()>;
+
+    /// Whether the transport itself holds bytes for the socket (TLS records): the driver
+    /// then waits for writability even when `out` is empty.
+    fn has_buffered_output(&self) -> bool;
+
+    /// After the close handshake: end the stream (TLS close_notify, FIN), then read and
+    /// discard until the peer closes too or `timeout` passes, so that unread input does not
+    /// turn our close into a reset that could destroy the Close frame in flight (RFC 6455
+    /// §7.1.1: the server closes the TCP connection first).
+    fn linger(self, timeout: Duration) -> impl Future<Output = ()> + Send;
+}
+
+impl Transport for TcpStream {
+    fn ready(&self, interest: Interest) -> impl Future<Output = io::Result<Ready>> + Send + '_ {
+        TcpStream::ready(self, interest)
+    }
+
+    /// A short read means the socket is drained: readiness is cleared right away (as tokio's
+    /// own `poll_read` does) so the next loop turn waits for epoll instead of paying for a
+    /// `recv` that returns EAGAIN. That saves one syscall per message in request/response
+    /// traffic.
+    fn read_available(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+        let mut read = None;
+        let result = self.try_io(Interest::READABLE, || {
+            // (`BytesMut::remaining_mut` is unbounded, hence the capacity arithmetic.)
+            let spare = (buf.capacity() - buf.len()).min(max);
+            let n = self.try_read_buf(&mut (&mut *buf).limit(spare))?;
+            read = Some(n);
+            if n > 0 && n < spare {
+                // Not an error: this only tells tokio to clear the readiness flag.
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(n)
+            }
+        });
+        match read {
+            Some(n) => Ok(n),
+            None => result,
+        }
+    }
+
+    /// Every queued segment in one vectored write (small frames were coalesced, large
+    /// payloads are written in place).
+    fn write_now(&mut self, out: &mut Output) -> io::Result<()> {
+        while !out.is_empty() {
+            let mut slices = [IoSlice::new(&[]); 64];
+            let n = out.io_slices(&mut slices);
+            // One segment (the common case for small messages): plain send is cheaper than
+            // writev.
+            let written = if n == 1 {
+                self.try_write(&slices[0])
+            } else {
+                self.try_write_vectored(&slices[..n])
+            };
+            match written {
+                Ok(written) => out.advance(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn has_buffered_output(&self) -> bool {
+        false
+    }
+
+    async fn linger(mut self, timeout: Duration) {
+        let _ = self.shutdown().await;
+        let _ = tokio::time::timeout(timeout, discard_until_eof(&self)).await;
+    }
+}
+
+async fn discard_until_eof(stream: &TcpStream) {
+    let mut scratch = [0u8; 1024];
+    loop {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        match stream.try_read(&mut scratch) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Most plaintext rustls buffers as records waiting for the socket. Our own output queue
+/// (and its `max_pending_output` backpressure) stays the measure of a slow reader.
+const TLS_BUFFER_LIMIT: usize = 64 * 1024;
+
+/// TLS over TCP, driven sans-IO.
+#[derive(Debug)]
+pub struct TlsTransport {
+    tcp: TcpStream,
+    tls: rustls::ServerConnection,
+}
+
+impl TlsTransport {
+    /// A transport continuing the TLS session `tls` (handshake done) on `tcp`.
+    pub fn new(tcp: TcpStream, mut tls: rustls::ServerConnection) -> TlsTransport {
+        tls.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
+        TlsTransport { tcp, tls }
+    }
+
+    /// Write queued TLS records until done or the socket is full.
+    fn flush_records(&mut self) -> io::Result<()> {
+        while self.tls.wants_write() {
+            match self.tls.write_tls(&mut SocketWriter(&self.tcp)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `io::Read` over a non-blocking tokio socket (clears readiness on `WouldBlock`).
+struct SocketReader<'a>(&'a TcpStream);
+
+impl Read for SocketReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+/// `io::Write` over a non-blocking tokio socket (clears readiness on `WouldBlock`).
+struct SocketWriter<'a>(&'a TcpStream);
+
+impl Write for SocketWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.try_write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for TlsTransport {
+    fn ready(&self, interest: Interest) -> impl Future<Output = io::Result<Ready>> + Send + '_ {
+        self.tcp.ready(interest)
+    }
+
+    fn read_available(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+        let mut plaintext = 0;
+        let mut eof = false;
+        while plaintext < max && !eof {
+            let received = match self.tls.read_tls(&mut SocketReader(&self.tcp)) {
+                Ok(0) => {
+                    eof = true;
+                    0
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            };
+            if let Err(e) = self.tls.process_new_packets() {
+                // rustls queued an alert for the peer: send it if the socket takes it.
+                let _ = self.flush_records();
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            let before = plaintext;
+            let mut reader = self.tls.reader();
+            let mut chunk = [0u8; 16 * 1024];
+            while plaintext < max {
+                let want = chunk.len().min(max - plaintext);
+                match reader.read(&mut chunk[..want]) {
+                    Ok(0) => {
+                        // close_notify: the peer will send nothing more.
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        buf.extend_from_slice(&chunk[..n]);
+                        plaintext += n;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            if received == 0 && plaintext == before {
+                break; // the socket is drained (its readiness was cleared by the read)
+            }
+        }
+        match (plaintext, eof) {
+            (0, true) => Ok(0),
+            (0, false) => Err(io::ErrorKind::WouldBlock.into()),
+            (n, _) => Ok(n),
+        }
+    }
+
+    fn write_now(&mut self, out: &mut Output) -> io::Result<()> {
+        loop {
+            self.flush_records()?;
+            if self.tls.wants_write() || out.is_empty() {
+                return Ok(());
+            }
+            let mut slices = [IoSlice::new(&[]); 64];
+            let n = out.io_slices(&mut slices);
+            let taken = self.tls.writer().write_vectored(&slices[..n])?;
+            if taken == 0 {
+                return Ok(());
+            }
+            out.advance(taken);
+        }
+    }
+
+    fn has_buffered_output(&self) -> bool {
+        self.tls.wants_write()
+    }
+
+    async fn linger(mut self, timeout: Duration) {
+        self.tls.send_close_notify();
+        let flush = async {
+            while self.tls.wants_write() {
+                if self.tcp.writable().await.is_err() || self.flush_records().is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(timeout, flush).await;
+        let mut tcp = self.tcp;
+        let _ = tcp.shutdown().await;
+        let _ = tokio::time::timeout(timeout, discard_until_eof(&tcp)).await;
+    }
+}
