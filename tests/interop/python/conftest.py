@@ -1,5 +1,6 @@
 """Start `switchboard serve --echo` on a free port for the interop tests."""
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -16,6 +17,81 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for_port(port, proc, timeout=10):
+    """Wait until 127.0.0.1:`port` accepts connections (the process must stay alive)."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("switchboard did not start")
+            time.sleep(0.05)
+
+
+class SwitchboardProcess:
+    """One `switchboard serve` process on its own free port (see the `switchboard` fixture)."""
+
+    def __init__(self, flags, log_path):
+        self.port = free_port()
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [BINARY, "serve", "--listen", f"127.0.0.1:{self.port}", *flags],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
+        wait_for_port(self.port, self.proc)
+        self.url = f"ws://127.0.0.1:{self.port}"
+        self.http = f"http://127.0.0.1:{self.port}"
+
+    def rss_bytes(self):
+        """Resident set size from /proc/PID/status (VmRSS), in bytes."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def sigterm(self):
+        self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout=15):
+        """SIGTERM (unless it already exited) and return the exit code."""
+        if self.proc.poll() is None:
+            self.sigterm()
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+        finally:
+            self.log.close()
+
+    def log_tail(self, n=4000):
+        with open(self.log_path, "rb") as f:
+            return f.read()[-n:].decode(errors="replace")
+
+
+@pytest.fixture
+def switchboard(tmp_path):
+    """Factory: `switchboard(*flags)` starts a server of the test's own on a free port; on
+    teardown it gets SIGTERM and must exit 0 within 15 s."""
+    started = []
+
+    def start(*flags):
+        sb = SwitchboardProcess(list(flags), tmp_path / f"switchboard-{len(started)}.log")
+        started.append(sb)
+        return sb
+
+    yield start
+    for sb in started:
+        code = sb.stop()
+        assert code == 0, f"switchboard exited with {code} after SIGTERM; log tail:\n{sb.log_tail()}"
 
 
 @pytest.fixture(scope="session", autouse=True)
