@@ -76,10 +76,18 @@ pub async fn run<T: Transport, H: Handler>(
     tokio::pin!(cancelled);
     handler.on_open(&mut conn);
     // The handler may have outbound messages we have not taken yet: it announced them while
-    // our output was at its limit, or we were busy reading (the biased `select!` below
-    // prefers input, so a client that floods us would otherwise never get its deliveries,
-    // and would overflow its own outbox).
+    // the socket was full, or we were busy reading (the biased `select!` below prefers
+    // input, so a client that floods us would otherwise never get its deliveries, and would
+    // overflow its own outbox).
     let mut outbound_due = false;
+    // Deliveries are taken from the handler only once everything written before has left
+    // (output empty): a client that reads slowly gets them in big batches when its socket
+    // drains, and one that does not read at all is not woken per message: its queue stays
+    // non-empty, so pushes to it do not notify (measured: 1 000 stalled readers otherwise
+    // cost a wake-up each per published message while their buffers filled, and delayed
+    // healthy clients by up to 250 ms).
+    let flushed =
+        |conn: &mut Connection, io: &T| conn.output().is_empty() && !io.has_buffered_output();
 
     let reason = loop {
         let mut handled = 0;
@@ -90,7 +98,7 @@ pub async fn run<T: Transport, H: Handler>(
         if io.write_now(conn.output()).is_err() {
             break EndReason::PeerGone;
         }
-        if outbound_due && conn.is_open() && conn.output().len() < limits.max_pending_output {
+        if outbound_due && conn.is_open() && flushed(&mut conn, &io) {
             outbound_due = false;
             handler.write_outbound(&mut conn);
             if io.write_now(conn.output()).is_err() {
@@ -161,7 +169,7 @@ pub async fn run<T: Transport, H: Handler>(
                 }
             }
             () = handler.outbound_ready(), if conn.is_open() => {
-                if conn.output().len() < limits.max_pending_output {
+                if flushed(&mut conn, &io) {
                     handler.write_outbound(&mut conn);
                 } else {
                     outbound_due = true;

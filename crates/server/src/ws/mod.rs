@@ -87,13 +87,13 @@ pub fn upgrade<H: Handler>(state: &Arc<AppState>, mut req: Request<Body>, handle
         let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let stream = parts.io.into_inner();
-                let _ = stream.set_nodelay(true);
+                tune_socket(&stream, task_state.config.socket_send_buffer);
                 Some(Ok((stream, parts.read_buf)))
             }
             Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
                 Ok(parts) => {
                     let (stream, tls) = parts.io.into_inner().into_inner();
-                    let _ = stream.set_nodelay(true);
+                    tune_socket(&stream, task_state.config.socket_send_buffer);
                     Some(Err((TlsTransport::new(stream, tls), parts.read_buf)))
                 }
                 Err(_) => None,
@@ -140,4 +140,13 @@ pub fn upgrade<H: Handler>(state: &Arc<AppState>, mut req: Request<Body>, handle
         }
     }
     resp
+}
+
+/// Socket options of a WebSocket: no Nagle delay (messages are latency-bound and we batch
+/// writes ourselves), and a bounded kernel send buffer (`ServerConfig::socket_send_buffer`).
+fn tune_socket(stream: &TcpStream, send_buffer: Option<usize>) {
+    let _ = stream.set_nodelay(true);
+    if let Some(size) = send_buffer {
+        let _ = socket2::SockRef::from(stream).set_send_buffer_size(size);
+    }
 }

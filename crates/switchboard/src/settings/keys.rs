@@ -164,6 +164,13 @@ pub(crate) const KEYS: &[Key] = &[
          [default: 256KiB]",
     ),
     key(
+        "socket_send_buffer",
+        "socket-send-buffer",
+        "SIZE",
+        "Kernel send buffer of each WebSocket (SO_SNDBUF); 0 leaves the kernel's autotuning \
+         [default: 64KiB]",
+    ),
+    key(
         "outbound_buffer",
         "outbound-buffer",
         "SIZE",

@@ -63,6 +63,8 @@ pub(crate) struct Settings {
     #[serde(deserialize_with = "values::size")]
     pub(crate) max_pending_output: usize,
     #[serde(deserialize_with = "values::size")]
+    pub(crate) socket_send_buffer: usize,
+    #[serde(deserialize_with = "values::size")]
     pub(crate) outbound_buffer: usize,
     /// `None`: unlimited.
     #[serde(deserialize_with = "values::limit")]
@@ -139,6 +141,7 @@ impl Default for Settings {
             shutdown_timeout: server.shutdown_timeout,
             auth_timeout: server.auth_timeout,
             max_pending_output: server.max_pending_output,
+            socket_send_buffer: server.socket_send_buffer.unwrap_or(0),
             outbound_buffer: hub.outbox_budget,
             max_connections: server.max_connections,
             max_connections_per_ip: server.max_connections_per_ip,
@@ -189,6 +192,7 @@ impl Settings {
             close_timeout: self.close_timeout,
             shutdown_timeout: self.shutdown_timeout,
             max_pending_output: self.max_pending_output,
+            socket_send_buffer: (self.socket_send_buffer > 0).then_some(self.socket_send_buffer),
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
             max_connections_per_user: self.max_connections_per_user,
