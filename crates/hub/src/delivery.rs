@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -13,6 +14,7 @@ pub const ENCODING_SLOTS: usize = 4;
 pub struct Delivery {
     json: Bytes,
     offset: Option<u64>,
+    created: Instant,
     encodings: [OnceLock<Arc<dyn Any + Send + Sync>>; ENCODING_SLOTS],
 }
 
@@ -31,6 +33,7 @@ impl Delivery {
         Arc::new(Delivery {
             json,
             offset,
+            created: Instant::now(),
             encodings: Default::default(),
         })
     }
@@ -38,6 +41,11 @@ impl Delivery {
     /// The JSON text.
     pub fn json(&self) -> &Bytes {
         &self.json
+    }
+
+    /// When it was published (for delivery-latency metrics).
+    pub fn created(&self) -> Instant {
+        self.created
     }
 
     /// The room offset, for messages kept in history.

@@ -521,6 +521,11 @@ impl Hub {
         v
     }
 
+    /// How many rooms exist (with members or history).
+    pub fn channel_count(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
     /// Every room with members or history: name and member count.
     pub fn channels(&self) -> Vec<(RoomName, usize)> {
         let mut v = Vec::new();

@@ -142,6 +142,9 @@ fn publish_one(
     if let Some(id) = &id {
         hub.record_message(&api_user, id, published.offset);
     }
+    if published.dropped > 0 {
+        state.metrics.dropped.add(published.dropped as u64);
+    }
     Ok(json!({
         "channel": room.as_str(),
         "offset": published.offset,

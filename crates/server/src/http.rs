@@ -21,6 +21,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ws", any(ws_endpoint))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .merge(api::routes());
     if state.config.echo {
         router = router.route("/echo", any(echo_endpoint));
@@ -29,7 +30,11 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn ws_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    let session = NativeSession::anonymous(state.hub.clone(), state.config.rate_limit);
+    let session = NativeSession::anonymous(
+        state.hub.clone(),
+        state.metrics.clone(),
+        state.config.rate_limit,
+    );
     ws::upgrade(&state, req, session)
 }
 
@@ -44,6 +49,17 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         "uptime": state.started.elapsed().as_secs(),
     }))
     .into_response()
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
 }
 
 async fn ready(State(state): State<Arc<AppState>>) -> Response {

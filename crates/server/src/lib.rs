@@ -19,6 +19,7 @@ pub mod config;
 pub mod http;
 pub mod keepalive;
 pub mod listener;
+pub mod metrics;
 pub mod native;
 pub mod rate;
 pub mod state;

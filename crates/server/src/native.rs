@@ -14,6 +14,7 @@ use switchboard_native_proto::{
 };
 use switchboard_ws_proto::{CloseCode, Connection, MessageKind, PreparedMessage};
 
+use crate::metrics::Metrics;
 use crate::rate::{RateLimit, TokenBucket, Verdict};
 use crate::ws::handler::Handler;
 
@@ -30,6 +31,7 @@ pub struct NativeSession {
     /// Scratch for draining the outbox, kept empty between uses.
     batch: Vec<Arc<Delivery>>,
     rate: Option<(RateLimit, TokenBucket)>,
+    metrics: Arc<Metrics>,
 }
 
 /// A random-looking id: process-random key hashed with a counter.
@@ -41,7 +43,11 @@ fn generated_id(hub: &Hub, prefix: &str) -> String {
 
 impl NativeSession {
     /// A session for an anonymous user (a generated user id).
-    pub fn anonymous(hub: Arc<Hub>, rate_limit: Option<RateLimit>) -> NativeSession {
+    pub fn anonymous(
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+        rate_limit: Option<RateLimit>,
+    ) -> NativeSession {
         let user = UserId(Arc::from(generated_id(&hub, "anon-")));
         let conn = hub.connect(user);
         NativeSession {
@@ -50,6 +56,7 @@ impl NativeSession {
             rooms: Vec::new(),
             batch: Vec::new(),
             rate: rate_limit.map(|l| (l, TokenBucket::new(&l, Instant::now()))),
+            metrics,
         }
     }
 
@@ -161,6 +168,9 @@ impl NativeSession {
         let published = self.hub.publish(&room, move |offset, ts| {
             stamp_relay(body, &user.0, room_name.as_str(), ts, offset, &message_id)
         });
+        if published.dropped > 0 {
+            self.metrics.dropped.add(published.dropped as u64);
+        }
         if let Some(id) = id {
             self.hub
                 .record_message(&self.conn.user, &id, published.offset);
@@ -216,6 +226,7 @@ impl NativeSession {
                 true
             }
             Some(Kick::Overflow) => {
+                self.metrics.overflow_closes.inc();
                 conn.close(CloseCode::Application(4003), "Buffer overflow");
                 true
             }
@@ -241,7 +252,11 @@ impl Handler for NativeSession {
 
     fn on_message(&mut self, conn: &mut Connection, kind: MessageKind, payload: Bytes) {
         if let Some((limit, bucket)) = &mut self.rate {
-            match bucket.check(limit, Instant::now()) {
+            let verdict = bucket.check(limit, Instant::now());
+            if verdict != Verdict::Accept {
+                self.metrics.rate_limited.inc();
+            }
+            match verdict {
                 Verdict::Accept => {}
                 Verdict::RejectAndWarn => {
                     return Self::send(conn, error("rate_limited", "Rate limit exceeded"));
@@ -283,12 +298,18 @@ impl Handler for NativeSession {
         }
         let missed = self.conn.outbox.drain(&mut self.batch);
         if missed > 0 {
+            self.metrics.lagged.inc();
             Self::send(
                 conn,
                 ServerMessage(json!({"type": "lagged", "missed": missed})),
             );
         }
+        // One clock read per batch: every delivery in it is handed over now.
+        let now = Instant::now();
         for delivery in self.batch.drain(..) {
+            self.metrics
+                .delivery_latency
+                .observe(now.saturating_duration_since(delivery.created()));
             // Framed once per delivery, shared by every WebSocket recipient.
             if let Some(frame) = delivery.encoding(WS_TEXT_SLOT, |json| {
                 PreparedMessage::new(MessageKind::Text, json.clone())

@@ -12,6 +12,11 @@ use tokio_util::task::TaskTracker;
 use switchboard_hub::Hub;
 
 use crate::config::ServerConfig;
+use crate::metrics::{Metrics, RefusalLabels, TransportLabels};
+
+const WEBSOCKET: TransportLabels = TransportLabels {
+    transport: "websocket",
+};
 
 /// The peer address of the TCP connection a request came on (a request extension).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +45,8 @@ pub struct AppState {
     pub started: Instant,
     /// Rooms, presence, history.
     pub hub: Arc<Hub>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
     websockets: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
 }
@@ -47,8 +54,10 @@ pub struct AppState {
 impl AppState {
     /// New state for `config`.
     pub fn new(config: ServerConfig, shutdown: CancellationToken) -> Arc<AppState> {
+        let hub = Hub::new(config.hub.clone());
         Arc::new(AppState {
-            hub: Hub::new(config.hub.clone()),
+            metrics: Arc::new(Metrics::new(hub.clone())),
+            hub,
             config,
             shutdown,
             tracker: TaskTracker::new(),
@@ -66,6 +75,27 @@ impl AppState {
     /// Admit a new WebSocket connection from `ip` within the connection limits; the returned
     /// guard counts it until dropped.
     pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<ConnectionGuard, Refusal> {
+        let admitted = self.try_admit(ip);
+        match admitted {
+            Ok(_) => {
+                self.metrics.connects.get_or_create(&WEBSOCKET).inc();
+                self.metrics.connections.get_or_create(&WEBSOCKET).inc();
+            }
+            Err(refusal) => {
+                let reason = match refusal {
+                    Refusal::ServerFull => "server_full",
+                    Refusal::TooManyFromAddress => "per_ip",
+                };
+                self.metrics
+                    .refused
+                    .get_or_create(&RefusalLabels { reason })
+                    .inc();
+            }
+        }
+        admitted
+    }
+
+    fn try_admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<ConnectionGuard, Refusal> {
         let total = self.websockets.fetch_add(1, Ordering::AcqRel);
         if self.config.max_connections.is_some_and(|max| total >= max) {
             self.websockets.fetch_sub(1, Ordering::AcqRel);
@@ -98,6 +128,11 @@ pub struct ConnectionGuard {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.state.websockets.fetch_sub(1, Ordering::AcqRel);
+        self.state
+            .metrics
+            .connections
+            .get_or_create(&WEBSOCKET)
+            .dec();
         if let Some(ip) = self.ip {
             let mut per_ip = self.state.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(count) = per_ip.get_mut(&ip) {

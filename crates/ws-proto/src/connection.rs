@@ -79,6 +79,11 @@ pub struct Connection {
     message: Option<MessageInProgress>,
     state: CloseState,
     close_received: bool,
+    /// The code of the close handshake: the first Close frame, ours or the peer's (1005 for
+    /// a Close without a code).
+    close_code: Option<u16>,
+    /// Data messages queued so far (for metrics).
+    messages_sent: u64,
     out: Output,
     /// xorshift state for client masking keys.
     mask_rng: u64,
@@ -104,6 +109,8 @@ impl Connection {
             message: None,
             state: CloseState::Open,
             close_received: false,
+            close_code: None,
+            messages_sent: 0,
             out: Output::default(),
             mask_rng: seed,
         }
@@ -141,6 +148,17 @@ impl Connection {
     /// The agreed permessage-deflate parameters, if compression is on.
     pub fn deflate_params(&self) -> Option<&DeflateParams> {
         self.deflate.as_ref().map(|d| &d.params)
+    }
+
+    /// The code of the closing handshake, once one started: the code of the first Close
+    /// frame sent or received (1005 when the peer's Close had no code).
+    pub fn close_code(&self) -> Option<u16> {
+        self.close_code
+    }
+
+    /// Data messages (text and binary) queued for sending so far.
+    pub fn messages_sent(&self) -> u64 {
+        self.messages_sent
     }
 
     /// True once no more frames will be decoded or sent: the close handshake completed or the
@@ -348,6 +366,8 @@ impl Connection {
             ClosePayloadError::InvalidUtf8 => ProtocolError::InvalidUtf8,
         })?;
         self.close_received = true;
+        self.close_code
+            .get_or_insert(frame.as_ref().map_or(1005, |f| f.code.as_u16()));
         if self.state == CloseState::Open {
             // Echo the peer's code (RFC 6455 §5.5.1); an empty close is answered with an
             // empty close.
@@ -463,6 +483,7 @@ impl Connection {
             return;
         }
         let opcode = kind.into();
+        self.messages_sent += 1;
         if let Some(d) = self.deflate.as_mut() {
             if payload.len() >= d.threshold {
                 let mut z = Vec::new();
@@ -484,6 +505,7 @@ impl Connection {
         if self.role == Role::Client || compress || self.state != CloseState::Open {
             return self.send(kind, &payload);
         }
+        self.messages_sent += 1;
         let header = FrameHeader::server(kind.into(), false, payload.len());
         let mut head = Vec::with_capacity(10);
         header.encode(&mut head);
@@ -497,6 +519,7 @@ impl Connection {
         if self.state != CloseState::Open {
             return 0;
         }
+        self.messages_sent += 1;
         let bytes = self.prepared_frame(message);
         let len = bytes.len();
         // Small frames are copied into the coalescing buffer without touching the shared
@@ -543,6 +566,7 @@ impl Connection {
     }
 
     fn write_close(&mut self, frame: &CloseFrame) {
+        self.close_code.get_or_insert(frame.code.as_u16());
         let mut payload = Vec::with_capacity(2 + frame.reason.len());
         frame.encode_payload(&mut payload);
         self.write_frame(OpCode::Close, false, &payload);

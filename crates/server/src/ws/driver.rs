@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::handler::Handler;
 use super::transport::Transport;
 use crate::keepalive::{Keepalive, KeepaliveAction};
+use crate::metrics::Metrics;
 
 /// Read size per wake-up: big enough for a batch of pipelined frames.
 const READ_CHUNK: usize = 64 * 1024;
@@ -37,7 +38,16 @@ pub struct DriverLimits {
     pub max_pending_output: usize,
 }
 
-/// Why a connection ended (for logs and, later, metrics).
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    /// Why.
+    pub reason: EndReason,
+    /// The close code of the closing handshake, if one started.
+    pub close_code: Option<u16>,
+}
+
+/// Why a connection ended (for logs and metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndReason {
     /// The close handshake completed or the connection failed with a Close frame sent.
@@ -50,6 +60,18 @@ pub enum EndReason {
     CloseTimeout,
 }
 
+impl EndReason {
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            EndReason::Closed => "closed",
+            EndReason::PeerGone => "peer_gone",
+            EndReason::HeartbeatTimeout => "heartbeat_timeout",
+            EndReason::CloseTimeout => "close_timeout",
+        }
+    }
+}
+
 /// Run a connection to its end. `leftover` are bytes read past the HTTP request head.
 pub async fn run<T: Transport, H: Handler>(
     mut io: T,
@@ -58,7 +80,8 @@ pub async fn run<T: Transport, H: Handler>(
     mut handler: H,
     limits: DriverLimits,
     shutdown: CancellationToken,
-) -> EndReason {
+    metrics: &Metrics,
+) -> Ended {
     let mut input = BytesMut::from(&leftover[..]);
     // `leftover` may be a slice of hyper's read buffer: holding it would keep that whole
     // allocation alive for the life of the connection.
@@ -80,6 +103,8 @@ pub async fn run<T: Transport, H: Handler>(
     // input, so a client that floods us would otherwise never get its deliveries, and would
     // overflow its own outbox).
     let mut outbound_due = false;
+    // `conn.messages_sent()` already added to the metrics.
+    let mut messages_reported = 0;
     // Deliveries are taken from the handler only once everything written before has left
     // (output empty): a client that reads slowly gets them in big batches when its socket
     // drains, and one that does not read at all is not woken per message: its queue stays
@@ -94,16 +119,24 @@ pub async fn run<T: Transport, H: Handler>(
         if !input.is_empty() {
             // On a protocol error the Close frame is queued; fall through to flush it.
             handled = process_input(&mut conn, &mut input, &mut handler);
+            if handled > 0 {
+                metrics.messages_in.add(handled as u64);
+            }
         }
-        if io.write_now(conn.output()).is_err() {
+        if write_counted(&mut io, &mut conn, metrics).is_err() {
             break EndReason::PeerGone;
         }
         if outbound_due && conn.is_open() && flushed(&mut conn, &io) {
             outbound_due = false;
             handler.write_outbound(&mut conn);
-            if io.write_now(conn.output()).is_err() {
+            if write_counted(&mut io, &mut conn, metrics).is_err() {
                 break EndReason::PeerGone;
             }
+        }
+        let sent = conn.messages_sent();
+        if sent != messages_reported {
+            metrics.messages_out.add(sent - messages_reported);
+            messages_reported = sent;
         }
         if conn.is_closed() && conn.output().is_empty() && !io.has_buffered_output() {
             break EndReason::Closed;
@@ -159,7 +192,8 @@ pub async fn run<T: Transport, H: Handler>(
                     }
                     match io.read_available(&mut input, READ_CHUNK) {
                         Ok(0) => break EndReason::PeerGone,
-                        Ok(_) => {
+                        Ok(n) => {
+                            metrics.bytes_in.add(n as u64);
                             keepalive.heard(Instant::now());
                             outbound_due = true;
                         }
@@ -195,7 +229,25 @@ pub async fn run<T: Transport, H: Handler>(
         // state of every idle connection.
         Box::pin(io.linger(limits.close_timeout)).await;
     }
-    reason
+    Ended {
+        reason,
+        close_code: conn.close_code(),
+    }
+}
+
+/// Write what the socket takes now and count the bytes.
+fn write_counted<T: Transport>(
+    io: &mut T,
+    conn: &mut Connection,
+    metrics: &Metrics,
+) -> io::Result<()> {
+    let before = conn.output().len();
+    let result = io.write_now(conn.output());
+    let written = before - conn.output().len();
+    if written > 0 {
+        metrics.bytes_out.add(written as u64);
+    }
+    result
 }
 
 /// Wait for `interest` on the socket, or forever when there is nothing to wait for.

@@ -16,6 +16,7 @@ use switchboard_ws_proto::{Config, Connection};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
+use crate::metrics::DisconnectLabels;
 use crate::state::{AppState, PeerAddr, Refusal};
 use driver::DriverLimits;
 use handler::Handler;
@@ -118,15 +119,25 @@ pub fn upgrade<H: Handler>(state: &Arc<AppState>, mut req: Request<Body>, handle
             max_pending_output: config.max_pending_output,
         };
         let shutdown = task_state.shutdown.clone();
-        let reason = match upgraded {
+        let metrics = &task_state.metrics;
+        let ended = match upgraded {
             Ok((tcp, leftover)) => {
-                driver::run(tcp, leftover, conn, handler, limits, shutdown).await
+                driver::run(tcp, leftover, conn, handler, limits, shutdown, metrics).await
             }
             Err((tls, leftover)) => {
-                driver::run(tls, leftover, conn, handler, limits, shutdown).await
+                driver::run(tls, leftover, conn, handler, limits, shutdown, metrics).await
             }
         };
-        tracing::debug!(?reason, "websocket connection ended");
+        metrics
+            .disconnects
+            .get_or_create(&DisconnectLabels {
+                transport: "websocket",
+                // 1006: no closing handshake (RFC 6455 §7.1.5).
+                code: ended.close_code.unwrap_or(1006),
+                reason: ended.reason.label(),
+            })
+            .inc();
+        tracing::debug!(reason = ?ended.reason, code = ?ended.close_code, "websocket connection ended");
     });
 
     let mut resp = Response::new(Body::empty());
