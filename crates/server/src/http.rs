@@ -35,11 +35,13 @@ async fn ws_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> 
         state.metrics.clone(),
         state.config.rate_limit,
     );
-    ws::upgrade(&state, req, session)
+    let conn_id = session.connection_id();
+    ws::upgrade(&state, req, session, conn_id)
 }
 
 async fn echo_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    ws::upgrade(&state, req, handler::Echo)
+    let conn_id = state.hub.unique_id();
+    ws::upgrade(&state, req, handler::Echo, conn_id)
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {

@@ -22,6 +22,7 @@ pub mod listener;
 pub mod metrics;
 pub mod native;
 pub mod rate;
+pub mod redact;
 pub mod state;
 pub mod tls;
 pub mod ws;

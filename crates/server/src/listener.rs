@@ -17,6 +17,7 @@ use tower_service::Service as _;
 
 use crate::config::ServerConfig;
 use crate::http::router;
+use crate::redact::redact_path_and_query;
 use crate::state::{AppState, PeerAddr};
 
 /// Expire history and forget empty rooms every 30 s until shutdown.
@@ -113,6 +114,15 @@ impl Server {
             // Every request carries the peer address (connection limits, logs).
             let router = router.clone();
             let service = service_fn(move |mut req: http::Request<Incoming>| {
+                // Every URL that reaches a log line is redacted (`?token=` credentials).
+                tracing::debug!(
+                    %peer,
+                    method = %req.method(),
+                    target = %redact_path_and_query(
+                        req.uri().path_and_query().map_or("/", |p| p.as_str())
+                    ),
+                    "http request"
+                );
                 req.extensions_mut().insert(PeerAddr(peer));
                 let mut router = router.clone();
                 async move { router.call(req).await }

@@ -60,6 +60,11 @@ impl NativeSession {
         }
     }
 
+    /// The connection's id (the `connectionId` of `welcome`).
+    pub fn connection_id(&self) -> u64 {
+        self.conn.id.0
+    }
+
     fn send(conn: &mut Connection, message: ServerMessage) {
         conn.send(MessageKind::Text, &message.encode());
     }

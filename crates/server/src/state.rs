@@ -9,7 +9,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use switchboard_hub::Hub;
+use switchboard_hub::{Hub, UserId};
 
 use crate::config::ServerConfig;
 use crate::metrics::{Metrics, RefusalLabels, TransportLabels};
@@ -29,6 +29,8 @@ pub enum Refusal {
     ServerFull,
     /// `max_connections_per_ip` reached for this address: 429.
     TooManyFromAddress,
+    /// `max_connections_per_user` reached for this (authenticated) user: 429.
+    TooManyForUser,
 }
 
 /// Shared server state. Fields are immutable or atomic, except the per-address counts, whose
@@ -49,6 +51,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     websockets: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
+    per_user: Mutex<HashMap<UserId, u32>>,
 }
 
 impl AppState {
@@ -64,6 +67,7 @@ impl AppState {
             started: Instant::now(),
             websockets: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
+            per_user: Mutex::new(HashMap::new()),
         })
     }
 
@@ -72,19 +76,26 @@ impl AppState {
         self.websockets.load(Ordering::Relaxed)
     }
 
-    /// Admit a new WebSocket connection from `ip` within the connection limits; the returned
-    /// guard counts it until dropped.
-    pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<ConnectionGuard, Refusal> {
-        let admitted = self.try_admit(ip);
-        match admitted {
-            Ok(_) => {
+    /// Admit a new WebSocket connection from `ip` (of `user`, when the handshake
+    /// authenticated one) within the connection limits; the returned guard counts it until
+    /// dropped. Anonymous connections have no user: each is a user of its own.
+    pub fn admit(
+        self: &Arc<Self>,
+        ip: Option<IpAddr>,
+        user: Option<&UserId>,
+    ) -> Result<ConnectionGuard, Refusal> {
+        let mut admitted = self.try_admit(ip, user);
+        match &mut admitted {
+            Ok(guard) => {
                 self.metrics.connects.get_or_create(&WEBSOCKET).inc();
                 self.metrics.connections.get_or_create(&WEBSOCKET).inc();
+                guard.in_gauge = true;
             }
             Err(refusal) => {
                 let reason = match refusal {
                     Refusal::ServerFull => "server_full",
                     Refusal::TooManyFromAddress => "per_ip",
+                    Refusal::TooManyForUser => "per_user",
                 };
                 self.metrics
                     .refused
@@ -95,52 +106,134 @@ impl AppState {
         admitted
     }
 
-    fn try_admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<ConnectionGuard, Refusal> {
+    fn try_admit(
+        self: &Arc<Self>,
+        ip: Option<IpAddr>,
+        user: Option<&UserId>,
+    ) -> Result<ConnectionGuard, Refusal> {
         let total = self.websockets.fetch_add(1, Ordering::AcqRel);
+        // From here on the guard undoes whatever was counted, on refusal too.
+        let mut guard = ConnectionGuard {
+            state: self.clone(),
+            ip: None,
+            user: None,
+            in_gauge: false,
+        };
         if self.config.max_connections.is_some_and(|max| total >= max) {
-            self.websockets.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::ServerFull);
         }
         if let Some(ip) = ip {
-            let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let mut per_ip = lock(&self.per_ip);
             let count = per_ip.entry(ip).or_insert(0);
             if *count as usize >= self.config.max_connections_per_ip {
-                drop(per_ip);
-                self.websockets.fetch_sub(1, Ordering::AcqRel);
+                if *count == 0 {
+                    per_ip.remove(&ip);
+                }
                 return Err(Refusal::TooManyFromAddress);
             }
             *count += 1;
+            guard.ip = Some(ip);
         }
-        Ok(ConnectionGuard {
-            state: self.clone(),
-            ip,
-        })
+        if let Some(user) = user {
+            let mut per_user = lock(&self.per_user);
+            let count = per_user.entry(user.clone()).or_insert(0);
+            if *count as usize >= self.config.max_connections_per_user {
+                if *count == 0 {
+                    per_user.remove(user);
+                }
+                return Err(Refusal::TooManyForUser);
+            }
+            *count += 1;
+            guard.user = Some(user.clone());
+        }
+        Ok(guard)
     }
 }
 
-/// Counts a connection (in total and per address) until dropped.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Counts are updated in one step each; a poisoned lock's map is still consistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Decrement `key`'s count, forgetting it at zero.
+fn release<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, u32>>, key: &K) {
+    let mut map = lock(map);
+    if let Some(count) = map.get_mut(key) {
+        *count -= 1;
+        if *count == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+/// Counts a connection (in total, per address, per user) until dropped.
 #[derive(Debug)]
 pub struct ConnectionGuard {
     state: Arc<AppState>,
     ip: Option<IpAddr>,
+    user: Option<UserId>,
+    /// Counted in the `connections` gauge (admitted, not refused).
+    in_gauge: bool,
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.state.websockets.fetch_sub(1, Ordering::AcqRel);
-        self.state
-            .metrics
-            .connections
-            .get_or_create(&WEBSOCKET)
-            .dec();
-        if let Some(ip) = self.ip {
-            let mut per_ip = self.state.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(count) = per_ip.get_mut(&ip) {
-                *count -= 1;
-                if *count == 0 {
-                    per_ip.remove(&ip);
-                }
-            }
+        if self.in_gauge {
+            self.state
+                .metrics
+                .connections
+                .get_or_create(&WEBSOCKET)
+                .dec();
         }
+        if let Some(ip) = &self.ip {
+            release(&self.state.per_ip, ip);
+        }
+        if let Some(user) = &self.user {
+            release(&self.state.per_user, user);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_per_user_per_address_and_in_total_are_counted_and_released() {
+        let state = AppState::new(
+            ServerConfig {
+                max_connections: Some(4),
+                max_connections_per_ip: 3,
+                max_connections_per_user: 2,
+                ..ServerConfig::default()
+            },
+            CancellationToken::new(),
+        );
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let alice = UserId(Arc::from("alice"));
+        let a1 = state.admit(Some(ip), Some(&alice)).expect("first");
+        let _a2 = state.admit(Some(ip), Some(&alice)).expect("second");
+        assert_eq!(
+            state.admit(Some(ip), Some(&alice)).err(),
+            Some(Refusal::TooManyForUser)
+        );
+        let _anon = state.admit(Some(ip), None).expect("anonymous");
+        assert_eq!(
+            state.admit(Some(ip), None).err(),
+            Some(Refusal::TooManyFromAddress)
+        );
+        let _other = state.admit(Some([10, 0, 0, 2].into()), None).expect("4th");
+        assert_eq!(
+            state.admit(Some([10, 0, 0, 3].into()), None).err(),
+            Some(Refusal::ServerFull)
+        );
+        assert_eq!(state.websocket_count(), 4, "refusals hold no slot");
+        drop(a1);
+        let _a3 = state
+            .admit(Some([10, 0, 0, 4].into()), Some(&alice))
+            .expect("released");
+        assert_eq!(lock(&state.per_user).get(&alice), Some(&2));
+        assert_eq!(lock(&state.per_ip).get(&ip), Some(&2));
     }
 }

@@ -100,7 +100,8 @@ async fn metrics_count_connections_messages_deliveries_and_disconnects() {
     }
     assert_eq!(
         sample(&text, "switchboard_connections{transport=\"websocket\"}"),
-        0.0
+        0.0,
+        "{text}"
     );
     assert_eq!(
         sample(

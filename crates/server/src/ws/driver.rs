@@ -36,6 +36,8 @@ pub struct DriverLimits {
     pub close_timeout: Duration,
     /// See `ServerConfig::max_pending_output`.
     pub max_pending_output: usize,
+    /// See `ServerConfig::auth_timeout`: applies while [`Handler::is_authenticated`] is false.
+    pub auth_timeout: Duration,
 }
 
 /// How a connection ended.
@@ -98,6 +100,9 @@ pub async fn run<T: Transport, H: Handler>(
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     handler.on_open(&mut conn);
+    // A handler that needs credentials (first-message `auth`) must get them in time.
+    let mut auth_deadline =
+        (!handler.is_authenticated()).then(|| Instant::now() + limits.auth_timeout);
     // The handler may have outbound messages we have not taken yet: it announced them while
     // the socket was full, or we were busy reading (the biased `select!` below prefers
     // input, so a client that floods us would otherwise never get its deliveries, and would
@@ -157,10 +162,13 @@ pub async fn run<T: Transport, H: Handler>(
         }
         conn.release_idle_buffers();
 
-        let deadline = match close_deadline {
-            Some(d) => d.min(keepalive.deadline()),
-            None => keepalive.deadline(),
-        };
+        if auth_deadline.is_some() && handler.is_authenticated() {
+            auth_deadline = None;
+        }
+        let mut deadline = keepalive.deadline();
+        for d in [close_deadline, auth_deadline].into_iter().flatten() {
+            deadline = deadline.min(d);
+        }
         // Activity only moves the keepalive deadline later: leave the timer alone then (no
         // timer-wheel work per message) and let `handle_timeout` re-arm it when it fires early.
         if sleep.is_elapsed() || deadline < sleep.deadline().into_std() {
@@ -214,6 +222,12 @@ pub async fn run<T: Transport, H: Handler>(
                 let now = Instant::now();
                 if close_deadline.is_some_and(|d| now >= d) {
                     break EndReason::CloseTimeout;
+                }
+                if auth_deadline.is_some_and(|d| now >= d) {
+                    auth_deadline = None;
+                    metrics.auth_failures.inc();
+                    conn.close(CloseCode::Application(4000), "Authentication timeout");
+                    continue;
                 }
                 match keepalive.handle_timeout(now) {
                     KeepaliveAction::Wait => {}
@@ -284,5 +298,140 @@ fn process_input<H: Handler>(
                 return handled;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use switchboard_hub::Hub;
+    use switchboard_ws_proto::Config;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// Needs the message "auth" before anything else; echoes afterwards.
+    struct NeedsAuth {
+        authenticated: bool,
+    }
+
+    impl Handler for NeedsAuth {
+        fn on_message(&mut self, conn: &mut Connection, kind: MessageKind, payload: Bytes) {
+            if &payload[..] == b"auth" {
+                self.authenticated = true;
+            }
+            conn.send(kind, &payload);
+        }
+
+        fn is_authenticated(&self) -> bool {
+            self.authenticated
+        }
+    }
+
+    fn limits() -> DriverLimits {
+        DriverLimits {
+            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(30),
+            close_timeout: Duration::from_secs(1),
+            max_pending_output: 64 * 1024,
+            auth_timeout: Duration::from_millis(200),
+        }
+    }
+
+    /// A driver on one end of a TCP pair, our client codec on the other.
+    async fn pair(
+        metrics: &Arc<Metrics>,
+    ) -> (TcpStream, Connection, tokio::task::JoinHandle<Ended>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let metrics = metrics.clone();
+        let task = tokio::spawn(async move {
+            let handler = NeedsAuth {
+                authenticated: false,
+            };
+            let conn = Connection::server(&Config::default());
+            let shutdown = CancellationToken::new();
+            run(
+                server,
+                Bytes::new(),
+                conn,
+                handler,
+                limits(),
+                shutdown,
+                &metrics,
+            )
+            .await
+        });
+        (client, Connection::client(&Config::default(), 7), task)
+    }
+
+    async fn next_event(
+        stream: &mut TcpStream,
+        codec: &mut Connection,
+        input: &mut BytesMut,
+    ) -> Event {
+        loop {
+            if let Some(e) = codec.handle_input(input).unwrap() {
+                return e;
+            }
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read_buf(input))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "EOF");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_does_not_authenticate_in_time_is_closed_with_4000() {
+        let metrics = Arc::new(Metrics::new(Hub::new(Default::default())));
+        let (mut stream, mut codec, task) = pair(&metrics).await;
+        let started = Instant::now();
+        let mut input = BytesMut::new();
+        match next_event(&mut stream, &mut codec, &mut input).await {
+            Event::Close(Some(frame)) => {
+                assert_eq!(frame.code, CloseCode::Application(4000));
+                assert_eq!(frame.reason, "Authentication timeout");
+            }
+            other => panic!("expected Close 4000, got {other:?}"),
+        }
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(190), "{waited:?}");
+        assert!(waited < Duration::from_secs(2), "{waited:?}");
+        stream.write_all(&codec.output().split()).await.unwrap(); // our Close reply
+        drop(stream);
+        let ended = task.await.unwrap();
+        assert_eq!(ended.close_code, Some(4000));
+        assert_eq!(metrics.auth_failures.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_authenticates_in_time_stays_open() {
+        let metrics = Arc::new(Metrics::new(Hub::new(Default::default())));
+        let (mut stream, mut codec, task) = pair(&metrics).await;
+        let mut input = BytesMut::new();
+        codec.send(MessageKind::Text, b"auth");
+        stream.write_all(&codec.output().split()).await.unwrap();
+        assert_eq!(
+            next_event(&mut stream, &mut codec, &mut input).await,
+            Event::Text("auth".into())
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        codec.send(MessageKind::Text, b"still open");
+        stream.write_all(&codec.output().split()).await.unwrap();
+        assert_eq!(
+            next_event(&mut stream, &mut codec, &mut input).await,
+            Event::Text("still open".into())
+        );
+        assert_eq!(metrics.auth_failures.get(), 0);
+        drop(stream);
+        assert_eq!(task.await.unwrap().reason, EndReason::PeerGone);
     }
 }

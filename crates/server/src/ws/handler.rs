@@ -14,6 +14,12 @@ pub trait Handler: Send + 'static {
     fn on_message(&mut self, conn: &mut Connection, kind: MessageKind, payload: Bytes);
     /// The connection ended (any reason).
     fn on_close(&mut self) {}
+    /// Whether the connection has the credentials it needs. While this is false the driver
+    /// closes it with 4000 "Authentication timeout" once `auth_timeout` has passed since it
+    /// opened (SPEC §6). Checked after every wake-up; the default needs no credentials.
+    fn is_authenticated(&self) -> bool {
+        true
+    }
     /// Resolves when the handler has messages from elsewhere (a hub outbox) to write, or a
     /// request to close the connection. Cancel safe.
     fn outbound_ready(&self) -> impl std::future::Future<Output = ()> + Send + '_ {

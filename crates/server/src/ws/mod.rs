@@ -24,7 +24,14 @@ use transport::TlsTransport;
 
 /// Answer an upgrade request: `101` and a driver task running `handler`, or the HTTP error the
 /// handshake rules name (400, 405, 426).
-pub fn upgrade<H: Handler>(state: &Arc<AppState>, mut req: Request<Body>, handler: H) -> Response {
+///
+/// `conn_id` names the connection in logs (for `/ws`, the `connectionId` of `welcome`).
+pub fn upgrade<H: Handler>(
+    state: &Arc<AppState>,
+    mut req: Request<Body>,
+    handler: H,
+    conn_id: u64,
+) -> Response {
     let headers = req
         .headers()
         .iter()
@@ -50,13 +57,22 @@ pub fn upgrade<H: Handler>(state: &Arc<AppState>, mut req: Request<Body>, handle
     };
     // Limits are checked after validation (a malformed request gets its 400 first) and the
     // slot is taken now, so that concurrent handshakes can not overshoot.
-    let peer_ip = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
-    let guard = match state.admit(peer_ip) {
+    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
+    // No handshake credentials exist yet (the auth modes come later): every connection is
+    // admitted as anonymous, so the per-user limit does not bind yet.
+    let guard = match state.admit(peer.map(|p| p.ip()), None) {
         Ok(guard) => guard,
         Err(Refusal::ServerFull) => {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Server at connection capacity\n",
+            )
+                .into_response();
+        }
+        Err(Refusal::TooManyForUser) => {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many connections for this user\n",
             )
                 .into_response();
         }
@@ -74,7 +90,19 @@ pub fn upgrade<H: Handler>(state: &Arc<AppState>, mut req: Request<Body>, handle
     let task_state = state.clone();
     // The task captures as little as possible: its captures stay in the state of every
     // connection for its whole life (memory per idle connection is a product goal).
-    state.tracker.spawn(async move {
+    // Every log line of the connection carries its id and peer. A debug span: at the
+    // default `info` level it is disabled and costs nothing per connection; info and warn
+    // events inside name the connection themselves.
+    let span = tracing::debug_span!("ws", conn = conn_id, peer = ?peer);
+    span.in_scope(|| {
+        tracing::debug!(
+            path = %crate::redact::redact_path_and_query(
+                req.uri().path_and_query().map_or("/", |p| p.as_str())
+            ),
+            "websocket upgrade"
+        );
+    });
+    let task = async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
@@ -117,6 +145,7 @@ pub fn upgrade<H: Handler>(state: &Arc<AppState>, mut req: Request<Body>, handle
             heartbeat_timeout: config.heartbeat_timeout,
             close_timeout: config.close_timeout,
             max_pending_output: config.max_pending_output,
+            auth_timeout: config.auth_timeout,
         };
         let shutdown = task_state.shutdown.clone();
         let metrics = &task_state.metrics;
@@ -138,7 +167,10 @@ pub fn upgrade<H: Handler>(state: &Arc<AppState>, mut req: Request<Body>, handle
             })
             .inc();
         tracing::debug!(reason = ?ended.reason, code = ?ended.close_code, "websocket connection ended");
-    });
+    };
+    state
+        .tracker
+        .spawn(tracing::Instrument::instrument(task, span));
 
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

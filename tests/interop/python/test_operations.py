@@ -1,0 +1,132 @@
+"""Operations (SPEC §8, issue 4): tokens never reach the logs, half-open connections are
+dropped within heartbeat interval + timeout with everything they held freed, and /metrics and
+/health follow. Each test runs its own server (the `switchboard` fixture in conftest.py)."""
+import base64
+import json
+import os
+import socket
+import struct
+import time
+import urllib.request
+
+import websockets.sync.client as ws_client
+
+SECRET = "SUPERSECRET-7f3a9c"
+API_KEY = "ops-key"
+
+
+def http_get(server, path, headers=None):
+    req = urllib.request.Request(server.http + path, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def metric(text, prefix):
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def raw_ws_connect(port, path="/ws"):
+    """A WebSocket handshake over a plain socket; returns the socket and the bytes after the
+    response head."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(4096)
+        assert chunk, "EOF during the handshake"
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s, rest
+
+
+def masked_text(text):
+    payload = text.encode()
+    mask = os.urandom(4)
+    assert len(payload) < 126
+    return (bytes([0x81, 0x80 | len(payload)]) + mask
+            + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+
+def test_tokens_in_urls_are_redacted_in_every_log_line(switchboard):
+    server = switchboard("--log-level", "debug", "--log-format", "json", "--echo")
+    with ws_client.connect(f"{server.url}/ws?token={SECRET}&room=lobby") as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "welcome"
+    with ws_client.connect(f"{server.url}/echo?access_token={SECRET}") as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=5) == "hi"
+    status, _ = http_get(server, f"/health?token={SECRET}")
+    assert status == 200
+    time.sleep(0.3)
+    assert server.stop() == 0
+    log = open(server.log_path, encoding="utf-8").read()
+    lines = [l for l in log.splitlines() if l.strip()]
+    records = [json.loads(l) for l in lines]  # every line is structured JSON
+    assert SECRET not in log
+    targets = [r["fields"].get("target", "") for r in records if "fields" in r]
+    assert any("token=[redacted]&room=lobby" in t for t in targets), targets
+    assert any("access_token=[redacted]" in t for t in targets), targets
+    # WebSocket events carry the connection id (the welcome's connectionId) in their span.
+    upgrades = [r for r in records if r.get("fields", {}).get("message") == "websocket upgrade"]
+    assert upgrades and all("conn" in r.get("span", {}) for r in upgrades), upgrades
+    assert any("[redacted]" in r["fields"].get("path", "") for r in upgrades), upgrades
+
+
+def test_half_open_connection_is_dropped_and_its_resources_freed(switchboard):
+    interval, timeout = 1.0, 1.0
+    server = switchboard("--heartbeat-interval", "1s", "--heartbeat-timeout", "1s",
+                         "--api-key", API_KEY)
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    # A healthy member, whose library answers pings, stays throughout.
+    with ws_client.connect(f"{server.url}/ws") as healthy:
+        assert json.loads(healthy.recv(timeout=5))["type"] == "welcome"
+        healthy.send(json.dumps({"type": "join", "room": "r"}))
+        # The half-open client: joins, then never reads or answers again (its peer vanished
+        # without a FIN, as when a laptop sleeps or a NAT forgets the flow).
+        sock, _ = raw_ws_connect(server.port)
+        sock.sendall(masked_text(json.dumps({"type": "join", "room": "r"})))
+        deadline = time.time() + 5
+        while True:
+            _, text = http_get(server, "/api/presence?channel=r", auth)
+            if len(json.loads(text)["members"]) == 2:
+                break
+            assert time.time() < deadline, text
+            time.sleep(0.05)
+        silent_since = time.time()
+        sock.settimeout(10)
+        # Discard whatever arrives (welcome, joined, pings) without answering, until the
+        # server closes the TCP connection.
+        while True:
+            try:
+                if not sock.recv(65536):
+                    break
+            except ConnectionResetError:
+                break
+        dropped_after = time.time() - silent_since
+        sock.close()
+        # Dropped within interval + timeout (+ scheduling margin), and not before a ping had
+        # its full timeout.
+        assert timeout <= dropped_after <= interval + timeout + 1.0, dropped_after
+        _, text = http_get(server, "/api/presence?channel=r", auth)
+        members = json.loads(text)["members"]
+        assert len(members) == 1, members  # membership and presence freed
+        _, health = http_get(server, "/health")
+        assert json.loads(health)["connections"] == 1
+        _, metrics = http_get(server, "/metrics")
+        assert metric(metrics, 'switchboard_disconnects_total{transport="websocket",code="1006",'
+                               'reason="heartbeat_timeout"}') == 1.0, metrics
+        # The healthy member saw the other one leave and is still served.
+        healthy.send(json.dumps({"type": "ping"}))
+        seen = []
+        while "pong" not in seen:
+            seen.append(json.loads(healthy.recv(timeout=5))["type"])
+        assert "user_left" in seen, seen
