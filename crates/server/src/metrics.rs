@@ -22,31 +22,59 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use switchboard_hub::Hub;
 
-/// Shards per counter: more than the cores we expect, so threads rarely share one.
-const SHARDS: usize = 16;
+/// Shards per counter: one per thread that updates metrics (runtime workers, tests), so that
+/// each shard has a single writer.
+const SHARDS: usize = 64;
 
 /// One cache line (two on CPUs that prefetch pairs), so shards never share one.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct Padded<T>(T);
 
-fn shard() -> usize {
+/// This thread's shard, and whether the thread is its only writer.
+#[inline]
+fn shard() -> (usize, bool) {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        static SHARD: (usize, bool) = {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            (n % SHARDS, n < SHARDS)
+        };
     }
     SHARD.with(|s| *s)
 }
 
+/// Add `n` to `cell`. A shard with a single writer needs no atomic read-modify-write (a
+/// locked instruction per delivery): a plain load and store suffice, and a concurrent scrape
+/// reads either value. Shards shared by late threads fall back to `fetch_add`.
+#[inline]
+fn add_to(cell: &AtomicU64, n: u64, single_writer: bool) {
+    if single_writer {
+        cell.store(
+            cell.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    } else {
+        cell.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 /// A counter for hot paths (see the module docs). Clones share the count.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct HotCounter(Arc<[Padded<AtomicU64>; SHARDS]>);
+
+impl Default for HotCounter {
+    fn default() -> Self {
+        HotCounter(Arc::new(std::array::from_fn(|_| Padded::default())))
+    }
+}
 
 impl HotCounter {
     /// Add `n`.
     #[inline]
     pub fn add(&self, n: u64) {
-        self.0[shard()].0.fetch_add(n, Ordering::Relaxed);
+        let (i, single) = shard();
+        add_to(&self.0[i].0, n, single);
     }
 
     /// The total.
@@ -86,8 +114,14 @@ struct HistogramShard {
 }
 
 /// A latency histogram for hot paths, sharded like [`HotCounter`]. Clones share it.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct HotHistogram(Arc<[Padded<HistogramShard>; SHARDS]>);
+
+impl Default for HotHistogram {
+    fn default() -> Self {
+        HotHistogram(Arc::new(std::array::from_fn(|_| Padded::default())))
+    }
+}
 
 impl HotHistogram {
     /// Record one duration.
@@ -98,11 +132,11 @@ impl HotHistogram {
             .iter()
             .position(|b| secs <= *b)
             .unwrap_or(LATENCY_BUCKETS.len());
-        let s = &self.0[shard()].0;
-        s.buckets[i].fetch_add(1, Ordering::Relaxed);
-        s.sum_ns
-            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
-        s.count.fetch_add(1, Ordering::Relaxed);
+        let (shard, single) = shard();
+        let s = &self.0[shard].0;
+        add_to(&s.buckets[i], 1, single);
+        add_to(&s.sum_ns, d.as_nanos().min(u64::MAX as u128) as u64, single);
+        add_to(&s.count, 1, single);
     }
 
     /// Observations so far.
@@ -191,7 +225,8 @@ pub struct Metrics {
     pub bytes_in: HotCounter,
     /// Bytes sent to clients (WebSocket frames, before TLS).
     pub bytes_out: HotCounter,
-    /// Publish to hand-over to the connection's socket, per delivery.
+    /// Publish to hand-over to the connection's socket, per delivery of a sampled message
+    /// (see [`Metrics::sample_latency`]).
     pub delivery_latency: HotHistogram,
     /// Deliveries dropped because a member's outbound buffer was full.
     pub dropped: HotCounter,
@@ -296,6 +331,15 @@ impl Metrics {
         );
         r.register_collector(Box::new(ScrapeTime { hub }));
         Metrics { registry, ..m }
+    }
+
+    /// Whether the deliveries of the message with this room offset feed the latency
+    /// histogram: one message in 8, to every recipient. Sampling by message keeps the
+    /// distribution (which message is sampled does not depend on how it is delivered) and
+    /// keeps the clock read and the histogram update off most deliveries of a fan-out.
+    #[inline]
+    pub fn sample_latency(offset: Option<u64>) -> bool {
+        offset.is_some_and(|o| o % 8 == 0)
     }
 
     /// The OpenMetrics text of every metric.

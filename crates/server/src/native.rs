@@ -309,12 +309,15 @@ impl Handler for NativeSession {
                 ServerMessage(json!({"type": "lagged", "missed": missed})),
             );
         }
-        // One clock read per batch: every delivery in it is handed over now.
-        let now = Instant::now();
+        // At most one clock read per batch: every delivery in it is handed over now.
+        let mut now = None;
         for delivery in self.batch.drain(..) {
-            self.metrics
-                .delivery_latency
-                .observe(now.saturating_duration_since(delivery.created()));
+            if Metrics::sample_latency(delivery.offset()) {
+                let now = *now.get_or_insert_with(Instant::now);
+                self.metrics
+                    .delivery_latency
+                    .observe(now.saturating_duration_since(delivery.created()));
+            }
             // Framed once per delivery, shared by every WebSocket recipient.
             if let Some(frame) = delivery.encoding(WS_TEXT_SLOT, |json| {
                 PreparedMessage::new(MessageKind::Text, json.clone())

@@ -46,11 +46,11 @@ async fn metrics_count_connections_messages_deliveries_and_disconnects() {
     )
     .await;
     assert_eq!(status, 429);
-    for i in 0..5 {
+    for i in 0..8 {
         a.send_text(&format!(r#"{{"type":"chat","room":"m","message":"{i}"}}"#))
             .await;
     }
-    for _ in 0..5 {
+    for _ in 0..8 {
         b.expect_type("chat").await;
     }
 
@@ -70,16 +70,16 @@ async fn metrics_count_connections_messages_deliveries_and_disconnects() {
         ),
         1.0
     );
-    // 2 joins + 5 chats.
-    assert_eq!(sample(&text, "switchboard_messages_received_total"), 7.0);
-    // Each: welcome + joined (+ user_joined for a) + 5 chats each (a gets its own too).
-    assert!(sample(&text, "switchboard_messages_sent_total") >= 14.0);
+    // 2 joins + 8 chats.
+    assert_eq!(sample(&text, "switchboard_messages_received_total"), 10.0);
+    // Each: welcome + joined (+ user_joined for a) + 8 chats each (a gets its own too).
+    assert!(sample(&text, "switchboard_messages_sent_total") >= 20.0);
     assert!(sample(&text, "switchboard_sent_bytes_total") > 0.0);
     assert!(sample(&text, "switchboard_received_bytes_total") > 0.0);
     assert_eq!(
         sample(&text, "switchboard_delivery_latency_seconds_count"),
-        // 5 chats to 2 members + user_joined to a.
-        11.0
+        // One message in 8 is sampled (offset 8), delivered to both members.
+        2.0
     );
     assert_eq!(sample(&text, "switchboard_channels"), 1.0);
     assert!(sample(&text, "switchboard_process_resident_memory_bytes") > 1e6);
