@@ -84,7 +84,9 @@ impl Outbox {
             return Pushed::Closed;
         }
         let cost = delivery.cost();
-        if q.bytes + cost > self.budget {
+        // An empty queue takes any one message (at most the message-size limit): a message
+        // bigger than the budget must not count as the client falling behind.
+        if !q.items.is_empty() && q.bytes + cost > self.budget {
             return match policy {
                 OverflowPolicy::Drop => {
                     q.dropped += 1;
@@ -171,6 +173,16 @@ mod tests {
         outbox.close();
         assert_eq!(outbox.push(&d), Pushed::Closed);
         assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn an_empty_queue_takes_one_message_bigger_than_the_budget() {
+        let outbox = Outbox::new(100);
+        let big = Delivery::new(Bytes::from(vec![b'x'; 500]), Some(1));
+        assert_eq!(outbox.push_or(&big, OverflowPolicy::Close), Pushed::Queued);
+        assert_eq!(outbox.disconnect_requested(), None);
+        // Behind it, the budget applies again.
+        assert_eq!(outbox.push_or(&big, OverflowPolicy::Drop), Pushed::Dropped);
     }
 
     #[test]

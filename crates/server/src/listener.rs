@@ -129,11 +129,19 @@ impl Server {
             });
             let header_timeout = state.config.handshake_timeout;
             let shutdown = shutdown.clone();
-            let tls = tls.clone();
-            state.tracker.spawn(async move {
-                match tls {
-                    None => serve_http(stream, service, header_timeout, shutdown).await,
-                    Some(acceptor) => {
+            // Two spawn sites, two task types: a task is as large as its largest state, and
+            // the TLS states (a whole rustls connection) must not size the task of every
+            // plain connection (measured: several KiB per connection, which the allocator
+            // keeps after the HTTP task ends at the upgrade).
+            match &tls {
+                None => {
+                    state
+                        .tracker
+                        .spawn(serve_http(stream, service, header_timeout, shutdown));
+                }
+                Some(acceptor) => {
+                    let acceptor = acceptor.clone();
+                    state.tracker.spawn(async move {
                         // The TLS handshake shares the header timeout: a client that stalls
                         // in it is a slowloris too.
                         let handshake =
@@ -147,9 +155,9 @@ impl Server {
                             }
                             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                         }
-                    }
+                    });
                 }
-            });
+            }
         }
         drop(listener);
         state.tracker.close();

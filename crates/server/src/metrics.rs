@@ -22,9 +22,11 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use switchboard_hub::Hub;
 
-/// Shards per counter: one per thread that updates metrics (runtime workers, tests), so that
-/// each shard has a single writer.
-const SHARDS: usize = 64;
+/// Single-writer shards per counter: one for each of the first 64 threads that update
+/// metrics (runtime workers, tests). Threads after those share one more shard, updated with
+/// atomic adds.
+const OWNED_SHARDS: usize = 64;
+const SHARDS: usize = OWNED_SHARDS + 1;
 
 /// One cache line (two on CPUs that prefetch pairs), so shards never share one.
 #[derive(Debug, Default)]
@@ -37,8 +39,10 @@ fn shard() -> (usize, bool) {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static SHARD: (usize, bool) = {
+            // A shard is never handed out twice, even after its thread exits: its owner's
+            // plain store must not race with anyone.
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            (n % SHARDS, n < SHARDS)
+            if n < OWNED_SHARDS { (n, true) } else { (OWNED_SHARDS, false) }
         };
     }
     SHARD.with(|s| *s)
@@ -46,7 +50,7 @@ fn shard() -> (usize, bool) {
 
 /// Add `n` to `cell`. A shard with a single writer needs no atomic read-modify-write (a
 /// locked instruction per delivery): a plain load and store suffice, and a concurrent scrape
-/// reads either value. Shards shared by late threads fall back to `fetch_add`.
+/// reads either value. The shard shared by late threads uses `fetch_add`.
 #[inline]
 fn add_to(cell: &AtomicU64, n: u64, single_writer: bool) {
     if single_writer {
@@ -157,14 +161,16 @@ impl fmt::Debug for HotHistogram {
 impl EncodeMetric for HotHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
         let mut per_bucket = [0u64; LATENCY_BUCKETS.len() + 1];
-        let (mut sum_ns, mut count) = (0u64, 0u64);
+        let mut sum_ns = 0u64;
         for shard in self.0.iter() {
             for (total, b) in per_bucket.iter_mut().zip(&shard.0.buckets) {
                 *total += b.load(Ordering::Relaxed);
             }
             sum_ns += shard.0.sum_ns.load(Ordering::Relaxed);
-            count += shard.0.count.load(Ordering::Relaxed);
         }
+        // From the buckets, not the `count` cells: a scrape racing with updates must still
+        // report a count equal to the +Inf bucket.
+        let count = per_bucket.iter().sum();
         let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
             .iter()
             .copied()

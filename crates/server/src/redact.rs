@@ -7,6 +7,9 @@ use std::borrow::Cow;
 const SECRET_PARAMS: &[&str] = &[
     "token",
     "access_token",
+    "auth_token",
+    "id_token",
+    "refresh_token",
     "accesstoken",
     "jwt",
     "auth",
@@ -30,8 +33,8 @@ pub fn redact_path_and_query(path_and_query: &str) -> Cow<'_, str> {
         return Cow::Borrowed(path_and_query);
     };
     let is_secret = |pair: &str| {
-        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
-        SECRET_PARAMS.iter().any(|s| s.eq_ignore_ascii_case(name))
+        let name = percent_decoded(pair.split_once('=').map_or(pair, |(n, _)| n));
+        SECRET_PARAMS.iter().any(|s| s.eq_ignore_ascii_case(&name))
     };
     if !query
         .split('&')
@@ -58,6 +61,34 @@ pub fn redact_path_and_query(path_and_query: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `name` with `%XX` escapes decoded (`%74oken` is `token` to any query parser).
+fn percent_decoded(name: &str) -> Cow<'_, str> {
+    if !name.contains('%') {
+        return Cow::Borrowed(name);
+    }
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +104,10 @@ mod tests {
         assert_eq!(
             redact_path_and_query("/sse?room=a&Access_Token=s3cret&API_KEY=k"),
             "/sse?room=a&Access_Token=[redacted]&API_KEY=[redacted]"
+        );
+        assert_eq!(
+            redact_path_and_query("/ws?%74oken=abc&refresh_token=r"),
+            "/ws?%74oken=[redacted]&refresh_token=[redacted]"
         );
         // A parameter that merely contains a secret name is not a secret.
         assert_eq!(

@@ -163,6 +163,46 @@ async fn wss_echoes_small_and_large_messages_and_closes_cleanly() {
 }
 
 #[tokio::test]
+async fn wss_frames_sent_with_the_upgrade_request_are_not_stranded() {
+    // A client may send its first frames right behind the request head, in the same TLS
+    // records: at the upgrade they may sit in hyper's read buffer or still (decrypted) inside
+    // rustls; both must reach the driver without the client sending anything more.
+    let pki = generate_pki("eager");
+    let (addr, _shutdown) = start(&pki).await;
+    let mut stream = tls_connect(addr, &pki).await;
+    let hs = ClientHandshake::new([9; 16], &[], false);
+    let mut codec = Connection::client(&Config::default(), 5);
+    codec.send(MessageKind::Text, b"first");
+    codec.send(MessageKind::Text, b"second");
+    let mut bytes = hs.request("localhost", "/echo", &[]);
+    bytes.extend_from_slice(&codec.output().split());
+    stream.write_all(&bytes).await.unwrap();
+    let mut input = BytesMut::new();
+    loop {
+        if let Some((_, len)) = hs.parse_response(&input).unwrap() {
+            let _ = input.split_to(len);
+            break;
+        }
+        let n = tokio::time::timeout(TIMEOUT, stream.read_buf(&mut input))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+    }
+    let mut client = WsClient {
+        stream,
+        conn: codec,
+        input,
+    };
+    // Both echoes arrive without the client sending anything more.
+    assert_eq!(client.next_event().await, Some(Event::Text("first".into())));
+    assert_eq!(
+        client.next_event().await,
+        Some(Event::Text("second".into()))
+    );
+}
+
+#[tokio::test]
 async fn https_serves_health_and_plain_http_on_the_tls_port_is_refused() {
     let pki = generate_pki("https");
     let (addr, _shutdown) = start(&pki).await;

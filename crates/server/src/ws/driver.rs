@@ -165,6 +165,23 @@ pub async fn run<T: Transport, H: Handler>(
         if auth_deadline.is_some() && handler.is_authenticated() {
             auth_deadline = None;
         }
+        // Pending deadlines are also checked on every turn (a clock read only in these rare
+        // states): a client that keeps the socket readable would otherwise never let the
+        // lower-priority timer branch of the biased `select!` run.
+        if close_deadline.is_some() || auth_deadline.is_some() {
+            let now = Instant::now();
+            if close_deadline.is_some_and(|d| now >= d) {
+                break EndReason::CloseTimeout;
+            }
+            if auth_deadline.is_some_and(|d| now >= d) {
+                auth_deadline = None;
+                if conn.is_open() {
+                    metrics.auth_failures.inc();
+                    conn.close(CloseCode::Application(4000), "Authentication timeout");
+                    continue;
+                }
+            }
+        }
         let mut deadline = keepalive.deadline();
         for d in [close_deadline, auth_deadline].into_iter().flatten() {
             deadline = deadline.min(d);
@@ -225,8 +242,10 @@ pub async fn run<T: Transport, H: Handler>(
                 }
                 if auth_deadline.is_some_and(|d| now >= d) {
                     auth_deadline = None;
-                    metrics.auth_failures.inc();
-                    conn.close(CloseCode::Application(4000), "Authentication timeout");
+                    if conn.is_open() {
+                        metrics.auth_failures.inc();
+                        conn.close(CloseCode::Application(4000), "Authentication timeout");
+                    }
                     continue;
                 }
                 match keepalive.handle_timeout(now) {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
 use http::{header, HeaderValue, Request, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use switchboard_ws_proto::handshake::server::validate_request;
@@ -123,7 +124,16 @@ pub fn upgrade<H: Handler>(
                 Ok(parts) => {
                     let (stream, tls) = parts.io.into_inner().into_inner();
                     tune_socket(&stream, task_state.config.socket_send_buffer);
-                    Some(Err((TlsTransport::new(stream, tls), parts.read_buf)))
+                    let (transport, mut pending) = TlsTransport::new(stream, tls);
+                    // Hyper's leftover came out of rustls first, then what rustls still holds.
+                    let leftover = if pending.is_empty() {
+                        parts.read_buf
+                    } else {
+                        let mut all = BytesMut::from(&parts.read_buf[..]);
+                        all.extend_from_slice(&pending.split());
+                        all.freeze()
+                    };
+                    Some(Err((transport, leftover)))
                 }
                 Err(_) => None,
             },

@@ -62,7 +62,7 @@ pub(crate) struct Settings {
     pub(crate) auth_timeout: Duration,
     #[serde(deserialize_with = "values::size")]
     pub(crate) max_pending_output: usize,
-    #[serde(deserialize_with = "values::size")]
+    #[serde(deserialize_with = "values::size_or_zero")]
     pub(crate) socket_send_buffer: usize,
     #[serde(deserialize_with = "values::size")]
     pub(crate) outbound_buffer: usize,

@@ -372,6 +372,19 @@ pub(crate) fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Durat
     )
 }
 
+/// A size in bytes, where 0 means "not set" (e.g. leave the kernel's default).
+pub(crate) fn size_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    scalar(
+        d,
+        Scalar {
+            expecting: "a size (integer bytes or a string like \"64KiB\"), or 0",
+            int: Some(count_from_int),
+            boolean: None,
+            text: parse_size,
+        },
+    )
+}
+
 /// A size in bytes of at least 1.
 pub(crate) fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     scalar(
