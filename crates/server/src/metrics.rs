@@ -200,7 +200,8 @@ pub struct DisconnectLabels {
     /// The close code of the closing handshake, or `1006` when there was none (RFC 6455
     /// §7.1.5: the connection was lost).
     pub code: u16,
-    /// `closed`, `peer_gone`, `heartbeat_timeout`, `close_timeout`.
+    /// `closed`, `peer_gone`, `heartbeat_timeout`, `close_timeout`, `upgrade_failed` (the
+    /// client went away between our 101 and the hand-over).
     pub reason: &'static str,
 }
 

@@ -108,6 +108,16 @@ pub fn upgrade<H: Handler>(
             Ok(u) => u,
             Err(e) => {
                 span.in_scope(|| tracing::debug!(error = %e, "upgrade failed"));
+                // Counted as connected at admission: keep connects and disconnects balanced.
+                task_state
+                    .metrics
+                    .disconnects
+                    .get_or_create(&DisconnectLabels {
+                        transport: "websocket",
+                        code: 1006,
+                        reason: "upgrade_failed",
+                    })
+                    .inc();
                 return;
             }
         };
