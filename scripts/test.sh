@@ -30,6 +30,11 @@ need() {
   command -v "$1" >/dev/null || { echo "test.sh: '$1' is required and missing" >&2; exit 2; }
 }
 need cargo; need python3; need node; need npm
+# The TLS interop test generates its certificate with the openssl CLI.
+if ! command -v openssl >/dev/null; then
+  echo "test.sh: installing openssl"
+  apt-get update && apt-get install -y openssl
+fi
 
 python_env() {
   if [[ ! -x .tmp/venv/bin/pytest ]]; then
