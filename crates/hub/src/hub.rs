@@ -279,24 +279,6 @@ impl Hub {
         &self.shards[(h.finish() as usize) % SHARDS]
     }
 
-    fn limits_for(&self, room: &RoomName) -> HistoryLimits {
-        self.config
-            .history
-            .iter()
-            .find(|(p, _)| p.matches(room.as_str()))
-            .map(|(_, l)| *l)
-            .unwrap_or(self.config.default_history)
-    }
-
-    fn overflow_for(&self, room: &RoomName) -> OverflowPolicy {
-        self.config
-            .overflow
-            .iter()
-            .find(|(p, _)| p.matches(room.as_str()))
-            .map(|(_, o)| *o)
-            .unwrap_or(self.config.default_overflow)
-    }
-
     fn room(&self, name: &RoomName, create: bool) -> Option<Arc<Room>> {
         let mut shard = lock(self.shard(name));
         if let Some(r) = shard.get(name) {
@@ -319,8 +301,8 @@ impl Hub {
                 snapshot: None,
                 presence: HashMap::new(),
                 history: History::default(),
-                limits: self.limits_for(name),
-                overflow: self.overflow_for(name),
+                limits: first_match(&self.config.history, name, self.config.default_history),
+                overflow: first_match(&self.config.overflow, name, self.config.default_overflow),
                 last_offset: 0,
                 epoch: epoch.into(),
             }),
@@ -575,6 +557,14 @@ impl Hub {
     pub fn record_message(&self, user: &UserId, id: &str, offset: u64) {
         self.dedup.record(&user.0, id, offset, Instant::now());
     }
+}
+
+/// The setting of the first rule whose pattern matches `room`, else `default`.
+fn first_match<T: Copy>(rules: &[(RoomPattern, T)], room: &RoomName, default: T) -> T {
+    rules
+        .iter()
+        .find(|(pattern, _)| pattern.matches(room.as_str()))
+        .map_or(default, |(_, setting)| *setting)
 }
 
 /// A JSON string literal (for hand-built JSON).

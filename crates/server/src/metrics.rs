@@ -367,28 +367,34 @@ struct ScrapeTime {
 impl prometheus_client::collector::Collector for ScrapeTime {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let channels = self.hub.channel_count() as u64;
-        let metric = encoder.encode_descriptor(
+        gauge(
+            &mut encoder,
             "channels",
             "Channels with members or history",
-            None,
-            MetricType::Gauge,
+            channels,
         )?;
-        metric_gauge(metric, channels)?;
         if let Some(rss) = resident_memory_bytes() {
-            let metric = encoder.encode_descriptor(
+            gauge(
+                &mut encoder,
                 "process_resident_memory_bytes",
                 "Resident memory of the server process",
-                None,
-                MetricType::Gauge,
+                rss,
             )?;
-            metric_gauge(metric, rss)?;
         }
         Ok(())
     }
 }
 
-fn metric_gauge(mut encoder: MetricEncoder, value: u64) -> Result<(), fmt::Error> {
-    encoder.encode_gauge(&value)
+/// One unlabelled gauge sample.
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), fmt::Error> {
+    encoder
+        .encode_descriptor(name, help, None, MetricType::Gauge)?
+        .encode_gauge(&value)
 }
 
 /// Resident set size from `/proc/self/statm` (Linux).

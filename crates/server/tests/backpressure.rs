@@ -29,33 +29,28 @@ fn config() -> ServerConfig {
     }
 }
 
-async fn join(client: &mut TestClient, room: &str) {
+/// After `welcome`, join every room in `rooms`.
+async fn join(client: &mut TestClient, rooms: &[&str]) {
     client.expect_type("welcome").await;
-    client
-        .send_text(&format!(r#"{{"type":"join","room":"{room}"}}"#))
-        .await;
-    client.expect_type("joined").await;
+    for room in rooms {
+        client
+            .send_text(&format!(r#"{{"type":"join","room":"{room}"}}"#))
+            .await;
+        client.expect_type("joined").await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_members_are_dropped_from_or_closed_by_policy_while_others_get_everything() {
     let server = start(config()).await;
     let mut strict = TestClient::connect_small_window(server.addr, "/ws").await;
-    join(&mut strict, "strict:a").await;
+    join(&mut strict, &["strict:a"]).await;
     let mut loose = TestClient::connect_small_window(server.addr, "/ws").await;
-    join(&mut loose, "loose:a").await;
+    join(&mut loose, &["loose:a"]).await;
     let mut healthy = TestClient::connect(server.addr, "/ws", false).await;
-    join(&mut healthy, "strict:a").await;
-    healthy
-        .send_text(r#"{"type":"join","room":"loose:a"}"#)
-        .await;
-    healthy.expect_type("joined").await;
+    join(&mut healthy, &["strict:a", "loose:a"]).await;
     let mut publisher = TestClient::connect(server.addr, "/ws", false).await;
-    join(&mut publisher, "strict:a").await;
-    publisher
-        .send_text(r#"{"type":"join","room":"loose:a"}"#)
-        .await;
-    publisher.expect_type("joined").await;
+    join(&mut publisher, &["strict:a", "loose:a"]).await;
 
     // The healthy member reads concurrently and must see every message of both rooms.
     let reader = tokio::spawn(async move {

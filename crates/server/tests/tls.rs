@@ -5,20 +5,19 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::BytesMut;
+mod support;
+
+use support::TestClient;
 use switchboard_server::{Server, ServerConfig, TlsConfig};
-use switchboard_ws_proto::{
-    ClientHandshake, CloseCode, Config, Connection, DeflateConfig, Event, MessageKind,
-};
+use switchboard_ws_proto::{CloseCode, Config, Connection, Event, MessageKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::{self, pki_types::ServerName};
 use tokio_rustls::{client::TlsStream, TlsConnector};
 use tokio_util::sync::CancellationToken;
 
-const TIMEOUT: Duration = Duration::from_secs(5);
+use support::TIMEOUT;
 
 struct Pki {
     dir: PathBuf,
@@ -73,63 +72,14 @@ async fn tls_connect(addr: std::net::SocketAddr, pki: &Pki) -> TlsStream<TcpStre
         .unwrap()
 }
 
-/// A WebSocket client over any stream, on our own codec in the client role.
-struct WsClient {
-    stream: TlsStream<TcpStream>,
-    conn: Connection,
-    input: BytesMut,
-}
-
-impl WsClient {
-    async fn connect(addr: std::net::SocketAddr, pki: &Pki, deflate: bool) -> WsClient {
-        let mut stream = tls_connect(addr, pki).await;
-        let hs = ClientHandshake::new([7; 16], &[], deflate);
-        stream
-            .write_all(&hs.request("localhost", "/echo", &[]))
-            .await
-            .unwrap();
-        let mut input = BytesMut::new();
-        let accepted = loop {
-            if let Some((accepted, len)) = hs.parse_response(&input).unwrap() {
-                let _ = input.split_to(len);
-                break accepted;
-            }
-            let n = tokio::time::timeout(TIMEOUT, stream.read_buf(&mut input))
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(n > 0, "EOF during the handshake");
-        };
-        let mut conn = Connection::client(&Config::default(), 42);
-        if let Some(params) = accepted.deflate {
-            conn = conn.with_deflate(params, &DeflateConfig::default());
-        }
-        WsClient {
-            stream,
-            conn,
-            input,
-        }
-    }
-
-    async fn flush(&mut self) {
-        let out = self.conn.output().split();
-        self.stream.write_all(&out).await.unwrap();
-    }
-
-    async fn next_event(&mut self) -> Option<Event> {
-        loop {
-            if let Some(e) = self.conn.handle_input(&mut self.input).unwrap() {
-                return Some(e);
-            }
-            let n = tokio::time::timeout(TIMEOUT, self.stream.read_buf(&mut self.input))
-                .await
-                .expect("timed out waiting for the server")
-                .unwrap_or(0);
-            if n == 0 {
-                return None;
-            }
-        }
-    }
+async fn wss_connect(
+    addr: std::net::SocketAddr,
+    pki: &Pki,
+    deflate: bool,
+    early: &[u8],
+) -> TestClient<TlsStream<TcpStream>> {
+    let stream = tls_connect(addr, pki).await;
+    TestClient::handshake(stream, "localhost", "/echo", deflate, early).await
 }
 
 #[tokio::test]
@@ -137,7 +87,7 @@ async fn wss_echoes_small_and_large_messages_and_closes_cleanly() {
     let pki = generate_pki("wss");
     let (addr, _shutdown) = start(&pki).await;
     for deflate in [false, true] {
-        let mut client = WsClient::connect(addr, &pki, deflate).await;
+        let mut client = wss_connect(addr, &pki, deflate, &[]).await;
         client.conn.send(MessageKind::Text, b"hello over tls");
         // Bigger than a TLS record and than rustls' buffer limit: exercises partial writes.
         let big: Vec<u8> = (0..900_000u32).map(|i| (i % 251) as u8).collect();
@@ -169,31 +119,10 @@ async fn wss_frames_sent_with_the_upgrade_request_are_not_stranded() {
     // rustls; both must reach the driver without the client sending anything more.
     let pki = generate_pki("eager");
     let (addr, _shutdown) = start(&pki).await;
-    let mut stream = tls_connect(addr, &pki).await;
-    let hs = ClientHandshake::new([9; 16], &[], false);
-    let mut codec = Connection::client(&Config::default(), 5);
-    codec.send(MessageKind::Text, b"first");
-    codec.send(MessageKind::Text, b"second");
-    let mut bytes = hs.request("localhost", "/echo", &[]);
-    bytes.extend_from_slice(&codec.output().split());
-    stream.write_all(&bytes).await.unwrap();
-    let mut input = BytesMut::new();
-    loop {
-        if let Some((_, len)) = hs.parse_response(&input).unwrap() {
-            let _ = input.split_to(len);
-            break;
-        }
-        let n = tokio::time::timeout(TIMEOUT, stream.read_buf(&mut input))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0);
-    }
-    let mut client = WsClient {
-        stream,
-        conn: codec,
-        input,
-    };
+    let mut early = Connection::client(&Config::default(), 5);
+    early.send(MessageKind::Text, b"first");
+    early.send(MessageKind::Text, b"second");
+    let mut client = wss_connect(addr, &pki, false, &early.output().split()).await;
     // Both echoes arrive without the client sending anything more.
     assert_eq!(client.next_event().await, Some(Event::Text("first".into())));
     assert_eq!(

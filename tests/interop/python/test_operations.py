@@ -1,13 +1,12 @@
 """Operations (SPEC §8, issue 4): tokens never reach the logs, half-open connections are
 dropped within heartbeat interval + timeout with everything they held freed, and /metrics and
 /health follow. Each test runs its own server (the `switchboard` fixture in conftest.py)."""
-import base64
 import json
-import os
 import socket
-import struct
 import time
 import urllib.request
+
+from wsframes import encode_frame, handshake_request
 
 import websockets.sync.client as ws_client
 
@@ -35,10 +34,7 @@ def raw_ws_connect(port, path="/ws"):
     """A WebSocket handshake over a plain socket; returns the socket and the bytes after the
     response head."""
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-               f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    s.sendall(handshake_request(port, path))
     buf = b""
     while b"\r\n\r\n" not in buf:
         chunk = s.recv(4096)
@@ -47,14 +43,6 @@ def raw_ws_connect(port, path="/ws"):
     head, rest = buf.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 101"), head
     return s, rest
-
-
-def masked_text(text):
-    payload = text.encode()
-    mask = os.urandom(4)
-    assert len(payload) < 126
-    return (bytes([0x81, 0x80 | len(payload)]) + mask
-            + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
 
 
 def test_tokens_in_urls_are_redacted_in_every_log_line(switchboard):
@@ -93,7 +81,7 @@ def test_half_open_connection_is_dropped_and_its_resources_freed(switchboard):
         # The half-open client: joins, then never reads or answers again (its peer vanished
         # without a FIN, as when a laptop sleeps or a NAT forgets the flow).
         sock, _ = raw_ws_connect(server.port)
-        sock.sendall(masked_text(json.dumps({"type": "join", "room": "r"})))
+        sock.sendall(encode_frame(0x1, json.dumps({"type": "join", "room": "r"}).encode()))
         deadline = time.time() + 5
         while True:
             _, text = http_get(server, "/api/presence?channel=r", auth)

@@ -6,9 +6,7 @@ see exactly which frames arrive (a Close frame with its code and reason versus a
 connection).
 """
 import asyncio
-import base64
 import json
-import os
 import resource
 import socket
 import statistics
@@ -18,6 +16,8 @@ import time
 import zlib
 
 import pytest
+
+from wsframes import encode_frame, handshake_request
 
 MiB = 1024 * 1024
 SHUTDOWN_TIMEOUT = 10  # seconds, the server's default `shutdown_timeout`
@@ -40,42 +40,6 @@ def enough_file_descriptors():
 
 
 # --- a raw WebSocket client -------------------------------------------------------------------
-
-def encode_frame(opcode, payload, fin=True, rsv1=False):
-    """A masked client frame."""
-    head = bytearray([(0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode])
-    n = len(payload)
-    if n < 126:
-        head.append(0x80 | n)
-    elif n < 65536:
-        head.append(0x80 | 126)
-        head += struct.pack("!H", n)
-    else:
-        head.append(0x80 | 127)
-        head += struct.pack("!Q", n)
-    mask = os.urandom(4)
-    head += mask
-    if n:
-        # XOR with the repeated mask, fast: one big-integer operation.
-        key = (mask * (n // 4 + 1))[:n]
-        payload = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
-    return bytes(head) + payload
-
-
-def handshake_request(port, path="/ws", extensions=None):
-    key = base64.b64encode(os.urandom(16)).decode()
-    lines = [
-        f"GET {path} HTTP/1.1",
-        f"Host: 127.0.0.1:{port}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Key: {key}",
-        "Sec-WebSocket-Version: 13",
-    ]
-    if extensions:
-        lines.append(f"Sec-WebSocket-Extensions: {extensions}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
 
 class RawWs(asyncio.Protocol):
     """One WebSocket connection. Text messages go to `messages` (an asyncio.Queue of

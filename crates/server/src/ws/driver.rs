@@ -165,9 +165,9 @@ pub async fn run<T: Transport, H: Handler>(
         if auth_deadline.is_some() && handler.is_authenticated() {
             auth_deadline = None;
         }
-        // Pending deadlines are also checked on every turn (a clock read only in these rare
-        // states): a client that keeps the socket readable would otherwise never let the
-        // lower-priority timer branch of the biased `select!` run.
+        // Close and auth deadlines are acted on here, on every turn (a clock read only in these
+        // rare states), not in the timer branch, which merely wakes the loop: a client that
+        // keeps the socket readable would never let that lower-priority branch run.
         if close_deadline.is_some() || auth_deadline.is_some() {
             let now = Instant::now();
             if close_deadline.is_some_and(|d| now >= d) {
@@ -236,19 +236,7 @@ pub async fn run<T: Transport, H: Handler>(
                 }
             }
             () = &mut sleep => {
-                let now = Instant::now();
-                if close_deadline.is_some_and(|d| now >= d) {
-                    break EndReason::CloseTimeout;
-                }
-                if auth_deadline.is_some_and(|d| now >= d) {
-                    auth_deadline = None;
-                    if conn.is_open() {
-                        metrics.auth_failures.inc();
-                        conn.close(CloseCode::Application(4000), "Authentication timeout");
-                    }
-                    continue;
-                }
-                match keepalive.handle_timeout(now) {
+                match keepalive.handle_timeout(Instant::now()) {
                     KeepaliveAction::Wait => {}
                     KeepaliveAction::SendPing => conn.send_ping(b""),
                     KeepaliveAction::Dead => break EndReason::HeartbeatTimeout,

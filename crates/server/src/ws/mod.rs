@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, Request, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use switchboard_ws_proto::handshake::server::validate_request;
@@ -121,34 +121,7 @@ pub fn upgrade<H: Handler>(
                 return;
             }
         };
-        // We serve TCP (plain or TLS) through hyper-util's TokioIo, so one downcast succeeds;
-        // taking the socket back lets the driver use readiness-based I/O with no buffers
-        // while idle.
-        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let stream = parts.io.into_inner();
-                tune_socket(&stream, task_state.config.socket_send_buffer);
-                Some(Ok((stream, parts.read_buf)))
-            }
-            Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
-                Ok(parts) => {
-                    let (stream, tls) = parts.io.into_inner().into_inner();
-                    tune_socket(&stream, task_state.config.socket_send_buffer);
-                    let (transport, mut pending) = TlsTransport::new(stream, tls);
-                    // Hyper's leftover came out of rustls first, then what rustls still holds.
-                    let leftover = if pending.is_empty() {
-                        parts.read_buf
-                    } else {
-                        let mut all = BytesMut::from(&parts.read_buf[..]);
-                        all.extend_from_slice(&pending.split());
-                        all.freeze()
-                    };
-                    Some(Err((transport, leftover)))
-                }
-                Err(_) => None,
-            },
-        };
-        let Some(upgraded) = upgraded else {
+        let Some(stream) = take_stream(upgraded, task_state.config.socket_send_buffer) else {
             tracing::error!("upgraded connection is neither TCP nor TLS over TCP");
             return;
         };
@@ -169,11 +142,11 @@ pub fn upgrade<H: Handler>(
         };
         let shutdown = task_state.shutdown.clone();
         let metrics = &task_state.metrics;
-        let ended = match upgraded {
-            Ok((tcp, leftover)) => {
+        let ended = match stream {
+            Stream::Plain(tcp, leftover) => {
                 driver::run(tcp, leftover, conn, handler, limits, shutdown, metrics).await
             }
-            Err((tls, leftover)) => {
+            Stream::Tls(tls, leftover) => {
                 driver::run(tls, leftover, conn, handler, limits, shutdown, metrics).await
             }
         };
@@ -207,6 +180,39 @@ pub fn upgrade<H: Handler>(
         }
     }
     resp
+}
+
+/// The byte stream an upgraded connection continues on, with the bytes already read past the
+/// request head.
+enum Stream {
+    Plain(TcpStream, Bytes),
+    Tls(TlsTransport, Bytes),
+}
+
+/// Take the socket back from hyper (readiness-based I/O, no buffers while idle). We serve TCP,
+/// plain or TLS, through hyper-util's `TokioIo`, so one of the downcasts succeeds.
+fn take_stream(upgraded: hyper::upgrade::Upgraded, send_buffer: Option<usize>) -> Option<Stream> {
+    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let tcp = parts.io.into_inner();
+            tune_socket(&tcp, send_buffer);
+            return Some(Stream::Plain(tcp, parts.read_buf));
+        }
+        Err(upgraded) => upgraded,
+    };
+    let parts = upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>().ok()?;
+    let (tcp, tls) = parts.io.into_inner().into_inner();
+    tune_socket(&tcp, send_buffer);
+    let (transport, pending) = TlsTransport::new(tcp, tls);
+    // Hyper's leftover came out of rustls first, then what rustls still holds.
+    let leftover = if pending.is_empty() {
+        parts.read_buf
+    } else {
+        let mut all = BytesMut::from(&parts.read_buf[..]);
+        all.extend_from_slice(&pending);
+        all.freeze()
+    };
+    Some(Stream::Tls(transport, leftover))
 }
 
 /// Socket options of a WebSocket: no Nagle delay (messages are latency-bound and we batch

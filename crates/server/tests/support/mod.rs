@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use switchboard_server::{Server, ServerConfig};
 use switchboard_ws_proto::{ClientHandshake, CloseFrame, Config, Connection, DeflateConfig, Event};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -45,8 +45,9 @@ pub fn echo_config() -> ServerConfig {
     }
 }
 
-pub struct TestClient {
-    pub stream: TcpStream,
+/// A WebSocket client over any byte stream (TCP here; TLS in `tls.rs`).
+pub struct TestClient<S = TcpStream> {
+    pub stream: S,
     pub conn: Connection,
     input: BytesMut,
 }
@@ -62,7 +63,8 @@ pub enum Ending {
 
 impl TestClient {
     pub async fn connect(addr: SocketAddr, path: &str, deflate: bool) -> TestClient {
-        Self::connect_stream(TcpStream::connect(addr).await.unwrap(), addr, path, deflate).await
+        let stream = TcpStream::connect(addr).await.unwrap();
+        Self::handshake(stream, &addr.to_string(), path, deflate, &[]).await
     }
 
     /// A client whose socket receive buffer is tiny: once it stops reading, the server's
@@ -71,20 +73,24 @@ impl TestClient {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         let stream = socket.connect(addr).await.unwrap();
-        Self::connect_stream(stream, addr, path, false).await
+        Self::handshake(stream, &addr.to_string(), path, false, &[]).await
     }
+}
 
-    async fn connect_stream(
-        mut stream: TcpStream,
-        addr: SocketAddr,
+impl<S: AsyncRead + AsyncWrite + Unpin> TestClient<S> {
+    /// The opening handshake on `stream`; `early` bytes (frames) are sent in the same write
+    /// as the request head, before the response.
+    pub async fn handshake(
+        mut stream: S,
+        host: &str,
         path: &str,
         deflate: bool,
-    ) -> TestClient {
+        early: &[u8],
+    ) -> TestClient<S> {
         let hs = ClientHandshake::new(rand_nonce(), &[], deflate);
-        stream
-            .write_all(&hs.request(&addr.to_string(), path, &[]))
-            .await
-            .unwrap();
+        let mut request = hs.request(host, path, &[]);
+        request.extend_from_slice(early);
+        stream.write_all(&request).await.unwrap();
         let mut input = BytesMut::new();
         let accepted = loop {
             if let Some((acc, len)) = hs.parse_response(&input).unwrap() {
