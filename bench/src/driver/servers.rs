@@ -24,6 +24,8 @@ pub struct Server {
     pub echo: Option<Endpoint>,
     /// The broadcast endpoint (fan-out scenarios), if any.
     pub fanout: Option<Endpoint>,
+    /// Run only the idle (memory) scenario.
+    pub idle_only: bool,
 }
 
 /// One way to run a server: binary, arguments and what loadgen speaks to it.
@@ -47,6 +49,8 @@ pub enum Kind {
     Switchboard {
         /// Pass `--echo`.
         echo: bool,
+        /// Park idle connections (the default); `false` passes `--park-idle-after 0`.
+        park: bool,
     },
     /// A peer binary of this package: `NAME --listen ADDR`.
     Peer(&'static str),
@@ -81,11 +85,39 @@ const fn broadcast(kind: Kind, ws_path: &'static str, protocol: &'static str) ->
 }
 
 /// All servers, in column order.
-pub const SERVERS: [Server; 5] = [
+pub const SERVERS: [Server; 6] = [
     Server {
         name: OURS,
-        echo: ws(Kind::Switchboard { echo: true }, "/echo"),
-        fanout: broadcast(Kind::Switchboard { echo: false }, "/ws", "native"),
+        echo: ws(
+            Kind::Switchboard {
+                echo: true,
+                park: true,
+            },
+            "/echo",
+        ),
+        fanout: broadcast(
+            Kind::Switchboard {
+                echo: false,
+                park: true,
+            },
+            "/ws",
+            "native",
+        ),
+        idle_only: false,
+    },
+    // Ours with parking off: what an idle connection costs before it is parked (its first
+    // `park_idle_after`), or always with `park_idle_after = 0`.
+    Server {
+        name: "switchboard-unparked",
+        echo: ws(
+            Kind::Switchboard {
+                echo: true,
+                park: false,
+            },
+            "/echo",
+        ),
+        fanout: None,
+        idle_only: true,
     },
     Server {
         name: "socketioxide",
@@ -95,16 +127,19 @@ pub const SERVERS: [Server; 5] = [
             "/socket.io/?EIO=4&transport=websocket",
             "socketio",
         ),
+        idle_only: false,
     },
     Server {
         name: "tungstenite",
         echo: ws(Kind::Peer("peer-tungstenite-echo"), "/"),
         fanout: None,
+        idle_only: false,
     },
     Server {
         name: "fastwebsockets",
         echo: ws(Kind::Peer("peer-fastwebsockets-echo"), "/"),
         fanout: broadcast(Kind::Peer("peer-fastwebsockets-broadcast"), "/", "plain"),
+        idle_only: false,
     },
     Server {
         name: "tcp-floor",
@@ -115,12 +150,16 @@ pub const SERVERS: [Server; 5] = [
             protocol: "",
         }),
         fanout: None,
+        idle_only: false,
     },
 ];
 
 impl Server {
     /// The endpoint a scenario runs against, or `None` if it does not apply.
     pub fn endpoint(&self, scenario: &Scenario) -> Option<&Endpoint> {
+        if self.idle_only && !scenario.samples_memory() {
+            return None;
+        }
         if scenario.is_fanout() {
             self.fanout.as_ref()
         } else {
@@ -139,8 +178,11 @@ impl Endpoint {
     fn args(&self, addr: SocketAddr, extra: &[String]) -> Vec<String> {
         let addr = addr.to_string();
         match self.kind {
-            Kind::Switchboard { echo } => {
+            Kind::Switchboard { echo, park } => {
                 let mut args = vec!["serve".into(), "--listen".into(), addr];
+                if !park {
+                    args.extend(["--park-idle-after".into(), "0".into()]);
+                }
                 if echo {
                     args.push("--echo".into());
                 } else {

@@ -5,9 +5,9 @@
 //! raise the server's memory beyond its budget, and never slows the publisher down.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use tokio::sync::Notify;
+use std::task::{Context, Poll, Waker};
 
 use crate::delivery::Delivery;
 use crate::hub::OverflowPolicy;
@@ -34,6 +34,20 @@ struct Queue {
     closed: bool,
     /// Why the connection must be closed, if it must.
     kick: Option<Kick>,
+    /// Something happened (a push to an empty queue, a kick) since the consumer last looked.
+    signalled: bool,
+    /// Who to wake when that happens: the connection's task, or the parking lot watching it
+    /// while it has none. A plain waker, not a `Notify`: a parked connection has no future to
+    /// keep a `Notify` registration alive in.
+    waker: Option<Waker>,
+}
+
+impl Queue {
+    /// Record the event and take the waker, to wake once the lock is released.
+    fn signal(&mut self) -> Option<Waker> {
+        self.signalled = true;
+        self.waker.take()
+    }
 }
 
 /// Why the hub wants a connection closed (its transport picks the close code).
@@ -52,7 +66,6 @@ pub enum Kick {
 #[derive(Debug)]
 pub struct Outbox {
     queue: Mutex<Queue>,
-    notify: Notify,
     budget: usize,
 }
 
@@ -61,7 +74,6 @@ impl Outbox {
     pub fn new(budget: usize) -> Arc<Outbox> {
         Arc::new(Outbox {
             queue: Mutex::new(Queue::default()),
-            notify: Notify::new(),
             budget,
         })
     }
@@ -98,8 +110,9 @@ impl Outbox {
                     q.items = VecDeque::new();
                     q.bytes = 0;
                     q.kick = Some(Kick::Overflow);
+                    let waker = q.signal();
                     drop(q);
-                    self.notify.notify_one();
+                    wake(waker);
                     Pushed::Overflowed
                 }
             };
@@ -107,10 +120,10 @@ impl Outbox {
         let was_empty = q.items.is_empty();
         q.items.push_back(delivery.clone());
         q.bytes += cost;
+        // Only the first push into an empty queue wakes: the consumer drains everything.
+        let waker = if was_empty { q.signal() } else { None };
         drop(q);
-        if was_empty {
-            self.notify.notify_one();
-        }
+        wake(waker);
         Pushed::Queued
     }
 
@@ -128,16 +141,34 @@ impl Outbox {
         self.lock().items.is_empty()
     }
 
+    /// Ready if something was pushed (or a disconnect requested) since the last time this
+    /// returned ready; otherwise `cx`'s waker is woken when that happens. Only the latest
+    /// waker is kept: the outbox has one consumer.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut q = self.lock();
+        if std::mem::take(&mut q.signalled) {
+            return Poll::Ready(());
+        }
+        match &q.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => q.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
     /// Wait until something is pushed (returns at once if a push happened since the last
     /// wait). Cancel safe.
     pub async fn ready(&self) {
-        self.notify.notified().await;
+        poll_fn(|cx| self.poll_ready(cx)).await;
     }
 
     /// Ask the connection's task to disconnect it (it sees this at its next wake-up).
     pub fn request_disconnect(&self) {
-        self.lock().kick.get_or_insert(Kick::ByServer);
-        self.notify.notify_one();
+        let mut q = self.lock();
+        q.kick.get_or_insert(Kick::ByServer);
+        let waker = q.signal();
+        drop(q);
+        wake(waker);
     }
 
     /// Whether, and why, the connection must be closed (see [`Kick`]).
@@ -151,6 +182,13 @@ impl Outbox {
         q.closed = true;
         q.items = VecDeque::new();
         q.bytes = 0;
+        q.waker = None;
+    }
+}
+
+fn wake(waker: Option<Waker>) {
+    if let Some(waker) = waker {
+        waker.wake();
     }
 }
 
@@ -202,6 +240,34 @@ mod tests {
         // A later API disconnect does not hide the overflow reason.
         outbox.request_disconnect();
         assert_eq!(outbox.disconnect_requested(), Some(Kick::Overflow));
+    }
+
+    /// Counts its wake-ups.
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_registered_waker_is_woken_once_per_batch_and_by_a_disconnect_request() {
+        let outbox = Outbox::new(1000);
+        let counter = Arc::new(CountingWaker(Default::default()));
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let woken = || counter.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(outbox.poll_ready(&mut cx), Poll::Pending);
+        let d = Delivery::new(Bytes::from_static(b"{}"), None);
+        outbox.push(&d);
+        outbox.push(&d);
+        assert_eq!(woken(), 1, "only the push into the empty queue wakes");
+        assert_eq!(outbox.poll_ready(&mut cx), Poll::Ready(()));
+        assert_eq!(outbox.poll_ready(&mut cx), Poll::Pending);
+        outbox.request_disconnect();
+        assert_eq!(woken(), 2);
+        assert_eq!(outbox.poll_ready(&mut cx), Poll::Ready(()));
     }
 
     #[tokio::test]

@@ -96,6 +96,7 @@ impl Server {
         let router = router(state.clone());
         let shutdown = state.shutdown.clone();
         spawn_hub_sweeper(&state);
+        state.parking.start(&state.tracker, &shutdown);
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,

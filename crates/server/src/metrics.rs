@@ -218,6 +218,8 @@ pub struct Metrics {
     registry: Registry,
     /// Open connections by transport.
     pub connections: Family<TransportLabels, Gauge>,
+    /// Idle WebSocket connections parked without a task (counted in `connections` too).
+    pub parked: Gauge,
     /// Accepted connections by transport.
     pub connects: Family<TransportLabels, Counter>,
     /// Ended connections by transport, close code and reason.
@@ -256,6 +258,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("switchboard");
         let m = Metrics {
             connections: Family::default(),
+            parked: Gauge::default(),
             connects: Family::default(),
             disconnects: Family::default(),
             refused: Family::default(),
@@ -274,6 +277,11 @@ impl Metrics {
         };
         let r = &mut registry;
         r.register("connections", "Open connections", m.connections.clone());
+        r.register(
+            "parked_connections",
+            "Idle WebSocket connections parked without a task",
+            m.parked.clone(),
+        );
         r.register("connects", "Accepted connections", m.connects.clone());
         r.register(
             "disconnects",

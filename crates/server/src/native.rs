@@ -4,6 +4,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -289,8 +290,12 @@ impl Handler for NativeSession {
         self.hub.disconnect(&self.conn, &rooms);
     }
 
-    fn outbound_ready(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
-        self.conn.outbox.ready()
+    fn poll_outbound(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.conn.outbox.poll_ready(cx)
+    }
+
+    fn on_park(&mut self) {
+        self.batch = Vec::new();
     }
 
     fn on_outbound_blocked(&mut self, conn: &mut Connection) {

@@ -13,6 +13,8 @@ use switchboard_hub::{Hub, UserId};
 
 use crate::config::ServerConfig;
 use crate::metrics::{Metrics, RefusalLabels, TransportLabels};
+use crate::ws::driver::DriverLimits;
+use crate::ws::park::ParkingLots;
 
 const WEBSOCKET: TransportLabels = TransportLabels {
     transport: "websocket",
@@ -49,6 +51,10 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Where idle WebSocket connections wait without a task.
+    pub parking: ParkingLots,
+    /// The limits every WebSocket driver applies (from `config`).
+    pub driver_limits: DriverLimits,
     websockets: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
     per_user: Mutex<HashMap<UserId, u32>>,
@@ -58,8 +64,32 @@ impl AppState {
     /// New state for `config`.
     pub fn new(config: ServerConfig, shutdown: CancellationToken) -> Arc<AppState> {
         let hub = Hub::new(config.hub.clone());
+        let metrics = Arc::new(Metrics::new(hub.clone()));
+        // One lot per worker thread.
+        let workers = tokio::runtime::Handle::try_current()
+            .map(|h| h.metrics().num_workers())
+            .unwrap_or(1);
+        let mut park_idle_after = config.park_idle_after;
+        let parking = match ParkingLots::new(workers, &metrics.parked) {
+            Ok(lots) => lots,
+            Err(e) => {
+                tracing::warn!(error = %e, "parking idle connections disabled");
+                park_idle_after = None;
+                ParkingLots::none()
+            }
+        };
+        let driver_limits = DriverLimits {
+            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_timeout: config.heartbeat_timeout,
+            close_timeout: config.close_timeout,
+            max_pending_output: config.max_pending_output,
+            auth_timeout: config.auth_timeout,
+            park_idle_after,
+        };
         Arc::new(AppState {
-            metrics: Arc::new(Metrics::new(hub.clone())),
+            metrics,
+            parking,
+            driver_limits,
             hub,
             config,
             shutdown,
@@ -174,6 +204,18 @@ pub struct ConnectionGuard {
     user: Option<UserId>,
     /// Counted in the `connections` gauge (admitted, not refused).
     in_gauge: bool,
+}
+
+impl ConnectionGuard {
+    /// The server state the connection was admitted to.
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// The peer's address, if known.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.ip
+    }
 }
 
 impl Drop for ConnectionGuard {

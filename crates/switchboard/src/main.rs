@@ -1,5 +1,6 @@
 //! The `switchboard` command: thin CLI over the server crate (no protocol logic here).
 
+mod allocator;
 mod settings;
 
 use std::path::PathBuf;
@@ -11,12 +12,6 @@ use switchboard_server::Server;
 use tokio_util::sync::CancellationToken;
 
 use settings::{Flags, LogFormat, Settings};
-
-// mimalloc: size-segregated pages keep the per-connection allocations that outlive the HTTP
-// handshake from being scattered among freed handshake buffers (measured: see
-// docs/benchmarks.md, memory per idle connection).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -56,6 +51,7 @@ impl SettingsArgs {
 }
 
 fn main() -> ExitCode {
+    allocator::configure();
     let cli = Cli::parse();
     let (Command::Serve(args) | Command::Config(args)) = &cli.command;
     let loaded = match args.load() {
@@ -143,6 +139,7 @@ fn multi_thread_runtime(workers: Option<usize>) -> std::io::Result<tokio::runtim
     }
     builder
         .global_queue_interval(GLOBAL_QUEUE_INTERVAL)
+        .on_thread_park(allocator::on_worker_idle)
         .enable_all()
         .build()
 }

@@ -177,6 +177,36 @@ impl Connection {
         self.frame.is_some() || self.message.is_some()
     }
 
+    /// Whether `buf` is nothing but one or more complete, valid Pong frames that this
+    /// connection, as it stands, would decode and ignore: it is open, no frame or message is
+    /// in progress, and each frame is final, without RSV bits, masked as the role requires,
+    /// with at most 125 bytes of payload.
+    ///
+    /// A caller holding an idle connection can then consume such bytes without running the
+    /// codec (they only prove the peer alive); anything else goes through
+    /// [`Connection::handle_input`]. An empty `buf` is not "only Pongs".
+    pub fn is_only_pongs(&self, buf: &[u8]) -> bool {
+        if self.state != CloseState::Open || self.is_mid_message() || buf.is_empty() {
+            return false;
+        }
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let Ok(Some((header, header_len))) = FrameHeader::parse(rest) else {
+                return false;
+            };
+            let well_formed = header.opcode == OpCode::Pong
+                && !header.rsv1
+                && header.mask.is_some() == self.role.expects_masked_input();
+            // `parse` already refused long or fragmented control frames.
+            let frame_len = header_len + header.payload_len as usize;
+            if !well_formed || rest.len() < frame_len {
+                return false;
+            }
+            rest = &rest[frame_len..];
+        }
+        true
+    }
+
     /// Bytes waiting to be written to the socket. Advance it by the number of bytes written.
     pub fn output(&mut self) -> &mut Output {
         &mut self.out

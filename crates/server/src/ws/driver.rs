@@ -5,17 +5,19 @@
 //! syscall: pipelined clients get batched replies for free. While idle the task holds no read
 //! or write buffer, and its only timer is one `Sleep` whose deadline is recomputed lazily.
 
-use std::io;
+use std::io::{self, Read as _};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use switchboard_ws_proto::{CloseCode, Connection, Event, MessageKind};
 use tokio::io::{Interest, Ready};
+use tokio::net::TcpStream;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
 use super::handler::Handler;
-use super::transport::Transport;
+use super::park::Verdict;
+use super::transport::{write_nonblocking, Transport};
 use crate::keepalive::{Keepalive, KeepaliveAction};
 use crate::metrics::Metrics;
 
@@ -38,6 +40,8 @@ pub struct DriverLimits {
     pub max_pending_output: usize,
     /// See `ServerConfig::auth_timeout`: applies while [`Handler::is_authenticated`] is false.
     pub auth_timeout: Duration,
+    /// See `ServerConfig::park_idle_after`; `None` never parks.
+    pub park_idle_after: Option<Duration>,
 }
 
 /// How a connection ended.
@@ -74,42 +78,103 @@ impl EndReason {
     }
 }
 
-/// Run a connection to its end. `leftover` are bytes read past the HTTP request head.
+/// The state of a connection that outlives any one driver task: a parked connection keeps
+/// it (as an [`Idle`]) while it has no task.
+#[derive(Debug)]
+pub struct Session<T, H> {
+    io: T,
+    /// Bytes read and not yet decoded.
+    input: BytesMut,
+    conn: Connection,
+    handler: H,
+    keepalive: Keepalive,
+    /// Until when a connection that has not authenticated may stay.
+    auth_deadline: Option<Instant>,
+    /// `conn.messages_sent()` already added to the metrics.
+    messages_reported: u64,
+}
+
+impl<T: Transport, H: Handler> Session<T, H> {
+    /// A connection that just opened. `leftover` are bytes read past the HTTP request head.
+    pub fn open(
+        io: T,
+        leftover: Bytes,
+        mut conn: Connection,
+        mut handler: H,
+        limits: &DriverLimits,
+    ) -> Session<T, H> {
+        let input = BytesMut::from(&leftover[..]);
+        // `leftover` may be a slice of hyper's read buffer: holding it would keep that whole
+        // allocation alive for the life of the connection.
+        drop(leftover);
+        let now = Instant::now();
+        handler.on_open(&mut conn);
+        // A handler that needs credentials (first-message `auth`) must get them in time.
+        let auth_deadline = (!handler.is_authenticated()).then(|| now + limits.auth_timeout);
+        Session {
+            io,
+            input,
+            conn,
+            handler,
+            keepalive: Keepalive::new(now, limits.heartbeat_interval, limits.heartbeat_timeout),
+            auth_deadline,
+            messages_reported: 0,
+        }
+    }
+}
+
+/// How a driver task ended.
+#[derive(Debug)]
+// Returned once, at the end of a task, and moved straight into the parking lot's box: boxing
+// the large variant would only add an allocation per park.
+#[allow(clippy::large_enum_variant)]
+pub enum Outcome<H> {
+    /// The connection is over.
+    Ended(Ended),
+    /// The connection is idle: hand it to a parking lot, which resumes it when needed.
+    Parked(Idle<H>),
+}
+
+/// Why the driver loop stopped.
+enum Exit {
+    End(EndReason),
+    Park,
+}
+
+/// Run a connection until it ends or, idle for `limits.park_idle_after`, can be parked.
 pub async fn run<T: Transport, H: Handler>(
-    mut io: T,
-    leftover: Bytes,
-    mut conn: Connection,
-    mut handler: H,
-    limits: DriverLimits,
-    shutdown: CancellationToken,
+    session: Session<T, H>,
+    limits: &DriverLimits,
+    shutdown: &CancellationToken,
     metrics: &Metrics,
-) -> Ended {
-    let mut input = BytesMut::from(&leftover[..]);
-    // `leftover` may be a slice of hyper's read buffer: holding it would keep that whole
-    // allocation alive for the life of the connection.
-    drop(leftover);
-    let mut keepalive = Keepalive::new(
-        Instant::now(),
-        limits.heartbeat_interval,
-        limits.heartbeat_timeout,
-    );
+) -> Outcome<H> {
+    let Session {
+        mut io,
+        mut input,
+        mut conn,
+        mut handler,
+        mut keepalive,
+        mut auth_deadline,
+        mut messages_reported,
+    } = session;
     let mut close_deadline: Option<Instant> = None;
     let sleep = sleep_until(keepalive.deadline().into());
     tokio::pin!(sleep);
     // Created once: registering a fresh waiter with the token on every loop turn costs a lock.
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
-    handler.on_open(&mut conn);
-    // A handler that needs credentials (first-message `auth`) must get them in time.
-    let mut auth_deadline =
-        (!handler.is_authenticated()).then(|| Instant::now() + limits.auth_timeout);
     // The handler may have outbound messages we have not taken yet: it announced them while
     // the socket was full, or we were busy reading (the biased `select!` below prefers
     // input, so a client that floods us would otherwise never get its deliveries, and would
-    // overflow its own outbox).
-    let mut outbound_due = false;
-    // `conn.messages_sent()` already added to the metrics.
-    let mut messages_reported = 0;
+    // overflow its own outbox), or while the connection was parked. Look at once.
+    let mut outbound_due = true;
+    // Parking: `park_check` is when to look next. `active` records any byte read or written
+    // since the last look (a flag, not a clock read per message): a connection parks at the
+    // first look that finds it idle and inactive, so between one and two `park_after` after
+    // its last activity.
+    let park_after = limits.park_idle_after.filter(|_| T::PARKABLE);
+    let mut park_check = park_after.map(|after| Instant::now() + after);
+    let mut active = false;
     // Deliveries are taken from the handler only once everything written before has left
     // (output empty): a client that reads slowly gets them in big batches when its socket
     // drains, and one that does not read at all is not woken per message: its queue stays
@@ -119,7 +184,7 @@ pub async fn run<T: Transport, H: Handler>(
     let flushed =
         |conn: &mut Connection, io: &T| conn.output().is_empty() && !io.has_buffered_output();
 
-    let reason = loop {
+    let exit = loop {
         let mut handled = 0;
         if !input.is_empty() {
             // On a protocol error the Close frame is queued; fall through to flush it.
@@ -128,14 +193,16 @@ pub async fn run<T: Transport, H: Handler>(
                 metrics.messages_in.add(handled as u64);
             }
         }
-        if write_counted(&mut io, &mut conn, metrics).is_err() {
-            break EndReason::PeerGone;
+        match write_counted(&mut io, &mut conn, metrics) {
+            Ok(written) => active |= written > 0,
+            Err(_) => break Exit::End(EndReason::PeerGone),
         }
         if outbound_due && conn.is_open() && flushed(&mut conn, &io) {
             outbound_due = false;
             handler.write_outbound(&mut conn);
-            if write_counted(&mut io, &mut conn, metrics).is_err() {
-                break EndReason::PeerGone;
+            match write_counted(&mut io, &mut conn, metrics) {
+                Ok(written) => active |= written > 0,
+                Err(_) => break Exit::End(EndReason::PeerGone),
             }
         }
         let sent = conn.messages_sent();
@@ -144,7 +211,7 @@ pub async fn run<T: Transport, H: Handler>(
             messages_reported = sent;
         }
         if conn.is_closed() && conn.output().is_empty() && !io.has_buffered_output() {
-            break EndReason::Closed;
+            break Exit::End(EndReason::Closed);
         }
         if handled >= YIELD_AFTER_MESSAGES {
             // A big batch (a publisher) has woken many tasks. The last one woken sits in this
@@ -171,7 +238,7 @@ pub async fn run<T: Transport, H: Handler>(
         if close_deadline.is_some() || auth_deadline.is_some() {
             let now = Instant::now();
             if close_deadline.is_some_and(|d| now >= d) {
-                break EndReason::CloseTimeout;
+                break Exit::End(EndReason::CloseTimeout);
             }
             if auth_deadline.is_some_and(|d| now >= d) {
                 auth_deadline = None;
@@ -183,7 +250,10 @@ pub async fn run<T: Transport, H: Handler>(
             }
         }
         let mut deadline = keepalive.deadline();
-        for d in [close_deadline, auth_deadline].into_iter().flatten() {
+        for d in [close_deadline, auth_deadline, park_check]
+            .into_iter()
+            .flatten()
+        {
             deadline = deadline.min(d);
         }
         // Activity only moves the keepalive deadline later: leave the timer alone then (no
@@ -209,25 +279,26 @@ pub async fn run<T: Transport, H: Handler>(
             // the state every idle connection keeps.
             ready = ready_for(&io, interest) => {
                 let Ok(ready) = ready else {
-                    break EndReason::PeerGone;
+                    break Exit::End(EndReason::PeerGone);
                 };
                 if ready.is_readable() || ready.is_read_closed() {
                     if input.capacity() - input.len() < READ_CHUNK / 4 {
                         input.reserve(READ_CHUNK);
                     }
                     match io.read_available(&mut input, READ_CHUNK) {
-                        Ok(0) => break EndReason::PeerGone,
+                        Ok(0) => break Exit::End(EndReason::PeerGone),
                         Ok(n) => {
                             metrics.bytes_in.add(n as u64);
                             keepalive.heard(Instant::now());
                             outbound_due = true;
+                            active = true;
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(_) => break EndReason::PeerGone,
+                        Err(_) => break Exit::End(EndReason::PeerGone),
                     }
                 }
             }
-            () = handler.outbound_ready(), if conn.is_open() => {
+            () = std::future::poll_fn(|cx| handler.poll_outbound(cx)), if conn.is_open() => {
                 if flushed(&mut conn, &io) {
                     handler.write_outbound(&mut conn);
                 } else {
@@ -236,39 +307,184 @@ pub async fn run<T: Transport, H: Handler>(
                 }
             }
             () = &mut sleep => {
-                match keepalive.handle_timeout(Instant::now()) {
+                let now = Instant::now();
+                match keepalive.handle_timeout(now) {
                     KeepaliveAction::Wait => {}
                     KeepaliveAction::SendPing => conn.send_ping(b""),
-                    KeepaliveAction::Dead => break EndReason::HeartbeatTimeout,
+                    KeepaliveAction::Dead => break Exit::End(EndReason::HeartbeatTimeout),
+                }
+                if let (Some(at), Some(after)) = (park_check, park_after) {
+                    if now >= at {
+                        let idle = conn.is_open()
+                            && !conn.is_mid_message()
+                            && input.is_empty()
+                            && flushed(&mut conn, &io)
+                            && !outbound_due
+                            && auth_deadline.is_none()
+                            && close_deadline.is_none()
+                            && !shutdown.is_cancelled();
+                        if !std::mem::take(&mut active) && idle {
+                            break Exit::Park;
+                        }
+                        park_check = Some(now + after);
+                    }
                 }
             }
         }
     };
-    handler.on_close();
-    if reason == EndReason::Closed {
-        // Boxed: only closing connections pay for the drain buffer and its future, not the
-        // state of every idle connection.
-        Box::pin(io.linger(limits.close_timeout)).await;
-    }
-    Ended {
+    let reason = match exit {
+        Exit::Park => {
+            handler.on_park();
+            conn.release_idle_buffers();
+            if let Some(socket) = io.into_parkable() {
+                return Outcome::Parked(Idle {
+                    socket,
+                    conn,
+                    handler,
+                    keepalive,
+                });
+            }
+            // Could not leave tokio's reactor (not expected): the socket is gone with `io`.
+            handler.on_close();
+            EndReason::PeerGone
+        }
+        Exit::End(reason) => {
+            handler.on_close();
+            if reason == EndReason::Closed {
+                // Boxed: only closing connections pay for the drain buffer and its future, not
+                // the state of every idle connection.
+                Box::pin(io.linger(limits.close_timeout)).await;
+            }
+            reason
+        }
+    };
+    Outcome::Ended(Ended {
         reason,
         close_code: conn.close_code(),
+    })
+}
+
+/// An idle connection without a task: what a parking lot holds (see `ws::park`). Its socket
+/// is out of tokio's reactor; its codec holds no partial frame and no output.
+#[derive(Debug)]
+pub struct Idle<H> {
+    socket: std::net::TcpStream,
+    conn: Connection,
+    handler: H,
+    keepalive: Keepalive,
+}
+
+/// Bytes of a readable parked socket looked at before deciding to resume: more than a few
+/// Pongs means traffic, and traffic is the driver's job.
+const PEEK_LIMIT: usize = 256;
+
+impl<H: Handler> Idle<H> {
+    /// The socket.
+    pub fn socket(&self) -> &std::net::TcpStream {
+        &self.socket
+    }
+
+    /// The heartbeat deadline.
+    pub fn deadline(&self) -> Instant {
+        self.keepalive.deadline()
+    }
+
+    /// See [`Handler::poll_outbound`].
+    pub fn poll_outbound(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.handler.poll_outbound(cx)
+    }
+
+    /// The socket is readable: consume it in place if it holds only Pongs (answers to our
+    /// heartbeat), otherwise ask to resume. Looks with `MSG_PEEK`, so that nothing is taken
+    /// from the stream unless it is consumed for good.
+    pub fn on_readable(&mut self, metrics: &Metrics) -> Verdict {
+        let mut buf = [0u8; PEEK_LIMIT];
+        match self.socket.peek(&mut buf) {
+            Ok(n) if n < PEEK_LIMIT && self.conn.is_only_pongs(&buf[..n]) => {
+                // The bytes are in the socket's queue: this read takes exactly them.
+                match (&self.socket).read(&mut buf[..n]) {
+                    Ok(read) if read == n => {
+                        metrics.bytes_in.add(n as u64);
+                        self.keepalive.heard(Instant::now());
+                        Verdict::Stay
+                    }
+                    _ => Verdict::Resume,
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Verdict::Stay,
+            // Data, the end of the stream or an error: the driver's job.
+            _ => Verdict::Resume,
+        }
+    }
+
+    /// The heartbeat deadline passed: write the Ping from here when the socket takes it
+    /// whole, otherwise (and for a peer that is dead) ask to resume.
+    pub fn on_deadline(&mut self, now: Instant, metrics: &Metrics) -> Verdict {
+        match self.keepalive.handle_timeout(now) {
+            KeepaliveAction::Wait => Verdict::Stay,
+            // The resumed driver finds the deadline passed and ends the connection.
+            KeepaliveAction::Dead => Verdict::Resume,
+            KeepaliveAction::SendPing => {
+                self.conn.send_ping(b"");
+                let before = self.conn.output().len();
+                let result = write_nonblocking(&self.socket, self.conn.output());
+                metrics
+                    .bytes_out
+                    .add((before - self.conn.output().len()) as u64);
+                if result.is_ok() && self.conn.output().is_empty() {
+                    self.conn.release_idle_buffers();
+                    Verdict::Stay
+                } else {
+                    Verdict::Resume
+                }
+            }
+        }
+    }
+
+    /// Back into tokio's reactor, as a session for a new driver task.
+    pub fn resume(self) -> Result<Session<TcpStream, H>, (io::Error, Ended)> {
+        let Idle {
+            socket,
+            conn,
+            mut handler,
+            keepalive,
+        } = self;
+        match TcpStream::from_std(socket) {
+            Ok(io) => Ok(Session {
+                io,
+                input: BytesMut::new(),
+                // Everything sent before parking was reported.
+                messages_reported: conn.messages_sent(),
+                conn,
+                handler,
+                keepalive,
+                auth_deadline: None,
+            }),
+            Err(e) => {
+                handler.on_close();
+                let ended = Ended {
+                    reason: EndReason::PeerGone,
+                    close_code: conn.close_code(),
+                };
+                Err((e, ended))
+            }
+        }
     }
 }
 
-/// Write what the socket takes now and count the bytes.
+/// Write what the socket takes now and count the bytes; returns how many were written.
 fn write_counted<T: Transport>(
     io: &mut T,
     conn: &mut Connection,
     metrics: &Metrics,
-) -> io::Result<()> {
+) -> io::Result<usize> {
     let before = conn.output().len();
     let result = io.write_now(conn.output());
     let written = before - conn.output().len();
     if written > 0 {
         metrics.bytes_out.add(written as u64);
     }
-    result
+    result.map(|()| written)
 }
 
 /// Wait for `interest` on the socket, or forever when there is nothing to wait for.
@@ -346,6 +562,7 @@ mod tests {
             close_timeout: Duration::from_secs(1),
             max_pending_output: 64 * 1024,
             auth_timeout: Duration::from_millis(200),
+            park_idle_after: None,
         }
     }
 
@@ -365,16 +582,12 @@ mod tests {
             };
             let conn = Connection::server(&Config::default());
             let shutdown = CancellationToken::new();
-            run(
-                server,
-                Bytes::new(),
-                conn,
-                handler,
-                limits(),
-                shutdown,
-                &metrics,
-            )
-            .await
+            let limits = limits();
+            let session = Session::open(server, Bytes::new(), conn, handler, &limits);
+            match run(session, &limits, &shutdown, &metrics).await {
+                Outcome::Ended(ended) => ended,
+                Outcome::Parked(_) => panic!("parking is off"),
+            }
         });
         (client, Connection::client(&Config::default(), 7), task)
     }

@@ -1,13 +1,16 @@
 //! What a WebSocket endpoint does with the messages a connection receives.
 
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use switchboard_ws_proto::{Connection, MessageKind};
 
 /// Application logic of one WebSocket connection, called by its driver task.
 ///
-/// Methods are synchronous: they run between socket reads and must not block. Replies are
+/// `Sync` because the driver polls [`Handler::poll_outbound`] through a shared reference
+/// held across an await. Methods are synchronous: they run between socket reads and must not block. Replies are
 /// queued on `conn` and flushed by the driver in one write per batch.
-pub trait Handler: Send + 'static {
+pub trait Handler: Send + Sync + 'static {
     /// The connection is open.
     fn on_open(&mut self, _conn: &mut Connection) {}
     /// A complete message arrived.
@@ -20,18 +23,22 @@ pub trait Handler: Send + 'static {
     fn is_authenticated(&self) -> bool {
         true
     }
-    /// Resolves when the handler has messages from elsewhere (a hub outbox) to write, or a
-    /// request to close the connection. Cancel safe.
-    fn outbound_ready(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
-        std::future::pending()
+    /// Ready when the handler has messages from elsewhere (a hub outbox) to write, or a
+    /// request to close the connection, since it last returned ready; otherwise `cx`'s waker
+    /// is woken when it has. The waker is the driver task's, or, while the connection is
+    /// parked (see `ws::park`), the parking lot's: keep only the latest.
+    fn poll_outbound(&self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
     }
-    /// Queue the messages `outbound_ready` announced (called while the connection's output
+    /// Queue the messages `poll_outbound` announced (called while the connection's output
     /// is below its limit).
     fn write_outbound(&mut self, _conn: &mut Connection) {}
-    /// `outbound_ready` fired while the connection's output is at its limit (the client is
+    /// `poll_outbound` fired while the connection's output is at its limit (the client is
     /// not reading): act only on what must not wait, such as a close request. The driver
     /// calls `write_outbound` once the output has drained.
     fn on_outbound_blocked(&mut self, _conn: &mut Connection) {}
+    /// The connection is about to be parked (idle, without a task): free scratch memory.
+    fn on_park(&mut self) {}
 }
 
 /// Echoes every message back (the `/echo` endpoint).

@@ -3,6 +3,7 @@
 
 pub mod driver;
 pub mod handler;
+pub mod park;
 pub mod transport;
 
 use std::sync::Arc;
@@ -18,10 +19,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use crate::metrics::DisconnectLabels;
-use crate::state::{AppState, PeerAddr, Refusal};
-use driver::DriverLimits;
+use crate::state::{AppState, ConnectionGuard, PeerAddr, Refusal};
+use driver::{Ended, Idle, Outcome, Session};
 use handler::Handler;
-use transport::TlsTransport;
+use park::{Parked, Verdict};
+use transport::{TlsTransport, Transport};
 
 /// Answer an upgrade request: `101` and a driver task running `handler`, or the HTTP error the
 /// handshake rules name (400, 405, 426).
@@ -90,12 +92,12 @@ pub fn upgrade<H: Handler>(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_state = state.clone();
     // The task captures as little as possible: its captures stay in the state of every
-    // connection for its whole life (memory per idle connection is a product goal).
-    // The connection's log lines carry its id and peer. A debug span, entered only to log
+    // connection for as long as the task lives (memory per idle connection is a product goal).
+    // The connection's log lines carry its id and peer, in a debug span entered only to log
     // (not wrapped around the task: entering a span on every poll of every connection costs
     // measurably in a fan-out), and disabled at the default `info` level.
-    let span = tracing::debug_span!("ws", conn = conn_id, peer = ?peer);
-    span.in_scope(|| {
+    let ctx = ConnCtx { guard, id: conn_id };
+    ctx.span().in_scope(|| {
         tracing::debug!(
             path = %crate::redact::redact_path_and_query(
                 req.uri().path_and_query().map_or("/", |p| p.as_str())
@@ -107,7 +109,8 @@ pub fn upgrade<H: Handler>(
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
-                span.in_scope(|| tracing::debug!(error = %e, "upgrade failed"));
+                ctx.span()
+                    .in_scope(|| tracing::debug!(error = %e, "upgrade failed"));
                 // Counted as connected at admission: keep connects and disconnects balanced.
                 task_state
                     .metrics
@@ -125,7 +128,6 @@ pub fn upgrade<H: Handler>(
             tracing::error!("upgraded connection is neither TCP nor TLS over TCP");
             return;
         };
-        let _guard = guard;
         let config = &task_state.config;
         let mut conn = Connection::server(&Config {
             max_message_size: config.max_message_size,
@@ -133,39 +135,15 @@ pub fn upgrade<H: Handler>(
         if let (Some(params), Some(policy)) = (deflate, config.deflate.as_ref()) {
             conn = conn.with_deflate(params, policy);
         }
-        let limits = DriverLimits {
-            heartbeat_interval: config.heartbeat_interval,
-            heartbeat_timeout: config.heartbeat_timeout,
-            close_timeout: config.close_timeout,
-            max_pending_output: config.max_pending_output,
-            auth_timeout: config.auth_timeout,
-        };
-        let shutdown = task_state.shutdown.clone();
-        let metrics = &task_state.metrics;
-        let ended = match stream {
+        let limits = &task_state.driver_limits;
+        match stream {
             Stream::Plain(tcp, leftover) => {
-                driver::run(tcp, leftover, conn, handler, limits, shutdown, metrics).await
+                drive(Session::open(tcp, leftover, conn, handler, limits), ctx).await
             }
             Stream::Tls(tls, leftover) => {
-                driver::run(tls, leftover, conn, handler, limits, shutdown, metrics).await
+                drive(Session::open(tls, leftover, conn, handler, limits), ctx).await
             }
-        };
-        metrics
-            .disconnects
-            .get_or_create(&DisconnectLabels {
-                transport: "websocket",
-                // 1006: no closing handshake (RFC 6455 §7.1.5).
-                code: ended.close_code.unwrap_or(1006),
-                reason: ended.reason.label(),
-            })
-            .inc();
-        span.in_scope(|| {
-            tracing::debug!(
-                reason = ?ended.reason,
-                code = ?ended.close_code,
-                "websocket connection ended"
-            )
-        });
+        }
     };
     state.tracker.spawn(task);
 
@@ -180,6 +158,109 @@ pub fn upgrade<H: Handler>(
         }
     }
     resp
+}
+
+/// What a connection holds for its whole life besides its [`Session`]: its admission (the
+/// connection limits and gauges, released when dropped) and its id for logs.
+struct ConnCtx {
+    guard: ConnectionGuard,
+    id: u64,
+}
+
+impl ConnCtx {
+    fn state(&self) -> &Arc<AppState> {
+        self.guard.state()
+    }
+
+    /// The span of the connection's log lines (created when something is logged: a span
+    /// held by every connection would cost memory, and is disabled at `info` anyway).
+    fn span(&self) -> tracing::Span {
+        tracing::debug_span!("ws", conn = self.id, peer = ?self.guard.ip())
+    }
+
+    /// The connection is over: count and log it (and release its admission).
+    fn finish(self, ended: Ended) {
+        self.state()
+            .metrics
+            .disconnects
+            .get_or_create(&DisconnectLabels {
+                transport: "websocket",
+                // 1006: no closing handshake (RFC 6455 §7.1.5).
+                code: ended.close_code.unwrap_or(1006),
+                reason: ended.reason.label(),
+            })
+            .inc();
+        self.span().in_scope(|| {
+            tracing::debug!(
+                reason = ?ended.reason,
+                code = ?ended.close_code,
+                "websocket connection ended"
+            )
+        });
+    }
+}
+
+/// A connection's task: run its driver until the connection ends or parks.
+async fn drive<T: Transport, H: Handler>(session: Session<T, H>, ctx: ConnCtx) {
+    let state = ctx.state();
+    let outcome = driver::run(
+        session,
+        &state.driver_limits,
+        &state.shutdown,
+        &state.metrics,
+    )
+    .await;
+    match outcome {
+        Outcome::Ended(ended) => ctx.finish(ended),
+        Outcome::Parked(idle) => {
+            let state = ctx.state().clone();
+            state
+                .parking
+                .park(ctx.id, Box::new(ParkedConnection { idle, ctx }));
+        }
+    }
+}
+
+/// An idle connection in a parking lot: its codec and handler state, and its [`ConnCtx`].
+struct ParkedConnection<H> {
+    idle: Idle<H>,
+    ctx: ConnCtx,
+}
+
+impl<H: Handler> Parked for ParkedConnection<H> {
+    fn socket(&self) -> &std::net::TcpStream {
+        self.idle.socket()
+    }
+
+    fn deadline(&self) -> std::time::Instant {
+        self.idle.deadline()
+    }
+
+    fn on_deadline(&mut self, now: std::time::Instant) -> Verdict {
+        self.idle.on_deadline(now, &self.ctx.state().metrics)
+    }
+
+    fn on_readable(&mut self) -> Verdict {
+        self.idle.on_readable(&self.ctx.state().metrics)
+    }
+
+    fn poll_outbound(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.idle.poll_outbound(cx)
+    }
+
+    fn resume(self: Box<Self>) {
+        let ParkedConnection { idle, ctx } = *self;
+        match idle.resume() {
+            Ok(session) => {
+                let tracker = ctx.state().tracker.clone();
+                tracker.spawn(drive(session, ctx));
+            }
+            Err((e, ended)) => {
+                tracing::warn!(error = %e, "could not resume a parked connection");
+                ctx.finish(ended);
+            }
+        }
+    }
 }
 
 /// The byte stream an upgraded connection continues on, with the bytes already read past the

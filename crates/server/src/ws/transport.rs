@@ -36,6 +36,19 @@ pub trait Transport: Send + 'static {
     /// turn our close into a reset that could destroy the Close frame in flight (RFC 6455
     /// §7.1.1: the server closes the TCP connection first).
     fn linger(self, timeout: Duration) -> impl Future<Output = ()> + Send;
+
+    /// Whether an idle connection on this transport can be parked (held without a task; see
+    /// `ws::park`): the parking lot reads and writes the bare socket, so only plain TCP can.
+    const PARKABLE: bool = false;
+
+    /// The bare socket, taken out of tokio's reactor, for parking (`None` when the transport
+    /// can not be parked or the socket can not be deregistered).
+    fn into_parkable(self) -> Option<std::net::TcpStream>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 impl Transport for TcpStream {
@@ -97,6 +110,29 @@ impl Transport for TcpStream {
         let _ = self.shutdown().await;
         let _ = tokio::time::timeout(timeout, discard_until_eof(&self)).await;
     }
+
+    const PARKABLE: bool = true;
+
+    fn into_parkable(self) -> Option<std::net::TcpStream> {
+        // Deregisters from tokio (freeing its per-socket state); stays non-blocking.
+        self.into_std().ok()
+    }
+}
+
+/// Write as much of `out` as a non-blocking std socket takes now (a parked connection's).
+pub fn write_nonblocking(socket: &std::net::TcpStream, out: &mut Output) -> io::Result<()> {
+    while !out.is_empty() {
+        let mut slices = [IoSlice::new(&[]); 64];
+        let n = out.io_slices(&mut slices);
+        match (&*socket).write_vectored(&slices[..n]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => out.advance(written),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 async fn discard_until_eof(stream: &TcpStream) {

@@ -171,6 +171,13 @@ pub(crate) const KEYS: &[Key] = &[
          [default: 64KiB]",
     ),
     key(
+        "park_idle_after",
+        "park-idle-after",
+        "DURATION",
+        "Park a WebSocket idle this long: no task, a fraction of the memory; 0 never parks \
+         [default: 5s]",
+    ),
+    key(
         "outbound_buffer",
         "outbound-buffer",
         "SIZE",

@@ -64,6 +64,9 @@ pub(crate) struct Settings {
     pub(crate) max_pending_output: usize,
     #[serde(deserialize_with = "values::size_or_zero")]
     pub(crate) socket_send_buffer: usize,
+    /// Zero: never park.
+    #[serde(deserialize_with = "values::duration")]
+    pub(crate) park_idle_after: Duration,
     #[serde(deserialize_with = "values::size")]
     pub(crate) outbound_buffer: usize,
     /// `None`: unlimited.
@@ -142,6 +145,7 @@ impl Default for Settings {
             auth_timeout: server.auth_timeout,
             max_pending_output: server.max_pending_output,
             socket_send_buffer: server.socket_send_buffer.unwrap_or(0),
+            park_idle_after: server.park_idle_after.unwrap_or(Duration::ZERO),
             outbound_buffer: hub.outbox_budget,
             max_connections: server.max_connections,
             max_connections_per_ip: server.max_connections_per_ip,
@@ -193,6 +197,7 @@ impl Settings {
             shutdown_timeout: self.shutdown_timeout,
             max_pending_output: self.max_pending_output,
             socket_send_buffer: (self.socket_send_buffer > 0).then_some(self.socket_send_buffer),
+            park_idle_after: (!self.park_idle_after.is_zero()).then_some(self.park_idle_after),
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
             max_connections_per_user: self.max_connections_per_user,

@@ -107,6 +107,7 @@ pub(crate) fn value(s: &Settings, path: &str) -> Option<Value> {
         "auth_timeout" => duration(s.auth_timeout),
         "max_pending_output" => size(s.max_pending_output),
         "socket_send_buffer" => size(s.socket_send_buffer),
+        "park_idle_after" => duration(s.park_idle_after),
         "outbound_buffer" => size(s.outbound_buffer),
         "max_connections" => s.max_connections.map_or_else(|| string("unlimited"), int),
         "max_connections_per_ip" => int(s.max_connections_per_ip),

@@ -369,3 +369,36 @@ fn prepared_message_is_shared_and_compressed_once() {
     assert_eq!(fa[0], 0xC1);
     assert_eq!(plain.prepared_frame(&msg)[0], 0x81);
 }
+
+#[test]
+fn only_complete_valid_pongs_count_as_only_pongs() {
+    let conn = Connection::server(&Config::default());
+    let pong = frame(0x8a, b"hi", true);
+    assert!(conn.is_only_pongs(&pong));
+    let two: Vec<u8> = [pong.clone(), frame(0x8a, b"", true)].concat();
+    assert!(conn.is_only_pongs(&two));
+    assert!(!conn.is_only_pongs(&[]));
+    assert!(!conn.is_only_pongs(&pong[..pong.len() - 1]), "incomplete");
+    assert!(
+        !conn.is_only_pongs(&[pong.clone(), text("x")].concat()),
+        "then data"
+    );
+    assert!(!conn.is_only_pongs(&frame(0x8a, b"hi", false)), "unmasked");
+    assert!(!conn.is_only_pongs(&frame(0xca, b"hi", true)), "RSV1");
+    assert!(
+        !conn.is_only_pongs(&frame(0x89, b"hi", true)),
+        "a Ping needs an answer"
+    );
+    assert!(!conn.is_only_pongs(&frame(0x0a, b"hi", true)), "not final");
+
+    // Not while a fragmented message is being assembled.
+    let mut mid = Connection::server(&Config::default());
+    let mut input = BytesMut::from(&frame(0x01, b"part", true)[..]);
+    assert_eq!(mid.handle_input(&mut input).unwrap(), None);
+    assert!(!mid.is_only_pongs(&pong));
+
+    // Nor once the close handshake started.
+    let mut closing = Connection::server(&Config::default());
+    closing.close(CloseCode::Normal, "");
+    assert!(!closing.is_only_pongs(&pong));
+}
