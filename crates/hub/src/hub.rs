@@ -221,7 +221,9 @@ impl Hub {
         };
         lock(self.user_shard(&conn.user))
             .entry(conn.user.clone())
-            .or_default()
+            // Most users have one connection (every anonymous one does): a default `Vec`
+            // would reserve four entries on the first push, for every connection.
+            .or_insert_with(|| Vec::with_capacity(1))
             .push((conn.id, conn.outbox.clone()));
         conn
     }

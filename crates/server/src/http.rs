@@ -30,11 +30,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn ws_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    let session = NativeSession::anonymous(
-        state.hub.clone(),
-        state.metrics.clone(),
-        state.config.rate_limit,
-    );
+    let session = NativeSession::anonymous(state.native.clone());
     let conn_id = session.connection_id();
     ws::upgrade(&state, req, session, conn_id)
 }

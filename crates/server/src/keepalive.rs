@@ -17,21 +17,27 @@ pub enum KeepaliveAction {
     Dead,
 }
 
+/// The heartbeat settings (shared by every connection; passed in, not stored per connection:
+/// every byte of `Keepalive` is paid by every idle connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Send a Ping after this long without hearing from the peer.
+    pub interval: Duration,
+    /// Give up this long after a Ping without hearing from the peer.
+    pub timeout: Duration,
+}
+
 /// Per-connection heartbeat state.
 #[derive(Debug, Clone)]
 pub struct Keepalive {
-    interval: Duration,
-    timeout: Duration,
     last_heard: Instant,
     ping_sent: Option<Instant>,
 }
 
 impl Keepalive {
     /// Start counting at `now`.
-    pub fn new(now: Instant, interval: Duration, timeout: Duration) -> Keepalive {
+    pub fn new(now: Instant) -> Keepalive {
         Keepalive {
-            interval,
-            timeout,
             last_heard: now,
             ping_sent: None,
         }
@@ -44,19 +50,19 @@ impl Keepalive {
     }
 
     /// When to call [`Keepalive::handle_timeout`] next.
-    pub fn deadline(&self) -> Instant {
+    pub fn deadline(&self, hb: &Heartbeat) -> Instant {
         match self.ping_sent {
-            Some(sent) => sent + self.timeout,
-            None => self.last_heard + self.interval,
+            Some(sent) => sent + hb.timeout,
+            None => self.last_heard + hb.interval,
         }
     }
 
     /// The deadline fired (or may have): decide.
-    pub fn handle_timeout(&mut self, now: Instant) -> KeepaliveAction {
+    pub fn handle_timeout(&mut self, now: Instant, hb: &Heartbeat) -> KeepaliveAction {
         match self.ping_sent {
-            Some(sent) if now >= sent + self.timeout => KeepaliveAction::Dead,
+            Some(sent) if now >= sent + hb.timeout => KeepaliveAction::Dead,
             Some(_) => KeepaliveAction::Wait,
-            None if now >= self.last_heard + self.interval => {
+            None if now >= self.last_heard + hb.interval => {
                 self.ping_sent = Some(now);
                 KeepaliveAction::SendPing
             }
@@ -70,28 +76,38 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+    const HB: Heartbeat = Heartbeat {
+        interval: Duration::from_secs(25),
+        timeout: Duration::from_secs(20),
+    };
 
     #[test]
     fn quiet_peer_is_pinged_then_dropped() {
         let t0 = Instant::now();
-        let mut k = Keepalive::new(t0, 25 * S, 20 * S);
-        assert_eq!(k.deadline(), t0 + 25 * S);
-        assert_eq!(k.handle_timeout(t0 + 24 * S), KeepaliveAction::Wait);
-        assert_eq!(k.handle_timeout(t0 + 25 * S), KeepaliveAction::SendPing);
-        assert_eq!(k.deadline(), t0 + 45 * S);
-        assert_eq!(k.handle_timeout(t0 + 44 * S), KeepaliveAction::Wait);
-        assert_eq!(k.handle_timeout(t0 + 45 * S), KeepaliveAction::Dead);
+        let mut k = Keepalive::new(t0);
+        assert_eq!(k.deadline(&HB), t0 + 25 * S);
+        assert_eq!(k.handle_timeout(t0 + 24 * S, &HB), KeepaliveAction::Wait);
+        assert_eq!(
+            k.handle_timeout(t0 + 25 * S, &HB),
+            KeepaliveAction::SendPing
+        );
+        assert_eq!(k.deadline(&HB), t0 + 45 * S);
+        assert_eq!(k.handle_timeout(t0 + 44 * S, &HB), KeepaliveAction::Wait);
+        assert_eq!(k.handle_timeout(t0 + 45 * S, &HB), KeepaliveAction::Dead);
     }
 
     #[test]
     fn any_activity_postpones_the_ping_and_answers_it() {
         let t0 = Instant::now();
-        let mut k = Keepalive::new(t0, 25 * S, 20 * S);
+        let mut k = Keepalive::new(t0);
         k.heard(t0 + 10 * S);
-        assert_eq!(k.handle_timeout(t0 + 25 * S), KeepaliveAction::Wait);
-        assert_eq!(k.deadline(), t0 + 35 * S);
-        assert_eq!(k.handle_timeout(t0 + 35 * S), KeepaliveAction::SendPing);
+        assert_eq!(k.handle_timeout(t0 + 25 * S, &HB), KeepaliveAction::Wait);
+        assert_eq!(k.deadline(&HB), t0 + 35 * S);
+        assert_eq!(
+            k.handle_timeout(t0 + 35 * S, &HB),
+            KeepaliveAction::SendPing
+        );
         k.heard(t0 + 36 * S);
-        assert_eq!(k.deadline(), t0 + 61 * S);
+        assert_eq!(k.deadline(&HB), t0 + 61 * S);
     }
 }

@@ -22,17 +22,38 @@ use crate::ws::handler::Handler;
 /// The [`Delivery`] encoding slot holding the WebSocket text frame.
 const WS_TEXT_SLOT: usize = 0;
 
+/// What every native-protocol session of a server shares (one `Arc` per session instead of
+/// a copy of each: a session's size is paid by every idle connection).
+#[derive(Debug)]
+pub struct NativeShared {
+    /// Rooms, presence, history.
+    pub hub: Arc<Hub>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Per-connection message rate limit (`None`: unlimited).
+    pub rate_limit: Option<RateLimit>,
+}
+
 /// The state of one native-protocol connection.
 #[derive(Debug)]
 pub struct NativeSession {
-    hub: Arc<Hub>,
+    shared: Arc<NativeShared>,
     conn: HubConn,
     /// Rooms this connection joined (few per connection; a Vec beats a set here).
     rooms: Vec<RoomName>,
-    /// Scratch for draining the outbox, kept empty between uses.
-    batch: Vec<Arc<Delivery>>,
-    rate: Option<(RateLimit, TokenBucket)>,
-    metrics: Arc<Metrics>,
+    /// The rate limiter's state, when a limit is set.
+    bucket: Option<TokenBucket>,
+}
+
+/// Entries of the per-thread drain scratch kept between drains.
+const MAX_BATCH_CAPACITY: usize = 4096;
+
+thread_local! {
+    /// Scratch for draining an outbox, kept empty between uses: per worker thread rather
+    /// than per connection (a drain never nests).
+    static BATCH: std::cell::RefCell<Vec<Arc<Delivery>>> = const {
+        std::cell::RefCell::new(Vec::new())
+    };
 }
 
 /// A random-looking id: process-random key hashed with a counter.
@@ -44,20 +65,16 @@ fn generated_id(hub: &Hub, prefix: &str) -> String {
 
 impl NativeSession {
     /// A session for an anonymous user (a generated user id).
-    pub fn anonymous(
-        hub: Arc<Hub>,
-        metrics: Arc<Metrics>,
-        rate_limit: Option<RateLimit>,
-    ) -> NativeSession {
-        let user = UserId(Arc::from(generated_id(&hub, "anon-")));
-        let conn = hub.connect(user);
+    pub fn anonymous(shared: Arc<NativeShared>) -> NativeSession {
+        let user = UserId(Arc::from(generated_id(&shared.hub, "anon-")));
+        let conn = shared.hub.connect(user);
         NativeSession {
-            hub,
+            bucket: shared
+                .rate_limit
+                .map(|l| TokenBucket::new(&l, Instant::now())),
+            shared,
             conn,
             rooms: Vec::new(),
-            batch: Vec::new(),
-            rate: rate_limit.map(|l| (l, TokenBucket::new(&l, Instant::now()))),
-            metrics,
         }
     }
 
@@ -82,7 +99,7 @@ impl NativeSession {
         match incoming.message {
             ClientMessage::Join { room, since } => {
                 let since = since.as_ref().map(|s| (s.offset, s.epoch.as_str()));
-                let joined = self.hub.join(&self.conn, &room, since);
+                let joined = self.shared.hub.join(&self.conn, &room, since);
                 if !self.rooms.contains(&room) {
                     self.rooms.push(room.clone());
                 }
@@ -100,7 +117,7 @@ impl NativeSession {
                 );
             }
             ClientMessage::Leave { room } => {
-                self.hub.leave(&self.conn, &room);
+                self.shared.hub.leave(&self.conn, &room);
                 self.rooms.retain(|r| *r != room);
                 Self::send(
                     conn,
@@ -109,11 +126,12 @@ impl NativeSession {
             }
             ClientMessage::Ping => Self::send(conn, ServerMessage(json!({"type": "pong"}))),
             ClientMessage::History { room, since, limit } => {
-                let (messages, offset, epoch) = self.hub.history(&room, since, limit);
+                let (messages, offset, epoch) = self.shared.hub.history(&room, since, limit);
                 self.send_history(conn, &room, &messages, offset, &epoch);
             }
             ClientMessage::Presence { room } => {
                 let members: Vec<Value> = self
+                    .shared
                     .hub
                     .presence(&room)
                     .into_iter()
@@ -160,7 +178,7 @@ impl NativeSession {
             return Self::send(conn, error("not_in_room", "Not in room"));
         }
         if let Some(id) = &id {
-            if let Some(offset) = self.hub.seen_message(&self.conn.user, id) {
+            if let Some(offset) = self.shared.hub.seen_message(&self.conn.user, id) {
                 // A retry of a message already accepted: acknowledge again, deliver once.
                 return Self::send(conn, ack(id, offset));
             }
@@ -168,17 +186,18 @@ impl NativeSession {
         let user = self.conn.user.clone();
         let message_id = match &id {
             Some(_) => String::new(),
-            None => generated_id(&self.hub, ""),
+            None => generated_id(&self.shared.hub, ""),
         };
         let room_name = room.clone();
-        let published = self.hub.publish(&room, move |offset, ts| {
+        let published = self.shared.hub.publish(&room, move |offset, ts| {
             stamp_relay(body, &user.0, room_name.as_str(), ts, offset, &message_id)
         });
         if published.dropped > 0 {
-            self.metrics.dropped.add(published.dropped as u64);
+            self.shared.metrics.dropped.add(published.dropped as u64);
         }
         if let Some(id) = id {
-            self.hub
+            self.shared
+                .hub
                 .record_message(&self.conn.user, &id, published.offset);
             Self::send(conn, ack(&id, published.offset));
         }
@@ -232,7 +251,7 @@ impl NativeSession {
                 true
             }
             Some(Kick::Overflow) => {
-                self.metrics.overflow_closes.inc();
+                self.shared.metrics.overflow_closes.inc();
                 conn.close(CloseCode::Application(4003), "Buffer overflow");
                 true
             }
@@ -257,10 +276,10 @@ impl Handler for NativeSession {
     }
 
     fn on_message(&mut self, conn: &mut Connection, kind: MessageKind, payload: Bytes) {
-        if let Some((limit, bucket)) = &mut self.rate {
+        if let (Some(limit), Some(bucket)) = (&self.shared.rate_limit, &mut self.bucket) {
             let verdict = bucket.check(limit, Instant::now());
             if verdict != Verdict::Accept {
-                self.metrics.rate_limited.inc();
+                self.shared.metrics.rate_limited.inc();
             }
             match verdict {
                 Verdict::Accept => {}
@@ -287,15 +306,11 @@ impl Handler for NativeSession {
 
     fn on_close(&mut self) {
         let rooms = std::mem::take(&mut self.rooms);
-        self.hub.disconnect(&self.conn, &rooms);
+        self.shared.hub.disconnect(&self.conn, &rooms);
     }
 
     fn poll_outbound(&self, cx: &mut Context<'_>) -> Poll<()> {
         self.conn.outbox.poll_ready(cx)
-    }
-
-    fn on_park(&mut self) {
-        self.batch = Vec::new();
     }
 
     fn on_outbound_blocked(&mut self, conn: &mut Connection) {
@@ -306,32 +321,36 @@ impl Handler for NativeSession {
         if self.close_if_kicked(conn) {
             return;
         }
-        let missed = self.conn.outbox.drain(&mut self.batch);
-        if missed > 0 {
-            self.metrics.lagged.inc();
-            Self::send(
-                conn,
-                ServerMessage(json!({"type": "lagged", "missed": missed})),
-            );
-        }
-        // At most one clock read per batch: every delivery in it is handed over now.
-        let mut now = None;
-        for delivery in self.batch.drain(..) {
-            if Metrics::sample_latency(delivery.offset()) {
-                let now = *now.get_or_insert_with(Instant::now);
-                self.metrics
-                    .delivery_latency
-                    .observe(now.saturating_duration_since(delivery.created()));
+        BATCH.with_borrow_mut(|batch| {
+            let missed = self.conn.outbox.drain(batch);
+            if missed > 0 {
+                self.shared.metrics.lagged.inc();
+                Self::send(
+                    conn,
+                    ServerMessage(json!({"type": "lagged", "missed": missed})),
+                );
             }
-            // Framed once per delivery, shared by every WebSocket recipient.
-            if let Some(frame) = delivery.encoding(WS_TEXT_SLOT, |json| {
-                PreparedMessage::new(MessageKind::Text, json.clone())
-            }) {
-                conn.send_prepared(frame);
+            // At most one clock read per batch: every delivery in it is handed over now.
+            let mut now = None;
+            for delivery in batch.drain(..) {
+                if Metrics::sample_latency(delivery.offset()) {
+                    let now = *now.get_or_insert_with(Instant::now);
+                    self.shared
+                        .metrics
+                        .delivery_latency
+                        .observe(now.saturating_duration_since(delivery.created()));
+                }
+                // Framed once per delivery, shared by every WebSocket recipient.
+                if let Some(frame) = delivery.encoding(WS_TEXT_SLOT, |json| {
+                    PreparedMessage::new(MessageKind::Text, json.clone())
+                }) {
+                    conn.send_prepared(frame);
+                }
             }
-        }
-        if self.batch.capacity() > 64 {
-            self.batch = Vec::new();
-        }
+            // One per thread: it may keep a big batch's capacity, within reason.
+            if batch.capacity() > MAX_BATCH_CAPACITY {
+                *batch = Vec::new();
+            }
+        });
     }
 }

@@ -12,7 +12,9 @@ use tokio_util::task::TaskTracker;
 use switchboard_hub::{Hub, UserId};
 
 use crate::config::ServerConfig;
+use crate::keepalive::Heartbeat;
 use crate::metrics::{Metrics, RefusalLabels, TransportLabels};
+use crate::native::NativeShared;
 use crate::ws::driver::DriverLimits;
 use crate::ws::park::ParkingLots;
 
@@ -51,6 +53,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// What every native-protocol session shares.
+    pub native: Arc<NativeShared>,
     /// Where idle WebSocket connections wait without a task.
     pub parking: ParkingLots,
     /// The limits every WebSocket driver applies (from `config`).
@@ -79,14 +83,22 @@ impl AppState {
             }
         };
         let driver_limits = DriverLimits {
-            heartbeat_interval: config.heartbeat_interval,
-            heartbeat_timeout: config.heartbeat_timeout,
+            heartbeat: Heartbeat {
+                interval: config.heartbeat_interval,
+                timeout: config.heartbeat_timeout,
+            },
             close_timeout: config.close_timeout,
             max_pending_output: config.max_pending_output,
             auth_timeout: config.auth_timeout,
             park_idle_after,
         };
+        let native = Arc::new(NativeShared {
+            hub: hub.clone(),
+            metrics: metrics.clone(),
+            rate_limit: config.rate_limit,
+        });
         Arc::new(AppState {
+            native,
             metrics,
             parking,
             driver_limits,

@@ -259,3 +259,22 @@ async fn a_parked_connection_that_the_peer_closes_is_cleaned_up() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_sends_a_pong_and_leaves_is_noticed_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let server = start(ServerConfig::default()).await;
+    let mut client = TestClient::connect(server.addr, "/echo", false).await;
+    until_parked(&server.state, 1).await;
+    // A Pong and the end of the stream in one segment: one readiness edge for both.
+    client.send_raw(&raw_frame(0x8a, b"")).await;
+    client.stream.shutdown().await.unwrap();
+    let started = Instant::now();
+    while server.state.websocket_count() != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "still open: the end of the stream behind the Pong was missed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

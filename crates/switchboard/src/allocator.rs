@@ -32,7 +32,16 @@ pub(crate) fn configure() {
     // SAFETY: `prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)` takes no pointers; it only sets a flag
     // on this process's address space. A failure (an old kernel) leaves THP as it was.
     #[allow(unsafe_code)]
-    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    // (The arguments are `unsigned long` to the kernel, which refuses non-zero unused ones.)
+    let _ = unsafe {
+        libc::prctl(
+            libc::PR_SET_THP_DISABLE,
+            1 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
 }
 
 /// Called by each runtime worker thread before it sleeps for lack of work (tokio's

@@ -118,3 +118,69 @@ def test_half_open_connection_is_dropped_and_its_resources_freed(switchboard):
         while "pong" not in seen:
             seen.append(json.loads(healthy.recv(timeout=5))["type"])
         assert "user_left" in seen, seen
+
+
+def wait_for_metric(server, name, value, timeout=5):
+    deadline = time.time() + timeout
+    while True:
+        _, text = http_get(server, "/metrics")
+        if metric(text, name) == value:
+            return
+        assert time.time() < deadline, f"{name} is {metric(text, name)}, expected {value}"
+        time.sleep(0.05)
+
+
+def test_parked_connections_keep_heartbeats_deliveries_and_the_half_open_rule(switchboard):
+    """Idle connections are parked without a task (`park_idle_after`); with a third-party
+    client nothing about them changes: heartbeats are answered (and the connection stays
+    parked meanwhile), room messages reach them, a half-open one is still dropped within
+    interval + timeout, a Ping from the client is answered."""
+    interval, timeout = 1.0, 1.0
+    server = switchboard("--park-idle-after", "200ms", "--heartbeat-interval", "1s",
+                         "--heartbeat-timeout", "1s", "--api-key", API_KEY)
+    auth = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    with ws_client.connect(f"{server.url}/ws") as member:
+        assert json.loads(member.recv(timeout=5))["type"] == "welcome"
+        member.send(json.dumps({"type": "join", "room": "r"}))
+        assert json.loads(member.recv(timeout=5))["type"] == "joined"
+        sock, _ = raw_ws_connect(server.port)
+        sock.sendall(encode_frame(0x1, json.dumps({"type": "join", "room": "r"}).encode()))
+        silent_since = time.time()
+        wait_for_metric(server, "switchboard_parked_connections", 2.0)
+
+        # The half-open one never answers: dropped within interval + timeout (+ margin).
+        sock.settimeout(10)
+        while True:
+            try:
+                if not sock.recv(65536):
+                    break
+            except ConnectionResetError:
+                break
+        dropped_after = time.time() - silent_since
+        sock.close()
+        assert timeout <= dropped_after <= interval + timeout + 1.0, dropped_after
+
+        # The member's library answers the heartbeat Pings: several intervals later it is
+        # still connected, and it stayed parked (the Pongs were consumed by the lot).
+        _, before = http_get(server, "/metrics")
+        time.sleep(3 * interval)
+        _, after = http_get(server, "/metrics")
+        assert metric(after, "switchboard_parked_connections") == 1.0, after
+        # Pings went out (2 bytes each) while nothing else did.
+        assert metric(after, "switchboard_sent_bytes_total") > metric(before, "switchboard_sent_bytes_total")
+        assert metric(after, "switchboard_messages_sent_total") == metric(before, "switchboard_messages_sent_total")
+
+        # A room message resumes it.
+        body = json.dumps({"channel": "r", "data": {"text": "hello parked"}}).encode()
+        req = urllib.request.Request(server.http + "/api/publish", data=body, headers=auth, method="POST")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 200
+        while True:
+            m = json.loads(member.recv(timeout=5))
+            if m["type"] not in ("user_joined", "user_left"):
+                break
+        assert "hello parked" in json.dumps(m), m
+
+        # A protocol Ping from the client (parked again by now) gets its Pong.
+        wait_for_metric(server, "switchboard_parked_connections", 1.0)
+        member.ping(b"still there?").wait(timeout=5)

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::handler::Handler;
 use super::park::Verdict;
 use super::transport::{write_nonblocking, Transport};
-use crate::keepalive::{Keepalive, KeepaliveAction};
+use crate::keepalive::{Heartbeat, Keepalive, KeepaliveAction};
 use crate::metrics::Metrics;
 
 /// Read size per wake-up: big enough for a batch of pipelined frames.
@@ -30,10 +30,8 @@ const YIELD_AFTER_MESSAGES: usize = 16;
 /// Limits the driver applies (a subset of `ServerConfig`).
 #[derive(Debug, Clone, Copy)]
 pub struct DriverLimits {
-    /// See `ServerConfig::heartbeat_interval`.
-    pub heartbeat_interval: Duration,
-    /// See `ServerConfig::heartbeat_timeout`.
-    pub heartbeat_timeout: Duration,
+    /// See `ServerConfig::heartbeat_interval` and `heartbeat_timeout`.
+    pub heartbeat: Heartbeat,
     /// See `ServerConfig::close_timeout`.
     pub close_timeout: Duration,
     /// See `ServerConfig::max_pending_output`.
@@ -116,7 +114,7 @@ impl<T: Transport, H: Handler> Session<T, H> {
             input,
             conn,
             handler,
-            keepalive: Keepalive::new(now, limits.heartbeat_interval, limits.heartbeat_timeout),
+            keepalive: Keepalive::new(now),
             auth_deadline,
             messages_reported: 0,
         }
@@ -142,9 +140,11 @@ enum Exit {
 }
 
 /// Run a connection until it ends or, idle for `limits.park_idle_after`, can be parked.
+/// `can_park`: whether a parking lot takes idle connections now.
 pub async fn run<T: Transport, H: Handler>(
     session: Session<T, H>,
     limits: &DriverLimits,
+    can_park: bool,
     shutdown: &CancellationToken,
     metrics: &Metrics,
 ) -> Outcome<H> {
@@ -158,7 +158,8 @@ pub async fn run<T: Transport, H: Handler>(
         mut messages_reported,
     } = session;
     let mut close_deadline: Option<Instant> = None;
-    let sleep = sleep_until(keepalive.deadline().into());
+    let heartbeat = &limits.heartbeat;
+    let sleep = sleep_until(keepalive.deadline(heartbeat).into());
     tokio::pin!(sleep);
     // Created once: registering a fresh waiter with the token on every loop turn costs a lock.
     let cancelled = shutdown.cancelled();
@@ -172,7 +173,7 @@ pub async fn run<T: Transport, H: Handler>(
     // since the last look (a flag, not a clock read per message): a connection parks at the
     // first look that finds it idle and inactive, so between one and two `park_after` after
     // its last activity.
-    let park_after = limits.park_idle_after.filter(|_| T::PARKABLE);
+    let park_after = limits.park_idle_after.filter(|_| T::PARKABLE && can_park);
     let mut park_check = park_after.map(|after| Instant::now() + after);
     let mut active = false;
     // Deliveries are taken from the handler only once everything written before has left
@@ -249,7 +250,7 @@ pub async fn run<T: Transport, H: Handler>(
                 }
             }
         }
-        let mut deadline = keepalive.deadline();
+        let mut deadline = keepalive.deadline(heartbeat);
         for d in [close_deadline, auth_deadline, park_check]
             .into_iter()
             .flatten()
@@ -308,7 +309,7 @@ pub async fn run<T: Transport, H: Handler>(
             }
             () = &mut sleep => {
                 let now = Instant::now();
-                match keepalive.handle_timeout(now) {
+                match keepalive.handle_timeout(now, heartbeat) {
                     KeepaliveAction::Wait => {}
                     KeepaliveAction::SendPing => conn.send_ping(b""),
                     KeepaliveAction::Dead => break Exit::End(EndReason::HeartbeatTimeout),
@@ -385,8 +386,8 @@ impl<H: Handler> Idle<H> {
     }
 
     /// The heartbeat deadline.
-    pub fn deadline(&self) -> Instant {
-        self.keepalive.deadline()
+    pub fn deadline(&self, limits: &DriverLimits) -> Instant {
+        self.keepalive.deadline(&limits.heartbeat)
     }
 
     /// See [`Handler::poll_outbound`].
@@ -399,28 +400,40 @@ impl<H: Handler> Idle<H> {
     /// from the stream unless it is consumed for good.
     pub fn on_readable(&mut self, metrics: &Metrics) -> Verdict {
         let mut buf = [0u8; PEEK_LIMIT];
-        match self.socket.peek(&mut buf) {
-            Ok(n) if n < PEEK_LIMIT && self.conn.is_only_pongs(&buf[..n]) => {
-                // The bytes are in the socket's queue: this read takes exactly them.
-                match (&self.socket).read(&mut buf[..n]) {
-                    Ok(read) if read == n => {
-                        metrics.bytes_in.add(n as u64);
-                        self.keepalive.heard(Instant::now());
-                        Verdict::Stay
+        // Until the socket is drained: the readiness is edge-triggered, and an end of stream
+        // right behind the Pongs (a peer that answers and leaves) gets no edge of its own.
+        for _ in 0..4 {
+            match self.socket.peek(&mut buf) {
+                Ok(n) if n < PEEK_LIMIT && self.conn.is_only_pongs(&buf[..n]) => {
+                    // The bytes are in the socket's queue: this read takes exactly them.
+                    if !matches!((&self.socket).read(&mut buf[..n]), Ok(read) if read == n) {
+                        // Not expected; part of a frame would be gone: end the stream for
+                        // the resumed driver rather than let it decode from mid-frame.
+                        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+                        return Verdict::Resume;
                     }
-                    _ => Verdict::Resume,
+                    metrics.bytes_in.add(n as u64);
+                    self.keepalive.heard(Instant::now());
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Verdict::Stay,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Data, the end of the stream or an error: the driver's job.
+                _ => return Verdict::Resume,
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Verdict::Stay,
-            // Data, the end of the stream or an error: the driver's job.
-            _ => Verdict::Resume,
         }
+        // Pongs keep coming: let the driver deal with this peer.
+        Verdict::Resume
     }
 
     /// The heartbeat deadline passed: write the Ping from here when the socket takes it
     /// whole, otherwise (and for a peer that is dead) ask to resume.
-    pub fn on_deadline(&mut self, now: Instant, metrics: &Metrics) -> Verdict {
-        match self.keepalive.handle_timeout(now) {
+    pub fn on_deadline(
+        &mut self,
+        now: Instant,
+        limits: &DriverLimits,
+        metrics: &Metrics,
+    ) -> Verdict {
+        match self.keepalive.handle_timeout(now, &limits.heartbeat) {
             KeepaliveAction::Wait => Verdict::Stay,
             // The resumed driver finds the deadline passed and ends the connection.
             KeepaliveAction::Dead => Verdict::Resume,
@@ -557,8 +570,10 @@ mod tests {
 
     fn limits() -> DriverLimits {
         DriverLimits {
-            heartbeat_interval: Duration::from_secs(30),
-            heartbeat_timeout: Duration::from_secs(30),
+            heartbeat: Heartbeat {
+                interval: Duration::from_secs(30),
+                timeout: Duration::from_secs(30),
+            },
             close_timeout: Duration::from_secs(1),
             max_pending_output: 64 * 1024,
             auth_timeout: Duration::from_millis(200),
@@ -584,7 +599,7 @@ mod tests {
             let shutdown = CancellationToken::new();
             let limits = limits();
             let session = Session::open(server, Bytes::new(), conn, handler, &limits);
-            match run(session, &limits, &shutdown, &metrics).await {
+            match run(session, &limits, false, &shutdown, &metrics).await {
                 Outcome::Ended(ended) => ended,
                 Outcome::Parked(_) => panic!("parking is off"),
             }

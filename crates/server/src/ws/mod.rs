@@ -206,6 +206,7 @@ async fn drive<T: Transport, H: Handler>(session: Session<T, H>, ctx: ConnCtx) {
     let outcome = driver::run(
         session,
         &state.driver_limits,
+        state.parking.is_running(),
         &state.shutdown,
         &state.metrics,
     )
@@ -233,11 +234,13 @@ impl<H: Handler> Parked for ParkedConnection<H> {
     }
 
     fn deadline(&self) -> std::time::Instant {
-        self.idle.deadline()
+        self.idle.deadline(&self.ctx.state().driver_limits)
     }
 
     fn on_deadline(&mut self, now: std::time::Instant) -> Verdict {
-        self.idle.on_deadline(now, &self.ctx.state().metrics)
+        let state = self.ctx.state();
+        self.idle
+            .on_deadline(now, &state.driver_limits, &state.metrics)
     }
 
     fn on_readable(&mut self) -> Verdict {

@@ -9,7 +9,8 @@
 //! own `epoll` instance (`mio::Poll`, itself one source in tokio's reactor).
 //!
 //! The lot keeps parked connections alive without waking a task per connection:
-//! - heartbeats: a tick every second finds the connections whose keepalive deadline passed;
+//! - heartbeats: a tick every 100 ms finds the connections whose keepalive deadline passed
+//!   (a comparison with the earliest deadline when none did);
 //!   the connection writes its Ping itself, and a readable socket holding only Pongs is
 //!   consumed in place ([`Parked::on_readable`]);
 //! - anything else resumes the connection in a new task: input that is not a Pong, a dead
@@ -91,6 +92,13 @@ impl ParkingLots {
         }
     }
 
+    /// Whether the lots take connections (started, and shutdown has not begun).
+    pub fn is_running(&self) -> bool {
+        self.lots
+            .first()
+            .is_some_and(|lot| lock(&lot.shared.slots).accepting)
+    }
+
     /// Connections parked now.
     pub fn len(&self) -> usize {
         self.lots
@@ -119,7 +127,7 @@ struct Shared {
     /// Slots whose outbox fired, for the lot's task.
     woken: Mutex<Vec<Key>>,
     notify: Notify,
-    /// Origin of the slots' `due` seconds.
+    /// Origin of the slots' `due` ticks.
     epoch: Instant,
     parked: Gauge,
 }
@@ -142,8 +150,8 @@ struct Key {
 
 struct Slot {
     generation: u32,
-    /// Whole seconds after the lot's epoch at which the deadline passes (rounded up): the
-    /// tick compares these without touching the connections.
+    /// The tick (of [`TICK`], counted from the lot's epoch, rounded up) at which the deadline
+    /// passes: the scan compares these without touching the connections.
     due: u32,
     /// `None` while free, or while the lot's task is handling the connection.
     conn: Option<Box<dyn Parked>>,
@@ -155,6 +163,11 @@ struct Slots {
     free: Vec<u32>,
     /// Occupied slots.
     len: usize,
+    /// The generation the next occupant gets: unique per lot (modulo 2^32), so that a waker
+    /// of an earlier occupant never matches, even after the slots were freed and reallocated.
+    next_generation: u32,
+    /// No slot is due before this tick (a lower bound: the scan recomputes it).
+    earliest_due: u32,
     /// Whether the lot's task runs and shutdown has not begun.
     accepting: bool,
 }
@@ -163,29 +176,30 @@ impl Slots {
     /// Reserve a slot (occupied, but empty until `fill`).
     fn reserve(&mut self) -> Key {
         self.len += 1;
-        if let Some(index) = self.free.pop() {
-            let slot = &mut self.entries[index as usize];
-            return Key {
-                index,
-                generation: slot.generation,
-            };
-        }
-        self.entries.push(Slot {
-            generation: 0,
-            due: 0,
-            conn: None,
-        });
-        Key {
-            index: (self.entries.len() - 1) as u32,
-            generation: 0,
-        }
+        let generation = self.next_generation;
+        self.next_generation = generation.wrapping_add(1);
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                self.entries.push(Slot {
+                    generation,
+                    due: 0,
+                    conn: None,
+                });
+                (self.entries.len() - 1) as u32
+            }
+        };
+        self.entries[index as usize].generation = generation;
+        Key { index, generation }
     }
 
     /// Free an occupied slot (its connection already taken out).
     fn release(&mut self, index: u32) {
         let slot = &mut self.entries[index as usize];
         debug_assert!(slot.conn.is_none());
-        slot.generation = slot.generation.wrapping_add(1);
+        // No key matches a free slot.
+        slot.generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
         self.free.push(index);
         self.len -= 1;
         if self.len == 0 {
@@ -260,20 +274,27 @@ impl ParkingLot {
             drop(slots);
             return conn.resume();
         }
+        let due = shared.ticks_until(conn.deadline());
+        slots.earliest_due = slots.earliest_due.min(due);
         let slot = &mut slots.entries[key.index as usize];
-        slot.due = shared.seconds_until(conn.deadline());
+        slot.due = due;
         slot.conn = Some(conn);
-        drop(slots);
+        // Counted under the lock: the lot can not resume (and uncount) it before this.
         shared.parked.inc();
     }
 }
 
 impl Shared {
-    /// `at` as whole seconds after the epoch, rounded up.
-    fn seconds_until(&self, at: Instant) -> u32 {
-        let since = at.saturating_duration_since(self.epoch);
-        let secs = since.as_secs() + u64::from(since.subsec_nanos() > 0);
-        secs.min(u64::from(u32::MAX)) as u32
+    /// The first tick (after the epoch) at or after `at` (u32 ticks of 100 ms: 13 years).
+    fn ticks_until(&self, at: Instant) -> u32 {
+        let since = at.saturating_duration_since(self.epoch).as_nanos();
+        since.div_ceil(TICK.as_nanos()).min(u128::from(u32::MAX)) as u32
+    }
+
+    /// The last tick at or before `at`.
+    fn ticks_at(&self, at: Instant) -> u32 {
+        let since = at.saturating_duration_since(self.epoch).as_nanos();
+        (since / TICK.as_nanos()).min(u128::from(u32::MAX)) as u32
     }
 
     /// Take the connection in slot `index` out to handle it (`None` if the slot is free).
@@ -285,8 +306,9 @@ impl Shared {
     fn settle(&self, index: usize, conn: Box<dyn Parked>, verdict: Verdict) {
         match verdict {
             Verdict::Stay => {
-                let due = self.seconds_until(conn.deadline());
+                let due = self.ticks_until(conn.deadline());
                 let mut slots = lock(&self.slots);
+                slots.earliest_due = slots.earliest_due.min(due);
                 let slot = &mut slots.entries[index];
                 slot.due = due;
                 slot.conn = Some(conn);
@@ -300,8 +322,10 @@ impl Shared {
         let fd = std::os::fd::AsRawFd::as_raw_fd(conn.socket());
         // Fails only if the descriptor is not registered; resuming is right either way.
         let _ = self.registry.deregister(&mut SourceFd(&fd));
-        lock(&self.slots).release(index as u32);
+        let mut slots = lock(&self.slots);
+        slots.release(index as u32);
         self.parked.dec();
+        drop(slots);
         conn.resume();
     }
 
@@ -325,14 +349,30 @@ impl Shared {
     /// Run `on_deadline` for every connection whose deadline passed.
     fn handle_deadlines(&self) {
         let now = Instant::now();
-        let now_secs = self.seconds_until(now);
-        let due: Vec<usize> = lock(&self.slots)
-            .entries
-            .iter()
-            .enumerate()
-            .filter(|(_, slot)| slot.conn.is_some() && slot.due <= now_secs)
-            .map(|(index, _)| index)
-            .collect();
+        // A slot is due when its deadline's tick has begun: handled at most one tick (plus
+        // the interval's jitter) late, never early.
+        let now_ticks = self.ticks_at(now);
+        let due: Vec<usize> = {
+            let mut slots = lock(&self.slots);
+            if slots.earliest_due > now_ticks {
+                return;
+            }
+            let mut earliest = u32::MAX;
+            let mut due = Vec::new();
+            for (index, slot) in slots.entries.iter().enumerate() {
+                if slot.conn.is_none() {
+                    continue;
+                }
+                if slot.due <= now_ticks {
+                    due.push(index);
+                } else {
+                    earliest = earliest.min(slot.due);
+                }
+            }
+            // The connections handled below lower it again when they stay.
+            slots.earliest_due = earliest;
+            due
+        };
         for index in due {
             if let Some(mut conn) = self.take(index) {
                 let verdict = conn.on_deadline(now);
@@ -376,19 +416,27 @@ impl Wake for SlotWaker {
     }
 }
 
+/// How often the lot looks for passed heartbeat deadlines: their precision.
+const TICK: Duration = Duration::from_millis(100);
+
 /// Readiness events handled per `mio::Poll::poll` call.
 const EVENTS_PER_POLL: usize = 1024;
 
 /// The lot's task: socket events, outbox wake-ups and heartbeat deadlines, until shutdown.
 async fn run_lot(shared: Arc<Shared>, mut poll: AsyncFd<mio::Poll>, shutdown: CancellationToken) {
     let mut events = Events::with_capacity(EVENTS_PER_POLL);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // However the task ends (shutdown, a failed poll, a panic in a connection's callback),
+    // every parked connection is resumed and later ones are no longer taken.
+    let _resume_all = ResumeAllOnExit(shared.clone());
     loop {
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             () = shared.notify.notified() => shared.resume_woken(),
+            // Before the sockets: a steady stream of readiness must not delay heartbeats.
+            _ = tick.tick() => shared.handle_deadlines(),
             guard = poll.readable_mut() => {
                 let Ok(mut guard) = guard else {
                     tracing::error!("parking lot: poll failed; resuming its connections");
@@ -416,10 +464,17 @@ async fn run_lot(shared: Arc<Shared>, mut poll: AsyncFd<mio::Poll>, shutdown: Ca
                     guard.clear_ready();
                 }
             }
-            _ = tick.tick() => shared.handle_deadlines(),
         }
     }
-    shared.resume_all();
+}
+
+/// Resumes every parked connection of a lot when dropped (see `run_lot`).
+struct ResumeAllOnExit(Arc<Shared>);
+
+impl Drop for ResumeAllOnExit {
+    fn drop(&mut self) {
+        self.0.resume_all();
+    }
 }
 
 /// Register the lot's poll (an epoll descriptor) with tokio's reactor.
