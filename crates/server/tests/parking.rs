@@ -96,13 +96,21 @@ async fn an_idle_connection_parks_and_resumes_at_its_next_message() {
         client.next_event().await,
         Some(Event::Text("split message".into()))
     );
-    // A Ping needs a Pong: the connection resumes to answer.
+    // A client's Ping is answered in place: the connection stays parked.
     until_parked(&server.state, 1).await;
-    client.send_raw(&raw_frame(0x89, b"are you there")).await;
-    assert_eq!(
-        client.next_event().await,
-        Some(Event::Pong("are you there".into()))
-    );
+    for _ in 0..3 {
+        client.send_raw(&raw_frame(0x89, b"are you there")).await;
+        assert_eq!(
+            client.next_event().await,
+            Some(Event::Pong("are you there".into()))
+        );
+        assert_eq!(parked(&server.state), 1);
+    }
+    // A Ping and a message in one write: resumed, both handled in order.
+    let both = [raw_frame(0x89, b"p"), raw_frame(0x81, b"m")].concat();
+    client.send_raw(&both).await;
+    assert_eq!(client.next_event().await, Some(Event::Pong("p".into())));
+    assert_eq!(client.next_event().await, Some(Event::Text("m".into())));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

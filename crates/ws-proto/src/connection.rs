@@ -177,15 +177,15 @@ impl Connection {
         self.frame.is_some() || self.message.is_some()
     }
 
-    /// Whether `buf` is nothing but one or more complete, valid Pong frames that this
-    /// connection, as it stands, would decode and ignore: it is open, no frame or message is
-    /// in progress, and each frame is final, without RSV bits, masked as the role requires,
-    /// with at most 125 bytes of payload.
+    /// Whether `buf` is nothing but one or more complete, valid Ping or Pong frames: the
+    /// connection is open, no frame or message is in progress, and each frame is final,
+    /// without RSV bits, masked as the role requires, with at most 125 bytes of payload.
     ///
-    /// A caller holding an idle connection can then consume such bytes without running the
-    /// codec (they only prove the peer alive); anything else goes through
-    /// [`Connection::handle_input`]. An empty `buf` is not "only Pongs".
-    pub fn is_only_pongs(&self, buf: &[u8]) -> bool {
+    /// Decoding such bytes with [`Connection::handle_input`] yields only `Ping`/`Pong` events
+    /// (the Pongs that answer the Pings are queued): a caller holding an idle connection
+    /// without its application can let the codec handle them. An empty `buf` is not "only
+    /// heartbeats".
+    pub fn is_only_heartbeats(&self, buf: &[u8]) -> bool {
         if self.state != CloseState::Open || self.is_mid_message() || buf.is_empty() {
             return false;
         }
@@ -194,7 +194,7 @@ impl Connection {
             let Ok(Some((header, header_len))) = FrameHeader::parse(rest) else {
                 return false;
             };
-            let well_formed = header.opcode == OpCode::Pong
+            let well_formed = matches!(header.opcode, OpCode::Ping | OpCode::Pong)
                 && !header.rsv1
                 && header.mask.is_some() == self.role.expects_masked_input();
             // `parse` already refused long or fragmented control frames.

@@ -181,6 +181,10 @@ def test_parked_connections_keep_heartbeats_deliveries_and_the_half_open_rule(sw
                 break
         assert "hello parked" in json.dumps(m), m
 
-        # A protocol Ping from the client (parked again by now) gets its Pong.
+        # Protocol Pings from the client (parked again by now) get their Pongs, in place: the
+        # connection stays parked.
         wait_for_metric(server, "switchboard_parked_connections", 1.0)
-        member.ping(b"still there?").wait(timeout=5)
+        for _ in range(3):
+            assert member.ping(b"still there?").wait(timeout=5), "no Pong"
+        _, text = http_get(server, "/metrics")
+        assert metric(text, "switchboard_parked_connections") == 1.0, text

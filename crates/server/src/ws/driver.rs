@@ -376,7 +376,7 @@ pub struct Idle<H> {
 }
 
 /// Bytes of a readable parked socket looked at before deciding to resume: more than a few
-/// Pongs means traffic, and traffic is the driver's job.
+/// heartbeat frames means traffic, and traffic is the driver's job.
 const PEEK_LIMIT: usize = 256;
 
 impl<H: Handler> Idle<H> {
@@ -395,16 +395,17 @@ impl<H: Handler> Idle<H> {
         self.handler.poll_outbound(cx)
     }
 
-    /// The socket is readable: consume it in place if it holds only Pongs (answers to our
-    /// heartbeat), otherwise ask to resume. Looks with `MSG_PEEK`, so that nothing is taken
-    /// from the stream unless it is consumed for good.
+    /// The socket is readable: handle it in place if it holds only heartbeat frames (Pongs
+    /// answering our Pings, Pings from clients that send their own), otherwise ask to resume.
+    /// Looks with `MSG_PEEK`, so that nothing is taken from the stream unless it is handled
+    /// here.
     pub fn on_readable(&mut self, metrics: &Metrics) -> Verdict {
         let mut buf = [0u8; PEEK_LIMIT];
         // Until the socket is drained: the readiness is edge-triggered, and an end of stream
-        // right behind the Pongs (a peer that answers and leaves) gets no edge of its own.
+        // right behind the heartbeats (a peer that answers and leaves) gets no edge of its own.
         for _ in 0..4 {
             match self.socket.peek(&mut buf) {
-                Ok(n) if n < PEEK_LIMIT && self.conn.is_only_pongs(&buf[..n]) => {
+                Ok(n) if n < PEEK_LIMIT && self.conn.is_only_heartbeats(&buf[..n]) => {
                     // The bytes are in the socket's queue: this read takes exactly them.
                     if !matches!((&self.socket).read(&mut buf[..n]), Ok(read) if read == n) {
                         // Not expected; part of a frame would be gone: end the stream for
@@ -414,6 +415,13 @@ impl<H: Handler> Idle<H> {
                     }
                     metrics.bytes_in.add(n as u64);
                     self.keepalive.heard(Instant::now());
+                    // Only Ping and Pong events (see `is_only_heartbeats`); the codec queues
+                    // the Pongs that answer Pings.
+                    let mut input = BytesMut::from(&buf[..n]);
+                    while let Ok(Some(_)) = self.conn.handle_input(&mut input) {}
+                    if !self.flush(metrics) {
+                        return Verdict::Resume;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Verdict::Stay,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -421,7 +429,7 @@ impl<H: Handler> Idle<H> {
                 _ => return Verdict::Resume,
             }
         }
-        // Pongs keep coming: let the driver deal with this peer.
+        // Heartbeats keep coming: let the driver deal with this peer.
         Verdict::Resume
     }
 
@@ -439,19 +447,30 @@ impl<H: Handler> Idle<H> {
             KeepaliveAction::Dead => Verdict::Resume,
             KeepaliveAction::SendPing => {
                 self.conn.send_ping(b"");
-                let before = self.conn.output().len();
-                let result = write_nonblocking(&self.socket, self.conn.output());
-                metrics
-                    .bytes_out
-                    .add((before - self.conn.output().len()) as u64);
-                if result.is_ok() && self.conn.output().is_empty() {
-                    self.conn.release_idle_buffers();
+                if self.flush(metrics) {
                     Verdict::Stay
                 } else {
                     Verdict::Resume
                 }
             }
         }
+    }
+
+    /// Write the codec's output now; whether all of it went (the rest is the driver's).
+    fn flush(&mut self, metrics: &Metrics) -> bool {
+        if self.conn.output().is_empty() {
+            return true;
+        }
+        let before = self.conn.output().len();
+        let result = write_nonblocking(&self.socket, self.conn.output());
+        metrics
+            .bytes_out
+            .add((before - self.conn.output().len()) as u64);
+        let flushed = result.is_ok() && self.conn.output().is_empty();
+        if flushed {
+            self.conn.release_idle_buffers();
+        }
+        flushed
     }
 
     /// Back into tokio's reactor, as a session for a new driver task.

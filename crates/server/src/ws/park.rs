@@ -11,8 +11,8 @@
 //! The lot keeps parked connections alive without waking a task per connection:
 //! - heartbeats: a tick every 100 ms finds the connections whose keepalive deadline passed
 //!   (a comparison with the earliest deadline when none did);
-//!   the connection writes its Ping itself, and a readable socket holding only Pongs is
-//!   consumed in place ([`Parked::on_readable`]);
+//!   the connection writes its Ping itself, and a readable socket holding only Pongs (or
+//!   Pings from the client, answered) is handled in place ([`Parked::on_readable`]);
 //! - anything else resumes the connection in a new task: input that is not a Pong, a dead
 //!   peer, a delivery in its outbox (the outbox wakes a per-slot waker), shutdown.
 

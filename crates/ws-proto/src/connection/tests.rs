@@ -371,34 +371,52 @@ fn prepared_message_is_shared_and_compressed_once() {
 }
 
 #[test]
-fn only_complete_valid_pongs_count_as_only_pongs() {
-    let conn = Connection::server(&Config::default());
+fn only_complete_valid_pings_and_pongs_count_as_only_heartbeats() {
+    let mut conn = Connection::server(&Config::default());
     let pong = frame(0x8a, b"hi", true);
-    assert!(conn.is_only_pongs(&pong));
-    let two: Vec<u8> = [pong.clone(), frame(0x8a, b"", true)].concat();
-    assert!(conn.is_only_pongs(&two));
-    assert!(!conn.is_only_pongs(&[]));
-    assert!(!conn.is_only_pongs(&pong[..pong.len() - 1]), "incomplete");
+    assert!(conn.is_only_heartbeats(&pong));
+    let mixed: Vec<u8> = [pong.clone(), frame(0x89, b"ping", true)].concat();
+    assert!(conn.is_only_heartbeats(&mixed));
+    assert!(!conn.is_only_heartbeats(&[]));
     assert!(
-        !conn.is_only_pongs(&[pong.clone(), text("x")].concat()),
+        !conn.is_only_heartbeats(&pong[..pong.len() - 1]),
+        "incomplete"
+    );
+    assert!(
+        !conn.is_only_heartbeats(&[pong.clone(), text("x")].concat()),
         "then data"
     );
-    assert!(!conn.is_only_pongs(&frame(0x8a, b"hi", false)), "unmasked");
-    assert!(!conn.is_only_pongs(&frame(0xca, b"hi", true)), "RSV1");
     assert!(
-        !conn.is_only_pongs(&frame(0x89, b"hi", true)),
-        "a Ping needs an answer"
+        !conn.is_only_heartbeats(&frame(0x8a, b"hi", false)),
+        "unmasked"
     );
-    assert!(!conn.is_only_pongs(&frame(0x0a, b"hi", true)), "not final");
+    assert!(!conn.is_only_heartbeats(&frame(0xca, b"hi", true)), "RSV1");
+    assert!(!conn.is_only_heartbeats(&frame(0x88, b"", true)), "a Close");
+    assert!(
+        !conn.is_only_heartbeats(&frame(0x0a, b"hi", true)),
+        "not final"
+    );
+    // What the promise is for: decoding them yields heartbeats only, and answers the Ping.
+    let mut input = BytesMut::from(&mixed[..]);
+    assert_eq!(
+        conn.handle_input(&mut input).unwrap(),
+        Some(Event::Pong("hi".into()))
+    );
+    assert_eq!(
+        conn.handle_input(&mut input).unwrap(),
+        Some(Event::Ping("ping".into()))
+    );
+    assert_eq!(conn.handle_input(&mut input).unwrap(), None);
+    assert_eq!(conn.output().to_vec(), [&[0x8a, 4][..], b"ping"].concat());
 
     // Not while a fragmented message is being assembled.
     let mut mid = Connection::server(&Config::default());
     let mut input = BytesMut::from(&frame(0x01, b"part", true)[..]);
     assert_eq!(mid.handle_input(&mut input).unwrap(), None);
-    assert!(!mid.is_only_pongs(&pong));
+    assert!(!mid.is_only_heartbeats(&pong));
 
     // Nor once the close handshake started.
     let mut closing = Connection::server(&Config::default());
     closing.close(CloseCode::Normal, "");
-    assert!(!closing.is_only_pongs(&pong));
+    assert!(!closing.is_only_heartbeats(&pong));
 }
