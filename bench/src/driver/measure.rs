@@ -66,7 +66,7 @@ impl Session<'_> {
             cmd.args(["--path", endpoint.ws_path]);
         }
         cmd.args(scenario.loadgen_args(self.profile));
-        if scenario.is_fanout() {
+        if scenario.uses_broadcast_endpoint() {
             cmd.args(["--protocol", endpoint.protocol]);
         }
 

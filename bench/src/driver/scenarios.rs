@@ -37,7 +37,11 @@ pub enum Load {
         concurrency: usize,
     },
     /// `idle`: hold connections while the driver samples server memory.
-    Idle,
+    Idle {
+        /// Join the broadcast room first (on the server's fan-out endpoint, with its
+        /// protocol): idle room members rather than bare connections.
+        members: bool,
+    },
     /// `fanout`: one publisher, `subscribers` subscribers in one room.
     Fanout {
         /// Subscriber connections.
@@ -97,7 +101,7 @@ const fn fanout(id: &'static str, label: &'static str, subscribers: usize, rate:
 }
 
 /// All scenarios, in row order.
-pub const SCENARIOS: [Scenario; 10] = [
+pub const SCENARIOS: [Scenario; 11] = [
     Scenario {
         id: "closed-20b",
         label: "closed loop, 20 B (msgs/s)",
@@ -154,10 +158,19 @@ pub const SCENARIOS: [Scenario; 10] = [
     Scenario {
         id: "idle",
         label: "memory per idle connection",
-        load: Load::Idle,
+        load: Load::Idle { members: false },
         metric: metric::BYTES_PER_CONN,
         unit: Unit::Bytes,
         raw: true,
+        latency: None,
+    },
+    Scenario {
+        id: "idle-members",
+        label: "memory per idle room member",
+        load: Load::Idle { members: true },
+        metric: metric::BYTES_PER_CONN,
+        unit: Unit::Bytes,
+        raw: false,
         latency: None,
     },
     fanout(
@@ -214,7 +227,7 @@ impl Scenario {
                 ]);
                 timing(&mut args);
             }
-            Load::Idle => {
+            Load::Idle { .. } => {
                 args.extend([
                     "idle".into(),
                     "--connections".into(),
@@ -238,14 +251,22 @@ impl Scenario {
         args
     }
 
-    /// Whether this is a fan-out row (run against the servers' broadcast endpoints).
+    /// Whether this is a fan-out row.
     pub fn is_fanout(&self) -> bool {
         matches!(self.load, Load::Fanout { .. })
     }
 
+    /// Whether the row runs against the servers' broadcast endpoints (with their protocol).
+    pub fn uses_broadcast_endpoint(&self) -> bool {
+        matches!(
+            self.load,
+            Load::Fanout { .. } | Load::Idle { members: true }
+        )
+    }
+
     /// Whether the driver samples server memory before the run and at the hold.
     pub fn samples_memory(&self) -> bool {
-        matches!(self.load, Load::Idle)
+        matches!(self.load, Load::Idle { .. })
     }
 
     /// The longest a loadgen run of this scenario may take before it is killed.
@@ -255,7 +276,7 @@ impl Scenario {
             Load::Closed { .. } | Load::Pipelined { .. } => 30.0 + p.warmup + p.duration,
             Load::Handshakes { .. } => p.warmup + p.duration,
             // Opening (bounded at 120 s by loadgen), settling, and the longest hold.
-            Load::Idle => 120.0 + p.settle + IDLE_HOLD.as_secs_f64(),
+            Load::Idle { .. } => 120.0 + p.settle + IDLE_HOLD.as_secs_f64(),
             // Setup (90 s at most) + sync (30 s) + the run + drain and flush (4 s).
             Load::Fanout { .. } => 90.0 + 30.0 + p.warmup + p.duration + 4.0,
         };
@@ -289,8 +310,13 @@ impl Scenario {
                  per second, publish-to-receive latency",
                 p.warmup, p.duration
             ),
-            Load::Idle => format!(
+            Load::Idle { members: false } => format!(
                 "(RSS with {} upgraded idle connections − RSS before) ÷ connections, sampled {} s after the last upgrade",
+                p.idle_connections, p.settle
+            ),
+            Load::Idle { members: true } => format!(
+                "(RSS with {} idle connections that joined the broadcast room (as fan-out \
+                 subscribers do) − RSS before) ÷ connections, sampled {} s after the last join",
                 p.idle_connections, p.settle
             ),
         }

@@ -116,7 +116,14 @@ pub const SERVERS: [Server; 6] = [
             },
             "/echo",
         ),
-        fanout: None,
+        fanout: broadcast(
+            Kind::Switchboard {
+                echo: false,
+                park: false,
+            },
+            "/ws",
+            "native",
+        ),
         idle_only: true,
     },
     Server {
@@ -160,7 +167,7 @@ impl Server {
         if self.idle_only && !scenario.samples_memory() {
             return None;
         }
-        if scenario.is_fanout() {
+        if scenario.uses_broadcast_endpoint() {
             self.fanout.as_ref()
         } else {
             self.echo.as_ref().filter(|e| !e.raw || scenario.raw)

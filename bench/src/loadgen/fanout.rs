@@ -316,7 +316,7 @@ pub async fn run(target: &Target, f: &Fanout) -> anyhow::Result<RunResult> {
 
 /// Opens a connection, upgrades it and joins the room. Returns the stream and the
 /// bytes received after the join was confirmed.
-async fn member(target: &Target, protocol: Protocol) -> io::Result<(TcpStream, Vec<u8>)> {
+pub async fn member(target: &Target, protocol: Protocol) -> io::Result<(TcpStream, Vec<u8>)> {
     let (mut stream, mut buf) = target.open().await?;
     let mask = Rng::new().mask();
     match protocol {

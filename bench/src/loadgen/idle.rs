@@ -1,4 +1,5 @@
-//! `idle`: open and upgrade N connections, let the server settle, then hold them
+//! `idle`: open and upgrade N connections (optionally joining the broadcast room, as
+//! idle room members), let the server settle, then hold them
 //! while the driver samples the server's memory. The hold ends when stdin reaches
 //! EOF (the driver closes it after sampling) or after `hold` seconds.
 
@@ -7,8 +8,10 @@ use std::time::{Duration, Instant};
 use futures_util::{stream, StreamExt};
 use tokio::io::AsyncReadExt;
 
+use super::fanout::Protocol;
 use super::target::Target;
 use crate::report::{emit, metric, Event, RunResult};
+use tokio::net::TcpStream;
 
 /// How long opening all connections may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -26,6 +29,16 @@ pub struct Idle {
     pub settle: f64,
     /// Longest hold, in seconds, if stdin never closes.
     pub hold: f64,
+    /// Join the broadcast room with this protocol after the upgrade (idle room members).
+    pub join: Option<Protocol>,
+}
+
+/// One connection, upgraded (and joined to the room if `join`).
+async fn open(target: &Target, join: Option<Protocol>) -> std::io::Result<(TcpStream, Vec<u8>)> {
+    match join {
+        Some(protocol) => super::fanout::member(target, protocol).await,
+        None => target.open().await,
+    }
 }
 
 /// Opens, settles, holds, and reports how many connections were held.
@@ -38,7 +51,7 @@ pub async fn run(target: &Target, idle: &Idle) -> anyhow::Result<RunResult> {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
     let mut opening = stream::iter(0..idle.connections)
-        .map(|_| tokio::time::timeout(OPEN_TIMEOUT, target.open()))
+        .map(|_| tokio::time::timeout(OPEN_TIMEOUT, open(target, idle.join)))
         .buffer_unordered(idle.concurrency.max(1));
     let mut held = Vec::with_capacity(idle.connections);
     loop {

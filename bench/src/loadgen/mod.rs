@@ -142,6 +142,10 @@ pub struct IdleArgs {
     /// Longest hold in seconds; the hold ends earlier when stdin reaches EOF.
     #[arg(long, default_value_t = 30.0)]
     pub hold: f64,
+    /// Join the broadcast room with this protocol (as `fanout` subscribers do) and hold
+    /// the connections as idle room members.
+    #[arg(long, value_enum)]
+    pub protocol: Option<fanout::Protocol>,
 }
 
 /// Entry point of the `loadgen` binary.
@@ -199,6 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<crate::report::RunResult> {
                 concurrency: i.concurrency,
                 settle: i.settle,
                 hold: i.hold,
+                join: i.protocol,
             };
             idle::run(&target, &idle).await
         }

@@ -101,6 +101,9 @@ impl NativeSession {
                 let since = since.as_ref().map(|s| (s.offset, s.epoch.as_str()));
                 let joined = self.shared.hub.join(&self.conn, &room, since);
                 if !self.rooms.contains(&room) {
+                    // Most connections join one room or a few: grow one at a time rather
+                    // than reserve four (a `Vec`'s first push) for every idle member.
+                    self.rooms.reserve_exact(1);
                     self.rooms.push(room.clone());
                 }
                 // Written now, before the outbox (which holds the replay) is drained: `joined`
