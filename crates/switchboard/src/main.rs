@@ -98,6 +98,7 @@ fn serve(settings: &Settings) -> anyhow::Result<()> {
     let config = settings.server_config();
     let runtime = match settings.threads {
         Some(1) => tokio::runtime::Builder::new_current_thread()
+            .on_thread_park(allocator::on_worker_idle)
             .enable_all()
             .build()?,
         Some(n) => multi_thread_runtime(Some(n))?,
