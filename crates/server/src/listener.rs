@@ -17,6 +17,7 @@ use tower_service::Service as _;
 
 use crate::config::ServerConfig;
 use crate::http::router;
+use crate::metrics::Metrics;
 use crate::redact::redact_path_and_query;
 use crate::state::{AppState, PeerAddr};
 
@@ -130,15 +131,20 @@ impl Server {
             });
             let header_timeout = state.config.handshake_timeout;
             let shutdown = shutdown.clone();
+            let metrics = state.metrics.clone();
             // Two spawn sites, two task types: a task is as large as its largest state, and
             // the TLS states (a whole rustls connection) must not size the task of every
             // plain connection (measured: several KiB per connection, which the allocator
             // keeps after the HTTP task ends at the upgrade).
             match &tls {
                 None => {
-                    state
-                        .tracker
-                        .spawn(serve_http(stream, service, header_timeout, shutdown));
+                    state.tracker.spawn(serve_http(
+                        stream,
+                        service,
+                        header_timeout,
+                        shutdown,
+                        metrics,
+                    ));
                 }
                 Some(acceptor) => {
                     let acceptor = acceptor.clone();
@@ -149,12 +155,16 @@ impl Server {
                             tokio::time::timeout(header_timeout, acceptor.accept(stream));
                         match handshake.await {
                             Ok(Ok(tls_stream)) => {
-                                serve_http(tls_stream, service, header_timeout, shutdown).await
+                                serve_http(tls_stream, service, header_timeout, shutdown, metrics)
+                                    .await
                             }
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed")
                             }
-                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            Err(_) => {
+                                metrics.handshake_timeouts.inc();
+                                tracing::debug!(%peer, "TLS handshake timed out")
+                            }
                         }
                     });
                 }
@@ -170,8 +180,13 @@ impl Server {
 }
 
 /// Serve HTTP/1.1 (with upgrades) on one connection until it ends or shutdown begins.
-async fn serve_http<I, S>(io: I, service: S, header_timeout: Duration, shutdown: CancellationToken)
-where
+async fn serve_http<I, S>(
+    io: I,
+    service: S,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::HttpService<Incoming> + Send,
     S::Future: Send + 'static,
@@ -186,7 +201,12 @@ where
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
-        _ = conn.as_mut() => {}
+        result = conn.as_mut() => {
+            if result.as_ref().is_err_and(hyper::Error::is_timeout) {
+                // The request head did not arrive in time (slowloris).
+                metrics.handshake_timeouts.inc();
+            }
+        }
         _ = shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;

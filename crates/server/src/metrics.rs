@@ -247,6 +247,9 @@ pub struct Metrics {
     pub rate_limited: Counter,
     /// Failed authentications (bad tokens, auth timeouts).
     pub auth_failures: Counter,
+    /// Connections dropped because the request head (or the TLS handshake) did not arrive
+    /// within `handshake_timeout` (slowloris).
+    pub handshake_timeouts: Counter,
     /// Errors talking to the broker (always 0 with the in-memory broker).
     pub broker_errors: Counter,
 }
@@ -272,6 +275,7 @@ impl Metrics {
             overflow_closes: Counter::default(),
             rate_limited: Counter::default(),
             auth_failures: Counter::default(),
+            handshake_timeouts: Counter::default(),
             broker_errors: Counter::default(),
             registry: Registry::default(),
         };
@@ -333,6 +337,11 @@ impl Metrics {
             "rate_limited",
             "Messages refused by the per-connection rate limit",
             m.rate_limited.clone(),
+        );
+        r.register(
+            "handshake_timeouts",
+            "Connections dropped for a request head or TLS handshake not received in time",
+            m.handshake_timeouts.clone(),
         );
         r.register(
             "auth_failures",

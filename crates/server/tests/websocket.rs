@@ -148,6 +148,18 @@ async fn slow_request_head_is_dropped_after_the_handshake_timeout() {
         }
     }
     assert!(started.elapsed() < Duration::from_secs(3));
+    // Counted (a slowloris is invisible otherwise).
+    let mut m = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    m.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = Vec::new();
+    m.read_to_end(&mut body).await.unwrap();
+    let metrics = String::from_utf8_lossy(&body);
+    assert!(
+        metrics.contains("switchboard_handshake_timeouts_total 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
