@@ -16,6 +16,7 @@
 //! - anything else resumes the connection in a new task: input that is not a Pong, a dead
 //!   peer, a delivery in its outbox (the outbox wakes a per-slot waker), shutdown.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -27,6 +28,17 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Connections parked so far, process-wide (every server's lots).
+static PARKED_SO_FAR: AtomicU64 = AtomicU64::new(0);
+
+/// How many connections have been parked so far in this process. Parking ends tasks, whose
+/// memory the allocator keeps until the owning threads collect: the binary's allocator hook
+/// collects when this changed (and only then: collecting on every idle moment of a busy
+/// worker costs throughput, measured 5–20 % on the fan-out benchmark).
+pub fn parked_so_far() -> u64 {
+    PARKED_SO_FAR.load(Ordering::Relaxed)
+}
 
 /// What a parked connection wants after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,6 +293,7 @@ impl ParkingLot {
         slot.conn = Some(conn);
         // Counted under the lock: the lot can not resume (and uncount) it before this.
         shared.parked.inc();
+        PARKED_SO_FAR.fetch_add(1, Ordering::Relaxed);
     }
 }
 
