@@ -69,6 +69,20 @@ def test_tokens_in_urls_are_redacted_in_every_log_line(switchboard):
     assert any("[redacted]" in r["fields"].get("path", "") for r in upgrades), upgrades
 
 
+def seconds_until_closed(sock, since):
+    """Read and discard (never answering) until the server closes the TCP connection; close
+    the socket and return the seconds from `since`."""
+    sock.settimeout(10)
+    while True:
+        try:
+            if not sock.recv(65536):
+                break
+        except ConnectionResetError:
+            break
+    sock.close()
+    return time.time() - since
+
+
 def test_half_open_connection_is_dropped_and_its_resources_freed(switchboard):
     interval, timeout = 1.0, 1.0
     server = switchboard("--heartbeat-interval", "1s", "--heartbeat-timeout", "1s",
@@ -90,17 +104,8 @@ def test_half_open_connection_is_dropped_and_its_resources_freed(switchboard):
             assert time.time() < deadline, text
             time.sleep(0.05)
         silent_since = time.time()
-        sock.settimeout(10)
-        # Discard whatever arrives (welcome, joined, pings) without answering, until the
-        # server closes the TCP connection.
-        while True:
-            try:
-                if not sock.recv(65536):
-                    break
-            except ConnectionResetError:
-                break
-        dropped_after = time.time() - silent_since
-        sock.close()
+        # Discard whatever arrives (welcome, joined, pings) without answering.
+        dropped_after = seconds_until_closed(sock, silent_since)
         # Dropped within interval + timeout (+ scheduling margin), and not before a ping had
         # its full timeout.
         assert timeout <= dropped_after <= interval + timeout + 1.0, dropped_after
@@ -149,15 +154,7 @@ def test_parked_connections_keep_heartbeats_deliveries_and_the_half_open_rule(sw
         wait_for_metric(server, "switchboard_parked_connections", 2.0)
 
         # The half-open one never answers: dropped within interval + timeout (+ margin).
-        sock.settimeout(10)
-        while True:
-            try:
-                if not sock.recv(65536):
-                    break
-            except ConnectionResetError:
-                break
-        dropped_after = time.time() - silent_since
-        sock.close()
+        dropped_after = seconds_until_closed(sock, silent_since)
         assert timeout <= dropped_after <= interval + timeout + 1.0, dropped_after
 
         # The member's library answers the heartbeat Pings: several intervals later it is
