@@ -6,44 +6,24 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{raw_frame, Ending, TestClient};
+use support::{raw_frame, Ending, TestClient, TestServer};
 use switchboard_server::state::AppState;
-use switchboard_server::{Server, ServerConfig};
+use switchboard_server::ServerConfig;
 use switchboard_ws_proto::Event;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 const PARK_AFTER: Duration = Duration::from_millis(100);
 
-struct Running {
-    addr: std::net::SocketAddr,
-    state: Arc<AppState>,
-    shutdown: CancellationToken,
-    task: JoinHandle<bool>,
-}
-
-async fn start(config: ServerConfig) -> Running {
-    let shutdown = CancellationToken::new();
-    let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
+/// A server with `/echo`, no rate limit, and parking after [`PARK_AFTER`].
+async fn start(config: ServerConfig) -> TestServer {
+    support::start(ServerConfig {
         echo: true,
         rate_limit: None,
         park_idle_after: Some(PARK_AFTER),
         ..config
-    };
-    let server = Server::bind(config, shutdown.clone()).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let state = server.state().clone();
-    let task = tokio::spawn(server.run());
-    Running {
-        addr,
-        state,
-        shutdown,
-        task,
-    }
+    })
+    .await
 }
 
 fn parked(state: &AppState) -> i64 {
@@ -64,6 +44,16 @@ async fn until_parked(state: &AppState, n: i64) {
 }
 
 /// Send `text` and expect it back (answering heartbeat Pings meanwhile).
+/// Wait (at most 2 s) until the server has no WebSocket connection left; `why` says what it
+/// would mean if one stayed.
+async fn until_no_connections(state: &AppState, why: &str) {
+    let started = Instant::now();
+    while state.websocket_count() != 0 {
+        assert!(started.elapsed() < Duration::from_secs(2), "{why}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn echo(client: &mut TestClient, text: &str) {
     client.send_text(text).await;
     loop {
@@ -198,11 +188,7 @@ async fn a_parked_peer_that_stops_answering_is_dropped() {
         started.elapsed()
     );
     until_parked(&server.state, 0).await;
-    let started = Instant::now();
-    while server.state.websocket_count() != 0 {
-        assert!(started.elapsed() < Duration::from_secs(2));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_no_connections(&server.state, "the dropped connection is still counted").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,11 +247,8 @@ async fn a_parked_connection_that_the_peer_closes_is_cleaned_up() {
     client.flush().await;
     assert!(matches!(client.ending().await, Ending::Close(Some(_))));
     drop(client);
-    let started = Instant::now();
-    while server.state.websocket_count() != 0 || parked(&server.state) != 0 {
-        assert!(started.elapsed() < Duration::from_secs(2));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_no_connections(&server.state, "the closed connection is still counted").await;
+    until_parked(&server.state, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,12 +260,9 @@ async fn a_peer_that_sends_a_pong_and_leaves_is_noticed_at_once() {
     // A Pong and the end of the stream in one segment: one readiness edge for both.
     client.send_raw(&raw_frame(0x8a, b"")).await;
     client.stream.shutdown().await.unwrap();
-    let started = Instant::now();
-    while server.state.websocket_count() != 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "still open: the end of the stream behind the Pong was missed"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_no_connections(
+        &server.state,
+        "still open: the end of the stream behind the Pong was missed",
+    )
+    .await;
 }

@@ -112,15 +112,7 @@ pub fn upgrade<H: Handler>(
                 ctx.span()
                     .in_scope(|| tracing::debug!(error = %e, "upgrade failed"));
                 // Counted as connected at admission: keep connects and disconnects balanced.
-                task_state
-                    .metrics
-                    .disconnects
-                    .get_or_create(&DisconnectLabels {
-                        transport: "websocket",
-                        code: 1006,
-                        reason: "upgrade_failed",
-                    })
-                    .inc();
+                ctx.count_disconnect(1006, "upgrade_failed");
                 return;
             }
         };
@@ -178,18 +170,23 @@ impl ConnCtx {
         tracing::debug_span!("ws", conn = self.id, peer = ?self.guard.ip())
     }
 
-    /// The connection is over: count and log it (and release its admission).
-    fn finish(self, ended: Ended) {
+    /// Count the connection's end in `disconnects_total`.
+    fn count_disconnect(&self, code: u16, reason: &'static str) {
         self.state()
             .metrics
             .disconnects
             .get_or_create(&DisconnectLabels {
                 transport: "websocket",
-                // 1006: no closing handshake (RFC 6455 §7.1.5).
-                code: ended.close_code.unwrap_or(1006),
-                reason: ended.reason.label(),
+                code,
+                reason,
             })
             .inc();
+    }
+
+    /// The connection is over: count and log it (and release its admission).
+    fn finish(self, ended: Ended) {
+        // 1006: no closing handshake (RFC 6455 §7.1.5).
+        self.count_disconnect(ended.close_code.unwrap_or(1006), ended.reason.label());
         self.span().in_scope(|| {
             tracing::debug!(
                 reason = ?ended.reason,

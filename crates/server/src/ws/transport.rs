@@ -83,23 +83,15 @@ impl Transport for TcpStream {
     /// Every queued segment in one vectored write (small frames were coalesced, large
     /// payloads are written in place).
     fn write_now(&mut self, out: &mut Output) -> io::Result<()> {
-        while !out.is_empty() {
-            let mut slices = [IoSlice::new(&[]); 64];
-            let n = out.io_slices(&mut slices);
+        write_segments(out, |slices| {
             // One segment (the common case for small messages): plain send is cheaper than
             // writev.
-            let written = if n == 1 {
-                self.try_write(&slices[0])
+            if let [one] = slices {
+                self.try_write(one)
             } else {
-                self.try_write_vectored(&slices[..n])
-            };
-            match written {
-                Ok(written) => out.advance(written),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e),
+                self.try_write_vectored(slices)
             }
-        }
-        Ok(())
+        })
     }
 
     fn has_buffered_output(&self) -> bool {
@@ -121,10 +113,19 @@ impl Transport for TcpStream {
 
 /// Write as much of `out` as a non-blocking std socket takes now (a parked connection's).
 pub fn write_nonblocking(socket: &std::net::TcpStream, out: &mut Output) -> io::Result<()> {
+    write_segments(out, |slices| (&*socket).write_vectored(slices))
+}
+
+/// Write `out`'s segments (up to 64 per call) with `write`, which returns how many bytes the
+/// socket took, until everything went or the socket is full (`WouldBlock`: not an error).
+fn write_segments(
+    out: &mut Output,
+    mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+) -> io::Result<()> {
     while !out.is_empty() {
         let mut slices = [IoSlice::new(&[]); 64];
         let n = out.io_slices(&mut slices);
-        match (&*socket).write_vectored(&slices[..n]) {
+        match write(&slices[..n]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(written) => out.advance(written),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),

@@ -4,9 +4,11 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use switchboard_server::state::AppState;
 use switchboard_server::{Server, ServerConfig};
 use switchboard_ws_proto::{ClientHandshake, CloseFrame, Config, Connection, DeflateConfig, Event};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -18,6 +20,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The server's shared state (counts, metrics, parking lots).
+    pub state: Arc<AppState>,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<bool>,
 }
@@ -30,9 +34,11 @@ pub async fn start(config: ServerConfig) -> TestServer {
     };
     let server = Server::bind(config, shutdown.clone()).await.unwrap();
     let addr = server.local_addr().unwrap();
+    let state = server.state().clone();
     let task = tokio::spawn(server.run());
     TestServer {
         addr,
+        state,
         shutdown,
         task,
     }
