@@ -1,14 +1,24 @@
-//! Deduplication of acknowledged client messages: a repeat of the same `id` from the same user
-//! within the window is acknowledged again (with the original offset) but not delivered twice.
+//! Deduplication of client messages that carry an `id`: a repeat of the same `id` from the
+//! same sender to the same room within the window is acknowledged again (with the original
+//! offset) but not delivered twice.
+//!
+//! The key includes the room: one id reused for two rooms is two messages (a broadcast to
+//! several channels with one id publishes to each), never one silently dropped.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const SHARDS: usize = 16;
 
-/// Remembers `(user, id) → offset` for `window`, at most `capacity` entries (oldest forgotten
-/// first), in shards so that users do not contend on one lock.
+/// `(sender, room, id)`.
+type Key = (Box<str>, Box<str>, Box<str>);
+
+/// What an accepted message got: its offset and epoch.
+pub type Recorded = (u64, Arc<str>);
+
+/// Remembers `(sender, room, id) → (offset, epoch)` for `window`, at most `capacity` entries
+/// (oldest forgotten first), in shards so that senders do not contend on one lock.
 #[derive(Debug)]
 pub struct Dedup {
     shards: Vec<Mutex<Shard>>,
@@ -18,8 +28,8 @@ pub struct Dedup {
 
 #[derive(Debug, Default)]
 struct Shard {
-    seen: HashMap<(String, String), u64>,
-    order: VecDeque<(Instant, (String, String))>,
+    seen: HashMap<Key, Recorded>,
+    order: VecDeque<(Instant, Key)>,
 }
 
 impl Dedup {
@@ -32,9 +42,15 @@ impl Dedup {
         }
     }
 
-    fn shard(&self, user: &str, id: &str) -> std::sync::MutexGuard<'_, Shard> {
+    fn shard(&self, sender: &str, room: &str, id: &str) -> MutexGuard<'_, Shard> {
         let mut h: u64 = 0xcbf29ce484222325;
-        for b in user.bytes().chain([0]).chain(id.bytes()) {
+        for b in sender
+            .bytes()
+            .chain([0])
+            .chain(room.bytes())
+            .chain([0])
+            .chain(id.bytes())
+        {
             h = (h ^ b as u64).wrapping_mul(0x100000001b3);
         }
         self.shards[(h as usize) % SHARDS]
@@ -42,26 +58,33 @@ impl Dedup {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The offset of an earlier message with this id, if still remembered.
-    pub fn check(&self, user: &str, id: &str, now: Instant) -> Option<u64> {
-        let mut s = self.shard(user, id);
+    /// Run `accept` unless this `(sender, room, id)` was accepted within the window, and
+    /// remember what it returns: `Ok` with `accept`'s value, or `Err` with what the first
+    /// one got. Atomic: the shard stays locked while `accept` runs, so concurrent repeats
+    /// wait and see the first one's record. `accept` must not use this `Dedup`.
+    pub fn once<T>(
+        &self,
+        sender: &str,
+        room: &str,
+        id: &str,
+        now: Instant,
+        accept: impl FnOnce() -> (Recorded, T),
+    ) -> Result<T, Recorded> {
+        let mut s = self.shard(sender, room, id);
         s.expire(now, self.window);
-        s.seen.get(&(user.to_owned(), id.to_owned())).copied()
-    }
-
-    /// Remember a delivered message.
-    pub fn record(&self, user: &str, id: &str, offset: u64, now: Instant) {
-        let per_shard = self.per_shard;
-        let mut s = self.shard(user, id);
-        let key = (user.to_owned(), id.to_owned());
-        if s.seen.insert(key.clone(), offset).is_none() {
-            s.order.push_back((now, key));
+        let key: Key = (sender.into(), room.into(), id.into());
+        if let Some(first) = s.seen.get(&key) {
+            return Err(first.clone());
         }
-        while s.order.len() > per_shard {
+        let (recorded, value) = accept();
+        s.seen.insert(key.clone(), recorded);
+        s.order.push_back((now, key));
+        while s.order.len() > self.per_shard {
             if let Some((_, k)) = s.order.pop_front() {
                 s.seen.remove(&k);
             }
         }
+        Ok(value)
     }
 }
 
@@ -82,15 +105,52 @@ impl Shard {
 mod tests {
     use super::*;
 
+    fn accept(offset: u64) -> impl FnOnce() -> (Recorded, u64) {
+        move || ((offset, Arc::from("e")), offset)
+    }
+
     #[test]
     fn repeats_within_the_window_are_recognised() {
         let d = Dedup::new(Duration::from_secs(60), 1000);
         let t0 = Instant::now();
-        assert_eq!(d.check("u", "m1", t0), None);
-        d.record("u", "m1", 7, t0);
-        assert_eq!(d.check("u", "m1", t0 + Duration::from_secs(1)), Some(7));
-        assert_eq!(d.check("other", "m1", t0), None, "per user");
-        assert_eq!(d.check("u", "m1", t0 + Duration::from_secs(61)), None);
+        assert_eq!(d.once("u", "r", "m1", t0, accept(7)), Ok(7));
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(
+            d.once("u", "r", "m1", later, accept(8)),
+            Err((7, Arc::from("e")))
+        );
+        assert_eq!(
+            d.once("other", "r", "m1", t0, accept(9)),
+            Ok(9),
+            "per sender"
+        );
+        assert_eq!(d.once("u", "r2", "m1", t0, accept(10)), Ok(10), "per room");
+        let expired = t0 + Duration::from_secs(62);
+        assert_eq!(d.once("u", "r", "m1", expired, accept(11)), Ok(11));
+    }
+
+    #[test]
+    fn concurrent_repeats_are_accepted_once() {
+        let d = Arc::new(Dedup::new(Duration::from_secs(60), 1000));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (d, accepted) = (d.clone(), accepted.clone());
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        let id = i.to_string();
+                        let _ = d.once("u", "r", &id, Instant::now(), || {
+                            accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            ((i, Arc::from("e")), ())
+                        });
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 200);
     }
 
     #[test]
@@ -98,10 +158,10 @@ mod tests {
         let d = Dedup::new(Duration::from_secs(60), 32);
         let t0 = Instant::now();
         for i in 0..1000 {
-            d.record("u", &i.to_string(), i, t0);
+            let _ = d.once("u", "r", &i.to_string(), t0, accept(i));
         }
         let remembered = (0..1000)
-            .filter(|i| d.check("u", &i.to_string(), t0).is_some())
+            .filter(|i| d.once("u", "r", &i.to_string(), t0, accept(0)).is_err())
             .count();
         assert!(remembered <= 32 + SHARDS, "{remembered}");
     }

@@ -69,16 +69,26 @@ impl History {
         self.entries.front().and_then(|(_, d)| d.offset())
     }
 
-    /// Messages with an offset greater than `after`, at most the newest `limit`.
-    pub fn after(&self, after: u64, limit: usize) -> Vec<Arc<Delivery>> {
-        let newer: Vec<_> = self
+    /// Messages with an offset greater than `after`: of those the newest `limit`, oldest
+    /// first, cut to what fits in `max_bytes` of JSON (at least one message, so that a
+    /// client paging through always advances). The flag says whether the cut left some out.
+    pub fn after(&self, after: u64, limit: usize, max_bytes: usize) -> (Vec<Arc<Delivery>>, bool) {
+        let newer = self
             .entries
             .iter()
-            .filter(|(_, d)| d.offset().is_some_and(|o| o > after))
-            .map(|(_, d)| d.clone())
-            .collect();
-        let skip = newer.len().saturating_sub(limit);
-        newer.into_iter().skip(skip).collect()
+            .filter(|(_, d)| d.offset().is_some_and(|o| o > after));
+        let skip = newer.clone().count().saturating_sub(limit);
+        let mut bytes = 0usize;
+        let mut out = Vec::new();
+        for (_, d) in newer.skip(skip) {
+            let len = d.json().len() + 1;
+            if !out.is_empty() && bytes + len > max_bytes {
+                return (out, true);
+            }
+            bytes += len;
+            out.push(d.clone());
+        }
+        (out, false)
     }
 
     /// Whether nothing is retained.
@@ -111,10 +121,20 @@ mod tests {
         assert!(h.covers(2, 5));
         assert!(!h.covers(1, 5));
         assert!(h.covers(5, 5));
-        let offsets: Vec<_> = h.after(2, 10).iter().filter_map(|d| d.offset()).collect();
-        assert_eq!(offsets, [3, 4, 5]);
-        let offsets: Vec<_> = h.after(0, 2).iter().filter_map(|d| d.offset()).collect();
-        assert_eq!(offsets, [4, 5]);
+        let offsets = |(v, _): (Vec<Arc<Delivery>>, bool)| -> Vec<u64> {
+            v.iter().filter_map(|d| d.offset()).collect()
+        };
+        assert_eq!(offsets(h.after(2, 10, usize::MAX)), [3, 4, 5]);
+        assert_eq!(offsets(h.after(0, 2, usize::MAX)), [4, 5]);
+        // Each message is one byte of JSON plus a separator: two fit in 4 bytes.
+        let (page, more) = h.after(0, 10, 4);
+        assert!(more);
+        assert_eq!(offsets((page, more)), [3, 4]);
+        let (page, more) = h.after(4, 10, 4);
+        assert!(!more);
+        assert_eq!(offsets((page, more)), [5]);
+        // One message always fits, however small the bound.
+        assert_eq!(offsets(h.after(0, 10, 0)), [3]);
     }
 
     #[test]

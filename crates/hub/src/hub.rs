@@ -92,6 +92,9 @@ pub struct HubConn {
     pub user: UserId,
     /// Where its deliveries go.
     pub outbox: Arc<Outbox>,
+    /// Its display name (given at join, or from a token claim), shown in presence and
+    /// `user_joined`/`user_left` as `user`.
+    pub name: Option<Arc<str>>,
 }
 
 /// The answer to a join.
@@ -125,8 +128,46 @@ pub struct Published {
 pub struct PresenceEntry {
     /// The user.
     pub user: UserId,
+    /// The display name their latest connection joined with, if any.
+    pub name: Option<Arc<str>>,
     /// Their connections in the room.
     pub connections: usize,
+}
+
+/// One page of a room's history (see [`Hub::history`]).
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// The messages, oldest first.
+    pub messages: Vec<Arc<Delivery>>,
+    /// The room's latest offset (0 for a room that does not exist).
+    pub last_offset: u64,
+    /// The room's epoch.
+    pub epoch: Arc<str>,
+    /// More messages of the requested range follow: they did not fit the byte bound. Ask
+    /// again after the last message's offset.
+    pub more: bool,
+}
+
+/// The result of [`Hub::publish_once`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishOnce {
+    /// Published now.
+    Published(Published),
+    /// The same sender published a message with this id to this room within the dedup
+    /// window: it was not published again.
+    Duplicate {
+        /// The offset the first one got.
+        offset: u64,
+        /// Its epoch.
+        epoch: Arc<str>,
+    },
+}
+
+/// Who is in a room: connections per user and the display name last joined with.
+#[derive(Debug, Default)]
+struct UserPresence {
+    connections: usize,
+    name: Option<Arc<str>>,
 }
 
 struct Room {
@@ -140,7 +181,7 @@ struct RoomState {
     /// The members' outboxes, rebuilt lazily after membership changes so that a publish
     /// iterates a flat slice.
     snapshot: Option<Arc<[Arc<Outbox>]>>,
-    presence: HashMap<UserId, usize>,
+    presence: HashMap<UserId, UserPresence>,
     history: History,
     limits: HistoryLimits,
     overflow: OverflowPolicy,
@@ -218,6 +259,7 @@ impl Hub {
             id: ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed)),
             user,
             outbox: Outbox::new(self.config.outbox_budget),
+            name: None,
         };
         lock(self.user_shard(&conn.user))
             .entry(conn.user.clone())
@@ -355,13 +397,16 @@ impl Hub {
             if let Some((offset, epoch)) = since {
                 let limits = st.limits;
                 st.history.expire(Instant::now(), &limits);
+                recovered = false;
                 if *epoch == *st.epoch && st.history.covers(offset, st.last_offset) {
-                    for d in st.history.after(offset, usize::MAX) {
-                        conn.outbox.push(&d);
-                        replayed += 1;
+                    // All or nothing: a replay that does not fit the outbox budget is not
+                    // sent in part, the client is told to resync (`recovered: false`) and
+                    // pages through `history` instead.
+                    let missed = st.history.after(offset, usize::MAX, usize::MAX).0;
+                    if conn.outbox.push_all(&missed) {
+                        recovered = true;
+                        replayed = missed.len();
                     }
-                } else {
-                    recovered = false;
                 }
             }
             let first_of_user = match st.members.entry(conn.id) {
@@ -369,14 +414,19 @@ impl Hub {
                 std::collections::hash_map::Entry::Vacant(slot) => {
                     slot.insert((conn.user.clone(), conn.outbox.clone()));
                     st.snapshot = None;
-                    let count = st.presence.entry(conn.user.clone()).or_insert(0);
-                    *count += 1;
-                    *count == 1
+                    let entry = st.presence.entry(conn.user.clone()).or_default();
+                    entry.connections += 1;
+                    entry.connections == 1
                 }
             };
+            if let Some(name) = &conn.name {
+                if let Some(entry) = st.presence.get_mut(&conn.user) {
+                    entry.name = Some(name.clone());
+                }
+            }
             let announce = first_of_user && st.members.len() <= self.config.join_leave_max_members;
             if announce {
-                let event = presence_event("user_joined", &conn.user, room);
+                let event = presence_event("user_joined", conn, room);
                 for (id, (_, outbox)) in &st.members {
                     if *id != conn.id {
                         outbox.push(&event);
@@ -406,8 +456,8 @@ impl Hub {
             } else {
                 st.snapshot = None;
                 let last_of_user = match st.presence.get_mut(&conn.user) {
-                    Some(c) if *c > 1 => {
-                        *c -= 1;
+                    Some(p) if p.connections > 1 => {
+                        p.connections -= 1;
                         false
                     }
                     _ => {
@@ -416,7 +466,7 @@ impl Hub {
                     }
                 };
                 if last_of_user && st.members.len() < self.config.join_leave_max_members {
-                    let event = presence_event("user_left", &conn.user, room);
+                    let event = presence_event("user_left", conn, room);
                     for (_, outbox) in st.members.values() {
                         outbox.push(&event);
                     }
@@ -468,22 +518,67 @@ impl Hub {
         })
     }
 
-    /// Retained messages of `room` after `since` (newest `limit`), with the room's latest
-    /// offset and epoch. An unknown room has no messages and offset 0.
+    /// Publish to `room` unless `sender` already published a message with `id` to it within
+    /// the dedup window. The check and the record are one atomic step: two concurrent retries
+    /// of one id publish once (the dedup shard's lock is held across the publish; nothing
+    /// takes it while holding a room lock).
+    pub fn publish_once(
+        &self,
+        room: &RoomName,
+        sender: &UserId,
+        id: &str,
+        build: impl FnOnce(u64, u64) -> Bytes,
+    ) -> PublishOnce {
+        let outcome = self
+            .dedup
+            .once(&sender.0, room.as_str(), id, Instant::now(), || {
+                let published = self.publish(room, build);
+                let recorded = (published.offset, published.epoch.clone());
+                (recorded, published)
+            });
+        match outcome {
+            Ok(published) => PublishOnce::Published(published),
+            Err((offset, epoch)) => PublishOnce::Duplicate { offset, epoch },
+        }
+    }
+
+    /// Retained messages of `room` after `since` (the newest `limit` of them), oldest first,
+    /// as many as fit in `max_bytes` of JSON (at least one), with the room's latest offset and
+    /// epoch. Creates nothing: a room that does not exist has no messages, offset 0 and the
+    /// hub's boot epoch.
     pub fn history(
         &self,
         room: &RoomName,
         since: Option<u64>,
         limit: Option<usize>,
-    ) -> (Vec<Arc<Delivery>>, u64, Arc<str>) {
-        self.with_room(room, |st| {
-            let limits = st.limits;
-            st.history.expire(Instant::now(), &limits);
-            let messages = st
-                .history
-                .after(since.unwrap_or(0), limit.unwrap_or(usize::MAX));
-            (messages, st.last_offset, st.epoch.clone())
-        })
+        max_bytes: usize,
+    ) -> HistoryPage {
+        let Some(r) = self.room(room, false) else {
+            return HistoryPage {
+                messages: Vec::new(),
+                last_offset: 0,
+                epoch: self.boot_epoch(),
+                more: false,
+            };
+        };
+        let mut st = lock(&r.state);
+        let limits = st.limits;
+        st.history.expire(Instant::now(), &limits);
+        let (messages, more) =
+            st.history
+                .after(since.unwrap_or(0), limit.unwrap_or(usize::MAX), max_bytes);
+        HistoryPage {
+            messages,
+            last_offset: st.last_offset,
+            epoch: st.epoch.clone(),
+            more,
+        }
+    }
+
+    /// The epoch reported for rooms that do not exist (no room has it: joining with it gets
+    /// `recovered: false` unless nothing was missed).
+    fn boot_epoch(&self) -> Arc<str> {
+        format!("{:x}-0", self.boot).into()
     }
 
     /// Who is in `room`, by user with connection counts, sorted by user id.
@@ -495,9 +590,10 @@ impl Hub {
         let mut v: Vec<_> = st
             .presence
             .iter()
-            .map(|(user, n)| PresenceEntry {
+            .map(|(user, p)| PresenceEntry {
                 user: user.clone(),
-                connections: *n,
+                name: p.name.clone(),
+                connections: p.connections,
             })
             .collect();
         drop(st);
@@ -549,16 +645,6 @@ impl Hub {
         }
         removed
     }
-
-    /// Deduplication: the offset an earlier message with this id got, if remembered.
-    pub fn seen_message(&self, user: &UserId, id: &str) -> Option<u64> {
-        self.dedup.check(&user.0, id, Instant::now())
-    }
-
-    /// Deduplication: remember that this id was accepted with `offset`.
-    pub fn record_message(&self, user: &UserId, id: &str, offset: u64) {
-        self.dedup.record(&user.0, id, offset, Instant::now());
-    }
 }
 
 /// The setting of the first rule whose pattern matches `room`, else `default`.
@@ -574,10 +660,12 @@ pub fn json_string_literal(s: &str) -> String {
     json_string(s)
 }
 
-fn presence_event(kind: &str, user: &UserId, room: &RoomName) -> Arc<Delivery> {
+fn presence_event(kind: &str, conn: &HubConn, room: &RoomName) -> Arc<Delivery> {
+    let user_id = &conn.user.0;
     let json = format!(
-        r#"{{"type":"{kind}","userId":{},"room":{}}}"#,
-        json_string(&user.0),
+        r#"{{"type":"{kind}","userId":{},"user":{},"room":{}}}"#,
+        json_string(user_id),
+        json_string(conn.name.as_deref().unwrap_or(user_id)),
         json_string(room.as_str())
     );
     Delivery::new(Bytes::from(json), None)

@@ -16,12 +16,12 @@ mod hub;
 mod outbox;
 mod pattern;
 
-pub use dedup::Dedup;
+pub use dedup::{Dedup, Recorded};
 pub use delivery::{Delivery, ENCODING_SLOTS};
 pub use history::{History, HistoryLimits};
 pub use hub::{
-    json_string_literal, now_ms, ConnId, Hub, HubConfig, HubConn, Joined, OverflowPolicy,
-    PresenceEntry, Published, UserId,
+    json_string_literal, now_ms, ConnId, HistoryPage, Hub, HubConfig, HubConn, Joined,
+    OverflowPolicy, PresenceEntry, PublishOnce, Published, UserId,
 };
 pub use outbox::{Kick, Outbox, Pushed};
 pub use pattern::RoomPattern;

@@ -127,6 +127,31 @@ impl Outbox {
         Pushed::Queued
     }
 
+    /// Queue every delivery of `batch` if together they fit the budget (an empty queue takes
+    /// a batch of one message of any size), else none: `false`. For replays, where a gap
+    /// would be worse than no replay (the client is told to resync instead).
+    pub fn push_all(&self, batch: &[Arc<Delivery>]) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        let mut q = self.lock();
+        if q.closed || q.kick == Some(Kick::Overflow) {
+            return false;
+        }
+        let cost: usize = batch.iter().map(|d| d.cost()).sum();
+        let fits_alone = q.items.is_empty() && batch.len() == 1;
+        if !fits_alone && q.bytes + cost > self.budget {
+            return false;
+        }
+        let was_empty = q.items.is_empty();
+        q.items.extend(batch.iter().cloned());
+        q.bytes += cost;
+        let waker = if was_empty { q.signal() } else { None };
+        drop(q);
+        wake(waker);
+        true
+    }
+
     /// Move every queued delivery into `into`; returns how many were dropped since the last
     /// drain (so the client can be told it lagged).
     pub fn drain(&self, into: &mut Vec<Arc<Delivery>>) -> u64 {
@@ -211,6 +236,29 @@ mod tests {
         outbox.close();
         assert_eq!(outbox.push(&d), Pushed::Closed);
         assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn a_batch_is_queued_whole_or_not_at_all() {
+        let outbox = Outbox::new(400);
+        let d = Delivery::new(Bytes::from_static(&[b'x'; 100]), Some(1));
+        assert!(outbox.push_all(&[d.clone(), d.clone()]));
+        assert!(
+            !outbox.push_all(&[d.clone(), d.clone()]),
+            "4 × 164 B > 400 B"
+        );
+        let mut v = Vec::new();
+        assert_eq!(
+            outbox.drain(&mut v),
+            0,
+            "a refused batch is not counted as dropped"
+        );
+        assert_eq!(v.len(), 2);
+        let big = Delivery::new(Bytes::from(vec![b'x'; 500]), Some(1));
+        assert!(
+            outbox.push_all(std::slice::from_ref(&big)),
+            "one message alone"
+        );
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub enum ClientMessage {
         room: RoomName,
         /// Replay from here, if given.
         since: Option<Since>,
+        /// The display name the client joins with (`user`, as the seeds' chat client sends
+        /// it), if given.
+        user: Option<String>,
     },
     /// `leave {room}` (alias `unsubscribe {channel}`).
     Leave {
@@ -123,10 +126,13 @@ pub fn parse(text: &[u8]) -> Result<Incoming, ParseError> {
         return Err(ParseError::InvalidFormat);
     };
     let kind = kind.clone();
+    // An id of another JSON type is refused rather than ignored: it would be replaced by a
+    // generated one on relay (a field lost) and the sender's retries would not be recognised.
     let id = match body.get("id") {
+        None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
+        Some(_) => return Err(ParseError::MissingField("id")),
     };
     let message = match kind.as_str() {
         "auth" | "refresh" => {
@@ -140,6 +146,7 @@ pub fn parse(text: &[u8]) -> Result<Incoming, ParseError> {
         "join" | "subscribe" => ClientMessage::Join {
             room: required_room(&body)?,
             since: since(&body)?,
+            user: display_name(&body)?,
         },
         "leave" | "unsubscribe" => ClientMessage::Leave {
             room: required_room(&body)?,
@@ -196,6 +203,22 @@ fn optional_room(body: &Map<String, Value>) -> Result<Option<RoomName>, ParseErr
     }
 }
 
+/// Longest display name accepted, in bytes.
+pub const MAX_DISPLAY_NAME: usize = 128;
+
+/// The optional `user` display name: a string of 1 to 128 bytes without control characters.
+fn display_name(body: &Map<String, Value>) -> Result<Option<String>, ParseError> {
+    match body.get("user") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s))
+            if !s.is_empty() && s.len() <= MAX_DISPLAY_NAME && !s.chars().any(char::is_control) =>
+        {
+            Ok(Some(s.clone()))
+        }
+        Some(_) => Err(ParseError::MissingField("user")),
+    }
+}
+
 fn required_room(body: &Map<String, Value>) -> Result<RoomName, ParseError> {
     optional_room(body)?.ok_or(ParseError::MissingField("room"))
 }
@@ -233,7 +256,8 @@ mod tests {
             m.message,
             ClientMessage::Join {
                 room: room("general"),
-                since: None
+                since: None,
+                user: Some("jane_dev".into()),
             }
         );
         let m = parse(br#"{"type":"subscribe","channel":"orders"}"#).unwrap();
@@ -264,7 +288,8 @@ mod tests {
                 since: Some(Since {
                     offset: 5,
                     epoch: "e1".into()
-                })
+                }),
+                user: None,
             }
         );
         let m = parse(br#"{"type":"history","room":"a","since":3,"limit":10}"#).unwrap();
@@ -291,6 +316,14 @@ mod tests {
         assert_eq!(
             parse(br#"{"type":"join"}"#).unwrap_err(),
             ParseError::MissingField("room")
+        );
+        assert_eq!(
+            parse(br#"{"type":"chat","room":"a","id":{"x":1}}"#).unwrap_err(),
+            ParseError::MissingField("id")
+        );
+        assert_eq!(
+            parse(br#"{"type":"join","room":"a","user":7}"#).unwrap_err(),
+            ParseError::MissingField("user")
         );
         let long = format!(r#"{{"type":"join","room":"{}"}}"#, "x".repeat(256));
         assert_eq!(

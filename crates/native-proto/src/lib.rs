@@ -8,6 +8,6 @@ mod client;
 mod room;
 mod server;
 
-pub use client::{parse, ClientMessage, Incoming, ParseError, Since};
+pub use client::{parse, ClientMessage, Incoming, ParseError, Since, MAX_DISPLAY_NAME};
 pub use room::{RoomName, RoomNameError};
-pub use server::{error, stamp_relay, ServerMessage};
+pub use server::{splice_messages, stamp_relay, PresenceMember, ServerMessage, Stamp};

@@ -46,3 +46,9 @@ impl fmt::Display for RoomName {
         f.write_str(&self.0)
     }
 }
+
+impl serde::Serialize for RoomName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}

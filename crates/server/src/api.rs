@@ -4,25 +4,30 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use switchboard_hub::{RoomName, UserId};
-use switchboard_native_proto::stamp_relay;
+use switchboard_native_proto::splice_messages;
+use switchboard_session::{publish, PublishRequest};
 
 use crate::state::AppState;
 
 /// The user id that API publications carry.
 const API_USER: &str = "api";
 
+/// Fields of a publish body that address the message rather than being part of it.
+const ADDRESSING: [&str; 3] = ["channel", "channels", "room"];
+
 /// The `/api/*` routes.
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/api/publish", post(publish))
+        .route("/api/publish", post(publish_endpoint))
         .route("/api/broadcast", post(broadcast))
         .route("/api/history", get(history))
         .route("/api/presence", get(presence))
@@ -44,34 +49,46 @@ fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
 }
 
-/// Check the API key. Without a configured key the API is closed (401 with a hint), so an
-/// unconfigured server never accepts anonymous publications.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let keys = &state.config.api_keys;
-    if keys.is_empty() {
-        return Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            "the HTTP API is disabled: start the server with an API key (--api-key)".into(),
-        ));
-    }
-    let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(key)
-            if keys
-                .iter()
-                .any(|k| constant_time_eq(k.as_bytes(), key.as_bytes())) =>
-        {
-            Ok(())
+/// Proof that the request carried a valid API key: an extractor, so every handler that
+/// takes it is authorized before it runs. Without a configured key the API is closed (401
+/// with a hint), so an unconfigured server never accepts anonymous publications.
+#[derive(Debug)]
+pub struct ApiKey;
+
+impl FromRequestParts<Arc<AppState>> for ApiKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let keys = &state.config.api_keys;
+        if keys.is_empty() {
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "the HTTP API is disabled: start the server with an API key (--api-key)".into(),
+            ));
         }
-        Some(_) => Err(ApiError(StatusCode::UNAUTHORIZED, "invalid API key".into())),
-        None => Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            "missing Authorization: Bearer <API key>".into(),
-        )),
+        let presented = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match presented {
+            Some(key)
+                if keys
+                    .iter()
+                    .any(|k| constant_time_eq(k.as_bytes(), key.as_bytes())) =>
+            {
+                Ok(ApiKey)
+            }
+            Some(_) => Err(ApiError(StatusCode::UNAUTHORIZED, "invalid API key".into())),
+            None => Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing Authorization: Bearer <API key>".into(),
+            )),
+        }
     }
 }
 
@@ -80,12 +97,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Parse a JSON body into an object, with a clear error.
-fn object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(o)) => Ok(o),
-        Ok(_) => Err(bad_request("the body must be a JSON object")),
-        Err(e) => Err(bad_request(format!("invalid JSON: {e}"))),
+/// A request body that is a JSON object, with a clear 400 otherwise.
+#[derive(Debug)]
+pub struct JsonObject(Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError(e.status(), e.body_text()))?;
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(o)) => Ok(JsonObject(o)),
+            Ok(_) => Err(bad_request("the body must be a JSON object")),
+            Err(e) => Err(bad_request(format!("invalid JSON: {e}"))),
+        }
     }
 }
 
@@ -98,99 +125,101 @@ fn room_name(value: Option<&Value>, field: &str) -> Result<RoomName, ApiError> {
     }
 }
 
-/// Publish one message to `room` as the API user; deduplicated by `id` when given.
-fn publish_one(
-    state: &AppState,
-    room: &RoomName,
-    body: &Map<String, Value>,
-) -> Result<Value, ApiError> {
-    let hub = &state.hub;
-    let api_user = UserId(Arc::from(API_USER));
+/// The message a publish body asks to deliver: every field the caller sent except the
+/// addressing ones, with `type` defaulting to `publish`. Refuses a body with nothing to
+/// deliver rather than storing an empty message.
+fn message_of(body: &Map<String, Value>) -> Result<(Map<String, Value>, Option<String>), ApiError> {
     let id = match body.get("id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
         Some(_) => return Err(bad_request("\"id\" must be a string or a number")),
     };
-    if let Some(id) = &id {
-        if let Some(offset) = hub.seen_message(&api_user, id) {
-            let (_, _, epoch) = hub.history(room, Some(u64::MAX), Some(0));
-            return Ok(
-                json!({"channel": room.as_str(), "offset": offset, "epoch": &*epoch, "duplicate": true}),
-            );
+    let mut message: Map<String, Value> = body
+        .iter()
+        .filter(|(k, _)| !ADDRESSING.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    match message.get("type") {
+        None | Some(Value::Null) => {
+            if message.keys().all(|k| k == "id" || k == "type") {
+                return Err(bad_request(
+                    "nothing to deliver: give \"data\", \"payload\" or other fields, or a \"type\"",
+                ));
+            }
+            message.insert("type".into(), Value::from("publish"));
         }
-    }
-    let kind = match body.get("type") {
-        None | Some(Value::Null) => "publish".to_owned(),
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(s)) if !s.is_empty() => {}
         Some(_) => return Err(bad_request("\"type\" must be a non-empty string")),
-    };
-    let mut message = Map::new();
-    message.insert("type".into(), Value::from(kind));
-    message.insert(
-        "data".into(),
-        body.get("data").cloned().unwrap_or(Value::Null),
+    }
+    Ok((message, id))
+}
+
+/// Publish `message` to `room` as the API user; deduplicated by `id` when given.
+fn publish_one(
+    state: &AppState,
+    room: &RoomName,
+    message: Map<String, Value>,
+    id: Option<&str>,
+) -> Value {
+    let api_user = UserId(Arc::from(API_USER));
+    let published = publish(
+        &state.hub,
+        PublishRequest {
+            room,
+            sender: &api_user,
+            sender_name: None,
+            body: message,
+            id,
+        },
     );
-    if let Some(id) = &id {
-        message.insert("id".into(), Value::from(id.as_str()));
-    }
-    let generated = format!("api-{}", hub.unique_id());
-    let room_str = room.as_str().to_owned();
-    let published = hub.publish(room, move |offset, ts| {
-        stamp_relay(message, API_USER, &room_str, ts, offset, &generated)
-    });
-    if let Some(id) = &id {
-        hub.record_message(&api_user, id, published.offset);
-    }
     if published.dropped > 0 {
         state.metrics.dropped.add(published.dropped as u64);
     }
-    Ok(json!({
+    let mut reply = json!({
         "channel": room.as_str(),
         "offset": published.offset,
         "epoch": &*published.epoch,
         "delivered": published.delivered,
-    }))
+    });
+    if published.duplicate {
+        reply["duplicate"] = Value::Bool(true);
+    }
+    reply
 }
 
-async fn publish(
+async fn publish_endpoint(
+    _: ApiKey,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
+    JsonObject(body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
-    let body = object(&body)?;
     let room = room_name(body.get("channel").or_else(|| body.get("room")), "channel")?;
-    publish_one(&state, &room, &body).map(Json)
+    let (message, id) = message_of(&body)?;
+    Ok(Json(publish_one(&state, &room, message, id.as_deref())))
 }
 
 async fn broadcast(
+    _: ApiKey,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
+    JsonObject(body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
-    let body = object(&body)?;
     let Some(Value::Array(channels)) = body.get("channels") else {
         return Err(bad_request("missing array field \"channels\""));
     };
     if channels.len() > 1000 {
         return Err(bad_request("at most 1000 channels per broadcast"));
     }
-    // Validate every name before publishing anything: all or nothing.
+    // Validate everything before publishing anything: all or nothing.
     let rooms = channels
         .iter()
         .map(|c| room_name(Some(c), "channels[]"))
         .collect::<Result<Vec<_>, _>>()?;
-    // One id per channel: the dedup key is the id, so suffix it with the channel.
-    let mut results = Vec::with_capacity(rooms.len());
-    for room in &rooms {
-        let mut one = body.clone();
-        if let Some(id) = body.get("id").and_then(|v| v.as_str().map(str::to_owned)) {
-            one.insert("id".into(), Value::from(format!("{id}:{}", room.as_str())));
-        }
-        results.push(publish_one(&state, room, &one)?);
-    }
+    let (message, id) = message_of(&body)?;
+    // Deduplication is per channel: one id makes one message in each of them.
+    let results: Vec<Value> = rooms
+        .iter()
+        .map(|room| publish_one(&state, room, message.clone(), id.as_deref()))
+        .collect();
     Ok(Json(json!({ "results": results })))
 }
 
@@ -202,59 +231,65 @@ struct ChannelQuery {
 }
 
 async fn history(
+    _: ApiKey,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Query(q): Query<ChannelQuery>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     let room = room_name(q.channel.map(Value::from).as_ref(), "channel")?;
-    let (messages, offset, epoch) = state.hub.history(&room, q.since, q.limit);
-    let head = json!({"channel": room.as_str(), "offset": offset, "epoch": &*epoch});
-    let out = crate::native::with_messages(&head, &messages);
+    let page = state.hub.history(
+        &room,
+        q.since,
+        q.limit,
+        state.config.session.max_history_reply,
+    );
+    let head = json!({
+        "channel": room.as_str(), "offset": page.last_offset, "epoch": &*page.epoch,
+        "more": page.more,
+    });
+    let messages: Vec<Bytes> = page.messages.iter().map(|d| d.json().clone()).collect();
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        out,
+        splice_messages(&head, &messages),
     )
         .into_response())
 }
 
 async fn presence(
+    _: ApiKey,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Query(q): Query<ChannelQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
     let room = room_name(q.channel.map(Value::from).as_ref(), "channel")?;
     let members: Vec<Value> = state
         .hub
         .presence(&room)
         .into_iter()
-        .map(|p| json!({"userId": &*p.user.0, "connections": p.connections}))
+        .map(|p| {
+            let mut m = json!({"userId": &*p.user.0, "connections": p.connections});
+            if let Some(name) = p.name {
+                m["user"] = Value::from(&*name);
+            }
+            m
+        })
         .collect();
     Ok(Json(json!({"channel": room.as_str(), "members": members})))
 }
 
-async fn channels(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
+async fn channels(_: ApiKey, State(state): State<Arc<AppState>>) -> Json<Value> {
     let list: Vec<Value> = state
         .hub
         .channels()
         .into_iter()
         .map(|(name, members)| json!({"channel": name.as_str(), "members": members}))
         .collect();
-    Ok(Json(json!({ "channels": list })))
+    Json(json!({ "channels": list }))
 }
 
 async fn disconnect(
+    _: ApiKey,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
+    JsonObject(body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
-    let body = object(&body)?;
     let Some(Value::String(user)) = body.get("userId") else {
         return Err(bad_request("missing string field \"userId\""));
     };

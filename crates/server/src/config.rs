@@ -60,9 +60,10 @@ pub struct ServerConfig {
     pub auth_timeout: Duration,
     /// Serve `https://` and `wss://` with this certificate and key (`None`: plain TCP).
     pub tls: Option<TlsConfig>,
-    /// Per-connection message rate limit on `/ws` (`None`: unlimited). Default 100 / 10 s,
-    /// burst 20. Breach: `error "Rate limit exceeded"`, then close 4002 if the flood goes on.
-    pub rate_limit: Option<crate::rate::RateLimit>,
+    /// The session core's settings: the per-connection message rate limit (default
+    /// 100 / 10 s, burst 20; breach: `error "Rate limit exceeded"`, then close 4002 if the
+    /// flood goes on) and the byte bound of one `history` reply (default 512 KiB).
+    pub session: switchboard_session::SessionConfig,
     /// API keys accepted by `/api/*` (`Authorization: Bearer <key>`). Empty: the API is closed.
     pub api_keys: Vec<String>,
     /// Rooms, history, presence and outbox settings.
@@ -89,7 +90,7 @@ impl Default for ServerConfig {
             max_connections_per_user: 10,
             auth_timeout: Duration::from_secs(5),
             tls: None,
-            rate_limit: Some(crate::rate::RateLimit::default()),
+            session: switchboard_session::SessionConfig::default(),
             api_keys: Vec::new(),
             hub: HubConfig::default(),
         }

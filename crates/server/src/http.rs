@@ -30,14 +30,15 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn ws_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    let session = NativeSession::anonymous(state.native.clone());
-    let conn_id = session.connection_id();
-    ws::upgrade(&state, req, session, conn_id)
+    ws::upgrade(&state, req, || {
+        let session = NativeSession::anonymous(state.native.clone());
+        let conn_id = session.connection_id();
+        (session, conn_id)
+    })
 }
 
 async fn echo_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    let conn_id = state.hub.unique_id();
-    ws::upgrade(&state, req, handler::Echo, conn_id)
+    ws::upgrade(&state, req, || (handler::Echo, state.hub.unique_id()))
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {

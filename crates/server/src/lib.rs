@@ -21,7 +21,7 @@ pub mod keepalive;
 pub mod listener;
 pub mod metrics;
 pub mod native;
-pub mod rate;
+pub use switchboard_session::rate;
 pub mod redact;
 pub mod state;
 pub mod tls;
@@ -29,3 +29,4 @@ pub mod ws;
 
 pub use config::{ServerConfig, TlsConfig};
 pub use listener::Server;
+pub use switchboard_session::SessionConfig;

@@ -93,9 +93,11 @@ impl AppState {
             park_idle_after,
         };
         let native = Arc::new(NativeShared {
-            hub: hub.clone(),
+            core: Arc::new(switchboard_session::Shared {
+                hub: hub.clone(),
+                config: config.session,
+            }),
             metrics: metrics.clone(),
-            rate_limit: config.rate_limit,
         });
         Arc::new(AppState {
             native,

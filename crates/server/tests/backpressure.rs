@@ -18,7 +18,10 @@ const MESSAGES: usize = 5000;
 
 fn config() -> ServerConfig {
     ServerConfig {
-        rate_limit: None,
+        session: switchboard_server::SessionConfig {
+            rate_limit: None,
+            ..Default::default()
+        },
         max_pending_output: 16 * 1024,
         hub: HubConfig {
             outbox_budget: 512 * 1024,

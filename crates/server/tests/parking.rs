@@ -19,7 +19,10 @@ const PARK_AFTER: Duration = Duration::from_millis(100);
 async fn start(config: ServerConfig) -> TestServer {
     support::start(ServerConfig {
         echo: true,
-        rate_limit: None,
+        session: switchboard_server::SessionConfig {
+            rate_limit: None,
+            ..Default::default()
+        },
         park_idle_after: Some(PARK_AFTER),
         ..config
     })

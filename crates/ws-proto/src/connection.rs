@@ -517,9 +517,10 @@ impl Connection {
         if let Some(d) = self.deflate.as_mut() {
             if payload.len() >= d.threshold {
                 let mut z = Vec::new();
-                d.deflater.compress(payload, &mut z);
-                self.write_frame(opcode, true, &z);
-                return;
+                if d.deflater.compress(payload, &mut z) {
+                    self.write_frame(opcode, true, &z);
+                    return;
+                }
             }
         }
         self.write_frame(opcode, false, payload);

@@ -62,8 +62,11 @@ impl PreparedMessage {
                 let bits = bits.clamp(9, 15);
                 self.compressed[(bits - 9) as usize].get_or_init(|| {
                     let mut z = Vec::with_capacity(self.payload.len() / 2 + 16);
-                    compress_stateless(bits, level, &self.payload, &mut z);
-                    encode_server_frame(self.kind.into(), true, &z)
+                    if compress_stateless(bits, level, &self.payload, &mut z) {
+                        encode_server_frame(self.kind.into(), true, &z)
+                    } else {
+                        self.plain.clone()
+                    }
                 })
             }
             _ => &self.plain,

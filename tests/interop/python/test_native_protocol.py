@@ -66,7 +66,8 @@ def test_chat_server_seed_flow():
         await bob.send(type="join", room="general")
         await bob.recv_type("joined")
         uj = await alice.recv_type("user_joined")
-        assert uj == {"type": "user_joined", "userId": bob.user_id, "room": "general"}
+        # Without a display name, `user` is the user id (never missing: the seeds show it).
+        assert uj == {"type": "user_joined", "userId": bob.user_id, "user": bob.user_id, "room": "general"}
 
         await alice.send(type="chat", room="general", message="Hello!")
         for c in (alice, bob):

@@ -32,7 +32,7 @@ fn members_get_publishes_and_join_leave_events() {
     hub.join(&b, &r, None);
     assert_eq!(
         drained(&a),
-        [r#"{"type":"user_joined","userId":"bob","room":"general"}"#]
+        [r#"{"type":"user_joined","userId":"bob","user":"bob","room":"general"}"#]
     );
     assert!(drained(&b).is_empty(), "no event about yourself");
     let p = publish(&hub, &r, "hi");
@@ -43,10 +43,33 @@ fn members_get_publishes_and_join_leave_events() {
     assert!(!hub.leave(&b, &r));
     assert_eq!(
         drained(&a),
-        [r#"{"type":"user_left","userId":"bob","room":"general"}"#]
+        [r#"{"type":"user_left","userId":"bob","user":"bob","room":"general"}"#]
     );
     publish(&hub, &r, "after");
     assert!(drained(&b).is_empty());
+}
+
+#[test]
+fn a_display_name_is_carried_in_join_leave_events_and_presence() {
+    let hub = Hub::new(HubConfig::default());
+    let r = room("general");
+    let a = hub.connect(user("alice"));
+    let mut b = hub.connect(user("u-b"));
+    b.name = Some(Arc::from("jane_dev"));
+    hub.join(&a, &r, None);
+    hub.join(&b, &r, None);
+    assert_eq!(
+        drained(&a),
+        [r#"{"type":"user_joined","userId":"u-b","user":"jane_dev","room":"general"}"#]
+    );
+    let p = hub.presence(&r);
+    assert_eq!(p[1].name.as_deref(), Some("jane_dev"));
+    assert_eq!(p[0].name, None);
+    hub.leave(&b, &r);
+    assert_eq!(
+        drained(&a),
+        [r#"{"type":"user_left","userId":"u-b","user":"jane_dev","room":"general"}"#]
+    );
 }
 
 #[test]
@@ -58,7 +81,7 @@ fn replay_from_since_has_no_gap_and_no_duplicate() {
     for i in 1..=5 {
         publish(&hub, &r, &format!("m{i}"));
     }
-    let epoch = hub.history(&r, None, None).2;
+    let epoch = hub.history(&r, None, None, usize::MAX).epoch;
     let late = hub.connect(user("late"));
     let j = hub.join(&late, &r, Some((2, &epoch)));
     assert_eq!((j.offset, j.recovered, j.replayed), (5, true, 3));
@@ -81,7 +104,7 @@ fn replay_is_not_recovered_for_another_epoch_or_a_trimmed_gap() {
     for i in 1..=5 {
         publish(&hub, &r, &format!("m{i}"));
     }
-    let epoch = hub.history(&r, None, None).2;
+    let epoch = hub.history(&r, None, None, usize::MAX).epoch;
     let c = hub.connect(user("c"));
     assert!(
         !hub.join(&c, &r, Some((1, &epoch))).recovered,
@@ -220,17 +243,69 @@ fn concurrent_joins_leaves_and_publishes_keep_presence_exact() {
     let p = hub.presence(&r);
     assert_eq!(p.len(), 8);
     assert!(p.iter().all(|e| e.connections == 5), "{p:?}");
-    let (_, last, _) = hub.history(&r, None, None);
+    let last = hub.history(&r, None, None, usize::MAX).last_offset;
     assert_eq!(last, 8 * 20);
 }
 
 #[test]
-fn dedup_remembers_ids_per_user() {
+fn publish_once_publishes_a_repeated_id_once_per_room() {
     let hub = Hub::new(HubConfig::default());
+    let (r, other) = (room("r"), room("other"));
+    let member = hub.connect(user("m"));
+    hub.join(&member, &r, None);
     let u = user("u");
-    assert_eq!(hub.seen_message(&u, "m1"), None);
-    hub.record_message(&u, "m1", 9);
-    assert_eq!(hub.seen_message(&u, "m1"), Some(9));
+    let first = hub.publish_once(&r, &u, "m1", |o, _| Bytes::from(format!("a@{o}")));
+    let PublishOnce::Published(p) = first else {
+        panic!("{first:?}")
+    };
+    let again = hub.publish_once(&r, &u, "m1", |o, _| Bytes::from(format!("b@{o}")));
+    assert_eq!(
+        again,
+        PublishOnce::Duplicate {
+            offset: p.offset,
+            epoch: p.epoch.clone()
+        }
+    );
+    assert_eq!(drained(&member), ["a@1"]);
+    // The same id to another room is another message.
+    assert!(matches!(
+        hub.publish_once(&other, &u, "m1", |o, _| Bytes::from(format!("c@{o}"))),
+        PublishOnce::Published(_)
+    ));
+}
+
+#[test]
+fn history_of_an_unknown_room_creates_nothing() {
+    let hub = Hub::new(HubConfig::default());
+    for i in 0..50 {
+        let page = hub.history(&room(&format!("nope{i}")), None, None, usize::MAX);
+        assert!(page.messages.is_empty());
+        assert_eq!(page.last_offset, 0);
+    }
+    assert!(hub.presence(&room("nope1")).is_empty());
+    assert_eq!(hub.channel_count(), 0);
+}
+
+#[test]
+fn a_replay_larger_than_the_outbox_budget_is_not_recovered_and_not_sent_in_part() {
+    let hub = Hub::new(HubConfig {
+        outbox_budget: 10_000,
+        ..HubConfig::default()
+    });
+    let r = room("big");
+    let keep = hub.connect(user("keep"));
+    hub.join(&keep, &r, None);
+    for _ in 0..5 {
+        hub.publish(&r, |_, _| Bytes::from(vec![b'x'; 4000]));
+    }
+    let epoch = hub.history(&r, None, None, usize::MAX).epoch;
+    let late = hub.connect(user("late"));
+    let j = hub.join(&late, &r, Some((0, &epoch)));
+    assert_eq!((j.recovered, j.replayed), (false, 0));
+    assert!(drained(&late).is_empty());
+    let small = hub.connect(user("small"));
+    let j = hub.join(&small, &r, Some((3, &epoch)));
+    assert_eq!((j.recovered, j.replayed), (true, 2));
 }
 
 #[test]

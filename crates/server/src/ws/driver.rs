@@ -187,9 +187,17 @@ pub async fn run<T: Transport, H: Handler>(
 
     let exit = loop {
         let mut handled = 0;
+        // Complete frames left undecoded because replies were piling up (see
+        // `process_input`): decoded on a later turn, once the output is below the limit.
+        let mut input_paused = false;
         if !input.is_empty() {
             // On a protocol error the Close frame is queued; fall through to flush it.
-            handled = process_input(&mut conn, &mut input, &mut handler);
+            (handled, input_paused) = process_input(
+                &mut conn,
+                &mut input,
+                &mut handler,
+                limits.max_pending_output,
+            );
             if handled > 0 {
                 metrics.messages_in.add(handled as u64);
             }
@@ -249,6 +257,11 @@ pub async fn run<T: Transport, H: Handler>(
                     continue;
                 }
             }
+        }
+        if input_paused && conn.output().len() < limits.max_pending_output && conn.is_open() {
+            // The output drained while decoded-but-unhandled input waits: no readiness event
+            // will come for bytes we already hold, so go round again now.
+            continue;
         }
         let mut deadline = keepalive.deadline(heartbeat);
         for d in [close_deadline, auth_deadline, park_check]
@@ -529,15 +542,24 @@ async fn ready_for<T: Transport>(io: &T, interest: Option<Interest>) -> io::Resu
 
 /// Decode and dispatch every complete frame in `input`; returns how many messages the
 /// handler got.
+/// Decode and handle the complete frames in `input`, stopping early once `max_pending_output`
+/// bytes of replies are waiting: one read holds up to 64 KiB of pipelined requests, and a
+/// client that sends them without reading must not make us build every reply at once. The
+/// rest stays in `input` and is decoded as the output drains. Returns how many messages were
+/// handled and whether it stopped for that reason.
 fn process_input<H: Handler>(
     conn: &mut Connection,
     input: &mut BytesMut,
     handler: &mut H,
-) -> usize {
+    max_pending_output: usize,
+) -> (usize, bool) {
     let mut handled = 0;
     loop {
+        if conn.output().len() >= max_pending_output {
+            return (handled, !input.is_empty());
+        }
         match conn.handle_input(input) {
-            Ok(None) => return handled,
+            Ok(None) => return (handled, false),
             Ok(Some(Event::Text(payload))) => {
                 handled += 1;
                 handler.on_message(conn, MessageKind::Text, payload)
@@ -550,7 +572,7 @@ fn process_input<H: Handler>(
             Ok(Some(Event::Ping(_) | Event::Pong(_) | Event::Close(_))) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "protocol error");
-                return handled;
+                return (handled, false);
             }
         }
     }

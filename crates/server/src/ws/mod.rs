@@ -25,15 +25,17 @@ use handler::Handler;
 use park::{Parked, Verdict};
 use transport::{TlsTransport, Transport};
 
-/// Answer an upgrade request: `101` and a driver task running `handler`, or the HTTP error the
-/// handshake rules name (400, 405, 426).
+/// Answer an upgrade request: `101` and a driver task running the handler `open` makes, or
+/// the HTTP error the handshake rules name (400, 405, 426) or the connection limits (429,
+/// 503).
 ///
-/// `conn_id` names the connection in logs (for `/ws`, the `connectionId` of `welcome`).
+/// `open` runs only once the handshake is valid and the connection admitted: a refused
+/// request creates no session and registers nothing. It returns the handler and the id that
+/// names the connection in logs (for `/ws`, the `connectionId` of `welcome`).
 pub fn upgrade<H: Handler>(
     state: &Arc<AppState>,
     mut req: Request<Body>,
-    handler: H,
-    conn_id: u64,
+    open: impl FnOnce() -> (H, u64),
 ) -> Response {
     let headers = req
         .headers()
@@ -87,6 +89,7 @@ pub fn upgrade<H: Handler>(
                 .into_response();
         }
     };
+    let (handler, conn_id) = open();
     let accepted = upgrade.accept(&[], state.config.deflate.as_ref());
     let deflate = accepted.deflate;
     let on_upgrade = hyper::upgrade::on(&mut req);

@@ -191,6 +191,13 @@ pub(crate) const KEYS: &[Key] = &[
         "Most WebSocket connections at once (503 above it) [default: unlimited]",
     ),
     key(
+        "history_reply_size",
+        "history-reply-size",
+        "SIZE",
+        "Most bytes of stored messages in one history reply; clients page through the rest \
+         [default: 512KiB]",
+    ),
+    key(
         "max_connections_per_ip",
         "max-connections-per-ip",
         "N",

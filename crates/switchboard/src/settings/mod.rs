@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use switchboard_hub::{HistoryLimits, HubConfig, OverflowPolicy, RoomPattern};
 use switchboard_server::rate::RateLimit;
-use switchboard_server::{ServerConfig, TlsConfig};
+use switchboard_server::{ServerConfig, SessionConfig, TlsConfig};
 
 pub(crate) use flags::Flags;
 pub(crate) use layers::Source;
@@ -69,6 +69,8 @@ pub(crate) struct Settings {
     pub(crate) park_idle_after: Duration,
     #[serde(deserialize_with = "values::size")]
     pub(crate) outbound_buffer: usize,
+    #[serde(deserialize_with = "values::size")]
+    pub(crate) history_reply_size: usize,
     /// `None`: unlimited.
     #[serde(deserialize_with = "values::limit")]
     pub(crate) max_connections: Option<usize>,
@@ -147,10 +149,11 @@ impl Default for Settings {
             socket_send_buffer: server.socket_send_buffer.unwrap_or(0),
             park_idle_after: server.park_idle_after.unwrap_or(Duration::ZERO),
             outbound_buffer: hub.outbox_budget,
+            history_reply_size: server.session.max_history_reply,
             max_connections: server.max_connections,
             max_connections_per_ip: server.max_connections_per_ip,
             max_connections_per_user: server.max_connections_per_user,
-            rate_limit: server.rate_limit,
+            rate_limit: server.session.rate_limit,
             api_keys: server.api_keys.clone(),
             join_leave_max_members: hub.join_leave_max_members,
             dedup_window: hub.dedup_window,
@@ -210,7 +213,10 @@ impl Settings {
                 // `load` rejects a half-set pair.
                 _ => None,
             },
-            rate_limit: self.rate_limit,
+            session: SessionConfig {
+                rate_limit: self.rate_limit,
+                max_history_reply: self.history_reply_size,
+            },
             api_keys: self.api_keys.clone(),
             hub: HubConfig {
                 history: self

@@ -106,6 +106,7 @@ pub(crate) fn value(s: &Settings, path: &str) -> Option<Value> {
         "shutdown_timeout" => duration(s.shutdown_timeout),
         "auth_timeout" => duration(s.auth_timeout),
         "max_pending_output" => size(s.max_pending_output),
+        "history_reply_size" => size(s.history_reply_size),
         "socket_send_buffer" => size(s.socket_send_buffer),
         "park_idle_after" => duration(s.park_idle_after),
         "outbound_buffer" => size(s.outbound_buffer),

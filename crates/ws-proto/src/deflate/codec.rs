@@ -145,20 +145,31 @@ impl Deflater {
     }
 
     /// Compress one whole message, appending the payload (trailer removed) to `out`.
-    pub fn compress(&mut self, input: &[u8], out: &mut Vec<u8>) {
+    /// `false` if the compressor failed: `out` is unchanged and the message must be sent
+    /// uncompressed (RFC 7692 allows that per message).
+    #[must_use]
+    pub fn compress(&mut self, input: &[u8], out: &mut Vec<u8>) -> bool {
         if self.keep_context {
             let (bits, level) = (self.window_bits, self.level);
             let c = self.owned.get_or_insert_with(|| new_compress(bits, level));
-            compress_sync(c, input, out);
+            if compress_sync(c, input, out).is_err() {
+                // Its stream is broken. A fresh one has no context, which the peer's inflater
+                // does not mind: back-references simply never reach the old window.
+                self.owned = None;
+                return false;
+            }
+            true
         } else {
-            compress_stateless(self.window_bits, self.level, input, out);
+            compress_stateless(self.window_bits, self.level, input, out)
         }
     }
 }
 
 /// Compress one message with no context takeover using this thread's pooled compressor. The
 /// output is independent of any connection, so a broadcast can be compressed once for all.
-pub fn compress_stateless(window_bits: u8, level: u32, input: &[u8], out: &mut Vec<u8>) {
+/// `false` if the compressor failed: `out` is unchanged, send the message uncompressed.
+#[must_use]
+pub fn compress_stateless(window_bits: u8, level: u32, input: &[u8], out: &mut Vec<u8>) -> bool {
     let mut c = POOL
         .with(|p| {
             let mut p = p.borrow_mut();
@@ -168,10 +179,18 @@ pub fn compress_stateless(window_bits: u8, level: u32, input: &[u8], out: &mut V
             Some(p.swap_remove(i).2)
         })
         .unwrap_or_else(|| new_compress(window_bits, level));
-    compress_sync(&mut c, input, out);
+    if compress_sync(&mut c, input, out).is_err() {
+        // Not returned to the pool: a compressor that failed once is not trusted again.
+        return false;
+    }
     c.reset();
     POOL.with(|p| p.borrow_mut().push((window_bits, level, c)));
+    true
 }
+
+/// The compressor reported an error (zlib never does for a sync flush of a healthy stream).
+#[derive(Debug)]
+struct CompressFailed;
 
 fn new_compress(window_bits: u8, level: u32) -> Box<Compress> {
     Box::new(Compress::new_with_window_bits(
@@ -181,15 +200,32 @@ fn new_compress(window_bits: u8, level: u32) -> Box<Compress> {
     ))
 }
 
-fn compress_sync(c: &mut Compress, mut input: &[u8], out: &mut Vec<u8>) {
+/// Compress `input` with a sync flush, appending to `out`. On an error `out` is left as it
+/// was: looping on a compressor that reports an error (and so makes no progress) would spin
+/// forever.
+fn compress_sync(
+    c: &mut Compress,
+    mut input: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), CompressFailed> {
     let start = out.len();
     out.reserve(input.len() / 2 + 64);
     loop {
         let in_before = c.total_in();
-        // A sync flush never fails on a valid stream with room to write; flate2 only reports
-        // errors for misuse (e.g. flushing a finished stream), which this code never does.
-        let _ = c.compress_vec(input, out, FlushCompress::Sync);
-        input = &input[(c.total_in() - in_before) as usize..];
+        let out_before = out.len();
+        if c.compress_vec(input, out, FlushCompress::Sync).is_err() {
+            out.truncate(start);
+            return Err(CompressFailed);
+        }
+        let consumed = (c.total_in() - in_before) as usize;
+        input = &input[consumed..];
+        let stuck = consumed == 0 && out.len() == out_before && out.len() < out.capacity();
+        if stuck && !input.is_empty() {
+            // No progress with room to write and no error: not a state zlib gets into, but
+            // never spin on it.
+            out.truncate(start);
+            return Err(CompressFailed);
+        }
         // Done when all input is in and the flush fit (zlib left spare room).
         if input.is_empty() && out.len() < out.capacity() {
             break;
@@ -205,18 +241,31 @@ fn compress_sync(c: &mut Compress, mut input: &[u8], out: &mut Vec<u8>) {
         // empty payload would make the receiver read the appended 00 00 ff ff as a block header.
         out.push(0x00);
     }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_failing_compressor_returns_instead_of_spinning() {
+        let mut c = new_compress(15, 6);
+        let mut sink = Vec::with_capacity(64);
+        // A finished stream takes no more input: zlib answers a buffer error (which flate2
+        // reports as a status, not an error) and makes no progress, forever.
+        let _ = c.compress_vec(b"abc", &mut sink, FlushCompress::Finish);
+        let mut out = b"head".to_vec();
+        assert!(compress_sync(&mut c, &b"x".repeat(10_000), &mut out).is_err());
+        assert_eq!(out, b"head", "nothing half-written");
+    }
+
     fn roundtrip(data: &[u8], bits: u8, keep: bool) {
         let mut d = Deflater::new(bits, 6, keep);
         let mut inf = Inflater::default();
         for _ in 0..3 {
             let mut z = Vec::new();
-            d.compress(data, &mut z);
+            assert!(d.compress(data, &mut z));
             let mut out = Vec::new();
             inf.inflate(&z, &mut out, usize::MAX - 1).unwrap();
             inf.finish_message(&mut out, usize::MAX - 1, keep).unwrap();
@@ -251,7 +300,7 @@ mod tests {
     fn compression_bomb_stops_at_the_limit() {
         let zeros = vec![0u8; 10 * 1024 * 1024];
         let mut z = Vec::new();
-        compress_stateless(15, 9, &zeros, &mut z);
+        assert!(compress_stateless(15, 9, &zeros, &mut z));
         assert!(z.len() < 20_000, "{}", z.len());
         let mut out = Vec::new();
         let err = Inflater::default()
