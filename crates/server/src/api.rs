@@ -25,7 +25,7 @@ const API_USER: &str = "api";
 const ADDRESSING: [&str; 3] = ["channel", "channels", "room"];
 
 /// The `/api/*` routes.
-pub fn routes() -> Router<Arc<AppState>> {
+pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/publish", post(publish_endpoint))
         .route("/api/broadcast", post(broadcast))
@@ -37,7 +37,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 /// An API error: status and message, answered as `{"error": message}`.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -53,7 +53,7 @@ fn bad_request(message: impl Into<String>) -> ApiError {
 /// takes it is authorized before it runs. Without a configured key the API is closed (401
 /// with a hint), so an unconfigured server never accepts anonymous publications.
 #[derive(Debug)]
-pub struct ApiKey;
+pub(crate) struct ApiKey;
 
 impl FromRequestParts<Arc<AppState>> for ApiKey {
     type Rejection = ApiError;
@@ -99,7 +99,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// A request body that is a JSON object, with a clear 400 otherwise.
 #[derive(Debug)]
-pub struct JsonObject(Map<String, Value>);
+pub(crate) struct JsonObject(Map<String, Value>);
 
 impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;

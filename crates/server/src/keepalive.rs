@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 /// What to do when the deadline fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeepaliveAction {
+pub(crate) enum KeepaliveAction {
     /// Nothing yet: sleep until the new [`Keepalive::deadline`].
     Wait,
     /// The peer has been quiet for the interval: send a Ping.
@@ -29,14 +29,14 @@ pub struct Heartbeat {
 
 /// Per-connection heartbeat state.
 #[derive(Debug, Clone)]
-pub struct Keepalive {
+pub(crate) struct Keepalive {
     last_heard: Instant,
     ping_sent: Option<Instant>,
 }
 
 impl Keepalive {
     /// Start counting at `now`.
-    pub fn new(now: Instant) -> Keepalive {
+    pub(crate) fn new(now: Instant) -> Keepalive {
         Keepalive {
             last_heard: now,
             ping_sent: None,
@@ -44,13 +44,13 @@ impl Keepalive {
     }
 
     /// Anything arrived from the peer: it is alive.
-    pub fn heard(&mut self, now: Instant) {
+    pub(crate) fn heard(&mut self, now: Instant) {
         self.last_heard = now;
         self.ping_sent = None;
     }
 
     /// When to call [`Keepalive::handle_timeout`] next.
-    pub fn deadline(&self, hb: &Heartbeat) -> Instant {
+    pub(crate) fn deadline(&self, hb: &Heartbeat) -> Instant {
         match self.ping_sent {
             Some(sent) => sent + hb.timeout,
             None => self.last_heard + hb.interval,
@@ -58,7 +58,7 @@ impl Keepalive {
     }
 
     /// The deadline fired (or may have): decide.
-    pub fn handle_timeout(&mut self, now: Instant, hb: &Heartbeat) -> KeepaliveAction {
+    pub(crate) fn handle_timeout(&mut self, now: Instant, hb: &Heartbeat) -> KeepaliveAction {
         match self.ping_sent {
             Some(sent) if now >= sent + hb.timeout => KeepaliveAction::Dead,
             Some(_) => KeepaliveAction::Wait,

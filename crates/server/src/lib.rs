@@ -14,19 +14,22 @@
 //! # Ok(()) }
 //! ```
 
-pub mod api;
-pub mod config;
+// The public API is what an application needs to run or embed a server: the items
+// re-exported below, `http::router`, `state::AppState` (what handlers share) and `metrics`.
+// Everything else is internal.
+mod api;
+mod config;
 pub mod http;
-pub mod keepalive;
-pub mod listener;
+mod keepalive;
+mod listener;
 pub mod metrics;
-pub mod native;
+mod native;
 pub use switchboard_session::rate;
-pub mod redact;
+mod redact;
 pub mod state;
-pub mod tls;
+mod tls;
 pub mod ws;
 
 pub use config::{ServerConfig, TlsConfig};
-pub use listener::Server;
+pub use listener::{Embedded, Server};
 pub use switchboard_session::SessionConfig;

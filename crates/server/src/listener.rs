@@ -41,6 +41,51 @@ fn spawn_hub_sweeper(state: &Arc<AppState>) {
     });
 }
 
+/// Switchboard inside another application's HTTP server: its routes as an axum `Router` to
+/// merge or nest into the application's, with the background work (history sweeps, parking
+/// lots) started. The application serves the router (`axum::serve` with
+/// `into_make_service_with_connect_info::<SocketAddr>()`, so the per-IP limit knows peers),
+/// and cancels `shutdown` to stop: WebSockets then get 1001 "Server shutting down".
+///
+/// What the embedding application's server does not do for us: the header read timeout
+/// (`handshake_timeout`) and TLS are its own settings.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    state: Arc<AppState>,
+}
+
+impl Embedded {
+    /// Start Switchboard's shared state and background tasks (in the current tokio runtime).
+    pub fn start(config: ServerConfig, shutdown: CancellationToken) -> Embedded {
+        let state = AppState::new(config, shutdown);
+        spawn_hub_sweeper(&state);
+        state.parking.start(&state.tracker, &state.shutdown);
+        Embedded { state }
+    }
+
+    /// Every Switchboard route (`/ws`, `/health`, `/ready`, `/metrics`, `/api/*`).
+    pub fn router(&self) -> axum::Router {
+        router(self.state.clone())
+    }
+
+    /// The shared state (hub, metrics, connection counts).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// After `shutdown` was cancelled: wait for every connection to close, at most
+    /// `shutdown_timeout`. Returns whether all finished in time.
+    pub async fn drain(&self) -> bool {
+        self.state.tracker.close();
+        tokio::time::timeout(
+            self.state.config.shutdown_timeout,
+            self.state.tracker.wait(),
+        )
+        .await
+        .is_ok()
+    }
+}
+
 /// A bound server, ready to run.
 pub struct Server {
     listener: TcpListener,

@@ -28,7 +28,7 @@ pub struct NativeShared {
 
 /// One native-protocol WebSocket connection.
 #[derive(Debug)]
-pub struct NativeSession {
+pub(crate) struct NativeSession {
     shared: Arc<NativeShared>,
     session: Session,
 }
@@ -47,13 +47,13 @@ thread_local! {
 impl NativeSession {
     /// A session for an anonymous user (a generated user id). Create it only for an
     /// admitted connection: it registers with the hub at once.
-    pub fn anonymous(shared: Arc<NativeShared>) -> NativeSession {
+    pub(crate) fn anonymous(shared: Arc<NativeShared>) -> NativeSession {
         let session = Session::anonymous(shared.core.clone(), Instant::now());
         NativeSession { shared, session }
     }
 
     /// The connection's id (the `connectionId` of `welcome`).
-    pub fn connection_id(&self) -> u64 {
+    pub(crate) fn connection_id(&self) -> u64 {
         self.session.connection_id()
     }
 

@@ -24,11 +24,11 @@ const SECRET_PARAMS: &[&str] = &[
 ];
 
 /// What a redacted value is replaced with.
-pub const REDACTED: &str = "[redacted]";
+pub(crate) const REDACTED: &str = "[redacted]";
 
 /// `path_and_query` with the value of every credential parameter replaced by
 /// [`REDACTED`]. Borrowed when there is nothing to redact.
-pub fn redact_path_and_query(path_and_query: &str) -> Cow<'_, str> {
+pub(crate) fn redact_path_and_query(path_and_query: &str) -> Cow<'_, str> {
     let Some((path, query)) = path_and_query.split_once('?') else {
         return Cow::Borrowed(path_and_query);
     };

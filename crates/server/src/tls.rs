@@ -13,7 +13,7 @@ use crate::config::TlsConfig;
 
 /// Why the TLS configuration could not be loaded. Each names the file and the key.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     /// The certificate file is unreadable or holds no PEM certificate.
     #[error("tls.cert: cannot read a PEM certificate from {path}: {reason}")]
     Cert {
@@ -36,7 +36,7 @@ pub enum TlsError {
 }
 
 /// A TLS acceptor for `config`, offering HTTP/1.1 by ALPN (WebSocket upgrades need it).
-pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
+pub(crate) fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
     let cert_path = config.cert_path.display().to_string();
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&config.cert_path)
         .and_then(|iter| iter.collect::<Result<_, _>>())

@@ -4,6 +4,7 @@
 pub mod driver;
 pub mod handler;
 pub mod park;
+pub mod stream;
 pub mod transport;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::state::{AppState, ConnectionGuard, PeerAddr, Refusal};
 use driver::{Ended, Idle, Outcome, Session};
 use handler::Handler;
 use park::{Parked, Verdict};
+use stream::StreamTransport;
 use transport::{TlsTransport, Transport};
 
 /// Answer an upgrade request: `101` and a driver task running the handler `open` makes, or
@@ -62,7 +64,7 @@ pub fn upgrade<H: Handler>(
     };
     // Limits are checked after validation (a malformed request gets its 400 first) and the
     // slot is taken now, so that concurrent handshakes can not overshoot.
-    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
+    let peer = peer_addr(&req);
     // No handshake credentials exist yet (the auth modes come later): every connection is
     // admitted as anonymous, so the per-user limit does not bind yet.
     let guard = match state.admit(peer.map(|p| p.ip()), None) {
@@ -119,10 +121,7 @@ pub fn upgrade<H: Handler>(
                 return;
             }
         };
-        let Some(stream) = take_stream(upgraded, task_state.config.socket_send_buffer) else {
-            tracing::error!("upgraded connection is neither TCP nor TLS over TCP");
-            return;
-        };
+        let stream = take_stream(upgraded, task_state.config.socket_send_buffer);
         let config = &task_state.config;
         let mut conn = Connection::server(&Config {
             max_message_size: config.max_message_size,
@@ -137,6 +136,12 @@ pub fn upgrade<H: Handler>(
             }
             Stream::Tls(tls, leftover) => {
                 drive(Session::open(tls, leftover, conn, handler, limits), ctx).await
+            }
+            // Boxed: the task of every connection is as large as its largest state, and this
+            // path (an embedding application's server) must not size the others.
+            Stream::Other(io) => {
+                let session = Session::open(io, Bytes::new(), conn, handler, limits);
+                Box::pin(drive(session, ctx)).await
             }
         }
     };
@@ -271,20 +276,50 @@ impl<H: Handler> Parked for ParkedConnection<H> {
 enum Stream {
     Plain(TcpStream, Bytes),
     Tls(TlsTransport, Bytes),
+    /// Served by someone else's hyper setup (an embedding application): the IO can not be
+    /// taken apart, so it is used as an async stream (it replays its own leftover bytes).
+    Other(StreamTransport<TokioIo<hyper::upgrade::Upgraded>>),
 }
 
-/// Take the socket back from hyper (readiness-based I/O, no buffers while idle). We serve TCP,
-/// plain or TLS, through hyper-util's `TokioIo`, so one of the downcasts succeeds.
-fn take_stream(upgraded: hyper::upgrade::Upgraded, send_buffer: Option<usize>) -> Option<Stream> {
+/// The peer's address: from our listener ([`PeerAddr`]) or, in an embedding application,
+/// from axum's `ConnectInfo` (`into_make_service_with_connect_info::<SocketAddr>()`).
+/// Without either the per-IP limit can not apply: said once in the log, not silently.
+fn peer_addr(req: &Request<Body>) -> Option<std::net::SocketAddr> {
+    if let Some(p) = req.extensions().get::<PeerAddr>() {
+        return Some(p.0);
+    }
+    if let Some(info) = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        return Some(info.0);
+    }
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "peer addresses are unknown, so max_connections_per_ip does not apply: serve the \
+             router with into_make_service_with_connect_info::<SocketAddr>()"
+        )
+    });
+    None
+}
+
+/// Take the socket back from hyper (readiness-based I/O, no buffers while idle). Our listener
+/// serves TCP, plain or TLS, through hyper-util's `TokioIo`, so one of the downcasts succeeds
+/// there; anything else is used as it is.
+fn take_stream(upgraded: hyper::upgrade::Upgraded, send_buffer: Option<usize>) -> Stream {
     let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let tcp = parts.io.into_inner();
             tune_socket(&tcp, send_buffer);
-            return Some(Stream::Plain(tcp, parts.read_buf));
+            return Stream::Plain(tcp, parts.read_buf);
         }
         Err(upgraded) => upgraded,
     };
-    let parts = upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>().ok()?;
+    let parts = match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+        Ok(parts) => parts,
+        Err(upgraded) => return Stream::Other(StreamTransport::new(TokioIo::new(upgraded))),
+    };
     let (tcp, tls) = parts.io.into_inner().into_inner();
     tune_socket(&tcp, send_buffer);
     let (transport, pending) = TlsTransport::new(tcp, tls);
@@ -296,7 +331,7 @@ fn take_stream(upgraded: hyper::upgrade::Upgraded, send_buffer: Option<usize>) -
         all.extend_from_slice(&pending);
         all.freeze()
     };
-    Some(Stream::Tls(transport, leftover))
+    Stream::Tls(transport, leftover)
 }
 
 /// Socket options of a WebSocket: no Nagle delay (messages are latency-bound and we batch
