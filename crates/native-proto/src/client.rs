@@ -89,6 +89,10 @@ pub enum ParseError {
     /// Not JSON.
     #[error("Invalid JSON")]
     InvalidJson,
+    /// Not MessagePack, or MessagePack that has no JSON equivalent (binary or extension
+    /// values, map keys that are not strings).
+    #[error("Invalid MessagePack")]
+    InvalidMessagePack,
     /// JSON, but not an object with a string `type`.
     #[error("Invalid message format")]
     InvalidFormat,
@@ -108,6 +112,7 @@ impl ParseError {
     pub fn code(&self) -> &'static str {
         match self {
             ParseError::InvalidJson => "invalid_json",
+            ParseError::InvalidMessagePack => "invalid_msgpack",
             ParseError::InvalidFormat => "invalid_format",
             ParseError::UnknownType => "unknown_type",
             ParseError::MissingField(_) => "invalid_field",
@@ -119,6 +124,12 @@ impl ParseError {
 /// Parse one text message.
 pub fn parse(text: &[u8]) -> Result<Incoming, ParseError> {
     let value: Value = serde_json::from_slice(text).map_err(|_| ParseError::InvalidJson)?;
+    parse_value(value)
+}
+
+/// Parse one message already decoded from its wire format into a JSON value (MessagePack
+/// maps become JSON objects; see `wire`).
+pub fn parse_value(value: Value) -> Result<Incoming, ParseError> {
     let Value::Object(body) = value else {
         return Err(ParseError::InvalidFormat);
     };

@@ -7,7 +7,11 @@
 mod client;
 mod room;
 mod server;
+mod wire;
 
-pub use client::{parse, ClientMessage, Incoming, ParseError, Since, MAX_DISPLAY_NAME};
+pub use client::{
+    parse, parse_value, ClientMessage, Incoming, ParseError, Since, MAX_DISPLAY_NAME,
+};
 pub use room::{RoomName, RoomNameError};
 pub use server::{splice_messages, stamp_relay, PresenceMember, ServerMessage, Stamp};
+pub use wire::WireFormat;

@@ -111,6 +111,18 @@ impl ServerMessage {
         }
     }
 
+    /// The MessagePack encoding (the JSON message's image: see `WireFormat`).
+    pub fn to_msgpack(&self) -> Bytes {
+        match self {
+            // History replies are rare and bounded: the stored JSON is transcoded here.
+            ServerMessage::History { .. } => {
+                let value: Value = serde_json::from_slice(&self.to_json()).unwrap_or_default();
+                crate::wire::msgpack(&value)
+            }
+            other => crate::wire::msgpack(other),
+        }
+    }
+
     /// The JSON text.
     pub fn to_json(&self) -> Bytes {
         match self {

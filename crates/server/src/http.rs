@@ -9,6 +9,8 @@ use axum::routing::{any, get};
 use axum::{Json, Router};
 use http::{Request, StatusCode};
 
+use switchboard_native_proto::WireFormat;
+
 use crate::api;
 use crate::native::NativeSession;
 use crate::state::AppState;
@@ -30,15 +32,26 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn ws_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    ws::upgrade(&state, req, || {
-        let session = NativeSession::anonymous(state.native.clone());
+    // The wire format: a subprotocol (`switchboard.msgpack`) wins over `?format=msgpack`;
+    // JSON by default.
+    let queried = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("format=")))
+        .and_then(WireFormat::from_query_value);
+    ws::upgrade(&state, req, &WireFormat::SUBPROTOCOLS, |protocol| {
+        let format = protocol
+            .and_then(WireFormat::from_subprotocol)
+            .or(queried)
+            .unwrap_or_default();
+        let session = NativeSession::anonymous(state.native.clone(), format);
         let conn_id = session.connection_id();
         (session, conn_id)
     })
 }
 
 async fn echo_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    ws::upgrade(&state, req, || (handler::Echo, state.hub.unique_id()))
+    ws::upgrade(&state, req, &[], |_| (handler::Echo, state.hub.unique_id()))
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {

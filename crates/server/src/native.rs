@@ -7,15 +7,30 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use switchboard_hub::Delivery;
-use switchboard_native_proto::ServerMessage;
+use switchboard_native_proto::{ServerMessage, WireFormat};
 use switchboard_session::{CloseReason, Note, Session, Shared, Sink};
 use switchboard_ws_proto::{CloseCode, Connection, MessageKind, PreparedMessage};
 
 use crate::metrics::Metrics;
 use crate::ws::handler::Handler;
 
-/// The [`Delivery`] encoding slot holding the WebSocket text frame.
-const WS_TEXT_SLOT: usize = 0;
+/// The [`Delivery`] encoding slot of a wire format's WebSocket frame (one per format: a
+/// broadcast is encoded once per format in use, never per recipient).
+fn ws_slot(format: WireFormat) -> usize {
+    match format {
+        WireFormat::Json => 0,
+        WireFormat::MessagePack => 1,
+    }
+}
+
+/// The WebSocket message kind a wire format travels in.
+fn ws_kind(format: WireFormat) -> MessageKind {
+    if format.is_binary() {
+        MessageKind::Binary
+    } else {
+        MessageKind::Text
+    }
+}
 
 /// What every native-protocol WebSocket of a server shares.
 #[derive(Debug)]
@@ -31,6 +46,7 @@ pub struct NativeShared {
 pub(crate) struct NativeSession {
     shared: Arc<NativeShared>,
     session: Session,
+    format: WireFormat,
 }
 
 /// Entries of the per-thread drain scratch kept between drains.
@@ -47,9 +63,13 @@ thread_local! {
 impl NativeSession {
     /// A session for an anonymous user (a generated user id). Create it only for an
     /// admitted connection: it registers with the hub at once.
-    pub(crate) fn anonymous(shared: Arc<NativeShared>) -> NativeSession {
+    pub(crate) fn anonymous(shared: Arc<NativeShared>, format: WireFormat) -> NativeSession {
         let session = Session::anonymous(shared.core.clone(), Instant::now());
-        NativeSession { shared, session }
+        NativeSession {
+            shared,
+            session,
+            format,
+        }
     }
 
     /// The connection's id (the `connectionId` of `welcome`).
@@ -61,6 +81,7 @@ impl NativeSession {
         WsSink {
             conn,
             metrics: &self.shared.metrics,
+            format: self.format,
         }
     }
 }
@@ -69,11 +90,13 @@ impl NativeSession {
 struct WsSink<'a> {
     conn: &'a mut Connection,
     metrics: &'a Metrics,
+    format: WireFormat,
 }
 
 impl Sink for WsSink<'_> {
     fn send(&mut self, message: ServerMessage) {
-        self.conn.send(MessageKind::Text, &message.to_json());
+        self.conn
+            .send(ws_kind(self.format), &self.format.encode(&message));
     }
 
     fn close(&mut self, reason: CloseReason) {
@@ -107,10 +130,17 @@ impl Handler for NativeSession {
         let mut sink = WsSink {
             conn,
             metrics: &self.shared.metrics,
+            format: self.format,
         };
-        match kind {
-            MessageKind::Text => self.session.on_text(&payload, Instant::now(), &mut sink),
-            MessageKind::Binary => self.session.on_binary(Instant::now(), &mut sink),
+        let now = Instant::now();
+        match (kind, self.format) {
+            // JSON text is understood on every connection; binary only as MessagePack.
+            (MessageKind::Text, _) => self.session.on_text(&payload, now, &mut sink),
+            (MessageKind::Binary, WireFormat::MessagePack) => {
+                self.session
+                    .on_message(WireFormat::MessagePack, &payload, now, &mut sink)
+            }
+            (MessageKind::Binary, WireFormat::Json) => self.session.on_binary(now, &mut sink),
         }
     }
 
@@ -128,9 +158,11 @@ impl Handler for NativeSession {
 
     fn write_outbound(&mut self, conn: &mut Connection) {
         BATCH.with_borrow_mut(|batch| {
+            let format = self.format;
             let mut sink = WsSink {
                 conn,
                 metrics: &self.shared.metrics,
+                format,
             };
             self.session.drain(batch, &mut sink);
             // At most one clock read per batch: every delivery in it is handed over now.
@@ -143,11 +175,22 @@ impl Handler for NativeSession {
                         .delivery_latency
                         .observe(now.saturating_duration_since(delivery.created()));
                 }
-                // Framed once per delivery, shared by every WebSocket recipient.
-                if let Some(frame) = delivery.encoding(WS_TEXT_SLOT, |json| {
-                    PreparedMessage::new(MessageKind::Text, json.clone())
-                }) {
-                    conn.send_prepared(frame);
+                // Encoded and framed once per delivery and format, shared by every WebSocket
+                // recipient using that format.
+                let frame = delivery.encoding(ws_slot(format), |json| {
+                    format
+                        .from_json(json)
+                        .map(|bytes| PreparedMessage::new(ws_kind(format), bytes))
+                });
+                match frame {
+                    Some(Some(frame)) => {
+                        conn.send_prepared(frame);
+                    }
+                    // Stored messages are JSON we wrote; this is a bug, and said so.
+                    _ => tracing::error!(
+                        offset = ?delivery.offset(),
+                        "a delivery could not be encoded for this connection's wire format"
+                    ),
                 }
             }
             // One per thread: it may keep a big batch's capacity, within reason.

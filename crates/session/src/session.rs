@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde_json::{Map, Value};
 use switchboard_hub::{Delivery, Hub, HubConn, Kick, RoomName, UserId};
 use switchboard_native_proto::{
-    parse, ClientMessage, Incoming, ParseError, PresenceMember, ServerMessage,
+    ClientMessage, Incoming, ParseError, PresenceMember, ServerMessage, WireFormat,
 };
 
 use crate::close::CloseReason;
@@ -119,12 +119,23 @@ impl Session {
         }
     }
 
-    /// A text message arrived at `now`: rate-limit it, parse it, act on it.
+    /// A JSON text message arrived at `now`: rate-limit it, parse it, act on it.
     pub fn on_text(&mut self, text: &[u8], now: Instant, sink: &mut impl Sink) {
+        self.on_message(WireFormat::Json, text, now, sink);
+    }
+
+    /// A message in `format` arrived at `now`: rate-limit it, parse it, act on it.
+    pub fn on_message(
+        &mut self,
+        format: WireFormat,
+        bytes: &[u8],
+        now: Instant,
+        sink: &mut impl Sink,
+    ) {
         if !self.admit(now, sink) {
             return;
         }
-        match parse(text) {
+        match format.parse(bytes) {
             Ok(incoming) => self.handle(incoming, sink),
             Err(e) => sink.send(parse_error(&e)),
         }

@@ -33,11 +33,13 @@ use transport::{TlsTransport, Transport};
 ///
 /// `open` runs only once the handshake is valid and the connection admitted: a refused
 /// request creates no session and registers nothing. It returns the handler and the id that
-/// names the connection in logs (for `/ws`, the `connectionId` of `welcome`).
+/// names the connection in logs (for `/ws`, the `connectionId` of `welcome`). It is told the
+/// subprotocol chosen: the first the client offered that `protocols` contains.
 pub fn upgrade<H: Handler>(
     state: &Arc<AppState>,
     mut req: Request<Body>,
-    open: impl FnOnce() -> (H, u64),
+    protocols: &[&str],
+    open: impl FnOnce(Option<&str>) -> (H, u64),
 ) -> Response {
     let headers = req
         .headers()
@@ -91,8 +93,8 @@ pub fn upgrade<H: Handler>(
                 .into_response();
         }
     };
-    let (handler, conn_id) = open();
-    let accepted = upgrade.accept(&[], state.config.deflate.as_ref());
+    let accepted = upgrade.accept(protocols, state.config.deflate.as_ref());
+    let (handler, conn_id) = open(accepted.protocol.as_deref());
     let deflate = accepted.deflate;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_state = state.clone();
