@@ -57,7 +57,7 @@ async fn echo_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     Json(serde_json::json!({
         "status": if state.shutdown.is_cancelled() { "draining" } else { "ok" },
-        "connections": state.websocket_count(),
+        "connections": state.connection_count(),
         "uptime": state.started.elapsed().as_secs(),
     }))
     .into_response()

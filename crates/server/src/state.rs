@@ -13,14 +13,42 @@ use switchboard_hub::{Hub, UserId};
 
 use crate::config::ServerConfig;
 use crate::keepalive::Heartbeat;
-use crate::metrics::{Metrics, RefusalLabels, TransportLabels};
+use crate::metrics::{DisconnectLabels, Metrics, RefusalLabels, TransportLabels};
 use crate::native::NativeShared;
 use crate::ws::driver::DriverLimits;
 use crate::ws::park::ParkingLots;
 
-const WEBSOCKET: TransportLabels = TransportLabels {
-    transport: "websocket",
-};
+/// The transport a connection came on: the key of every connection gauge and counter, so
+/// that every transport is admitted, counted and ended in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// `GET /ws` and `/echo`.
+    WebSocket,
+    /// Server-Sent Events.
+    Sse,
+    /// Long polling.
+    Poll,
+    /// Socket.IO (either of its transports).
+    SocketIo,
+}
+
+impl TransportKind {
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            TransportKind::WebSocket => "websocket",
+            TransportKind::Sse => "sse",
+            TransportKind::Poll => "poll",
+            TransportKind::SocketIo => "socketio",
+        }
+    }
+
+    fn labels(self) -> TransportLabels {
+        TransportLabels {
+            transport: self.label(),
+        }
+    }
+}
 
 /// The peer address of the TCP connection a request came on (a request extension).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +63,39 @@ pub enum Refusal {
     TooManyFromAddress,
     /// `max_connections_per_user` reached for this (authenticated) user: 429.
     TooManyForUser,
+}
+
+impl Refusal {
+    /// The metrics label.
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::ServerFull => "server_full",
+            Refusal::TooManyFromAddress => "per_ip",
+            Refusal::TooManyForUser => "per_user",
+        }
+    }
+}
+
+impl axum::response::IntoResponse for Refusal {
+    /// The HTTP answer, the same for every transport's handshake (SPEC §6).
+    fn into_response(self) -> axum::response::Response {
+        use http::StatusCode;
+        let (status, text) = match self {
+            Refusal::ServerFull => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Server at connection capacity\n",
+            ),
+            Refusal::TooManyForUser => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many connections for this user\n",
+            ),
+            Refusal::TooManyFromAddress => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many connections from this address\n",
+            ),
+        };
+        (status, text).into_response()
+    }
 }
 
 /// Shared server state. Fields are immutable or atomic, except the per-address counts, whose
@@ -59,7 +120,7 @@ pub struct AppState {
     pub parking: ParkingLots,
     /// The limits every WebSocket driver applies (from `config`).
     pub driver_limits: DriverLimits,
-    websockets: AtomicUsize,
+    connections: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
     per_user: Mutex<HashMap<UserId, u32>>,
 }
@@ -109,41 +170,42 @@ impl AppState {
             shutdown,
             tracker: TaskTracker::new(),
             started: Instant::now(),
-            websockets: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             per_user: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Open WebSocket connections.
-    pub fn websocket_count(&self) -> usize {
-        self.websockets.load(Ordering::Relaxed)
+    /// Open connections, every transport.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 
-    /// Admit a new WebSocket connection from `ip` (of `user`, when the handshake
-    /// authenticated one) within the connection limits; the returned guard counts it until
-    /// dropped. Anonymous connections have no user: each is a user of its own.
+    /// Admit a new connection on `transport` from `ip` (of `user`, when the handshake
+    /// authenticated one) within the connection limits, which count every transport; the
+    /// returned guard counts it until dropped. Anonymous connections have no user: each is a
+    /// user of its own. Call this before creating anything for the connection (a session, a
+    /// hub registration): a refused request must leave nothing behind.
     pub fn admit(
         self: &Arc<Self>,
+        transport: TransportKind,
         ip: Option<IpAddr>,
         user: Option<&UserId>,
     ) -> Result<ConnectionGuard, Refusal> {
-        let mut admitted = self.try_admit(ip, user);
+        let mut admitted = self.try_admit(transport, ip, user);
         match &mut admitted {
             Ok(guard) => {
-                self.metrics.connects.get_or_create(&WEBSOCKET).inc();
-                self.metrics.connections.get_or_create(&WEBSOCKET).inc();
+                let labels = transport.labels();
+                self.metrics.connects.get_or_create(&labels).inc();
+                self.metrics.connections.get_or_create(&labels).inc();
                 guard.in_gauge = true;
             }
             Err(refusal) => {
-                let reason = match refusal {
-                    Refusal::ServerFull => "server_full",
-                    Refusal::TooManyFromAddress => "per_ip",
-                    Refusal::TooManyForUser => "per_user",
-                };
                 self.metrics
                     .refused
-                    .get_or_create(&RefusalLabels { reason })
+                    .get_or_create(&RefusalLabels {
+                        reason: refusal.label(),
+                    })
                     .inc();
             }
         }
@@ -152,13 +214,15 @@ impl AppState {
 
     fn try_admit(
         self: &Arc<Self>,
+        transport: TransportKind,
         ip: Option<IpAddr>,
         user: Option<&UserId>,
     ) -> Result<ConnectionGuard, Refusal> {
-        let total = self.websockets.fetch_add(1, Ordering::AcqRel);
+        let total = self.connections.fetch_add(1, Ordering::AcqRel);
         // From here on the guard undoes whatever was counted, on refusal too.
         let mut guard = ConnectionGuard {
             state: self.clone(),
+            transport,
             ip: None,
             user: None,
             in_gauge: false,
@@ -214,6 +278,7 @@ fn release<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, u32>>, key: &K) {
 #[derive(Debug)]
 pub struct ConnectionGuard {
     state: Arc<AppState>,
+    transport: TransportKind,
     ip: Option<IpAddr>,
     user: Option<UserId>,
     /// Counted in the `connections` gauge (admitted, not refused).
@@ -230,16 +295,30 @@ impl ConnectionGuard {
     pub fn ip(&self) -> Option<IpAddr> {
         self.ip
     }
+
+    /// Count the connection's end in `disconnects_total`: its close code (1006 when the
+    /// connection was lost without one) and why.
+    pub fn count_disconnect(&self, code: u16, reason: &'static str) {
+        self.state
+            .metrics
+            .disconnects
+            .get_or_create(&DisconnectLabels {
+                transport: self.transport.label(),
+                code,
+                reason,
+            })
+            .inc();
+    }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.state.websockets.fetch_sub(1, Ordering::AcqRel);
+        self.state.connections.fetch_sub(1, Ordering::AcqRel);
         if self.in_gauge {
             self.state
                 .metrics
                 .connections
-                .get_or_create(&WEBSOCKET)
+                .get_or_create(&self.transport.labels())
                 .dec();
         }
         if let Some(ip) = &self.ip {
@@ -268,26 +347,42 @@ mod tests {
         );
         let ip: IpAddr = [10, 0, 0, 1].into();
         let alice = UserId(Arc::from("alice"));
-        let a1 = state.admit(Some(ip), Some(&alice)).expect("first");
-        let _a2 = state.admit(Some(ip), Some(&alice)).expect("second");
+        let a1 = state
+            .admit(TransportKind::WebSocket, Some(ip), Some(&alice))
+            .expect("first");
+        let _a2 = state
+            .admit(TransportKind::WebSocket, Some(ip), Some(&alice))
+            .expect("second");
         assert_eq!(
-            state.admit(Some(ip), Some(&alice)).err(),
+            state
+                .admit(TransportKind::WebSocket, Some(ip), Some(&alice))
+                .err(),
             Some(Refusal::TooManyForUser)
         );
-        let _anon = state.admit(Some(ip), None).expect("anonymous");
+        let _anon = state
+            .admit(TransportKind::WebSocket, Some(ip), None)
+            .expect("anonymous");
         assert_eq!(
-            state.admit(Some(ip), None).err(),
+            state.admit(TransportKind::WebSocket, Some(ip), None).err(),
             Some(Refusal::TooManyFromAddress)
         );
-        let _other = state.admit(Some([10, 0, 0, 2].into()), None).expect("4th");
+        let _other = state
+            .admit(TransportKind::WebSocket, Some([10, 0, 0, 2].into()), None)
+            .expect("4th");
         assert_eq!(
-            state.admit(Some([10, 0, 0, 3].into()), None).err(),
+            state
+                .admit(TransportKind::WebSocket, Some([10, 0, 0, 3].into()), None)
+                .err(),
             Some(Refusal::ServerFull)
         );
-        assert_eq!(state.websocket_count(), 4, "refusals hold no slot");
+        assert_eq!(state.connection_count(), 4, "refusals hold no slot");
         drop(a1);
         let _a3 = state
-            .admit(Some([10, 0, 0, 4].into()), Some(&alice))
+            .admit(
+                TransportKind::WebSocket,
+                Some([10, 0, 0, 4].into()),
+                Some(&alice),
+            )
             .expect("released");
         assert_eq!(lock(&state.per_user).get(&alice), Some(&2));
         assert_eq!(lock(&state.per_ip).get(&ip), Some(&2));

@@ -51,7 +51,7 @@ async fn until_parked(state: &AppState, n: i64) {
 /// would mean if one stayed.
 async fn until_no_connections(state: &AppState, why: &str) {
     let started = Instant::now();
-    while state.websocket_count() != 0 {
+    while state.connection_count() != 0 {
         assert!(started.elapsed() < Duration::from_secs(2), "{why}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

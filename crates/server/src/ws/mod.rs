@@ -19,8 +19,7 @@ use switchboard_ws_proto::{Config, Connection};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use crate::metrics::DisconnectLabels;
-use crate::state::{AppState, ConnectionGuard, PeerAddr, Refusal};
+use crate::state::{AppState, ConnectionGuard, PeerAddr, TransportKind};
 use driver::{Ended, Idle, Outcome, Session};
 use handler::Handler;
 use park::{Parked, Verdict};
@@ -69,29 +68,9 @@ pub fn upgrade<H: Handler>(
     let peer = peer_addr(&req);
     // No handshake credentials exist yet (the auth modes come later): every connection is
     // admitted as anonymous, so the per-user limit does not bind yet.
-    let guard = match state.admit(peer.map(|p| p.ip()), None) {
+    let guard = match state.admit(TransportKind::WebSocket, peer.map(|p| p.ip()), None) {
         Ok(guard) => guard,
-        Err(Refusal::ServerFull) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Server at connection capacity\n",
-            )
-                .into_response();
-        }
-        Err(Refusal::TooManyForUser) => {
-            return (
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many connections for this user\n",
-            )
-                .into_response();
-        }
-        Err(Refusal::TooManyFromAddress) => {
-            return (
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many connections from this address\n",
-            )
-                .into_response();
-        }
+        Err(refusal) => return refusal.into_response(),
     };
     let accepted = upgrade.accept(protocols, state.config.deflate.as_ref());
     let (handler, conn_id) = open(accepted.protocol.as_deref());
@@ -182,15 +161,7 @@ impl ConnCtx {
 
     /// Count the connection's end in `disconnects_total`.
     fn count_disconnect(&self, code: u16, reason: &'static str) {
-        self.state()
-            .metrics
-            .disconnects
-            .get_or_create(&DisconnectLabels {
-                transport: "websocket",
-                code,
-                reason,
-            })
-            .inc();
+        self.guard.count_disconnect(code, reason);
     }
 
     /// The connection is over: count and log it (and release its admission).

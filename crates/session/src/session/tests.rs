@@ -259,3 +259,18 @@ fn a_disconnect_request_closes_and_ending_unregisters() {
     assert_eq!(shared.hub.connection_count(), 0);
     assert_eq!(shared.hub.channel_count(), 0);
 }
+
+#[test]
+fn a_panic_unwinding_through_the_owner_still_unregisters_the_session() {
+    let shared = shared(unlimited());
+    let inner = shared.clone();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let mut c = Client::new(&inner, "u");
+        c.send(json!({"type":"join","room":"r"}));
+        assert_eq!(inner.hub.connection_count(), 1);
+        panic!("a bug in a transport's handler");
+    }));
+    assert!(result.is_err());
+    assert_eq!(shared.hub.connection_count(), 0);
+    assert!(shared.hub.presence(&RoomName::new("r").unwrap()).is_empty());
+}
