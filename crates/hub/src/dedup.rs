@@ -6,7 +6,9 @@
 //! several channels with one id publishes to each), never one silently dropped.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::ids::{Epoch, Offset};
 use std::time::{Duration, Instant};
 
 const SHARDS: usize = 16;
@@ -15,7 +17,7 @@ const SHARDS: usize = 16;
 type Key = (Box<str>, Box<str>, Box<str>);
 
 /// What an accepted message got: its offset and epoch.
-pub type Recorded = (u64, Arc<str>);
+pub type Recorded = (Offset, Epoch);
 
 /// Remembers `(sender, room, id) → (offset, epoch)` for `window`, at most `capacity` entries
 /// (oldest forgotten first), in shards so that senders do not contend on one lock.
@@ -105,8 +107,10 @@ impl Shard {
 mod tests {
     use super::*;
 
+    use std::sync::Arc;
+
     fn accept(offset: u64) -> impl FnOnce() -> (Recorded, u64) {
-        move || ((offset, Arc::from("e")), offset)
+        move || ((Offset(offset), Epoch::from("e")), offset)
     }
 
     #[test]
@@ -117,7 +121,7 @@ mod tests {
         let later = t0 + Duration::from_secs(1);
         assert_eq!(
             d.once("u", "r", "m1", later, accept(8)),
-            Err((7, Arc::from("e")))
+            Err((Offset(7), Epoch::from("e")))
         );
         assert_eq!(
             d.once("other", "r", "m1", t0, accept(9)),
@@ -141,7 +145,7 @@ mod tests {
                         let id = i.to_string();
                         let _ = d.once("u", "r", &id, Instant::now(), || {
                             accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            ((i, Arc::from("e")), ())
+                            ((Offset(i), Epoch::from("e")), ())
                         });
                     }
                 })

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::delivery::Delivery;
+use crate::ids::Offset;
 
 /// Retention of one room's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,24 +56,29 @@ impl History {
     }
 
     /// Whether every message after `offset` (up to `last_offset`) is still retained.
-    pub fn covers(&self, offset: u64, last_offset: u64) -> bool {
+    pub fn covers(&self, offset: Offset, last_offset: Offset) -> bool {
         if offset >= last_offset {
             return true; // nothing missed
         }
         match self.oldest_offset() {
-            Some(oldest) => oldest <= offset + 1,
+            Some(oldest) => oldest <= offset.next(),
             None => false,
         }
     }
 
-    fn oldest_offset(&self) -> Option<u64> {
+    fn oldest_offset(&self) -> Option<Offset> {
         self.entries.front().and_then(|(_, d)| d.offset())
     }
 
     /// Messages with an offset greater than `after`: of those the newest `limit`, oldest
     /// first, cut to what fits in `max_bytes` of JSON (at least one message, so that a
     /// client paging through always advances). The flag says whether the cut left some out.
-    pub fn after(&self, after: u64, limit: usize, max_bytes: usize) -> (Vec<Arc<Delivery>>, bool) {
+    pub fn after(
+        &self,
+        after: Offset,
+        limit: usize,
+        max_bytes: usize,
+    ) -> (Vec<Arc<Delivery>>, bool) {
         let newer = self
             .entries
             .iter()
@@ -81,7 +87,7 @@ impl History {
         let mut bytes = 0usize;
         let mut out = Vec::new();
         for (_, d) in newer.skip(skip) {
-            let len = d.json().len() + 1;
+            let len = d.json().map_or(0, |j| j.len()) + 1;
             if !out.is_empty() && bytes + len > max_bytes {
                 return (out, true);
             }
@@ -100,10 +106,10 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     fn d(offset: u64) -> Arc<Delivery> {
-        Delivery::new(Bytes::from(offset.to_string()), Some(offset))
+        const DIGITS: [&[u8]; 6] = [b"0", b"1", b"2", b"3", b"4", b"5"];
+        crate::delivery::test_message(DIGITS[offset as usize], offset)
     }
 
     #[test]
@@ -118,23 +124,23 @@ mod tests {
             h.push(now, d(o), &limits);
         }
         // Retained: 3, 4, 5.
-        assert!(h.covers(2, 5));
-        assert!(!h.covers(1, 5));
-        assert!(h.covers(5, 5));
+        assert!(h.covers(Offset(2), Offset(5)));
+        assert!(!h.covers(Offset(1), Offset(5)));
+        assert!(h.covers(Offset(5), Offset(5)));
         let offsets = |(v, _): (Vec<Arc<Delivery>>, bool)| -> Vec<u64> {
-            v.iter().filter_map(|d| d.offset()).collect()
+            v.iter().filter_map(|d| d.offset()).map(|o| o.0).collect()
         };
-        assert_eq!(offsets(h.after(2, 10, usize::MAX)), [3, 4, 5]);
-        assert_eq!(offsets(h.after(0, 2, usize::MAX)), [4, 5]);
+        assert_eq!(offsets(h.after(Offset(2), 10, usize::MAX)), [3, 4, 5]);
+        assert_eq!(offsets(h.after(Offset(0), 2, usize::MAX)), [4, 5]);
         // Each message is one byte of JSON plus a separator: two fit in 4 bytes.
-        let (page, more) = h.after(0, 10, 4);
+        let (page, more) = h.after(Offset(0), 10, 4);
         assert!(more);
         assert_eq!(offsets((page, more)), [3, 4]);
-        let (page, more) = h.after(4, 10, 4);
+        let (page, more) = h.after(Offset(4), 10, 4);
         assert!(!more);
         assert_eq!(offsets((page, more)), [5]);
         // One message always fits, however small the bound.
-        assert_eq!(offsets(h.after(0, 10, 0)), [3]);
+        assert_eq!(offsets(h.after(Offset(0), 10, 0)), [3]);
     }
 
     #[test]
@@ -148,7 +154,7 @@ mod tests {
         h.push(t0, d(1), &limits);
         h.push(t0 + Duration::from_secs(5), d(2), &limits);
         h.expire(t0 + Duration::from_secs(12), &limits);
-        assert!(!h.covers(0, 2));
-        assert!(h.covers(1, 2));
+        assert!(!h.covers(Offset(0), Offset(2)));
+        assert!(h.covers(Offset(1), Offset(2)));
     }
 }

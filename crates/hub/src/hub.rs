@@ -11,26 +11,13 @@ use bytes::Bytes;
 use switchboard_native_proto::RoomName;
 
 use crate::dedup::Dedup;
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, PresenceChange};
 use crate::history::{History, HistoryLimits};
+use crate::ids::{ConnId, Epoch, Offset, UserId};
 use crate::outbox::{Outbox, Pushed};
 use crate::pattern::RoomPattern;
 
 const SHARDS: usize = 64;
-
-/// A connection's id, unique within the process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub u64);
-
-/// A user id (JWT `sub`, or generated for anonymous users).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserId(pub Arc<str>);
-
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Hub settings.
 #[derive(Debug, Clone)]
@@ -101,9 +88,9 @@ pub struct HubConn {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Joined {
     /// The room's latest offset.
-    pub offset: u64,
+    pub offset: Offset,
     /// The room's history epoch.
-    pub epoch: Arc<str>,
+    pub epoch: Epoch,
     /// With `since`: whether every missed message was queued for replay. `true` without.
     pub recovered: bool,
     /// How many missed messages were queued for replay (before any live one).
@@ -114,9 +101,9 @@ pub struct Joined {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     /// The message's offset.
-    pub offset: u64,
+    pub offset: Offset,
     /// The room's epoch.
-    pub epoch: Arc<str>,
+    pub epoch: Epoch,
     /// Members it was queued for.
     pub delivered: usize,
     /// Members whose outbox was full.
@@ -140,9 +127,9 @@ pub struct HistoryPage {
     /// The messages, oldest first.
     pub messages: Vec<Arc<Delivery>>,
     /// The room's latest offset (0 for a room that does not exist).
-    pub last_offset: u64,
+    pub last_offset: Offset,
     /// The room's epoch.
-    pub epoch: Arc<str>,
+    pub epoch: Epoch,
     /// More messages of the requested range follow: they did not fit the byte bound. Ask
     /// again after the last message's offset.
     pub more: bool,
@@ -157,9 +144,9 @@ pub enum PublishOnce {
     /// window: it was not published again.
     Duplicate {
         /// The offset the first one got.
-        offset: u64,
+        offset: Offset,
         /// Its epoch.
-        epoch: Arc<str>,
+        epoch: Epoch,
     },
 }
 
@@ -185,8 +172,8 @@ struct RoomState {
     history: History,
     limits: HistoryLimits,
     overflow: OverflowPolicy,
-    last_offset: u64,
-    epoch: Arc<str>,
+    last_offset: Offset,
+    epoch: Epoch,
 }
 
 impl RoomState {
@@ -347,8 +334,8 @@ impl Hub {
                 history: History::default(),
                 limits: first_match(&self.config.history, name, self.config.default_history),
                 overflow: first_match(&self.config.overflow, name, self.config.default_overflow),
-                last_offset: 0,
-                epoch: epoch.into(),
+                last_offset: Offset(0),
+                epoch: Epoch::from(epoch),
             }),
         });
         shard.insert(name.clone(), room.clone());
@@ -390,7 +377,7 @@ impl Hub {
     /// live messages follow in order, with no gap or duplicate at the seam because both happen
     /// under the room's lock. Others get `user_joined` when the user's first connection joins
     /// and the room is small enough.
-    pub fn join(&self, conn: &HubConn, room: &RoomName, since: Option<(u64, &str)>) -> Joined {
+    pub fn join(&self, conn: &HubConn, room: &RoomName, since: Option<(Offset, &str)>) -> Joined {
         let joined = self.with_room(room, |st| {
             let mut recovered = true;
             let mut replayed = 0;
@@ -398,7 +385,7 @@ impl Hub {
                 let limits = st.limits;
                 st.history.expire(Instant::now(), &limits);
                 recovered = false;
-                if *epoch == *st.epoch && st.history.covers(offset, st.last_offset) {
+                if epoch == st.epoch.as_str() && st.history.covers(offset, st.last_offset) {
                     // All or nothing: a replay that does not fit the outbox budget is not
                     // sent in part, the client is told to resync (`recovered: false`) and
                     // pages through `history` instead.
@@ -426,7 +413,7 @@ impl Hub {
             }
             let announce = first_of_user && st.members.len() <= self.config.join_leave_max_members;
             if announce {
-                let event = presence_event("user_joined", conn, room);
+                let event = presence_event(true, conn, room);
                 for (id, (_, outbox)) in &st.members {
                     if *id != conn.id {
                         outbox.push(&event);
@@ -466,7 +453,7 @@ impl Hub {
                     }
                 };
                 if last_of_user && st.members.len() < self.config.join_leave_max_members {
-                    let event = presence_event("user_left", conn, room);
+                    let event = presence_event(false, conn, room);
                     for (_, outbox) in st.members.values() {
                         outbox.push(&event);
                     }
@@ -486,18 +473,31 @@ impl Hub {
             .is_some_and(|r| lock(&r.state).members.contains_key(&conn.id))
     }
 
-    /// Publish to `room`: `build(offset, timestamp_ms)` makes the JSON once; it is stored in
-    /// history and queued for every member.
-    pub fn publish(&self, room: &RoomName, build: impl FnOnce(u64, u64) -> Bytes) -> Published {
+    /// Publish a message of type `kind` to `room`: `build(offset, timestamp_ms)` makes the
+    /// JSON once; it is stored in history and queued for every member.
+    pub fn publish(
+        &self,
+        room: &RoomName,
+        kind: &str,
+        build: impl FnOnce(Offset, u64) -> Bytes,
+    ) -> Published {
         let mut build = Some(build);
         self.with_room(room, |st| {
-            let offset = st.last_offset + 1;
+            let offset = st.last_offset.next();
             st.last_offset = offset;
+            let timestamp_ms = now_ms();
             let json = match build.take() {
-                Some(b) => b(offset, now_ms()),
+                Some(b) => b(offset, timestamp_ms),
                 None => Bytes::new(), // with_room calls this closure once per successful lock
             };
-            let delivery = Delivery::new(json, Some(offset));
+            let delivery = Delivery::message(
+                room.clone(),
+                Arc::from(kind),
+                json,
+                offset,
+                st.epoch.clone(),
+                timestamp_ms,
+            );
             let limits = st.limits;
             st.history.push(Instant::now(), delivery.clone(), &limits);
             let (mut delivered, mut dropped) = (0, 0);
@@ -525,14 +525,15 @@ impl Hub {
     pub fn publish_once(
         &self,
         room: &RoomName,
+        kind: &str,
         sender: &UserId,
         id: &str,
-        build: impl FnOnce(u64, u64) -> Bytes,
+        build: impl FnOnce(Offset, u64) -> Bytes,
     ) -> PublishOnce {
         let outcome = self
             .dedup
             .once(&sender.0, room.as_str(), id, Instant::now(), || {
-                let published = self.publish(room, build);
+                let published = self.publish(room, kind, build);
                 let recorded = (published.offset, published.epoch.clone());
                 (recorded, published)
             });
@@ -549,14 +550,14 @@ impl Hub {
     pub fn history(
         &self,
         room: &RoomName,
-        since: Option<u64>,
+        since: Option<Offset>,
         limit: Option<usize>,
         max_bytes: usize,
     ) -> HistoryPage {
         let Some(r) = self.room(room, false) else {
             return HistoryPage {
                 messages: Vec::new(),
-                last_offset: 0,
+                last_offset: Offset(0),
                 epoch: self.boot_epoch(),
                 more: false,
             };
@@ -564,9 +565,11 @@ impl Hub {
         let mut st = lock(&r.state);
         let limits = st.limits;
         st.history.expire(Instant::now(), &limits);
-        let (messages, more) =
-            st.history
-                .after(since.unwrap_or(0), limit.unwrap_or(usize::MAX), max_bytes);
+        let (messages, more) = st.history.after(
+            since.unwrap_or_default(),
+            limit.unwrap_or(usize::MAX),
+            max_bytes,
+        );
         HistoryPage {
             messages,
             last_offset: st.last_offset,
@@ -577,8 +580,8 @@ impl Hub {
 
     /// The epoch reported for rooms that do not exist (no room has it: joining with it gets
     /// `recovered: false` unless nothing was missed).
-    fn boot_epoch(&self) -> Arc<str> {
-        format!("{:x}-0", self.boot).into()
+    fn boot_epoch(&self) -> Epoch {
+        Epoch::from(format!("{:x}-0", self.boot))
     }
 
     /// Who is in `room`, by user with connection counts, sorted by user id.
@@ -655,36 +658,13 @@ fn first_match<T: Copy>(rules: &[(RoomPattern, T)], room: &RoomName, default: T)
         .map_or(default, |(_, setting)| *setting)
 }
 
-/// A JSON string literal (for hand-built JSON).
-pub fn json_string_literal(s: &str) -> String {
-    json_string(s)
-}
-
-fn presence_event(kind: &str, conn: &HubConn, room: &RoomName) -> Arc<Delivery> {
-    let user_id = &conn.user.0;
-    let json = format!(
-        r#"{{"type":"{kind}","userId":{},"user":{},"room":{}}}"#,
-        json_string(user_id),
-        json_string(conn.name.as_deref().unwrap_or(user_id)),
-        json_string(room.as_str())
-    );
-    Delivery::new(Bytes::from(json), None)
-}
-
-/// A JSON string literal.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+fn presence_event(joined: bool, conn: &HubConn, room: &RoomName) -> Arc<Delivery> {
+    let change = PresenceChange {
+        joined,
+        user: conn.user.clone(),
+        name: conn.name.clone(),
+    };
+    Delivery::presence(room.clone(), change, now_ms())
 }
 
 #[cfg(test)]

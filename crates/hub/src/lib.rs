@@ -13,16 +13,18 @@ mod dedup;
 mod delivery;
 mod history;
 mod hub;
+mod ids;
 mod outbox;
 mod pattern;
 
 pub use dedup::{Dedup, Recorded};
-pub use delivery::{Delivery, ENCODING_SLOTS};
+pub use delivery::{Body, Delivery, EncodingKey, PresenceChange, ENCODING_SLOTS};
 pub use history::{History, HistoryLimits};
 pub use hub::{
-    json_string_literal, now_ms, ConnId, HistoryPage, Hub, HubConfig, HubConn, Joined,
-    OverflowPolicy, PresenceEntry, PublishOnce, Published, UserId,
+    now_ms, HistoryPage, Hub, HubConfig, HubConn, Joined, OverflowPolicy, PresenceEntry,
+    PublishOnce, Published,
 };
+pub use ids::{ConnId, Epoch, Offset, UserId};
 pub use outbox::{Kick, Outbox, Pushed};
 pub use pattern::RoomPattern;
 pub use switchboard_native_proto::RoomName;

@@ -220,12 +220,11 @@ fn wake(waker: Option<Waker>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     #[test]
     fn budget_drops_and_counts_then_recovers_after_drain() {
         let outbox = Outbox::new(400);
-        let d = Delivery::new(Bytes::from_static(&[b'x'; 100]), Some(1));
+        let d = crate::delivery::test_message(&[b'x'; 100], 1);
         assert_eq!(outbox.push(&d), Pushed::Queued);
         assert_eq!(outbox.push(&d), Pushed::Queued);
         assert_eq!(outbox.push(&d), Pushed::Dropped);
@@ -241,7 +240,7 @@ mod tests {
     #[test]
     fn a_batch_is_queued_whole_or_not_at_all() {
         let outbox = Outbox::new(400);
-        let d = Delivery::new(Bytes::from_static(&[b'x'; 100]), Some(1));
+        let d = crate::delivery::test_message(&[b'x'; 100], 1);
         assert!(outbox.push_all(&[d.clone(), d.clone()]));
         assert!(
             !outbox.push_all(&[d.clone(), d.clone()]),
@@ -254,7 +253,7 @@ mod tests {
             "a refused batch is not counted as dropped"
         );
         assert_eq!(v.len(), 2);
-        let big = Delivery::new(Bytes::from(vec![b'x'; 500]), Some(1));
+        let big = crate::delivery::test_message(&[b'x'; 500], 1);
         assert!(
             outbox.push_all(std::slice::from_ref(&big)),
             "one message alone"
@@ -264,7 +263,7 @@ mod tests {
     #[test]
     fn an_empty_queue_takes_one_message_bigger_than_the_budget() {
         let outbox = Outbox::new(100);
-        let big = Delivery::new(Bytes::from(vec![b'x'; 500]), Some(1));
+        let big = crate::delivery::test_message(&[b'x'; 500], 1);
         assert_eq!(outbox.push_or(&big, OverflowPolicy::Close), Pushed::Queued);
         assert_eq!(outbox.disconnect_requested(), None);
         // Behind it, the budget applies again.
@@ -274,7 +273,7 @@ mod tests {
     #[test]
     fn close_policy_discards_the_backlog_and_asks_for_a_disconnect() {
         let outbox = Outbox::new(250);
-        let d = Delivery::new(Bytes::from_static(&[b'x'; 100]), Some(1));
+        let d = crate::delivery::test_message(&[b'x'; 100], 1);
         assert_eq!(outbox.push_or(&d, OverflowPolicy::Close), Pushed::Queued);
         assert_eq!(outbox.disconnect_requested(), None);
         assert_eq!(
@@ -307,7 +306,7 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let woken = || counter.0.load(std::sync::atomic::Ordering::SeqCst);
         assert_eq!(outbox.poll_ready(&mut cx), Poll::Pending);
-        let d = Delivery::new(Bytes::from_static(b"{}"), None);
+        let d = crate::delivery::test_message(b"{}", 1);
         outbox.push(&d);
         outbox.push(&d);
         assert_eq!(woken(), 1, "only the push into the empty queue wakes");
@@ -321,7 +320,7 @@ mod tests {
     #[tokio::test]
     async fn ready_fires_for_a_push_that_happened_before_waiting() {
         let outbox = Outbox::new(1000);
-        outbox.push(&Delivery::new(Bytes::from_static(b"{}"), None));
+        outbox.push(&crate::delivery::test_message(b"{}", 1));
         tokio::time::timeout(std::time::Duration::from_secs(1), outbox.ready())
             .await
             .unwrap();

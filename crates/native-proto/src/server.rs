@@ -72,6 +72,26 @@ pub enum ServerMessage {
         /// Human-readable text (SPEC §2 texts such as "Invalid JSON").
         message: String,
     },
+    /// Another member's first connection joined the room.
+    UserJoined {
+        /// Their user id.
+        #[serde(rename = "userId")]
+        user_id: String,
+        /// Their display name (the user id when they gave none).
+        user: String,
+        /// The room.
+        room: RoomName,
+    },
+    /// Another member's last connection left the room.
+    UserLeft {
+        /// Their user id.
+        #[serde(rename = "userId")]
+        user_id: String,
+        /// Their display name (the user id when they gave none).
+        user: String,
+        /// The room.
+        room: RoomName,
+    },
     /// Deliveries were dropped because the client read too slowly (SPEC §6 `drop` policy).
     Lagged {
         /// How many.

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
-use switchboard_hub::{RoomName, UserId};
+use switchboard_hub::{Offset, RoomName, UserId};
 use switchboard_native_proto::splice_messages;
 use switchboard_session::{publish, PublishRequest};
 
@@ -178,8 +178,8 @@ fn publish_one(
     }
     let mut reply = json!({
         "channel": room.as_str(),
-        "offset": published.offset,
-        "epoch": &*published.epoch,
+        "offset": published.offset.0,
+        "epoch": published.epoch.as_str(),
         "delivered": published.delivered,
     });
     if published.duplicate {
@@ -238,15 +238,20 @@ async fn history(
     let room = room_name(q.channel.map(Value::from).as_ref(), "channel")?;
     let page = state.hub.history(
         &room,
-        q.since,
+        q.since.map(Offset),
         q.limit,
         state.config.session.max_history_reply,
     );
     let head = json!({
-        "channel": room.as_str(), "offset": page.last_offset, "epoch": &*page.epoch,
+        "channel": room.as_str(), "offset": page.last_offset.0, "epoch": page.epoch.as_str(),
         "more": page.more,
     });
-    let messages: Vec<Bytes> = page.messages.iter().map(|d| d.json().clone()).collect();
+    let messages: Vec<Bytes> = page
+        .messages
+        .iter()
+        .filter_map(|d| d.json())
+        .cloned()
+        .collect();
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         splice_messages(&head, &messages),

@@ -1,25 +1,31 @@
 //! The native protocol (SPEC §2) on a WebSocket connection: the transport-neutral
 //! [`Session`] core, with JSON text frames as its wire format.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use switchboard_hub::Delivery;
+use switchboard_hub::{Delivery, EncodingKey};
 use switchboard_native_proto::{ServerMessage, WireFormat};
-use switchboard_session::{CloseReason, Note, Session, Shared, Sink};
+use switchboard_session::{encode_delivery, CloseReason, Note, Session, Shared, Sink};
 use switchboard_ws_proto::{CloseCode, Connection, MessageKind, PreparedMessage};
 
 use crate::metrics::Metrics;
 use crate::ws::handler::Handler;
 
-/// The [`Delivery`] encoding slot of a wire format's WebSocket frame (one per format: a
-/// broadcast is encoded once per format in use, never per recipient).
-fn ws_slot(format: WireFormat) -> usize {
+/// A delivery's WebSocket frame in one wire format (`None`: it could not be encoded).
+type WsFrame = Option<PreparedMessage>;
+
+/// The delivery encodings of WebSocket frames, one per wire format: a broadcast is encoded and
+/// framed once per format in use, never per recipient.
+static WS_JSON: LazyLock<EncodingKey<WsFrame>> = LazyLock::new(EncodingKey::new);
+static WS_MSGPACK: LazyLock<EncodingKey<WsFrame>> = LazyLock::new(EncodingKey::new);
+
+fn ws_key(format: WireFormat) -> &'static EncodingKey<WsFrame> {
     match format {
-        WireFormat::Json => 0,
-        WireFormat::MessagePack => 1,
+        WireFormat::Json => &WS_JSON,
+        WireFormat::MessagePack => &WS_MSGPACK,
     }
 }
 
@@ -168,7 +174,7 @@ impl Handler for NativeSession {
             // At most one clock read per batch: every delivery in it is handed over now.
             let mut now = None;
             for delivery in batch.drain(..) {
-                if Metrics::sample_latency(delivery.offset()) {
+                if Metrics::sample_latency(delivery.offset().map(|o| o.0)) {
                     let now = *now.get_or_insert_with(Instant::now);
                     self.shared
                         .metrics
@@ -177,13 +183,12 @@ impl Handler for NativeSession {
                 }
                 // Encoded and framed once per delivery and format, shared by every WebSocket
                 // recipient using that format.
-                let frame = delivery.encoding(ws_slot(format), |json| {
-                    format
-                        .from_json(json)
+                let frame = delivery.encoding(ws_key(format), |d| {
+                    encode_delivery(format, d)
                         .map(|bytes| PreparedMessage::new(ws_kind(format), bytes))
                 });
                 match frame {
-                    Some(Some(frame)) => {
+                    Some(frame) => {
                         conn.send_prepared(frame);
                     }
                     // Stored messages are JSON we wrote; this is a bug, and said so.

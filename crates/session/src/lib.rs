@@ -11,10 +11,12 @@
 //! [`publish`] is the one publish + dedup flow: client relays and the HTTP API both use it.
 
 mod close;
+mod encode;
 mod publish;
 pub mod rate;
 mod session;
 
 pub use close::CloseReason;
+pub use encode::encode_delivery;
 pub use publish::{publish, PublishRequest, Published};
 pub use session::{Note, Session, SessionConfig, Shared, Sink};

@@ -1,12 +1,10 @@
 //! The one publish flow: stamp, deduplicate by id, publish to the hub. Used by client
 //! relays and by the HTTP API, so both stamp and deduplicate alike.
 
+use serde_json::{Map, Value};
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Arc;
-
-use serde_json::{Map, Value};
-use switchboard_hub::{Hub, PublishOnce, RoomName, UserId};
+use switchboard_hub::{Epoch, Hub, Offset, PublishOnce, RoomName, UserId};
 use switchboard_native_proto::{stamp_relay, Stamp};
 
 /// A message to publish.
@@ -28,9 +26,9 @@ pub struct PublishRequest<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     /// The message's offset (the first one's, for a duplicate).
-    pub offset: u64,
+    pub offset: Offset,
     /// The room's epoch (the first one's, for a duplicate).
-    pub epoch: Arc<str>,
+    pub epoch: Epoch,
     /// A repeat of an id already published: nothing was delivered.
     pub duplicate: bool,
     /// Members it was queued for.
@@ -54,7 +52,11 @@ pub fn publish(hub: &Hub, request: PublishRequest<'_>) -> Published {
         Some(_) => String::new(),
         None => generated_id(hub, ""),
     };
-    let build = |offset, timestamp_ms| {
+    let kind = match body.get("type") {
+        Some(Value::String(kind)) => kind.clone(),
+        _ => String::from("publish"),
+    };
+    let build = |offset: Offset, timestamp_ms| {
         stamp_relay(
             body,
             &Stamp {
@@ -62,14 +64,14 @@ pub fn publish(hub: &Hub, request: PublishRequest<'_>) -> Published {
                 user: sender_name,
                 room: room.as_str(),
                 timestamp_ms,
-                offset,
+                offset: offset.0,
                 generated_id: &generated,
             },
         )
     };
     let outcome = match id {
-        Some(id) => hub.publish_once(room, sender, id, build),
-        None => PublishOnce::Published(hub.publish(room, build)),
+        Some(id) => hub.publish_once(room, &kind, sender, id, build),
+        None => PublishOnce::Published(hub.publish(room, &kind, build)),
     };
     match outcome {
         PublishOnce::Published(p) => Published {

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use serde_json::{Map, Value};
-use switchboard_hub::{Delivery, Hub, HubConn, Kick, RoomName, UserId};
+use switchboard_hub::{Delivery, Hub, HubConn, Kick, Offset, RoomName, UserId};
 use switchboard_native_proto::{
     ClientMessage, Incoming, ParseError, PresenceMember, ServerMessage, WireFormat,
 };
@@ -182,7 +182,7 @@ impl Session {
                 if let Some(name) = user {
                     self.conn.name = Some(Arc::from(name));
                 }
-                let since = since.as_ref().map(|s| (s.offset, s.epoch.as_str()));
+                let since = since.as_ref().map(|s| (Offset(s.offset), s.epoch.as_str()));
                 let joined = hub.join(&self.conn, &room, since);
                 if !self.rooms.contains(&room) {
                     // Most connections join one room or a few: grow one at a time rather
@@ -194,7 +194,7 @@ impl Session {
                 // always precedes the missed messages.
                 sink.send(ServerMessage::Joined {
                     room,
-                    offset: joined.offset,
+                    offset: joined.offset.0,
                     epoch: joined.epoch.to_string(),
                     recovered: joined.recovered,
                 });
@@ -206,12 +206,18 @@ impl Session {
             }
             ClientMessage::Ping => sink.send(ServerMessage::Pong),
             ClientMessage::History { room, since, limit } => {
+                let since = since.map(Offset);
                 let page = hub.history(&room, since, limit, self.shared.config.max_history_reply);
                 sink.send(ServerMessage::History {
                     room,
-                    offset: page.last_offset,
+                    offset: page.last_offset.0,
                     epoch: page.epoch.to_string(),
-                    messages: page.messages.iter().map(|d| d.json().clone()).collect(),
+                    messages: page
+                        .messages
+                        .iter()
+                        .filter_map(|d| d.json())
+                        .cloned()
+                        .collect(),
                     more: page.more,
                 });
             }
@@ -278,7 +284,7 @@ impl Session {
             // A retry of a message already accepted is acknowledged again, delivered once.
             sink.send(ServerMessage::Ack {
                 id,
-                offset: published.offset,
+                offset: published.offset.0,
             });
         }
     }

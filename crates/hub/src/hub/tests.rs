@@ -9,17 +9,30 @@ fn user(s: &str) -> UserId {
     UserId(Arc::from(s))
 }
 
+/// What `conn` was sent: messages as their text, presence changes in the shape the native
+/// protocol gives them (the hub itself writes no JSON).
 fn drained(conn: &HubConn) -> Vec<String> {
     let mut v = Vec::new();
     conn.outbox.drain(&mut v);
     v.iter()
-        .map(|d| String::from_utf8_lossy(d.json()).into_owned())
+        .map(|d| match d.body() {
+            crate::Body::Message { json, .. } => String::from_utf8_lossy(json).into_owned(),
+            crate::Body::Presence(p) => format!(
+                r#"{{"type":"{}","userId":"{}","user":"{}","room":"{}"}}"#,
+                d.kind(),
+                p.user,
+                p.name.as_deref().unwrap_or(&p.user.0),
+                d.room()
+            ),
+        })
         .collect()
 }
 
 fn publish(hub: &Hub, r: &RoomName, text: &str) -> Published {
     let text = text.to_owned();
-    hub.publish(r, move |offset, _| Bytes::from(format!("{text}@{offset}")))
+    hub.publish(r, "test", move |offset, _| {
+        Bytes::from(format!("{text}@{offset}"))
+    })
 }
 
 #[test]
@@ -36,7 +49,7 @@ fn members_get_publishes_and_join_leave_events() {
     );
     assert!(drained(&b).is_empty(), "no event about yourself");
     let p = publish(&hub, &r, "hi");
-    assert_eq!((p.offset, p.delivered), (1, 2));
+    assert_eq!((p.offset, p.delivered), (Offset(1), 2));
     assert_eq!(drained(&a), ["hi@1"]);
     assert_eq!(drained(&b), ["hi@1"]);
     assert!(hub.leave(&b, &r));
@@ -83,8 +96,8 @@ fn replay_from_since_has_no_gap_and_no_duplicate() {
     }
     let epoch = hub.history(&r, None, None, usize::MAX).epoch;
     let late = hub.connect(user("late"));
-    let j = hub.join(&late, &r, Some((2, &epoch)));
-    assert_eq!((j.offset, j.recovered, j.replayed), (5, true, 3));
+    let j = hub.join(&late, &r, Some((Offset(2), epoch.as_str())));
+    assert_eq!((j.offset, j.recovered, j.replayed), (Offset(5), true, 3));
     publish(&hub, &r, "m6");
     assert_eq!(drained(&late), ["m3@3", "m4@4", "m5@5", "m6@6"]);
 }
@@ -107,13 +120,14 @@ fn replay_is_not_recovered_for_another_epoch_or_a_trimmed_gap() {
     let epoch = hub.history(&r, None, None, usize::MAX).epoch;
     let c = hub.connect(user("c"));
     assert!(
-        !hub.join(&c, &r, Some((1, &epoch))).recovered,
+        !hub.join(&c, &r, Some((Offset(1), epoch.as_str())))
+            .recovered,
         "3 was trimmed"
     );
     let d = hub.connect(user("d"));
-    assert!(!hub.join(&d, &r, Some((4, "other-epoch"))).recovered);
+    assert!(!hub.join(&d, &r, Some((Offset(4), "other-epoch"))).recovered);
     let e = hub.connect(user("e"));
-    let j = hub.join(&e, &r, Some((3, &epoch)));
+    let j = hub.join(&e, &r, Some((Offset(3), epoch.as_str())));
     assert!(j.recovered);
     assert_eq!(drained(&e), ["m4@4", "m5@5"]);
 }
@@ -244,7 +258,7 @@ fn concurrent_joins_leaves_and_publishes_keep_presence_exact() {
     assert_eq!(p.len(), 8);
     assert!(p.iter().all(|e| e.connections == 5), "{p:?}");
     let last = hub.history(&r, None, None, usize::MAX).last_offset;
-    assert_eq!(last, 8 * 20);
+    assert_eq!(last, Offset(8 * 20));
 }
 
 #[test]
@@ -254,11 +268,11 @@ fn publish_once_publishes_a_repeated_id_once_per_room() {
     let member = hub.connect(user("m"));
     hub.join(&member, &r, None);
     let u = user("u");
-    let first = hub.publish_once(&r, &u, "m1", |o, _| Bytes::from(format!("a@{o}")));
+    let first = hub.publish_once(&r, "test", &u, "m1", |o, _| Bytes::from(format!("a@{o}")));
     let PublishOnce::Published(p) = first else {
         panic!("{first:?}")
     };
-    let again = hub.publish_once(&r, &u, "m1", |o, _| Bytes::from(format!("b@{o}")));
+    let again = hub.publish_once(&r, "test", &u, "m1", |o, _| Bytes::from(format!("b@{o}")));
     assert_eq!(
         again,
         PublishOnce::Duplicate {
@@ -269,7 +283,9 @@ fn publish_once_publishes_a_repeated_id_once_per_room() {
     assert_eq!(drained(&member), ["a@1"]);
     // The same id to another room is another message.
     assert!(matches!(
-        hub.publish_once(&other, &u, "m1", |o, _| Bytes::from(format!("c@{o}"))),
+        hub.publish_once(&other, "test", &u, "m1", |o, _| Bytes::from(format!(
+            "c@{o}"
+        ))),
         PublishOnce::Published(_)
     ));
 }
@@ -280,7 +296,7 @@ fn history_of_an_unknown_room_creates_nothing() {
     for i in 0..50 {
         let page = hub.history(&room(&format!("nope{i}")), None, None, usize::MAX);
         assert!(page.messages.is_empty());
-        assert_eq!(page.last_offset, 0);
+        assert_eq!(page.last_offset, Offset(0));
     }
     assert!(hub.presence(&room("nope1")).is_empty());
     assert_eq!(hub.channel_count(), 0);
@@ -296,15 +312,15 @@ fn a_replay_larger_than_the_outbox_budget_is_not_recovered_and_not_sent_in_part(
     let keep = hub.connect(user("keep"));
     hub.join(&keep, &r, None);
     for _ in 0..5 {
-        hub.publish(&r, |_, _| Bytes::from(vec![b'x'; 4000]));
+        hub.publish(&r, "test", |_, _| Bytes::from(vec![b'x'; 4000]));
     }
     let epoch = hub.history(&r, None, None, usize::MAX).epoch;
     let late = hub.connect(user("late"));
-    let j = hub.join(&late, &r, Some((0, &epoch)));
+    let j = hub.join(&late, &r, Some((Offset(0), epoch.as_str())));
     assert_eq!((j.recovered, j.replayed), (false, 0));
     assert!(drained(&late).is_empty());
     let small = hub.connect(user("small"));
-    let j = hub.join(&small, &r, Some((3, &epoch)));
+    let j = hub.join(&small, &r, Some((Offset(3), epoch.as_str())));
     assert_eq!((j.recovered, j.replayed), (true, 2));
 }
 
@@ -359,13 +375,13 @@ fn overflow_policy_follows_the_room_pattern() {
     let slow = hub.connect(user("slow"));
     hub.join(&slow, &room("strict:a"), None);
     hub.join(&slow, &room("loose:a"), None);
-    let body = |_: u64, _: u64| Bytes::from_static(&[b'x'; 100]);
+    let body = |_: Offset, _: u64| Bytes::from_static(&[b'x'; 100]);
     // `loose:a` uses the default (drop): the third message does not fit and is counted.
     for _ in 0..3 {
-        hub.publish(&room("loose:a"), body);
+        hub.publish(&room("loose:a"), "test", body);
     }
     assert_eq!(slow.outbox.disconnect_requested(), None);
-    let published = hub.publish(&room("strict:a"), body);
+    let published = hub.publish(&room("strict:a"), "test", body);
     assert_eq!(published.dropped, 1);
     assert_eq!(slow.outbox.disconnect_requested(), Some(Kick::Overflow));
     assert!(slow.outbox.is_empty(), "the backlog is freed at once");

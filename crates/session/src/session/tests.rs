@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use switchboard_hub::{HubConfig, Kick};
+use switchboard_native_proto::WireFormat;
 
 use super::*;
 use crate::rate::RateLimit;
@@ -73,7 +74,8 @@ impl Client {
         self.session.drain(&mut batch, &mut self.out);
         let mut out = std::mem::take(&mut self.out.sent);
         out.extend(batch.iter().map(|d| {
-            let mut v: Value = serde_json::from_slice(d.json()).unwrap();
+            let bytes = crate::encode_delivery(WireFormat::Json, d).unwrap();
+            let mut v: Value = serde_json::from_slice(&bytes).unwrap();
             if let Some(o) = v.as_object_mut() {
                 assert!(o.remove("timestamp").is_none_or(|t| t.is_u64()));
             }
