@@ -150,13 +150,6 @@ pub enum PublishOnce {
     },
 }
 
-/// Who is in a room: connections per user and the display name last joined with.
-#[derive(Debug, Default)]
-struct UserPresence {
-    connections: usize,
-    name: Option<Arc<str>>,
-}
-
 struct Room {
     state: Mutex<RoomState>,
 }
@@ -168,7 +161,11 @@ struct RoomState {
     /// The members' outboxes, rebuilt lazily after membership changes so that a publish
     /// iterates a flat slice.
     snapshot: Option<Arc<[Arc<Outbox>]>>,
-    presence: HashMap<UserId, UserPresence>,
+    /// Connections per user.
+    presence: HashMap<UserId, usize>,
+    /// Display names, only of the users that gave one (most anonymous members have none:
+    /// a name slot in `presence` would cost every member 16 bytes).
+    names: HashMap<UserId, Arc<str>>,
     history: History,
     limits: HistoryLimits,
     overflow: OverflowPolicy,
@@ -331,6 +328,7 @@ impl Hub {
                 members: HashMap::new(),
                 snapshot: None,
                 presence: HashMap::new(),
+                names: HashMap::new(),
                 history: History::default(),
                 limits: first_match(&self.config.history, name, self.config.default_history),
                 overflow: first_match(&self.config.overflow, name, self.config.default_overflow),
@@ -401,15 +399,13 @@ impl Hub {
                 std::collections::hash_map::Entry::Vacant(slot) => {
                     slot.insert((conn.user.clone(), conn.outbox.clone()));
                     st.snapshot = None;
-                    let entry = st.presence.entry(conn.user.clone()).or_default();
-                    entry.connections += 1;
-                    entry.connections == 1
+                    let count = st.presence.entry(conn.user.clone()).or_insert(0);
+                    *count += 1;
+                    *count == 1
                 }
             };
             if let Some(name) = &conn.name {
-                if let Some(entry) = st.presence.get_mut(&conn.user) {
-                    entry.name = Some(name.clone());
-                }
+                st.names.insert(conn.user.clone(), name.clone());
             }
             let announce = first_of_user && st.members.len() <= self.config.join_leave_max_members;
             if announce {
@@ -443,12 +439,13 @@ impl Hub {
             } else {
                 st.snapshot = None;
                 let last_of_user = match st.presence.get_mut(&conn.user) {
-                    Some(p) if p.connections > 1 => {
-                        p.connections -= 1;
+                    Some(c) if *c > 1 => {
+                        *c -= 1;
                         false
                     }
                     _ => {
                         st.presence.remove(&conn.user);
+                        st.names.remove(&conn.user);
                         true
                     }
                 };
@@ -593,10 +590,10 @@ impl Hub {
         let mut v: Vec<_> = st
             .presence
             .iter()
-            .map(|(user, p)| PresenceEntry {
+            .map(|(user, n)| PresenceEntry {
                 user: user.clone(),
-                name: p.name.clone(),
-                connections: p.connections,
+                name: st.names.get(user).cloned(),
+                connections: *n,
             })
             .collect();
         drop(st);

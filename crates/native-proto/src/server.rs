@@ -134,10 +134,24 @@ impl ServerMessage {
     /// The MessagePack encoding (the JSON message's image: see `WireFormat`).
     pub fn to_msgpack(&self) -> Bytes {
         match self {
-            // History replies are rare and bounded: the stored JSON is transcoded here.
-            ServerMessage::History { .. } => {
-                let value: Value = serde_json::from_slice(&self.to_json()).unwrap_or_default();
-                crate::wire::msgpack(&value)
+            // History replies are rare and bounded: the stored JSON is transcoded here, one
+            // message at a time (each parses within serde_json's depth limit, as it did
+            // when it was accepted; the whole reply nests two levels deeper).
+            ServerMessage::History {
+                room,
+                offset,
+                epoch,
+                messages,
+                more,
+            } => {
+                let messages: Vec<Value> = messages
+                    .iter()
+                    .map(|m| serde_json::from_slice(m).unwrap_or(Value::Null))
+                    .collect();
+                crate::wire::msgpack(&serde_json::json!({
+                    "type": "history", "room": room, "offset": offset, "epoch": epoch,
+                    "more": more, "messages": messages,
+                }))
             }
             other => crate::wire::msgpack(other),
         }

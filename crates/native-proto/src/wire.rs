@@ -11,6 +11,10 @@ use serde_json::Value;
 use crate::client::{parse, parse_value, Incoming, ParseError};
 use crate::server::ServerMessage;
 
+/// Deepest nesting of a MessagePack message accepted (below serde_json's 128, which every
+/// stored message must pass when it is read back as JSON).
+const MAX_DEPTH: usize = 100;
+
 /// How one connection's messages are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WireFormat {
@@ -52,10 +56,17 @@ impl WireFormat {
     pub fn parse(self, bytes: &[u8]) -> Result<Incoming, ParseError> {
         match self {
             WireFormat::Json => parse(bytes),
-            WireFormat::MessagePack => parse_value(
-                rmp_serde::from_slice::<Value>(bytes)
-                    .map_err(|_| ParseError::InvalidMessagePack)?,
-            ),
+            WireFormat::MessagePack => {
+                let mut decoder = rmp_serde::Deserializer::from_read_ref(bytes);
+                // No deeper than JSON may nest (serde_json's limit is 128): a message that
+                // could not be stored and read back as JSON must be refused here, not lost
+                // later when it is transcoded for the other format's recipients. It also
+                // bounds the recursion (the stack) a hostile message can ask for.
+                decoder.set_max_depth(MAX_DEPTH);
+                let value = <Value as serde::Deserialize>::deserialize(&mut decoder)
+                    .map_err(|_| ParseError::InvalidMessagePack)?;
+                parse_value(value)
+            }
         }
     }
 
@@ -103,6 +114,18 @@ mod tests {
             WireFormat::MessagePack.parse(b"\xc1").unwrap_err(),
             ParseError::InvalidMessagePack
         );
+        // Nested deeper than JSON allows: refused (not a stack overflow, not stored).
+        let mut deep = vec![0x91u8; 100_000];
+        deep.push(0xc0);
+        assert_eq!(
+            WireFormat::MessagePack.parse(&deep).unwrap_err(),
+            ParseError::InvalidMessagePack
+        );
+        let mut ok = vec![0x91u8; 90];
+        ok.push(0xc0);
+        let value: Value = rmp_serde::from_slice(&ok).unwrap();
+        let nested = msgpack(&serde_json::json!({"type":"x","room":"r","v":value}));
+        assert!(WireFormat::MessagePack.parse(&nested).is_ok());
         let reply = ServerMessage::Joined {
             room: RoomName::new("r").unwrap(),
             offset: 1,

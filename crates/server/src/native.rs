@@ -38,21 +38,14 @@ fn ws_kind(format: WireFormat) -> MessageKind {
     }
 }
 
-/// What every native-protocol WebSocket of a server shares.
-#[derive(Debug)]
-pub struct NativeShared {
-    /// The session core's shared state (hub, settings).
-    pub core: Arc<Shared>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-}
+/// What every native-protocol WebSocket of a server shares: the session core's state (hub,
+/// settings) and the metrics, behind the one `Arc` each connection holds.
+pub(crate) type NativeShared = Shared<Arc<Metrics>>;
 
 /// One native-protocol WebSocket connection.
 #[derive(Debug)]
 pub(crate) struct NativeSession {
-    shared: Arc<NativeShared>,
-    session: Session,
-    format: WireFormat,
+    session: Session<Arc<Metrics>>,
 }
 
 /// Entries of the per-thread drain scratch kept between drains.
@@ -70,11 +63,8 @@ impl NativeSession {
     /// A session for an anonymous user (a generated user id). Create it only for an
     /// admitted connection: it registers with the hub at once.
     pub(crate) fn anonymous(shared: Arc<NativeShared>, format: WireFormat) -> NativeSession {
-        let session = Session::anonymous(shared.core.clone(), Instant::now());
         NativeSession {
-            shared,
-            session,
-            format,
+            session: Session::anonymous(shared, Instant::now()).with_format(format),
         }
     }
 
@@ -83,20 +73,53 @@ impl NativeSession {
         self.session.connection_id()
     }
 
-    fn sink<'a>(&'a self, conn: &'a mut Connection) -> WsSink<'a> {
+    fn metrics(&self) -> &Metrics {
+        &self.session.shared().transport
+    }
+}
+
+/// The session core's output on a WebSocket: frames in the connection's wire format, close
+/// frames, and what to count (added to the metrics once the session call returned).
+struct WsSink<'a> {
+    conn: &'a mut Connection,
+    format: WireFormat,
+    counts: Counts,
+}
+
+impl<'a> WsSink<'a> {
+    fn new(conn: &'a mut Connection, format: WireFormat) -> WsSink<'a> {
         WsSink {
             conn,
-            metrics: &self.shared.metrics,
-            format: self.format,
+            format,
+            counts: Counts::default(),
         }
     }
 }
 
-/// The session core's output on a WebSocket: JSON text frames, close frames, metrics.
-struct WsSink<'a> {
-    conn: &'a mut Connection,
-    metrics: &'a Metrics,
-    format: WireFormat,
+/// Events of one session call worth a metric.
+#[derive(Debug, Default)]
+struct Counts {
+    rate_limited: u64,
+    dropped: u64,
+    lagged: u64,
+    overflow_closes: u64,
+}
+
+impl Counts {
+    fn add_to(self, metrics: &Metrics) {
+        if self.rate_limited > 0 {
+            metrics.rate_limited.inc_by(self.rate_limited);
+        }
+        if self.dropped > 0 {
+            metrics.dropped.add(self.dropped);
+        }
+        if self.lagged > 0 {
+            metrics.lagged.inc_by(self.lagged);
+        }
+        if self.overflow_closes > 0 {
+            metrics.overflow_closes.inc_by(self.overflow_closes);
+        }
+    }
 }
 
 impl Sink for WsSink<'_> {
@@ -107,7 +130,7 @@ impl Sink for WsSink<'_> {
 
     fn close(&mut self, reason: CloseReason) {
         if reason == CloseReason::BufferOverflow {
-            self.metrics.overflow_closes.inc();
+            self.counts.overflow_closes += 1;
         }
         self.conn
             .close(CloseCode::from_u16(reason.code()), reason.text());
@@ -115,13 +138,9 @@ impl Sink for WsSink<'_> {
 
     fn note(&mut self, note: Note) {
         match note {
-            Note::RateLimited => {
-                self.metrics.rate_limited.inc();
-            }
-            Note::Dropped(n) => self.metrics.dropped.add(n as u64),
-            Note::Lagged => {
-                self.metrics.lagged.inc();
-            }
+            Note::RateLimited => self.counts.rate_limited += 1,
+            Note::Dropped(n) => self.counts.dropped += n as u64,
+            Note::Lagged => self.counts.lagged += 1,
         }
     }
 }
@@ -129,17 +148,14 @@ impl Sink for WsSink<'_> {
 impl Handler for NativeSession {
     fn on_open(&mut self, conn: &mut Connection) {
         let welcome = self.session.welcome();
-        self.sink(conn).send(welcome);
+        WsSink::new(conn, self.session.format()).send(welcome);
     }
 
     fn on_message(&mut self, conn: &mut Connection, kind: MessageKind, payload: Bytes) {
-        let mut sink = WsSink {
-            conn,
-            metrics: &self.shared.metrics,
-            format: self.format,
-        };
+        let format = self.session.format();
+        let mut sink = WsSink::new(conn, format);
         let now = Instant::now();
-        match (kind, self.format) {
+        match (kind, format) {
             // JSON text is understood on every connection; binary only as MessagePack.
             (MessageKind::Text, _) => self.session.on_text(&payload, now, &mut sink),
             (MessageKind::Binary, WireFormat::MessagePack) => {
@@ -148,6 +164,7 @@ impl Handler for NativeSession {
             }
             (MessageKind::Binary, WireFormat::Json) => self.session.on_binary(now, &mut sink),
         }
+        sink.counts.add_to(self.metrics());
     }
 
     fn on_close(&mut self) {
@@ -159,25 +176,24 @@ impl Handler for NativeSession {
     }
 
     fn on_outbound_blocked(&mut self, conn: &mut Connection) {
-        self.session.close_if_kicked(&mut self.sink(conn));
+        let mut sink = WsSink::new(conn, self.session.format());
+        self.session.close_if_kicked(&mut sink);
+        sink.counts.add_to(self.metrics());
     }
 
     fn write_outbound(&mut self, conn: &mut Connection) {
         BATCH.with_borrow_mut(|batch| {
-            let format = self.format;
-            let mut sink = WsSink {
-                conn,
-                metrics: &self.shared.metrics,
-                format,
-            };
+            let format = self.session.format();
+            let mut sink = WsSink::new(conn, format);
             self.session.drain(batch, &mut sink);
+            let conn = sink.conn;
+            sink.counts.add_to(self.metrics());
             // At most one clock read per batch: every delivery in it is handed over now.
             let mut now = None;
             for delivery in batch.drain(..) {
                 if Metrics::sample_latency(delivery.offset().map(|o| o.0)) {
                     let now = *now.get_or_insert_with(Instant::now);
-                    self.shared
-                        .metrics
+                    self.metrics()
                         .delivery_latency
                         .observe(now.saturating_duration_since(delivery.created()));
                 }

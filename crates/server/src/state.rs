@@ -154,11 +154,9 @@ impl AppState {
             park_idle_after,
         };
         let native = Arc::new(NativeShared {
-            core: Arc::new(switchboard_session::Shared {
-                hub: hub.clone(),
-                config: config.session,
-            }),
-            metrics: metrics.clone(),
+            hub: hub.clone(),
+            config: config.session,
+            transport: metrics.clone(),
         });
         Arc::new(AppState {
             native,

@@ -315,3 +315,15 @@ fn tune_socket(stream: &TcpStream, send_buffer: Option<usize>) {
         let _ = socket2::SockRef::from(stream).set_send_buffer_size(size);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every idle room member on `/ws` is one parked box of this type: 384 B is a mimalloc
+    /// size class, and 8 B more cost the next class (448 B) per member (measured with
+    /// `bench --only switchboard,idle-members`). Make room before adding a field.
+    #[test]
+    fn a_parked_native_connection_fits_its_allocation_class() {
+        let size = std::mem::size_of::<super::ParkedConnection<crate::native::NativeSession>>();
+        assert!(size <= 384, "a parked /ws connection is {size} B");
+    }
+}

@@ -37,6 +37,7 @@ fn shared(config: SessionConfig) -> Arc<Shared> {
     Arc::new(Shared {
         hub: Hub::new(HubConfig::default()),
         config,
+        transport: (),
     })
 }
 
