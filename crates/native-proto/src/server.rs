@@ -144,14 +144,13 @@ impl ServerMessage {
                 messages,
                 more,
             } => {
+                let mut reply = history_head(room, *offset, epoch, *more);
                 let messages: Vec<Value> = messages
                     .iter()
                     .map(|m| serde_json::from_slice(m).unwrap_or(Value::Null))
                     .collect();
-                crate::wire::msgpack(&serde_json::json!({
-                    "type": "history", "room": room, "offset": offset, "epoch": epoch,
-                    "more": more, "messages": messages,
-                }))
+                reply["messages"] = Value::Array(messages);
+                crate::wire::msgpack(&reply)
             }
             other => crate::wire::msgpack(other),
         }
@@ -167,16 +166,20 @@ impl ServerMessage {
                 messages,
                 more,
             } => {
-                let head = serde_json::json!({
-                    "type": "history", "room": room, "offset": offset, "epoch": epoch,
-                    "more": more,
-                });
+                let head = history_head(room, *offset, epoch, *more);
                 Bytes::from(splice_messages(&head, messages))
             }
             // Serializing these can not fail: every field is a string, number, bool or list.
             other => Bytes::from(serde_json::to_vec(other).unwrap_or_default()),
         }
     }
+}
+
+/// A `history` reply without its messages.
+fn history_head(room: &RoomName, offset: u64, epoch: &str, more: bool) -> Value {
+    serde_json::json!({
+        "type": "history", "room": room, "offset": offset, "epoch": epoch, "more": more,
+    })
 }
 
 /// `head` (a JSON object) with a `messages` array of stored messages appended. The stored
