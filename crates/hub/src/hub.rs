@@ -4,20 +4,24 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use switchboard_native_proto::RoomName;
 
-use crate::dedup::Dedup;
+use crate::broker::{Broker, Fanout, MemoryBroker, Node};
 use crate::delivery::{Delivery, PresenceChange};
-use crate::history::{History, HistoryLimits};
+use crate::history::HistoryLimits;
 use crate::ids::{ConnId, Epoch, Offset, UserId};
 use crate::outbox::{Outbox, Pushed};
 use crate::pattern::RoomPattern;
+use crate::store::{MemoryStore, MemoryStoreConfig, RoomLog, Store};
 
 const SHARDS: usize = 64;
+
+/// Each hub of a process numbers its connections from its own base.
+static NEXT_NODE_BASE: AtomicU64 = AtomicU64::new(1);
 
 /// Hub settings.
 #[derive(Debug, Clone)]
@@ -53,6 +57,18 @@ pub enum OverflowPolicy {
     /// Close the slow connection with 4003 "Buffer overflow": right where a gap is worse than
     /// a reconnect (the client replays from history on reconnect).
     Close,
+}
+
+impl HubConfig {
+    /// The settings of a [`MemoryStore`] for this configuration.
+    pub fn memory_store(&self) -> MemoryStoreConfig {
+        MemoryStoreConfig {
+            history: self.history.clone(),
+            default_history: self.default_history,
+            dedup_window: self.dedup_window,
+            dedup_capacity: self.dedup_capacity,
+        }
+    }
 }
 
 impl Default for HubConfig {
@@ -150,6 +166,8 @@ pub enum PublishOnce {
     },
 }
 
+/// A room's local side on this node: its members here and their presence. Its history
+/// and offsets are the store's; messages arrive through the broker ([`Node::deliver`]).
 struct Room {
     state: Mutex<RoomState>,
 }
@@ -166,11 +184,7 @@ struct RoomState {
     /// Display names, only of the users that gave one (most anonymous members have none:
     /// a name slot in `presence` would cost every member 16 bytes).
     names: HashMap<UserId, Arc<str>>,
-    history: History,
-    limits: HistoryLimits,
     overflow: OverflowPolicy,
-    last_offset: Offset,
-    epoch: Epoch,
 }
 
 impl RoomState {
@@ -184,6 +198,24 @@ impl RoomState {
     }
 }
 
+impl Node for Room {
+    /// Queue a message of this room for every local member, under the room's lock (so each
+    /// member sees the room's messages in the order the broker hands them over: offset order).
+    fn deliver(&self, delivery: &Arc<Delivery>) -> Fanout {
+        let mut st = lock(&self.state);
+        let policy = st.overflow;
+        let mut fanout = Fanout::default();
+        for outbox in st.recipients().iter() {
+            match outbox.push_or(delivery, policy) {
+                Pushed::Queued => fanout.delivered += 1,
+                Pushed::Dropped | Pushed::Overflowed => fanout.dropped += 1,
+                Pushed::Closed => {}
+            }
+        }
+        fanout
+    }
+}
+
 type UserConns = HashMap<UserId, Vec<(ConnId, Arc<Outbox>)>>;
 
 /// The hub. Share it with `Arc`.
@@ -192,10 +224,11 @@ pub struct Hub {
     /// Live connections by user (for disconnecting a user), sharded like the rooms.
     users: Vec<Mutex<UserConns>>,
     config: HubConfig,
-    dedup: Dedup,
+    /// Histories, offsets, dedup: shared by every node of a deployment.
+    store: Arc<dyn Store>,
+    /// Carries messages to the nodes with members in their room (this one included).
+    broker: Arc<dyn Broker>,
     next_conn: AtomicU64,
-    next_epoch: AtomicU64,
-    boot: u64,
 }
 
 impl fmt::Debug for Hub {
@@ -219,16 +252,28 @@ pub fn now_ms() -> u64 {
 }
 
 impl Hub {
-    /// A hub with `config`.
+    /// A hub with `config`, alone in this process: a [`MemoryStore`] and a
+    /// [`MemoryBroker`] of its own.
     pub fn new(config: HubConfig) -> Arc<Hub> {
+        let store = MemoryStore::new(config.memory_store(), now_ms());
+        Hub::with_backends(config, store, MemoryBroker::new())
+    }
+
+    /// A hub (one node) over a store and a broker that other nodes may share. `config`'s
+    /// history and dedup settings are the store's business then.
+    pub fn with_backends(
+        config: HubConfig,
+        store: Arc<dyn Store>,
+        broker: Arc<dyn Broker>,
+    ) -> Arc<Hub> {
         Arc::new(Hub {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             users: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            dedup: Dedup::new(config.dedup_window, config.dedup_capacity),
             config,
-            next_conn: AtomicU64::new(1),
-            next_epoch: AtomicU64::new(1),
-            boot: now_ms(),
+            store,
+            broker,
+            // Connection ids are unique per process: nodes in one process share none.
+            next_conn: AtomicU64::new(NEXT_NODE_BASE.fetch_add(1 << 40, Ordering::Relaxed)),
         })
     }
 
@@ -307,21 +352,16 @@ impl Hub {
         &self.shards[(h.finish() as usize) % SHARDS]
     }
 
-    fn room(&self, name: &RoomName, create: bool) -> Option<Arc<Room>> {
+    /// This node's side of `name`, if it has one; with `create`, made (and subscribed to
+    /// the broker) if missing. The flag says whether it was made now.
+    fn room(&self, name: &RoomName, create: bool) -> Option<(Arc<Room>, bool)> {
         let mut shard = lock(self.shard(name));
         if let Some(r) = shard.get(name) {
-            return Some(r.clone());
+            return Some((r.clone(), false));
         }
         if !create {
             return None;
         }
-        // A new room starts a new epoch: its offsets restart and any earlier history of the
-        // same name is gone, which clients learn from the epoch change.
-        let epoch = format!(
-            "{:x}-{:x}",
-            self.boot,
-            self.next_epoch.fetch_add(1, Ordering::Relaxed)
-        );
         let room = Arc::new(Room {
             state: Mutex::new(RoomState {
                 removed: false,
@@ -329,113 +369,127 @@ impl Hub {
                 snapshot: None,
                 presence: HashMap::new(),
                 names: HashMap::new(),
-                history: History::default(),
-                limits: first_match(&self.config.history, name, self.config.default_history),
                 overflow: first_match(&self.config.overflow, name, self.config.default_overflow),
-                last_offset: Offset(0),
-                epoch: Epoch::from(epoch),
             }),
         });
+        // Subscribed before anyone can be a member, so that no message for it is missed.
+        let node: Weak<dyn Node> = Arc::downgrade(&room) as Weak<dyn Node>;
+        self.broker.subscribe(name, node);
         shard.insert(name.clone(), room.clone());
-        Some(room)
+        Some((room, true))
     }
 
-    /// Run `f` on the room's state, creating the room if needed (retrying if it was removed
-    /// concurrently).
-    fn with_room<R>(&self, name: &RoomName, mut f: impl FnMut(&mut RoomState) -> R) -> R {
-        loop {
-            let room = self.room(name, true);
-            let Some(room) = room else { continue };
-            let mut st = lock(&room.state);
-            if st.removed {
-                continue;
-            }
-            return f(&mut st);
-        }
-    }
-
-    /// Remove the room if nobody is in it and it keeps no history.
+    /// Forget this node's side of the room if nobody is in it here: unsubscribe, and let
+    /// the store forget the room too once its history is gone.
     fn collect_if_empty(&self, name: &RoomName) {
         let mut shard = lock(self.shard(name));
-        if let Some(room) = shard.get(name) {
-            let mut st = lock(&room.state);
-            let now = Instant::now();
-            let limits = st.limits;
-            st.history.expire(now, &limits);
-            if st.members.is_empty() && st.history.is_empty() {
-                st.removed = true;
-                drop(st);
-                shard.remove(name);
-            }
+        let Some(room) = shard.get(name).cloned() else {
+            return;
+        };
+        let mut st = lock(&room.state);
+        if !st.members.is_empty() {
+            return;
         }
+        st.removed = true;
+        drop(st);
+        shard.remove(name);
+        drop(shard);
+        // Outside every lock of ours: a publisher holds the broker while it waits for room
+        // locks.
+        self.forget(name, &room);
+    }
+
+    fn forget(&self, name: &RoomName, room: &Arc<Room>) {
+        let node: Weak<dyn Node> = Arc::downgrade(room) as Weak<dyn Node>;
+        self.broker.unsubscribe(name, &node);
+        self.store.release(name);
     }
 
     /// Add `conn` to `room`. With `since`, queue every message after it in the connection's
-    /// outbox first (or report `recovered: false` when history no longer covers the gap);
-    /// live messages follow in order, with no gap or duplicate at the seam because both happen
-    /// under the room's lock. Others get `user_joined` when the user's first connection joins
-    /// and the room is small enough.
+    /// outbox first (or report `recovered: false` when history no longer covers the gap, or
+    /// the missed messages do not fit the outbox budget: a replay is never sent in part);
+    /// live messages follow in order, with no gap or duplicate at the seam because the
+    /// store admits no append to the room while the join replays and joins. Others here get
+    /// `user_joined` when the user's first connection joins and the room is small enough.
     pub fn join(&self, conn: &HubConn, room: &RoomName, since: Option<(Offset, &str)>) -> Joined {
-        let joined = self.with_room(room, |st| {
-            let mut recovered = true;
-            let mut replayed = 0;
-            if let Some((offset, epoch)) = since {
-                let limits = st.limits;
-                st.history.expire(Instant::now(), &limits);
-                recovered = false;
-                if epoch == st.epoch.as_str() && st.history.covers(offset, st.last_offset) {
-                    // All or nothing: a replay that does not fit the outbox budget is not
-                    // sent in part, the client is told to resync (`recovered: false`) and
-                    // pages through `history` instead.
-                    let missed = st.history.after(offset, usize::MAX, usize::MAX).0;
-                    if conn.outbox.push_all(&missed) {
-                        recovered = true;
-                        replayed = missed.len();
-                    }
+        let mut joined = None;
+        while joined.is_none() {
+            self.store.with_log(room, &mut |log: &mut dyn RoomLog| {
+                let Some((r, created)) = self.room(room, true) else {
+                    return;
+                };
+                if created {
+                    log.hold();
+                }
+                let mut st = lock(&r.state);
+                if st.removed {
+                    return; // forgotten meanwhile: look it up again
+                }
+                joined = Some(self.join_locked(conn, room, since, log, &mut st));
+            });
+        }
+        joined.unwrap_or_else(|| unreachable!("the loop ends once a join happened"))
+    }
+
+    fn join_locked(
+        &self,
+        conn: &HubConn,
+        room: &RoomName,
+        since: Option<(Offset, &str)>,
+        log: &dyn RoomLog,
+        st: &mut RoomState,
+    ) -> Joined {
+        let mut recovered = true;
+        let mut replayed = 0;
+        if let Some((offset, epoch)) = since {
+            recovered = false;
+            if log.covers(offset, epoch) {
+                let missed = log.after(offset, usize::MAX, usize::MAX).0;
+                if conn.outbox.push_all(&missed) {
+                    recovered = true;
+                    replayed = missed.len();
                 }
             }
-            let first_of_user = match st.members.entry(conn.id) {
-                std::collections::hash_map::Entry::Occupied(_) => false,
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert((conn.user.clone(), conn.outbox.clone()));
-                    st.snapshot = None;
-                    let count = st.presence.entry(conn.user.clone()).or_insert(0);
-                    *count += 1;
-                    *count == 1
+        }
+        let first_of_user = match st.members.entry(conn.id) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert((conn.user.clone(), conn.outbox.clone()));
+                st.snapshot = None;
+                let count = st.presence.entry(conn.user.clone()).or_insert(0);
+                *count += 1;
+                *count == 1
+            }
+        };
+        if let Some(name) = &conn.name {
+            st.names.insert(conn.user.clone(), name.clone());
+        }
+        if first_of_user && st.members.len() <= self.config.join_leave_max_members {
+            let event = presence_event(true, conn, room);
+            for (id, (_, outbox)) in &st.members {
+                if *id != conn.id {
+                    outbox.push(&event);
                 }
-            };
-            if let Some(name) = &conn.name {
-                st.names.insert(conn.user.clone(), name.clone());
             }
-            let announce = first_of_user && st.members.len() <= self.config.join_leave_max_members;
-            if announce {
-                let event = presence_event(true, conn, room);
-                for (id, (_, outbox)) in &st.members {
-                    if *id != conn.id {
-                        outbox.push(&event);
-                    }
-                }
-            }
-            Joined {
-                offset: st.last_offset,
-                epoch: st.epoch.clone(),
-                recovered,
-                replayed,
-            }
-        });
-        joined
+        }
+        Joined {
+            offset: log.last_offset(),
+            epoch: log.epoch(),
+            recovered,
+            replayed,
+        }
     }
 
     /// Remove `conn` from `room`; `false` if it was not a member. Others get `user_left` when
     /// the user's last connection leaves and the room is small enough.
     pub fn leave(&self, conn: &HubConn, room: &RoomName) -> bool {
-        let Some(r) = self.room(room, false) else {
+        let Some((r, _)) = self.room(room, false) else {
             return false;
         };
-        let was_member = {
+        let (was_member, now_empty) = {
             let mut st = lock(&r.state);
             if st.members.remove(&conn.id).is_none() {
-                false
+                (false, false)
             } else {
                 st.snapshot = None;
                 let last_of_user = match st.presence.get_mut(&conn.user) {
@@ -455,10 +509,10 @@ impl Hub {
                         outbox.push(&event);
                     }
                 }
-                true
+                (true, st.members.is_empty())
             }
         };
-        if was_member {
+        if now_empty {
             self.collect_if_empty(room);
         }
         was_member
@@ -467,11 +521,12 @@ impl Hub {
     /// Whether `conn` is in `room`.
     pub fn is_member(&self, conn: &HubConn, room: &RoomName) -> bool {
         self.room(room, false)
-            .is_some_and(|r| lock(&r.state).members.contains_key(&conn.id))
+            .is_some_and(|(r, _)| lock(&r.state).members.contains_key(&conn.id))
     }
 
-    /// Publish a message of type `kind` to `room`: `build(offset, timestamp_ms)` makes the
-    /// JSON once; it is stored in history and queued for every member.
+    /// Publish a message of type `kind` to `room`: the store assigns its offset and keeps
+    /// it; `build(offset, timestamp_ms)` makes the JSON once; the broker hands it to every
+    /// node with members in the room, which queue it for each of them.
     pub fn publish(
         &self,
         room: &RoomName,
@@ -479,46 +534,27 @@ impl Hub {
         build: impl FnOnce(Offset, u64) -> Bytes,
     ) -> Published {
         let mut build = Some(build);
-        self.with_room(room, |st| {
-            let offset = st.last_offset.next();
-            st.last_offset = offset;
-            let timestamp_ms = now_ms();
-            let json = match build.take() {
-                Some(b) => b(offset, timestamp_ms),
-                None => Bytes::new(), // with_room calls this closure once per successful lock
-            };
-            let delivery = Delivery::message(
-                room.clone(),
-                Arc::from(kind),
-                json,
-                offset,
-                st.epoch.clone(),
-                timestamp_ms,
-            );
-            let limits = st.limits;
-            st.history.push(Instant::now(), delivery.clone(), &limits);
-            let (mut delivered, mut dropped) = (0, 0);
-            let policy = st.overflow;
-            for outbox in st.recipients().iter() {
-                match outbox.push_or(&delivery, policy) {
-                    Pushed::Queued => delivered += 1,
-                    Pushed::Dropped | Pushed::Overflowed => dropped += 1,
-                    Pushed::Closed => {}
-                }
-            }
-            Published {
-                offset,
-                epoch: st.epoch.clone(),
-                delivered,
-                dropped,
-            }
-        })
+        let mut fanout = Fanout::default();
+        let (offset, epoch) = self.store.append(
+            room,
+            kind,
+            &mut |offset, ts| match build.take() {
+                Some(b) => b(offset, ts),
+                None => Bytes::new(), // the store builds each message once
+            },
+            &mut |delivery| fanout = self.broker.publish(delivery),
+        );
+        Published {
+            offset,
+            epoch,
+            delivered: fanout.delivered,
+            dropped: fanout.dropped,
+        }
     }
 
     /// Publish to `room` unless `sender` already published a message with `id` to it within
-    /// the dedup window. The check and the record are one atomic step: two concurrent retries
-    /// of one id publish once (the dedup shard's lock is held across the publish; nothing
-    /// takes it while holding a room lock).
+    /// the dedup window. The check and the record are one atomic step (the store's): two
+    /// concurrent retries of one id publish once.
     pub fn publish_once(
         &self,
         room: &RoomName,
@@ -527,23 +563,29 @@ impl Hub {
         id: &str,
         build: impl FnOnce(Offset, u64) -> Bytes,
     ) -> PublishOnce {
-        let outcome = self
-            .dedup
-            .once(&sender.0, room.as_str(), id, Instant::now(), || {
-                let published = self.publish(room, kind, build);
-                let recorded = (published.offset, published.epoch.clone());
-                (recorded, published)
-            });
-        match outcome {
-            Ok(published) => PublishOnce::Published(published),
-            Err((offset, epoch)) => PublishOnce::Duplicate { offset, epoch },
+        let mut build = Some(build);
+        let mut published = None;
+        let outcome = self.store.once(&sender.0, room.as_str(), id, &mut || {
+            let p = match build.take() {
+                Some(b) => self.publish(room, kind, b),
+                None => unreachable!("the store accepts a message once"),
+            };
+            let recorded = (p.offset, p.epoch.clone());
+            published = Some(p);
+            recorded
+        });
+        match (outcome, published) {
+            (Ok(_), Some(p)) => PublishOnce::Published(p),
+            (Ok((offset, epoch)) | Err((offset, epoch)), _) => {
+                PublishOnce::Duplicate { offset, epoch }
+            }
         }
     }
 
     /// Retained messages of `room` after `since` (the newest `limit` of them), oldest first,
     /// as many as fit in `max_bytes` of JSON (at least one), with the room's latest offset and
     /// epoch. Creates nothing: a room that does not exist has no messages, offset 0 and the
-    /// hub's boot epoch.
+    /// store's void epoch.
     pub fn history(
         &self,
         room: &RoomName,
@@ -551,39 +593,31 @@ impl Hub {
         limit: Option<usize>,
         max_bytes: usize,
     ) -> HistoryPage {
-        let Some(r) = self.room(room, false) else {
-            return HistoryPage {
-                messages: Vec::new(),
-                last_offset: Offset(0),
-                epoch: self.boot_epoch(),
-                more: false,
-            };
-        };
-        let mut st = lock(&r.state);
-        let limits = st.limits;
-        st.history.expire(Instant::now(), &limits);
-        let (messages, more) = st.history.after(
-            since.unwrap_or_default(),
-            limit.unwrap_or(usize::MAX),
-            max_bytes,
-        );
-        HistoryPage {
-            messages,
-            last_offset: st.last_offset,
-            epoch: st.epoch.clone(),
-            more,
-        }
+        let mut page = None;
+        self.store.read(room, &mut |log: &dyn RoomLog| {
+            let (messages, more) = log.after(
+                since.unwrap_or_default(),
+                limit.unwrap_or(usize::MAX),
+                max_bytes,
+            );
+            page = Some(HistoryPage {
+                messages,
+                last_offset: log.last_offset(),
+                epoch: log.epoch(),
+                more,
+            });
+        });
+        page.unwrap_or_else(|| HistoryPage {
+            messages: Vec::new(),
+            last_offset: Offset(0),
+            epoch: self.store.void_epoch(),
+            more: false,
+        })
     }
 
-    /// The epoch reported for rooms that do not exist (no room has it: joining with it gets
-    /// `recovered: false` unless nothing was missed).
-    fn boot_epoch(&self) -> Epoch {
-        Epoch::from(format!("{:x}-0", self.boot))
-    }
-
-    /// Who is in `room`, by user with connection counts, sorted by user id.
+    /// Who is in `room` on this node, by user with connection counts, sorted by user id.
     pub fn presence(&self, room: &RoomName) -> Vec<PresenceEntry> {
-        let Some(r) = self.room(room, false) else {
+        let Some((r, _)) = self.room(room, false) else {
             return Vec::new();
         };
         let st = lock(&r.state);
@@ -601,49 +635,49 @@ impl Hub {
         v
     }
 
-    /// How many rooms exist (with members or history).
+    /// How many rooms exist (with members here or history in the store).
     pub fn channel_count(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).len()).sum()
+        self.channels().len()
     }
 
-    /// Every room with members or history: name and member count.
+    /// Every room with members here or history in the store: name and local member count.
     pub fn channels(&self) -> Vec<(RoomName, usize)> {
-        let mut v = Vec::new();
+        let mut counts: HashMap<RoomName, usize> =
+            self.store.rooms().into_iter().map(|r| (r, 0)).collect();
         for shard in &self.shards {
             let rooms: Vec<_> = lock(shard)
                 .iter()
                 .map(|(n, r)| (n.clone(), r.clone()))
                 .collect();
             for (name, room) in rooms {
-                v.push((name, lock(&room.state).members.len()));
+                counts.insert(name, lock(&room.state).members.len());
             }
         }
+        let mut v: Vec<_> = counts.into_iter().collect();
         v.sort();
         v
     }
 
-    /// Expire old history in every room and forget rooms with neither members nor history.
-    /// Call periodically (the server does every 30 s): without it a room whose last member
-    /// left keeps its expired history until someone touches it again. Returns how many rooms
-    /// were removed.
+    /// Forget rooms without members here, expire old history and let the store forget rooms
+    /// with neither history nor members anywhere. Call periodically (the server does every
+    /// 30 s). Returns how many rooms the store forgot.
     pub fn sweep(&self) -> usize {
-        let now = Instant::now();
-        let mut removed = 0;
+        let mut forgotten = Vec::new();
         for shard in &self.shards {
-            let mut map = lock(shard);
-            map.retain(|_, room| {
+            lock(shard).retain(|name, room| {
                 let mut st = lock(&room.state);
-                let limits = st.limits;
-                st.history.expire(now, &limits);
-                let keep = !(st.members.is_empty() && st.history.is_empty());
+                let keep = !st.members.is_empty();
                 if !keep {
                     st.removed = true;
-                    removed += 1;
+                    forgotten.push((name.clone(), room.clone()));
                 }
                 keep
             });
         }
-        removed
+        for (name, room) in &forgotten {
+            self.forget(name, room);
+        }
+        self.store.sweep()
     }
 }
 

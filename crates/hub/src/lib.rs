@@ -9,6 +9,7 @@
 //! assigns its offset and pushes to the members' outboxes (that keeps every member's view of
 //! the room in offset order). No lock is global, none is held across an `.await`.
 
+mod broker;
 mod dedup;
 mod delivery;
 mod history;
@@ -16,7 +17,9 @@ mod hub;
 mod ids;
 mod outbox;
 mod pattern;
+mod store;
 
+pub use broker::{Broker, Fanout, MemoryBroker, Node};
 pub use dedup::{Dedup, Recorded};
 pub use delivery::{Body, Delivery, EncodingKey, PresenceChange, ENCODING_SLOTS};
 pub use history::{History, HistoryLimits};
@@ -27,4 +30,5 @@ pub use hub::{
 pub use ids::{ConnId, Epoch, Offset, UserId};
 pub use outbox::{Kick, Outbox, Pushed};
 pub use pattern::RoomPattern;
+pub use store::{MemoryStore, MemoryStoreConfig, RoomLog, Store};
 pub use switchboard_native_proto::RoomName;

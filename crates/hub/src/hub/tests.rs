@@ -386,3 +386,94 @@ fn overflow_policy_follows_the_room_pattern() {
     assert_eq!(slow.outbox.disconnect_requested(), Some(Kick::Overflow));
     assert!(slow.outbox.is_empty(), "the backlog is freed at once");
 }
+
+/// Two nodes over one shared store and broker (what Redis will be across processes).
+fn two_nodes() -> (Arc<Hub>, Arc<Hub>) {
+    let config = HubConfig::default();
+    let store = crate::MemoryStore::new(config.memory_store(), 1);
+    let broker = crate::MemoryBroker::new();
+    let a = Hub::with_backends(config.clone(), store.clone(), broker.clone());
+    let b = Hub::with_backends(config, store, broker);
+    (a, b)
+}
+
+#[test]
+fn two_nodes_share_rooms_with_one_offset_sequence_and_replay_across_nodes() {
+    let (a, b) = two_nodes();
+    let r = room("shared");
+    let on_a = a.connect(user("x"));
+    let on_b = b.connect(user("y"));
+    a.join(&on_a, &r, None);
+    b.join(&on_b, &r, None);
+    assert_ne!(
+        on_a.id, on_b.id,
+        "connection ids are unique across the nodes of a process"
+    );
+    publish(&a, &r, "m1");
+    publish(&b, &r, "m2");
+    publish(&a, &r, "m3");
+    // Each member gets every message once, in one offset sequence, wherever it was published.
+    assert_eq!(drained(&on_a), ["m1@1", "m2@2", "m3@3"]);
+    assert_eq!(drained(&on_b), ["m1@1", "m2@2", "m3@3"]);
+
+    // A client of node a sees m3, drops, and reconnects to node b with `since`.
+    let epoch = b.history(&r, None, None, usize::MAX).epoch;
+    assert_eq!(epoch, a.history(&r, None, None, usize::MAX).epoch);
+    publish(&b, &r, "m4");
+    publish(&a, &r, "m5");
+    let back = b.connect(user("x"));
+    let j = b.join(&back, &r, Some((Offset(3), epoch.as_str())));
+    assert_eq!((j.offset, j.recovered, j.replayed), (Offset(5), true, 2));
+    publish(&a, &r, "m6");
+    assert_eq!(
+        drained(&back),
+        ["m4@4", "m5@5", "m6@6"],
+        "no gap, no duplicate"
+    );
+}
+
+#[test]
+fn a_node_without_local_members_gets_nothing_and_lookups_on_it_create_nothing() {
+    let (a, b) = two_nodes();
+    let r = room("r");
+    let on_a = a.connect(user("x"));
+    a.join(&on_a, &r, None);
+    let on_b = b.connect(user("y"));
+    b.join(&on_b, &r, None);
+    b.leave(&on_b, &r);
+    assert!(b.presence(&r).is_empty());
+    let p = publish(&a, &r, "after");
+    assert_eq!(p.delivered, 1, "only node a's member");
+    assert!(drained(&on_b).is_empty());
+    assert_eq!(b.history(&r, None, None, usize::MAX).messages.len(), 1);
+}
+
+#[test]
+fn concurrent_publishes_on_two_nodes_arrive_everywhere_once_in_offset_order() {
+    let (a, b) = two_nodes();
+    let r = room("busy");
+    let on_a = a.connect(user("x"));
+    let on_b = b.connect(user("y"));
+    a.join(&on_a, &r, None);
+    b.join(&on_b, &r, None);
+    let threads: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .map(|hub| {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                for i in 0..500 {
+                    publish(&hub, &r, &i.to_string());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for member in [&on_a, &on_b] {
+        let mut v = Vec::new();
+        member.outbox.drain(&mut v);
+        let offsets: Vec<u64> = v.iter().filter_map(|d| d.offset()).map(|o| o.0).collect();
+        assert_eq!(offsets, (1..=1000).collect::<Vec<_>>());
+    }
+}
