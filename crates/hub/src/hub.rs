@@ -179,11 +179,6 @@ struct RoomState {
     /// The members' outboxes, rebuilt lazily after membership changes so that a publish
     /// iterates a flat slice.
     snapshot: Option<Arc<[Arc<Outbox>]>>,
-    /// Connections per user.
-    presence: HashMap<UserId, usize>,
-    /// Display names, only of the users that gave one (most anonymous members have none:
-    /// a name slot in `presence` would cost every member 16 bytes).
-    names: HashMap<UserId, Arc<str>>,
     overflow: OverflowPolicy,
 }
 
@@ -367,8 +362,6 @@ impl Hub {
                 removed: false,
                 members: HashMap::new(),
                 snapshot: None,
-                presence: HashMap::new(),
-                names: HashMap::new(),
                 overflow: first_match(&self.config.overflow, name, self.config.default_overflow),
             }),
         });
@@ -436,7 +429,7 @@ impl Hub {
         conn: &HubConn,
         room: &RoomName,
         since: Option<(Offset, &str)>,
-        log: &dyn RoomLog,
+        log: &mut dyn RoomLog,
         st: &mut RoomState,
     ) -> Joined {
         let mut recovered = true;
@@ -456,14 +449,10 @@ impl Hub {
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert((conn.user.clone(), conn.outbox.clone()));
                 st.snapshot = None;
-                let count = st.presence.entry(conn.user.clone()).or_insert(0);
-                *count += 1;
-                *count == 1
+                // Presence is the store's: the user's first connection on any node.
+                log.presence_join(&conn.user, conn.name.as_ref())
             }
         };
-        if let Some(name) = &conn.name {
-            st.names.insert(conn.user.clone(), name.clone());
-        }
         if first_of_user && st.members.len() <= self.config.join_leave_max_members {
             let event = presence_event(true, conn, room);
             for (id, (_, outbox)) in &st.members {
@@ -486,36 +475,29 @@ impl Hub {
         let Some((r, _)) = self.room(room, false) else {
             return false;
         };
-        let (was_member, now_empty) = {
+        {
             let mut st = lock(&r.state);
             if st.members.remove(&conn.id).is_none() {
-                (false, false)
-            } else {
-                st.snapshot = None;
-                let last_of_user = match st.presence.get_mut(&conn.user) {
-                    Some(c) if *c > 1 => {
-                        *c -= 1;
-                        false
-                    }
-                    _ => {
-                        st.presence.remove(&conn.user);
-                        st.names.remove(&conn.user);
-                        true
-                    }
-                };
-                if last_of_user && st.members.len() < self.config.join_leave_max_members {
-                    let event = presence_event(false, conn, room);
-                    for (_, outbox) in st.members.values() {
-                        outbox.push(&event);
-                    }
-                }
-                (true, st.members.is_empty())
+                return false;
             }
+            st.snapshot = None;
+        }
+        // The store after the room's lock, never under it (lock order: store, then room).
+        let last_of_user = self.store.presence_leave(room, &conn.user);
+        let now_empty = {
+            let st = lock(&r.state);
+            if last_of_user && st.members.len() < self.config.join_leave_max_members {
+                let event = presence_event(false, conn, room);
+                for (_, outbox) in st.members.values() {
+                    outbox.push(&event);
+                }
+            }
+            st.members.is_empty()
         };
         if now_empty {
             self.collect_if_empty(room);
         }
-        was_member
+        true
     }
 
     /// Whether `conn` is in `room`.
@@ -615,22 +597,12 @@ impl Hub {
         })
     }
 
-    /// Who is in `room` on this node, by user with connection counts, sorted by user id.
+    /// Who is in `room` on every node sharing the store, by user with connection counts,
+    /// sorted by user id.
     pub fn presence(&self, room: &RoomName) -> Vec<PresenceEntry> {
-        let Some((r, _)) = self.room(room, false) else {
-            return Vec::new();
-        };
-        let st = lock(&r.state);
-        let mut v: Vec<_> = st
-            .presence
-            .iter()
-            .map(|(user, n)| PresenceEntry {
-                user: user.clone(),
-                name: st.names.get(user).cloned(),
-                connections: *n,
-            })
-            .collect();
-        drop(st);
+        let mut v = Vec::new();
+        self.store
+            .read(room, &mut |log: &dyn RoomLog| v = log.presence());
         v.sort_by(|a, b| a.user.cmp(&b.user));
         v
     }

@@ -19,7 +19,8 @@ use switchboard_native_proto::RoomName;
 use crate::dedup::{Dedup, Recorded};
 use crate::delivery::Delivery;
 use crate::history::{History, HistoryLimits};
-use crate::ids::{Epoch, Offset};
+use crate::hub::PresenceEntry;
+use crate::ids::{Epoch, Offset, UserId};
 use crate::pattern::RoomPattern;
 
 const SHARDS: usize = 64;
@@ -38,6 +39,11 @@ pub trait RoomLog {
     /// A node has local members in this room: keep its epoch even while its history is
     /// empty. Balanced by [`Store::release`].
     fn hold(&mut self);
+    /// A connection of `user` (display name `name`) joined, on any node; `true` if it is
+    /// the user's first in the room. Balanced by [`Store::presence_leave`].
+    fn presence_join(&mut self, user: &UserId, name: Option<&Arc<str>>) -> bool;
+    /// Who is in the room: users with connection counts and display names, unsorted.
+    fn presence(&self) -> Vec<PresenceEntry>;
 }
 
 /// The history store. Implementations: [`MemoryStore`] (default); Redis later.
@@ -66,6 +72,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// A node's last local member left `room` (see [`RoomLog::hold`]).
     fn release(&self, room: &RoomName);
+
+    /// A connection of `user` left `room`; `true` if it was the user's last there.
+    fn presence_leave(&self, room: &RoomName, user: &UserId) -> bool;
 
     /// The epoch reported for rooms that do not exist.
     fn void_epoch(&self) -> Epoch;
@@ -130,6 +139,11 @@ struct MemoryLog {
     epoch: Epoch,
     /// Nodes with local members.
     holders: usize,
+    /// Connections per user, over every node.
+    presence: HashMap<UserId, usize>,
+    /// Display names, only of the users that gave one (most anonymous members have none:
+    /// a name slot in `presence` would cost every member 16 bytes).
+    names: HashMap<UserId, Arc<str>>,
 }
 
 impl RoomLog for MemoryLog {
@@ -151,6 +165,26 @@ impl RoomLog for MemoryLog {
 
     fn hold(&mut self) {
         self.holders += 1;
+    }
+
+    fn presence_join(&mut self, user: &UserId, name: Option<&Arc<str>>) -> bool {
+        if let Some(name) = name {
+            self.names.insert(user.clone(), name.clone());
+        }
+        let count = self.presence.entry(user.clone()).or_insert(0);
+        *count += 1;
+        *count == 1
+    }
+
+    fn presence(&self) -> Vec<PresenceEntry> {
+        self.presence
+            .iter()
+            .map(|(user, n)| PresenceEntry {
+                user: user.clone(),
+                name: self.names.get(user).cloned(),
+                connections: *n,
+            })
+            .collect()
     }
 }
 
@@ -206,6 +240,8 @@ impl MemoryStore {
             last_offset: Offset(0),
             epoch: Epoch::from(epoch),
             holders: 0,
+            presence: HashMap::new(),
+            names: HashMap::new(),
         }));
         shard.insert(room.clone(), log.clone());
         Some(log)
@@ -285,6 +321,25 @@ impl Store for MemoryStore {
             st.removed = true;
             drop(st);
             shard.remove(room);
+        }
+    }
+
+    fn presence_leave(&self, room: &RoomName, user: &UserId) -> bool {
+        let Some(log) = self.log(room, false) else {
+            return false;
+        };
+        let mut st = lock(&log);
+        match st.presence.get_mut(user) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                st.presence.remove(user);
+                st.names.remove(user);
+                true
+            }
+            None => false,
         }
     }
 

@@ -441,7 +441,9 @@ fn a_node_without_local_members_gets_nothing_and_lookups_on_it_create_nothing() 
     let on_b = b.connect(user("y"));
     b.join(&on_b, &r, None);
     b.leave(&on_b, &r);
-    assert!(b.presence(&r).is_empty());
+    let p = b.presence(&r);
+    assert_eq!(p.len(), 1, "presence spans the nodes: {p:?}");
+    assert_eq!(p[0].user, user("x"));
     let p = publish(&a, &r, "after");
     assert_eq!(p.delivered, 1, "only node a's member");
     assert!(drained(&on_b).is_empty());
@@ -476,4 +478,51 @@ fn concurrent_publishes_on_two_nodes_arrive_everywhere_once_in_offset_order() {
         let offsets: Vec<u64> = v.iter().filter_map(|d| d.offset()).map(|o| o.0).collect();
         assert_eq!(offsets, (1..=1000).collect::<Vec<_>>());
     }
+}
+
+#[test]
+fn presence_is_the_same_on_every_node_and_counts_connections_across_nodes() {
+    let (a, b) = two_nodes();
+    let r = room("lobby");
+    let mut jane_a = a.connect(user("jane"));
+    jane_a.name = Some(Arc::from("Jane"));
+    let jane_b = b.connect(user("jane"));
+    let bob = b.connect(user("bob"));
+    a.join(&jane_a, &r, None);
+    b.join(&bob, &r, None);
+    // Jane's second connection, on the other node, is not her first: no second user_joined.
+    b.join(&jane_b, &r, None);
+    assert_eq!(
+        drained(&bob).len(),
+        0,
+        "jane was already there when bob joined"
+    );
+    for hub in [&a, &b] {
+        let p = hub.presence(&r);
+        let seen: Vec<_> = p
+            .iter()
+            .map(|e| {
+                (
+                    e.user.0.to_string(),
+                    e.connections,
+                    e.name.as_deref().map(str::to_owned),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("bob".to_owned(), 1, None),
+                ("jane".to_owned(), 2, Some("Jane".to_owned()))
+            ]
+        );
+    }
+    a.leave(&jane_a, &r);
+    assert!(drained(&bob).is_empty(), "jane is still there on node b");
+    b.leave(&jane_b, &r);
+    assert_eq!(
+        drained(&bob),
+        [r#"{"type":"user_left","userId":"jane","user":"jane","room":"lobby"}"#]
+    );
+    assert_eq!(a.presence(&r).len(), 1);
 }
