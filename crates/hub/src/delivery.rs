@@ -11,7 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use switchboard_native_proto::RoomName;
 
-use crate::ids::{Epoch, Offset, UserId};
+use crate::ids::{ConnId, Epoch, Offset, UserId};
 
 /// How many encodings a delivery can cache: one per wire format and transport framing in use
 /// (WebSocket JSON, WebSocket MessagePack, SSE event, Socket.IO packet, ...).
@@ -40,6 +40,8 @@ pub struct PresenceChange {
     pub user: UserId,
     /// Their display name, if they gave one.
     pub name: Option<Arc<str>>,
+    /// The connection that joined or left (it is not told about itself).
+    pub origin: ConnId,
 }
 
 /// One message as every recipient gets it. Shared by `Arc`.

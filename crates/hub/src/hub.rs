@@ -200,6 +200,15 @@ impl Node for Room {
         let mut st = lock(&self.state);
         let policy = st.overflow;
         let mut fanout = Fanout::default();
+        if let crate::delivery::Body::Presence(change) = delivery.body() {
+            // About a member, for the others: not to the connection it is about.
+            for (id, (_, outbox)) in &st.members {
+                if *id != change.origin {
+                    outbox.push(delivery);
+                }
+            }
+            return fanout;
+        }
         for outbox in st.recipients().iter() {
             match outbox.push_or(delivery, policy) {
                 Pushed::Queued => fanout.delivered += 1,
@@ -418,7 +427,14 @@ impl Hub {
                 if st.removed {
                     return; // forgotten meanwhile: look it up again
                 }
-                joined = Some(self.join_locked(conn, room, since, log, &mut st));
+                let (j, announce) = self.join_locked(conn, since, log, &mut st);
+                drop(st);
+                joined = Some(j);
+                if announce {
+                    // To the members on every node, through the broker (still in the store's
+                    // order, no room lock held: the broker takes the rooms' locks).
+                    self.broker.publish(&presence_event(true, conn, room));
+                }
             });
         }
         joined.unwrap_or_else(|| unreachable!("the loop ends once a join happened"))
@@ -427,11 +443,10 @@ impl Hub {
     fn join_locked(
         &self,
         conn: &HubConn,
-        room: &RoomName,
         since: Option<(Offset, &str)>,
         log: &mut dyn RoomLog,
         st: &mut RoomState,
-    ) -> Joined {
+    ) -> (Joined, bool) {
         let mut recovered = true;
         let mut replayed = 0;
         if let Some((offset, epoch)) = since {
@@ -453,20 +468,16 @@ impl Hub {
                 log.presence_join(&conn.user, conn.name.as_ref())
             }
         };
-        if first_of_user && st.members.len() <= self.config.join_leave_max_members {
-            let event = presence_event(true, conn, room);
-            for (id, (_, outbox)) in &st.members {
-                if *id != conn.id {
-                    outbox.push(&event);
-                }
-            }
-        }
-        Joined {
+        // `user_joined` only while the room (on every node) is small enough: each costs
+        // O(members).
+        let announce = first_of_user && log.connections() <= self.config.join_leave_max_members;
+        let joined = Joined {
             offset: log.last_offset(),
             epoch: log.epoch(),
             recovered,
             replayed,
-        }
+        };
+        (joined, announce)
     }
 
     /// Remove `conn` from `room`; `false` if it was not a member. Others get `user_left` when
@@ -483,17 +494,12 @@ impl Hub {
             st.snapshot = None;
         }
         // The store after the room's lock, never under it (lock order: store, then room).
-        let last_of_user = self.store.presence_leave(room, &conn.user);
-        let now_empty = {
-            let st = lock(&r.state);
-            if last_of_user && st.members.len() < self.config.join_leave_max_members {
-                let event = presence_event(false, conn, room);
-                for (_, outbox) in st.members.values() {
-                    outbox.push(&event);
-                }
-            }
-            st.members.is_empty()
-        };
+        let (last_of_user, remaining) = self.store.presence_leave(room, &conn.user);
+        if last_of_user && remaining < self.config.join_leave_max_members {
+            // To the members on every node.
+            self.broker.publish(&presence_event(false, conn, room));
+        }
+        let now_empty = lock(&r.state).members.is_empty();
         if now_empty {
             self.collect_if_empty(room);
         }
@@ -666,6 +672,7 @@ fn presence_event(joined: bool, conn: &HubConn, room: &RoomName) -> Arc<Delivery
         joined,
         user: conn.user.clone(),
         name: conn.name.clone(),
+        origin: conn.id,
     };
     Delivery::presence(room.clone(), change, now_ms())
 }

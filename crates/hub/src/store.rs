@@ -44,6 +44,8 @@ pub trait RoomLog {
     fn presence_join(&mut self, user: &UserId, name: Option<&Arc<str>>) -> bool;
     /// Who is in the room: users with connection counts and display names, unsorted.
     fn presence(&self) -> Vec<PresenceEntry>;
+    /// Connections in the room, over every node.
+    fn connections(&self) -> usize;
 }
 
 /// The history store. Implementations: [`MemoryStore`] (default); Redis later.
@@ -73,8 +75,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// A node's last local member left `room` (see [`RoomLog::hold`]).
     fn release(&self, room: &RoomName);
 
-    /// A connection of `user` left `room`; `true` if it was the user's last there.
-    fn presence_leave(&self, room: &RoomName, user: &UserId) -> bool;
+    /// A connection of `user` left `room`: whether it was the user's last there, and how
+    /// many connections remain in the room (every node).
+    fn presence_leave(&self, room: &RoomName, user: &UserId) -> (bool, usize);
 
     /// The epoch reported for rooms that do not exist.
     fn void_epoch(&self) -> Epoch;
@@ -141,6 +144,8 @@ struct MemoryLog {
     holders: usize,
     /// Connections per user, over every node.
     presence: HashMap<UserId, usize>,
+    /// Their sum.
+    connections: usize,
     /// Display names, only of the users that gave one (most anonymous members have none:
     /// a name slot in `presence` would cost every member 16 bytes).
     names: HashMap<UserId, Arc<str>>,
@@ -171,9 +176,14 @@ impl RoomLog for MemoryLog {
         if let Some(name) = name {
             self.names.insert(user.clone(), name.clone());
         }
+        self.connections += 1;
         let count = self.presence.entry(user.clone()).or_insert(0);
         *count += 1;
         *count == 1
+    }
+
+    fn connections(&self) -> usize {
+        self.connections
     }
 
     fn presence(&self) -> Vec<PresenceEntry> {
@@ -241,6 +251,7 @@ impl MemoryStore {
             epoch: Epoch::from(epoch),
             holders: 0,
             presence: HashMap::new(),
+            connections: 0,
             names: HashMap::new(),
         }));
         shard.insert(room.clone(), log.clone());
@@ -324,12 +335,12 @@ impl Store for MemoryStore {
         }
     }
 
-    fn presence_leave(&self, room: &RoomName, user: &UserId) -> bool {
+    fn presence_leave(&self, room: &RoomName, user: &UserId) -> (bool, usize) {
         let Some(log) = self.log(room, false) else {
-            return false;
+            return (false, 0);
         };
         let mut st = lock(&log);
-        match st.presence.get_mut(user) {
+        let last = match st.presence.get_mut(user) {
             Some(n) if *n > 1 => {
                 *n -= 1;
                 false
@@ -339,8 +350,10 @@ impl Store for MemoryStore {
                 st.names.remove(user);
                 true
             }
-            None => false,
-        }
+            None => return (false, st.connections),
+        };
+        st.connections = st.connections.saturating_sub(1);
+        (last, st.connections)
     }
 
     fn void_epoch(&self) -> Epoch {

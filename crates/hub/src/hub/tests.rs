@@ -412,8 +412,17 @@ fn two_nodes_share_rooms_with_one_offset_sequence_and_replay_across_nodes() {
     publish(&a, &r, "m1");
     publish(&b, &r, "m2");
     publish(&a, &r, "m3");
-    // Each member gets every message once, in one offset sequence, wherever it was published.
-    assert_eq!(drained(&on_a), ["m1@1", "m2@2", "m3@3"]);
+    // Each member gets every message once, in one offset sequence, wherever it was published;
+    // y's join on node b was announced to x on node a.
+    assert_eq!(
+        drained(&on_a),
+        [
+            r#"{"type":"user_joined","userId":"y","user":"y","room":"shared"}"#,
+            "m1@1",
+            "m2@2",
+            "m3@3"
+        ]
+    );
     assert_eq!(drained(&on_b), ["m1@1", "m2@2", "m3@3"]);
 
     // A client of node a sees m3, drops, and reconnects to node b with `since`.
