@@ -15,7 +15,7 @@ use crate::delivery::{Delivery, PresenceChange};
 use crate::history::HistoryLimits;
 use crate::ids::{ConnId, Epoch, Offset, UserId};
 use crate::outbox::{Outbox, Pushed};
-use crate::pattern::RoomPattern;
+use crate::pattern::{first_match, RoomPattern};
 use crate::store::{MemoryStore, MemoryStoreConfig, RoomLog, Store};
 
 const SHARDS: usize = 64;
@@ -657,14 +657,6 @@ impl Hub {
         }
         self.store.sweep()
     }
-}
-
-/// The setting of the first rule whose pattern matches `room`, else `default`.
-fn first_match<T: Copy>(rules: &[(RoomPattern, T)], room: &RoomName, default: T) -> T {
-    rules
-        .iter()
-        .find(|(pattern, _)| pattern.matches(room.as_str()))
-        .map_or(default, |(_, setting)| *setting)
 }
 
 fn presence_event(joined: bool, conn: &HubConn, room: &RoomName) -> Arc<Delivery> {

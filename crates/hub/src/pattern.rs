@@ -39,6 +39,18 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
     pattern[p..].iter().all(|&c| c == b'*')
 }
 
+/// The setting of the first rule whose pattern matches `room`, else `default`.
+pub(crate) fn first_match<T: Copy>(
+    rules: &[(RoomPattern, T)],
+    room: &switchboard_native_proto::RoomName,
+    default: T,
+) -> T {
+    rules
+        .iter()
+        .find(|(pattern, _)| pattern.matches(room.as_str()))
+        .map_or(default, |(_, setting)| *setting)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

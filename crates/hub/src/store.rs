@@ -21,7 +21,7 @@ use crate::delivery::Delivery;
 use crate::history::{History, HistoryLimits};
 use crate::hub::PresenceEntry;
 use crate::ids::{Epoch, Offset, UserId};
-use crate::pattern::RoomPattern;
+use crate::pattern::{first_match, RoomPattern};
 
 const SHARDS: usize = 64;
 
@@ -151,6 +151,14 @@ struct MemoryLog {
     names: HashMap<UserId, Arc<str>>,
 }
 
+impl MemoryLog {
+    /// Drop messages older than the room's age limit.
+    fn expire(&mut self, now: Instant) {
+        let limits = self.limits;
+        self.history.expire(now, &limits);
+    }
+}
+
 impl RoomLog for MemoryLog {
     fn last_offset(&self) -> Offset {
         self.last_offset
@@ -237,12 +245,7 @@ impl MemoryStore {
             self.boot,
             self.next_epoch.fetch_add(1, Ordering::Relaxed)
         );
-        let limits = self
-            .config
-            .history
-            .iter()
-            .find(|(p, _)| p.matches(room.as_str()))
-            .map_or(self.config.default_history, |(_, l)| *l);
+        let limits = first_match(&self.config.history, room, self.config.default_history);
         let log = Arc::new(Mutex::new(MemoryLog {
             removed: false,
             history: History::default(),
@@ -268,8 +271,7 @@ impl MemoryStore {
             if st.removed {
                 continue;
             }
-            let limits = st.limits;
-            st.history.expire(Instant::now(), &limits);
+            st.expire(Instant::now());
             return f(&mut st);
         }
     }
@@ -312,8 +314,7 @@ impl Store for MemoryStore {
         if st.removed {
             return None;
         }
-        let limits = st.limits;
-        st.history.expire(Instant::now(), &limits);
+        st.expire(Instant::now());
         f(&*st);
         Some(())
     }
@@ -326,8 +327,7 @@ impl Store for MemoryStore {
         };
         let mut st = lock(&log);
         st.holders = st.holders.saturating_sub(1);
-        let limits = st.limits;
-        st.history.expire(Instant::now(), &limits);
+        st.expire(Instant::now());
         if st.holders == 0 && st.history.is_empty() {
             st.removed = true;
             drop(st);
@@ -386,8 +386,7 @@ impl Store for MemoryStore {
         for shard in &self.shards {
             lock(shard).retain(|_, log| {
                 let mut st = lock(log);
-                let limits = st.limits;
-                st.history.expire(now, &limits);
+                st.expire(now);
                 let keep = st.holders > 0 || !st.history.is_empty();
                 if !keep {
                     st.removed = true;

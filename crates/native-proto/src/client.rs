@@ -137,14 +137,7 @@ pub fn parse_value(value: Value) -> Result<Incoming, ParseError> {
         return Err(ParseError::InvalidFormat);
     };
     let kind = kind.clone();
-    // An id of another JSON type is refused rather than ignored: it would be replaced by a
-    // generated one on relay (a field lost) and the sender's retries would not be recognised.
-    let id = match body.get("id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        Some(_) => return Err(ParseError::MissingField("id")),
-    };
+    let id = message_id(&body)?;
     let message = match kind.as_str() {
         "auth" | "refresh" => {
             let token = string_field(&body, "token")?;
@@ -191,6 +184,18 @@ pub fn parse_value(value: Value) -> Result<Incoming, ParseError> {
         }
     };
     Ok(Incoming { message, id })
+}
+
+/// A message's `id` (for `ack` and deduplication): a string, or a number in its text form.
+/// An id of another JSON type is refused rather than ignored: it would be replaced by a
+/// generated one on relay (a field lost) and the sender's retries would not be recognised.
+pub fn message_id(body: &Map<String, Value>) -> Result<Option<String>, ParseError> {
+    match body.get("id") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(ParseError::MissingField("id")),
+    }
 }
 
 fn string_field(body: &Map<String, Value>, name: &'static str) -> Result<String, ParseError> {

@@ -10,7 +10,7 @@ mod server;
 mod wire;
 
 pub use client::{
-    parse, parse_value, ClientMessage, Incoming, ParseError, Since, MAX_DISPLAY_NAME,
+    message_id, parse, parse_value, ClientMessage, Incoming, ParseError, Since, MAX_DISPLAY_NAME,
 };
 pub use room::{RoomName, RoomNameError};
 pub use server::{splice_messages, stamp_relay, PresenceMember, ServerMessage, Stamp};

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use switchboard_hub::{Offset, RoomName, UserId};
-use switchboard_native_proto::splice_messages;
+use switchboard_native_proto::{message_id, splice_messages};
 use switchboard_session::{publish, PublishRequest};
 
 use crate::state::AppState;
@@ -129,12 +129,7 @@ fn room_name(value: Option<&Value>, field: &str) -> Result<RoomName, ApiError> {
 /// addressing ones, with `type` defaulting to `publish`. Refuses a body with nothing to
 /// deliver rather than storing an empty message.
 fn message_of(body: &Map<String, Value>) -> Result<(Map<String, Value>, Option<String>), ApiError> {
-    let id = match body.get("id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        Some(_) => return Err(bad_request("\"id\" must be a string or a number")),
-    };
+    let id = message_id(body).map_err(|_| bad_request("\"id\" must be a string or a number"))?;
     let mut message: Map<String, Value> = body
         .iter()
         .filter(|(k, _)| !ADDRESSING.contains(&k.as_str()))
