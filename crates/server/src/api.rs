@@ -116,6 +116,22 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     }
 }
 
+/// Query parameters, with a JSON 400 (not axum's plain-text rejection) when they do not
+/// parse: `since=abc`, `limit=-1`.
+#[derive(Debug)]
+pub(crate) struct ApiQuery<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| ApiError(e.status(), e.body_text()))
+    }
+}
+
 fn room_name(value: Option<&Value>, field: &str) -> Result<RoomName, ApiError> {
     match value {
         Some(Value::String(s)) => {
@@ -228,7 +244,7 @@ struct ChannelQuery {
 async fn history(
     _: ApiKey,
     State(state): State<Arc<AppState>>,
-    Query(q): Query<ChannelQuery>,
+    ApiQuery(q): ApiQuery<ChannelQuery>,
 ) -> Result<Response, ApiError> {
     let room = room_name(q.channel.map(Value::from).as_ref(), "channel")?;
     let page = state.hub.history(
@@ -257,7 +273,7 @@ async fn history(
 async fn presence(
     _: ApiKey,
     State(state): State<Arc<AppState>>,
-    Query(q): Query<ChannelQuery>,
+    ApiQuery(q): ApiQuery<ChannelQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let room = room_name(q.channel.map(Value::from).as_ref(), "channel")?;
     let members: Vec<Value> = state
