@@ -8,16 +8,18 @@ import urllib.request
 from test_native_protocol import Client, run
 
 
-def call(method, path, body=None, key="default"):
+def call(method, path, body=None, key="default", base=None, timeout=5):
+    """One API call against `base` (default: the shared test server); (status, JSON body)."""
     key = os.environ["SWITCHBOARD_API_KEY"] if key == "default" else key
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(os.environ["SWITCHBOARD_HTTP"] + path, data=data, method=method)
+    base = base or os.environ["SWITCHBOARD_HTTP"]
+    req = urllib.request.Request(base + path, data=data, method=method)
     if key is not None:
         req.add_header("Authorization", f"Bearer {key}")
     if data is not None:
         req.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
