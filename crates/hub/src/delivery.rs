@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
-use switchboard_native_proto::RoomName;
+use switchboard_native_proto::{RoomName, ServerMessage};
 
 use crate::ids::{ConnId, Epoch, Offset, UserId};
 
@@ -18,7 +18,7 @@ use crate::ids::{ConnId, Epoch, Offset, UserId};
 pub const ENCODING_SLOTS: usize = 8;
 
 /// What a delivery carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Body {
     /// A published message, stored in history: its JSON as the session core stamped it.
     Message {
@@ -29,6 +29,10 @@ pub enum Body {
     },
     /// A member joined or left (not stored; sent while the room is small enough).
     Presence(PresenceChange),
+    /// A reply to one connection's request that the store answered late (an `ack`, a
+    /// `joined`, a `history` page): queued in that connection's outbox only, in order with
+    /// its deliveries.
+    Reply(ServerMessage),
 }
 
 /// `user_joined` / `user_left`, as data: each transport encodes it in its own format.
@@ -88,6 +92,11 @@ impl Delivery {
         Delivery::make(room, Body::Presence(change), None, timestamp_ms)
     }
 
+    /// A reply for one connection about `room` (see [`Body::Reply`]).
+    pub fn reply(room: RoomName, message: ServerMessage) -> Arc<Delivery> {
+        Delivery::make(room, Body::Reply(message), None, crate::hub::now_ms())
+    }
+
     fn make(
         room: RoomName,
         body: Body,
@@ -118,7 +127,7 @@ impl Delivery {
     pub fn json(&self) -> Option<&Bytes> {
         match &self.body {
             Body::Message { json, .. } => Some(json),
-            Body::Presence(_) => None,
+            Body::Presence(_) | Body::Reply(_) => None,
         }
     }
 
@@ -128,6 +137,7 @@ impl Delivery {
             Body::Message { kind, .. } => kind,
             Body::Presence(p) if p.joined => "user_joined",
             Body::Presence(_) => "user_left",
+            Body::Reply(_) => "reply",
         }
     }
 
@@ -170,6 +180,9 @@ impl Delivery {
         let payload = match &self.body {
             Body::Message { json, .. } => json.len(),
             Body::Presence(p) => p.user.0.len() + p.name.as_deref().map_or(0, str::len),
+            // Replies are few (one per request) and mostly small; a history page's bytes
+            // are bounded by `max_history_reply`.
+            Body::Reply(_) => 256,
         };
         payload + 64
     }

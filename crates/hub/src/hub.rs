@@ -13,10 +13,12 @@ use switchboard_native_proto::RoomName;
 use crate::broker::{Broker, Fanout, MemoryBroker, Node};
 use crate::delivery::{Delivery, PresenceChange};
 use crate::history::HistoryLimits;
-use crate::ids::{ConnId, Epoch, Offset, UserId};
+use crate::ids::{ConnId, Epoch, NodeId, Offset, UserId};
 use crate::outbox::{Outbox, Pushed};
 use crate::pattern::{first_match, RoomPattern};
-use crate::store::{MemoryStore, MemoryStoreConfig, RoomLog, Store};
+use crate::store::{
+    Append, Appended, MemoryStore, MemoryStoreConfig, Page, PresenceChanged, Range, Store,
+};
 
 const SHARDS: usize = 64;
 
@@ -45,6 +47,9 @@ pub struct HubConfig {
     pub overflow: Vec<(RoomPattern, OverflowPolicy)>,
     /// Overflow policy of rooms no pattern matches. Default [`OverflowPolicy::Drop`].
     pub default_overflow: OverflowPolicy,
+    /// A node that has not refreshed its presence entries (its [`Hub::sweep`] does) for this
+    /// long is taken for dead: its connections leave presence. Default 90 s.
+    pub presence_expiry: Duration,
 }
 
 /// What happens when a message does not fit a member's outbound budget (SPEC §6).
@@ -67,6 +72,7 @@ impl HubConfig {
             default_history: self.default_history,
             dedup_window: self.dedup_window,
             dedup_capacity: self.dedup_capacity,
+            presence_expiry: self.presence_expiry,
         }
     }
 }
@@ -82,6 +88,7 @@ impl Default for HubConfig {
             outbox_budget: 1024 * 1024,
             overflow: Vec::new(),
             default_overflow: OverflowPolicy::Drop,
+            presence_expiry: Duration::from_secs(90),
         }
     }
 }
@@ -103,7 +110,7 @@ pub struct HubConn {
 /// The answer to a join.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Joined {
-    /// The room's latest offset.
+    /// The room's latest offset: live messages after it follow.
     pub offset: Offset,
     /// The room's history epoch.
     pub epoch: Epoch,
@@ -111,19 +118,6 @@ pub struct Joined {
     pub recovered: bool,
     /// How many missed messages were queued for replay (before any live one).
     pub replayed: usize,
-}
-
-/// The result of a publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
-    /// The message's offset.
-    pub offset: Offset,
-    /// The room's epoch.
-    pub epoch: Epoch,
-    /// Members it was queued for.
-    pub delivered: usize,
-    /// Members whose outbox was full.
-    pub dropped: usize,
 }
 
 /// One user in a room's presence.
@@ -151,23 +145,8 @@ pub struct HistoryPage {
     pub more: bool,
 }
 
-/// The result of [`Hub::publish_once`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PublishOnce {
-    /// Published now.
-    Published(Published),
-    /// The same sender published a message with this id to this room within the dedup
-    /// window: it was not published again.
-    Duplicate {
-        /// The offset the first one got.
-        offset: Offset,
-        /// Its epoch.
-        epoch: Epoch,
-    },
-}
-
-/// A room's local side on this node: its members here and their presence. Its history
-/// and offsets are the store's; messages arrive through the broker ([`Node::deliver`]).
+/// A room's local side on this node: its members here. Its history, offsets and presence
+/// are the store's; messages arrive through the broker ([`Node::deliver`]).
 struct Room {
     state: Mutex<RoomState>,
 }
@@ -176,10 +155,37 @@ struct RoomState {
     /// Removed from the room map: a join that raced with the removal must retry.
     removed: bool,
     members: HashMap<ConnId, (UserId, Arc<Outbox>)>,
-    /// The members' outboxes, rebuilt lazily after membership changes so that a publish
-    /// iterates a flat slice.
+    /// Members whose join waits for the store's read of the room (its latest offset, and
+    /// the replay with `since`): their deliveries are held here meanwhile and queued after
+    /// the replay, so the seam has no gap and no duplicate even when the store answers
+    /// late. Empty (no allocation) nearly always.
+    catching_up: HashMap<ConnId, CatchUp>,
+    /// The live members' outboxes, rebuilt lazily after membership changes so that a
+    /// publish iterates a flat slice.
     snapshot: Option<Arc<[Arc<Outbox>]>>,
     overflow: OverflowPolicy,
+    /// Bytes a catching-up member may hold (the outbox budget).
+    budget: usize,
+}
+
+/// Deliveries held for a member while its join waits for the store.
+#[derive(Default)]
+struct CatchUp {
+    items: Vec<Arc<Delivery>>,
+    bytes: usize,
+    dropped: u64,
+}
+
+impl CatchUp {
+    fn hold(&mut self, delivery: &Arc<Delivery>, budget: usize) {
+        let cost = delivery.cost();
+        if !self.items.is_empty() && self.bytes + cost > budget {
+            self.dropped += 1;
+            return;
+        }
+        self.bytes += cost;
+        self.items.push(delivery.clone());
+    }
 }
 
 impl RoomState {
@@ -187,7 +193,13 @@ impl RoomState {
         if let Some(s) = &self.snapshot {
             return s.clone();
         }
-        let s: Arc<[Arc<Outbox>]> = self.members.values().map(|(_, o)| o.clone()).collect();
+        let catching_up = &self.catching_up;
+        let s: Arc<[Arc<Outbox>]> = self
+            .members
+            .iter()
+            .filter(|(id, _)| !catching_up.contains_key(id))
+            .map(|(_, (_, o))| o.clone())
+            .collect();
         self.snapshot = Some(s.clone());
         s
     }
@@ -197,13 +209,23 @@ impl Node for Room {
     /// Queue a message of this room for every local member, under the room's lock (so each
     /// member sees the room's messages in the order the broker hands them over: offset order).
     fn deliver(&self, delivery: &Arc<Delivery>) -> Fanout {
-        let mut st = lock(&self.state);
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
         let policy = st.overflow;
         let mut fanout = Fanout::default();
+        let origin = match delivery.body() {
+            crate::delivery::Body::Presence(change) => Some(change.origin),
+            _ => None,
+        };
+        for (id, catch_up) in &mut st.catching_up {
+            if origin != Some(*id) {
+                catch_up.hold(delivery, st.budget);
+            }
+        }
         if let crate::delivery::Body::Presence(change) = delivery.body() {
             // About a member, for the others: not to the connection it is about.
             for (id, (_, outbox)) in &st.members {
-                if *id != change.origin {
+                if *id != change.origin && !st.catching_up.contains_key(id) {
                     outbox.push(delivery);
                 }
             }
@@ -232,6 +254,8 @@ pub struct Hub {
     store: Arc<dyn Store>,
     /// Carries messages to the nodes with members in their room (this one included).
     broker: Arc<dyn Broker>,
+    /// This node, as the store knows it.
+    node: NodeId,
     next_conn: AtomicU64,
 }
 
@@ -274,6 +298,7 @@ impl Hub {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             users: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             config,
+            node: store.register_node(),
             store,
             broker,
             // Connection ids are unique per process: nodes in one process share none.
@@ -370,8 +395,10 @@ impl Hub {
             state: Mutex::new(RoomState {
                 removed: false,
                 members: HashMap::new(),
+                catching_up: HashMap::new(),
                 snapshot: None,
                 overflow: first_match(&self.config.overflow, name, self.config.default_overflow),
+                budget: self.config.outbox_budget,
             }),
         });
         // Subscribed before anyone can be a member, so that no message for it is missed.
@@ -404,102 +431,131 @@ impl Hub {
     fn forget(&self, name: &RoomName, room: &Arc<Room>) {
         let node: Weak<dyn Node> = Arc::downgrade(room) as Weak<dyn Node>;
         self.broker.unsubscribe(name, &node);
-        self.store.release(name);
+        self.store.release(name, self.node);
     }
 
-    /// Add `conn` to `room`. With `since`, queue every message after it in the connection's
-    /// outbox first (or report `recovered: false` when history no longer covers the gap, or
-    /// the missed messages do not fit the outbox budget: a replay is never sent in part);
-    /// live messages follow in order, with no gap or duplicate at the seam because the
-    /// store admits no append to the room while the join replays and joins. Others here get
-    /// `user_joined` when the user's first connection joins and the room is small enough.
-    pub fn join(&self, conn: &HubConn, room: &RoomName, since: Option<(Offset, &str)>) -> Joined {
-        let mut joined = None;
-        while joined.is_none() {
-            self.store.with_log(room, &mut |log: &mut dyn RoomLog| {
-                let Some((r, created)) = self.room(room, true) else {
-                    return;
-                };
-                if created {
-                    log.hold();
-                }
-                let mut st = lock(&r.state);
-                if st.removed {
-                    return; // forgotten meanwhile: look it up again
-                }
-                let (j, announce) = self.join_locked(conn, since, log, &mut st);
-                drop(st);
-                joined = Some(j);
-                if announce {
-                    // To the members on every node, through the broker (still in the store's
-                    // order, no room lock held: the broker takes the rooms' locks).
-                    self.broker.publish(&presence_event(true, conn, room));
-                }
-            });
-        }
-        joined.unwrap_or_else(|| unreachable!("the loop ends once a join happened"))
-    }
-
-    fn join_locked(
+    /// Add `conn` to `room` and answer with the room's latest offset and epoch through
+    /// `done` (at once with the memory store, later with a networked one). With `since`,
+    /// queue every message after it in the connection's outbox first (or report
+    /// `recovered: false` when history no longer covers the gap, or the missed messages do not
+    /// fit the outbox budget: a replay is never sent in part). `done` runs before the replay
+    /// is queued, so a reply it queues precedes the replay. Live messages follow with no gap
+    /// and no duplicate at the seam: the member is registered before the store reads the
+    /// room, and what arrives for it meanwhile is held and queued after the replay, less what
+    /// the replay already holds. Others get `user_joined` when the user's first connection
+    /// (on any node) joins and the room is small enough.
+    pub fn join(
         &self,
         conn: &HubConn,
-        since: Option<(Offset, &str)>,
-        log: &mut dyn RoomLog,
-        st: &mut RoomState,
-    ) -> (Joined, bool) {
-        let mut recovered = true;
-        let mut replayed = 0;
-        if let Some((offset, epoch)) = since {
-            recovered = false;
-            if log.covers(offset, epoch) {
-                let missed = log.after(offset, usize::MAX, usize::MAX).0;
-                if conn.outbox.push_all(&missed) {
-                    recovered = true;
-                    replayed = missed.len();
+        room: &RoomName,
+        since: Option<(Offset, Epoch)>,
+        done: impl FnOnce(Joined) + Send + 'static,
+    ) {
+        let (r, new_member) = loop {
+            let Some((r, created)) = self.room(room, true) else {
+                continue;
+            };
+            if created {
+                self.store.hold(room, self.node);
+            }
+            let mut st = lock(&r.state);
+            if st.removed {
+                continue; // forgotten meanwhile: look it up again
+            }
+            let new_member = match st.members.entry(conn.id) {
+                std::collections::hash_map::Entry::Occupied(_) => false,
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert((conn.user.clone(), conn.outbox.clone()));
+                    true
                 }
-            }
+            };
+            st.catching_up.insert(conn.id, CatchUp::default());
+            st.snapshot = None;
+            drop(st);
+            break (r, new_member);
+        };
+        if new_member {
+            // Presence is the store's: the user's first connection on any node.
+            let (broker, max) = (self.broker.clone(), self.config.join_leave_max_members);
+            let event = presence_event(true, conn, room);
+            self.store.presence_join(
+                room,
+                self.node,
+                &conn.user,
+                conn.name.as_ref(),
+                Box::new(move |changed: PresenceChanged| {
+                    // `user_joined` only while the room (on every node) is small enough:
+                    // each costs O(members). To the members on every node, through the
+                    // broker.
+                    if changed.first_or_last && changed.connections <= max {
+                        broker.publish(&event);
+                    }
+                }),
+            );
         }
-        let first_of_user = match st.members.entry(conn.id) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert((conn.user.clone(), conn.outbox.clone()));
-                st.snapshot = None;
-                // Presence is the store's: the user's first connection on any node.
-                log.presence_join(&conn.user, conn.name.as_ref())
-            }
+        let range = match &since {
+            Some((offset, epoch)) => Range {
+                after: *offset,
+                epoch: Some(epoch.clone()),
+                limit: usize::MAX,
+                max_bytes: usize::MAX,
+            },
+            None => Range {
+                after: Offset(u64::MAX),
+                epoch: None,
+                limit: 0,
+                max_bytes: 0,
+            },
         };
-        // `user_joined` only while the room (on every node) is small enough: each costs
-        // O(members).
-        let announce = first_of_user && log.connections() <= self.config.join_leave_max_members;
-        let joined = Joined {
-            offset: log.last_offset(),
-            epoch: log.epoch(),
-            recovered,
-            replayed,
-        };
-        (joined, announce)
+        let (id, outbox, void) = (conn.id, conn.outbox.clone(), self.store.void_epoch());
+        let wants_replay = since.is_some();
+        self.store.read(
+            room,
+            range,
+            Box::new(move |page: Option<Page>| {
+                // The room is held while it has members, so it exists; a store that lost it
+                // (a networked one, restarted) answers like a new room.
+                let page = page.unwrap_or(Page {
+                    messages: Vec::new(),
+                    more: false,
+                    last_offset: Offset(0),
+                    epoch: void,
+                    covered: false,
+                });
+                finish_join(&r, id, &outbox, wants_replay, page, done);
+            }),
+        );
     }
 
     /// Remove `conn` from `room`; `false` if it was not a member. Others get `user_left` when
-    /// the user's last connection leaves and the room is small enough.
+    /// the user's last connection (on any node) leaves and the room is small enough.
     pub fn leave(&self, conn: &HubConn, room: &RoomName) -> bool {
         let Some((r, _)) = self.room(room, false) else {
             return false;
         };
-        {
+        let now_empty = {
             let mut st = lock(&r.state);
             if st.members.remove(&conn.id).is_none() {
                 return false;
             }
+            st.catching_up.remove(&conn.id);
             st.snapshot = None;
-        }
+            st.members.is_empty()
+        };
+        let (broker, max) = (self.broker.clone(), self.config.join_leave_max_members);
+        let event = presence_event(false, conn, room);
         // The store after the room's lock, never under it (lock order: store, then room).
-        let (last_of_user, remaining) = self.store.presence_leave(room, &conn.user);
-        if last_of_user && remaining < self.config.join_leave_max_members {
-            // To the members on every node.
-            self.broker.publish(&presence_event(false, conn, room));
-        }
-        let now_empty = lock(&r.state).members.is_empty();
+        self.store.presence_leave(
+            room,
+            self.node,
+            &conn.user,
+            Box::new(move |changed: PresenceChanged| {
+                if changed.first_or_last && changed.connections < max {
+                    // To the members on every node.
+                    broker.publish(&event);
+                }
+            }),
+        );
         if now_empty {
             self.collect_if_empty(room);
         }
@@ -513,104 +569,83 @@ impl Hub {
     }
 
     /// Publish a message of type `kind` to `room`: the store assigns its offset and keeps
-    /// it; `build(offset, timestamp_ms)` makes the JSON once; the broker hands it to every
-    /// node with members in the room, which queue it for each of them.
+    /// it; `build(offset, timestamp_ms)` makes its bytes once; the broker hands it to every
+    /// node with members in the room, which queue it for each of them. With `once =
+    /// (sender, id)`, nothing is published if `sender` published `id` to the room within the
+    /// dedup window (one atomic check-and-record, the store's: two concurrent retries of one
+    /// id publish once). `done` gets the outcome, at once or later.
     pub fn publish(
         &self,
         room: &RoomName,
         kind: &str,
-        build: impl FnOnce(Offset, u64) -> Bytes,
-    ) -> Published {
-        let mut build = Some(build);
-        let mut fanout = Fanout::default();
-        let (offset, epoch) = self.store.append(
-            room,
-            kind,
-            &mut |offset, ts| match build.take() {
-                Some(b) => b(offset, ts),
-                None => Bytes::new(), // the store builds each message once
-            },
-            &mut |delivery| fanout = self.broker.publish(delivery),
-        );
-        Published {
-            offset,
-            epoch,
-            delivered: fanout.delivered,
-            dropped: fanout.dropped,
-        }
-    }
-
-    /// Publish to `room` unless `sender` already published a message with `id` to it within
-    /// the dedup window. The check and the record are one atomic step (the store's): two
-    /// concurrent retries of one id publish once.
-    pub fn publish_once(
-        &self,
-        room: &RoomName,
-        kind: &str,
-        sender: &UserId,
-        id: &str,
-        build: impl FnOnce(Offset, u64) -> Bytes,
-    ) -> PublishOnce {
-        let mut build = Some(build);
-        let mut published = None;
-        let outcome = self.store.once(&sender.0, room.as_str(), id, &mut || {
-            let p = match build.take() {
-                Some(b) => self.publish(room, kind, b),
-                None => unreachable!("the store accepts a message once"),
-            };
-            let recorded = (p.offset, p.epoch.clone());
-            published = Some(p);
-            recorded
-        });
-        match (outcome, published) {
-            (Ok(_), Some(p)) => PublishOnce::Published(p),
-            (Ok((offset, epoch)) | Err((offset, epoch)), _) => {
-                PublishOnce::Duplicate { offset, epoch }
-            }
-        }
+        once: Option<(&UserId, &str)>,
+        build: impl FnOnce(Offset, u64) -> Bytes + Send + 'static,
+        done: impl FnOnce(Appended) + Send + 'static,
+    ) {
+        let append = Append {
+            room: room.clone(),
+            kind: Arc::from(kind),
+            once: once.map(|(sender, id)| (sender.clone(), Box::from(id))),
+            build: Box::new(build),
+        };
+        self.store.append(append, &self.broker, Box::new(done));
     }
 
     /// Retained messages of `room` after `since` (the newest `limit` of them), oldest first,
-    /// as many as fit in `max_bytes` of JSON (at least one), with the room's latest offset and
-    /// epoch. Creates nothing: a room that does not exist has no messages, offset 0 and the
-    /// store's void epoch.
+    /// as many as fit in `max_bytes` (at least one), with the room's latest offset and epoch,
+    /// through `done`. Creates nothing: a room that does not exist has no messages, offset 0
+    /// and the store's void epoch.
     pub fn history(
         &self,
         room: &RoomName,
         since: Option<Offset>,
         limit: Option<usize>,
         max_bytes: usize,
-    ) -> HistoryPage {
-        let mut page = None;
-        self.store.read(room, &mut |log: &dyn RoomLog| {
-            let (messages, more) = log.after(
-                since.unwrap_or_default(),
-                limit.unwrap_or(usize::MAX),
-                max_bytes,
-            );
-            page = Some(HistoryPage {
-                messages,
-                last_offset: log.last_offset(),
-                epoch: log.epoch(),
-                more,
-            });
-        });
-        page.unwrap_or_else(|| HistoryPage {
-            messages: Vec::new(),
-            last_offset: Offset(0),
-            epoch: self.store.void_epoch(),
-            more: false,
-        })
+        done: impl FnOnce(HistoryPage) + Send + 'static,
+    ) {
+        let range = Range {
+            after: since.unwrap_or_default(),
+            epoch: None,
+            limit: limit.unwrap_or(usize::MAX),
+            max_bytes,
+        };
+        let void = self.store.void_epoch();
+        self.store.read(
+            room,
+            range,
+            Box::new(move |page: Option<Page>| {
+                done(match page {
+                    Some(p) => HistoryPage {
+                        messages: p.messages,
+                        last_offset: p.last_offset,
+                        epoch: p.epoch,
+                        more: p.more,
+                    },
+                    None => HistoryPage {
+                        messages: Vec::new(),
+                        last_offset: Offset(0),
+                        epoch: void,
+                        more: false,
+                    },
+                })
+            }),
+        );
     }
 
-    /// Who is in `room` on every node sharing the store, by user with connection counts,
-    /// sorted by user id.
-    pub fn presence(&self, room: &RoomName) -> Vec<PresenceEntry> {
-        let mut v = Vec::new();
-        self.store
-            .read(room, &mut |log: &dyn RoomLog| v = log.presence());
-        v.sort_by(|a, b| a.user.cmp(&b.user));
-        v
+    /// Who is in `room` on every live node sharing the store, by user with connection
+    /// counts, sorted by user id, through `done`.
+    pub fn presence(
+        &self,
+        room: &RoomName,
+        done: impl FnOnce(Vec<PresenceEntry>) + Send + 'static,
+    ) {
+        self.store.presence(
+            room,
+            Box::new(move |mut entries: Vec<PresenceEntry>| {
+                entries.sort_by(|a, b| a.user.cmp(&b.user));
+                done(entries)
+            }),
+        );
     }
 
     /// How many rooms exist (with members here or history in the store).
@@ -640,6 +675,8 @@ impl Hub {
     /// with neither history nor members anywhere. Call periodically (the server does every
     /// 30 s). Returns how many rooms the store forgot.
     pub fn sweep(&self) -> usize {
+        // This node is alive: its presence entries stay.
+        self.store.heartbeat(self.node);
         let mut forgotten = Vec::new();
         for shard in &self.shards {
             lock(shard).retain(|name, room| {
@@ -656,6 +693,57 @@ impl Hub {
             self.forget(name, room);
         }
         self.store.sweep()
+    }
+}
+
+/// The store's read for a join arrived: queue the replay (if asked for and complete) after
+/// `done`'s answer, then what arrived for the member meanwhile and is not in the replay, and
+/// make the member live.
+fn finish_join(
+    room: &Room,
+    id: ConnId,
+    outbox: &Outbox,
+    wants_replay: bool,
+    page: Page,
+    done: impl FnOnce(Joined),
+) {
+    // Under the room's lock: no delivery of this room can pass the replay.
+    let mut st = lock(&room.state);
+    let Some(held) = st.catching_up.remove(&id) else {
+        // Left (or disconnected) meanwhile.
+        drop(st);
+        return done(Joined {
+            offset: page.last_offset,
+            epoch: page.epoch,
+            recovered: !wants_replay,
+            replayed: 0,
+        });
+    };
+    st.snapshot = None;
+    let recovered = !wants_replay || (page.covered && outbox.fits(&page.messages));
+    let replayed = if wants_replay && recovered {
+        page.messages.len()
+    } else {
+        0
+    };
+    done(Joined {
+        offset: page.last_offset,
+        epoch: page.epoch,
+        recovered,
+        replayed,
+    });
+    if replayed > 0 {
+        outbox.push_reserved(&page.messages);
+    }
+    let policy = st.overflow;
+    for delivery in &held.items {
+        // Messages up to the joined offset are in the replay or before the join.
+        if delivery.offset().is_none_or(|o| o > page.last_offset) {
+            outbox.push_or(delivery, policy);
+        }
+    }
+    if held.dropped > 0 {
+        outbox.count_dropped(held.dropped);
     }
 }
 

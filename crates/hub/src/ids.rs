@@ -65,3 +65,8 @@ impl fmt::Display for Epoch {
         f.write_str(&self.0)
     }
 }
+
+/// A node (hub) of a deployment, as its store knows it: presence entries are held per node,
+/// so that a node that stops refreshing them (it died) drops out of presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u32);

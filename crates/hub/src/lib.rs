@@ -18,6 +18,8 @@ mod ids;
 mod outbox;
 mod pattern;
 mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use broker::{Broker, Fanout, MemoryBroker, Node};
 pub use dedup::{Dedup, Recorded};
@@ -25,10 +27,12 @@ pub use delivery::{Body, Delivery, EncodingKey, PresenceChange, ENCODING_SLOTS};
 pub use history::{History, HistoryLimits};
 pub use hub::{
     now_ms, HistoryPage, Hub, HubConfig, HubConn, Joined, OverflowPolicy, PresenceEntry,
-    PublishOnce, Published,
 };
-pub use ids::{ConnId, Epoch, Offset, UserId};
+pub use ids::{ConnId, Epoch, NodeId, Offset, UserId};
 pub use outbox::{Kick, Outbox, Pushed};
 pub use pattern::RoomPattern;
-pub use store::{MemoryStore, MemoryStoreConfig, RoomLog, Store};
+pub use store::{
+    answered_at_once, Append, Appended, Build, Done, MemoryStore, MemoryStoreConfig, Page,
+    PresenceChanged, Range, Store,
+};
 pub use switchboard_native_proto::RoomName;

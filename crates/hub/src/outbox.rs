@@ -127,29 +127,48 @@ impl Outbox {
         Pushed::Queued
     }
 
-    /// Queue every delivery of `batch` if together they fit the budget (an empty queue takes
-    /// a batch of one message of any size), else none: `false`. For replays, where a gap
-    /// would be worse than no replay (the client is told to resync instead).
-    pub fn push_all(&self, batch: &[Arc<Delivery>]) -> bool {
+    /// Whether `batch` fits the budget now (an empty queue takes a batch of one message of
+    /// any size). For replays, where a gap would be worse than no replay (the client is told
+    /// to resync instead): check, answer the join, then [`Outbox::push_reserved`].
+    pub fn fits(&self, batch: &[Arc<Delivery>]) -> bool {
         if batch.is_empty() {
             return true;
         }
-        let mut q = self.lock();
+        let q = self.lock();
         if q.closed || q.kick == Some(Kick::Overflow) {
             return false;
         }
         let cost: usize = batch.iter().map(|d| d.cost()).sum();
         let fits_alone = q.items.is_empty() && batch.len() == 1;
-        if !fits_alone && q.bytes + cost > self.budget {
-            return false;
+        fits_alone || q.bytes + cost <= self.budget
+    }
+
+    /// Queue `batch` whole, whatever the budget: after [`Outbox::fits`] said it fits (what
+    /// was pushed in between may take it past the budget by that much), or for a reply the
+    /// client asked for, which must not be dropped (bounded by the client's rate limit).
+    pub fn push_reserved(&self, batch: &[Arc<Delivery>]) {
+        let mut q = self.lock();
+        if q.closed || q.kick == Some(Kick::Overflow) || batch.is_empty() {
+            return;
         }
         let was_empty = q.items.is_empty();
-        q.items.extend(batch.iter().cloned());
-        q.bytes += cost;
+        for d in batch {
+            q.bytes += d.cost();
+            q.items.push_back(d.clone());
+        }
         let waker = if was_empty { q.signal() } else { None };
         drop(q);
         wake(waker);
-        true
+    }
+
+    /// Count `n` deliveries dropped for this connection elsewhere (while its join waited for
+    /// the store): the client is told it lagged at the next drain.
+    pub fn count_dropped(&self, n: u64) {
+        let mut q = self.lock();
+        q.dropped += n;
+        let waker = q.signal();
+        drop(q);
+        wake(waker);
     }
 
     /// Move every queued delivery into `into`; returns how many were dropped since the last
@@ -238,26 +257,24 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_is_queued_whole_or_not_at_all() {
+    fn a_batch_fits_whole_or_not_at_all() {
         let outbox = Outbox::new(400);
         let d = crate::delivery::test_message(&[b'x'; 100], 1);
-        assert!(outbox.push_all(&[d.clone(), d.clone()]));
-        assert!(
-            !outbox.push_all(&[d.clone(), d.clone()]),
-            "4 × 164 B > 400 B"
-        );
+        let two = [d.clone(), d.clone()];
+        assert!(outbox.fits(&two));
+        outbox.push_reserved(&two);
+        assert!(!outbox.fits(&two), "4 × 164 B > 400 B");
         let mut v = Vec::new();
         assert_eq!(
             outbox.drain(&mut v),
             0,
-            "a refused batch is not counted as dropped"
+            "a batch that did not fit is not counted as dropped"
         );
         assert_eq!(v.len(), 2);
         let big = crate::delivery::test_message(&[b'x'; 500], 1);
-        assert!(
-            outbox.push_all(std::slice::from_ref(&big)),
-            "one message alone"
-        );
+        assert!(outbox.fits(std::slice::from_ref(&big)), "one message alone");
+        outbox.count_dropped(3);
+        assert_eq!(outbox.drain(&mut v), 3);
     }
 
     #[test]

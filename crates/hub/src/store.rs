@@ -1,102 +1,186 @@
 //! Where rooms' histories live, and who assigns offsets: the [`Store`] trait, shared by every
 //! node (hub) of a deployment, and [`MemoryStore`], the default (one process).
 //!
-//! The store is the one authority on a room's `(epoch, offset)` sequence: every node appends
-//! through it, so a room has one offset sequence however many nodes publish to it. Whatever
-//! an append hands on (the broker's publish) runs while the store still holds the room's
-//! order, so deliveries leave in offset order.
+//! The store is the one authority on a room's `(epoch, offset)` sequence, its history, the
+//! dedup window and presence: every node goes through it, so a room has one offset sequence
+//! however many nodes publish to it.
+//!
+//! **The store answers asynchronously.** Every call that returns data takes a [`Done`]
+//! callback, called exactly once: at once by the memory store, later (from its I/O task) by
+//! a networked one such as Redis. Callers never wait on a lock or a socket for it; the hub
+//! and the session core turn a late answer into a reply queued in the connection's outbox
+//! (docs: ARCHITECTURE.md, "The store answers later"). Callbacks, not futures: a sans-IO
+//! session cannot poll a future, and every transport already drains its outbox.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use switchboard_native_proto::RoomName;
 
-use crate::dedup::{Dedup, Recorded};
+use crate::broker::{Broker, Fanout};
+use crate::dedup::Dedup;
 use crate::delivery::Delivery;
 use crate::history::{History, HistoryLimits};
 use crate::hub::PresenceEntry;
-use crate::ids::{Epoch, Offset, UserId};
+use crate::ids::{Epoch, NodeId, Offset, UserId};
 use crate::pattern::{first_match, RoomPattern};
 
 const SHARDS: usize = 64;
 
-/// One room's log, while the store holds its order (see [`Store::with_log`]).
-pub trait RoomLog {
-    /// The latest offset (0: nothing published in this epoch).
-    fn last_offset(&self) -> Offset;
-    /// The current epoch.
-    fn epoch(&self) -> Epoch;
-    /// Whether every message after `offset` of `epoch` is still retained.
-    fn covers(&self, offset: Offset, epoch: &str) -> bool;
-    /// Retained messages after `offset`: of those the newest `limit`, oldest first, cut to
-    /// `max_bytes` (at least one); the flag says whether the cut left some out.
-    fn after(&self, offset: Offset, limit: usize, max_bytes: usize) -> (Vec<Arc<Delivery>>, bool);
-    /// A node has local members in this room: keep its epoch even while its history is
-    /// empty. Balanced by [`Store::release`].
-    fn hold(&mut self);
-    /// A connection of `user` (display name `name`) joined, on any node; `true` if it is
-    /// the user's first in the room. Balanced by [`Store::presence_leave`].
-    fn presence_join(&mut self, user: &UserId, name: Option<&Arc<str>>) -> bool;
-    /// Who is in the room: users with connection counts and display names, unsorted.
-    fn presence(&self) -> Vec<PresenceEntry>;
-    /// Connections in the room, over every node.
-    fn connections(&self) -> usize;
+/// Where a store's answer goes. Called exactly once, possibly on another thread, possibly
+/// while the store holds the room's order: it must not call back into the store.
+pub type Done<T> = Box<dyn FnOnce(T) + Send>;
+
+/// Builds a message's bytes once its offset and timestamp (ms) are known.
+pub type Build = Box<dyn FnOnce(Offset, u64) -> Bytes + Send>;
+
+/// A message to append to a room.
+pub struct Append {
+    /// The room.
+    pub room: RoomName,
+    /// Its `type`.
+    pub kind: Arc<str>,
+    /// `(sender, id)`: append only if this sender's `id` was not appended to the room within
+    /// the dedup window. The check, the append and the record are one atomic step.
+    pub once: Option<(UserId, Box<str>)>,
+    /// Its bytes, once its offset is assigned.
+    pub build: Build,
+}
+
+impl fmt::Debug for Append {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Append")
+            .field("room", &self.room)
+            .field("kind", &self.kind)
+            .field("once", &self.once)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Appended and handed to the broker.
+    Published {
+        /// Its offset.
+        offset: Offset,
+        /// The room's epoch.
+        epoch: Epoch,
+        /// What this process's nodes queued, when the broker handed it on synchronously
+        /// (zero when it travels through a network first).
+        fanout: Fanout,
+    },
+    /// A repeat of an id appended within the dedup window: not appended again.
+    Duplicate {
+        /// The offset the first one got.
+        offset: Offset,
+        /// Its epoch.
+        epoch: Epoch,
+    },
+}
+
+/// Which retained messages a read wants.
+#[derive(Debug, Clone)]
+pub struct Range {
+    /// Messages after this offset.
+    pub after: Offset,
+    /// The epoch `after` belongs to, when the caller needs to know whether the room's
+    /// history still covers everything after it ([`Page::covered`]).
+    pub epoch: Option<Epoch>,
+    /// Of the matching messages, the newest `limit`.
+    pub limit: usize,
+    /// Cut to this many bytes (at least one message).
+    pub max_bytes: usize,
+}
+
+/// One read of a room's log.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The messages, oldest first.
+    pub messages: Vec<Arc<Delivery>>,
+    /// The byte bound left some out: ask again after the last one.
+    pub more: bool,
+    /// The room's latest offset when it was read.
+    pub last_offset: Offset,
+    /// Its epoch.
+    pub epoch: Epoch,
+    /// With [`Range::epoch`]: the epoch matches and every message after `after` is still
+    /// retained. `false` without.
+    pub covered: bool,
+}
+
+/// The store's answer to a presence join or leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceChanged {
+    /// The user's first connection in the room (join) or last one (leave), on any node.
+    pub first_or_last: bool,
+    /// Connections in the room afterwards, over every node.
+    pub connections: usize,
 }
 
 /// The history store. Implementations: [`MemoryStore`] (default); Redis later.
 ///
-/// The methods are synchronous: the memory store answers at once. A networked store will
-/// need the session core to take the `ack` of a publish later (through the sender's outbox);
-/// that is the next step of the design (docs/status.md).
+/// Ordering contract: a store hands each appended message to the broker before it appends
+/// the next one to the same room (so every node's fan-out is in offset order), and a read
+/// that starts after an append's [`Done`] ran sees that append.
 pub trait Store: Send + Sync + fmt::Debug + 'static {
-    /// Append a message of type `kind` to `room`: assign the next offset, build it with
-    /// `build(offset, timestamp_ms)`, retain it, and pass it to `then` before the next append
-    /// to the room can start (deliveries leave in offset order).
-    fn append(
+    /// A node joins the deployment: the id its presence entries are kept under. It must
+    /// call [`Store::heartbeat`] more often than the presence expiry.
+    fn register_node(&self) -> NodeId;
+
+    /// `node` is alive: keep its presence entries.
+    fn heartbeat(&self, node: NodeId);
+
+    /// Append a message: assign the next offset (unless `once` finds a repeat), retain it,
+    /// hand it to `broker` in offset order, then answer.
+    fn append(&self, append: Append, broker: &Arc<dyn Broker>, done: Done<Appended>);
+
+    /// Read `room`'s log without creating it: `None` if the room does not exist.
+    fn read(&self, room: &RoomName, range: Range, done: Done<Option<Page>>);
+
+    /// `node` has local members in `room`: create the room if needed and keep its epoch even
+    /// while its history is empty. Balanced by [`Store::release`].
+    fn hold(&self, room: &RoomName, node: NodeId);
+
+    /// `node`'s last local member left `room`.
+    fn release(&self, room: &RoomName, node: NodeId);
+
+    /// A connection of `user` (display name `name`) on `node` joined `room`.
+    fn presence_join(
         &self,
         room: &RoomName,
-        kind: &str,
-        build: &mut dyn FnMut(Offset, u64) -> Bytes,
-        then: &mut dyn FnMut(&Arc<Delivery>),
-    ) -> (Offset, Epoch);
+        node: NodeId,
+        user: &UserId,
+        name: Option<&Arc<str>>,
+        done: Done<PresenceChanged>,
+    );
 
-    /// Run `f` on the room's log (creating the room) with no append to it in between: a join
-    /// replays and becomes a member as one step, so the seam has no gap and no duplicate.
-    fn with_log(&self, room: &RoomName, f: &mut dyn FnMut(&mut dyn RoomLog));
+    /// A connection of `user` on `node` left `room`.
+    fn presence_leave(
+        &self,
+        room: &RoomName,
+        node: NodeId,
+        user: &UserId,
+        done: Done<PresenceChanged>,
+    );
 
-    /// Read the room's log without creating it: `None` if it does not exist.
-    fn read(&self, room: &RoomName, f: &mut dyn FnMut(&dyn RoomLog)) -> Option<()>;
-
-    /// A node's last local member left `room` (see [`RoomLog::hold`]).
-    fn release(&self, room: &RoomName);
-
-    /// A connection of `user` left `room`: whether it was the user's last there, and how
-    /// many connections remain in the room (every node).
-    fn presence_leave(&self, room: &RoomName, user: &UserId) -> (bool, usize);
+    /// Who is in `room` on every live node: users with connection counts and display names,
+    /// unsorted (empty for a room that does not exist).
+    fn presence(&self, room: &RoomName, done: Done<Vec<PresenceEntry>>);
 
     /// The epoch reported for rooms that do not exist.
     fn void_epoch(&self) -> Epoch;
 
-    /// Run `accept` unless `(sender, room, id)` was accepted within the dedup window; one
-    /// atomic check-and-record. `Err` carries what the first one got.
-    fn once(
-        &self,
-        sender: &str,
-        room: &str,
-        id: &str,
-        accept: &mut dyn FnMut() -> Recorded,
-    ) -> Result<Recorded, Recorded>;
-
-    /// Every room the store keeps (with history or held).
+    /// Every room the store keeps (with history or held), as far as this process knows.
     fn rooms(&self) -> Vec<RoomName>;
 
-    /// Expire old history and forget rooms with neither history nor holders; returns how
-    /// many were forgotten.
+    /// Expire old history, drop the presence of nodes that stopped heartbeating, and forget
+    /// rooms with neither history nor holders; returns how many rooms were forgotten.
     fn sweep(&self) -> usize;
 }
 
@@ -111,16 +195,21 @@ pub struct MemoryStoreConfig {
     pub dedup_window: Duration,
     /// How many ids are remembered at most.
     pub dedup_capacity: usize,
+    /// A node's presence entries are dropped this long after its last heartbeat.
+    pub presence_expiry: Duration,
 }
 
-/// Histories, offsets and dedup in this process's memory. Lost on restart: the epochs of a
-/// new process differ, which clients learn from `recovered: false`.
+/// Histories, offsets, dedup and presence in this process's memory. Lost on restart: the
+/// epochs of a new process differ, which clients learn from `recovered: false`.
 pub struct MemoryStore {
     shards: Vec<Mutex<HashMap<RoomName, Arc<Mutex<MemoryLog>>>>>,
     config: MemoryStoreConfig,
     dedup: Dedup,
     boot: u64,
     next_epoch: AtomicU64,
+    next_node: AtomicU32,
+    /// Each registered node's latest heartbeat.
+    nodes: Mutex<HashMap<NodeId, Instant>>,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -128,6 +217,67 @@ impl fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("config", &self.config)
             .finish()
+    }
+}
+
+/// A user's connections in one room, per node. Nearly every user is on one node: that case
+/// costs no allocation (this is paid by every idle member: anonymous members are users of
+/// their own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NodeCounts {
+    One(NodeId, u32),
+    // Boxed: the enum stays 16 bytes (an unboxed map would make every entry 48).
+    #[allow(clippy::box_collection)]
+    Many(Box<HashMap<NodeId, u32>>),
+}
+
+impl NodeCounts {
+    fn add(&mut self, node: NodeId) {
+        match self {
+            NodeCounts::One(n, count) if *n == node => *count += 1,
+            NodeCounts::One(n, count) => {
+                let map = HashMap::from([(*n, *count), (node, 1)]);
+                *self = NodeCounts::Many(Box::new(map));
+            }
+            NodeCounts::Many(map) => *map.entry(node).or_insert(0) += 1,
+        }
+    }
+
+    /// Take one connection of `node` away; `false` if it had none.
+    fn remove(&mut self, node: NodeId) -> bool {
+        match self {
+            NodeCounts::One(n, count) if *n == node && *count > 0 => {
+                *count -= 1;
+                true
+            }
+            NodeCounts::One(..) => false,
+            NodeCounts::Many(map) => match map.get_mut(&node) {
+                Some(count) => {
+                    *count -= 1;
+                    if *count == 0 {
+                        map.remove(&node);
+                    }
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
+    /// Take every connection of `node` away; how many there were.
+    fn remove_node(&mut self, node: NodeId) -> usize {
+        match self {
+            NodeCounts::One(n, count) if *n == node => std::mem::take(count) as usize,
+            NodeCounts::One(..) => 0,
+            NodeCounts::Many(map) => map.remove(&node).unwrap_or(0) as usize,
+        }
+    }
+
+    fn total(&self) -> usize {
+        match self {
+            NodeCounts::One(_, count) => *count as usize,
+            NodeCounts::Many(map) => map.values().map(|c| *c as usize).sum(),
+        }
     }
 }
 
@@ -140,10 +290,10 @@ struct MemoryLog {
     limits: HistoryLimits,
     last_offset: Offset,
     epoch: Epoch,
-    /// Nodes with local members.
-    holders: usize,
-    /// Connections per user, over every node.
-    presence: HashMap<UserId, usize>,
+    /// Nodes with local members (a node holds a room once).
+    holders: Vec<NodeId>,
+    /// Connections per user and node.
+    presence: HashMap<UserId, NodeCounts>,
     /// Their sum.
     connections: usize,
     /// Display names, only of the users that gave one (most anonymous members have none:
@@ -157,52 +307,60 @@ impl MemoryLog {
         let limits = self.limits;
         self.history.expire(now, &limits);
     }
-}
 
-impl RoomLog for MemoryLog {
-    fn last_offset(&self) -> Offset {
-        self.last_offset
-    }
-
-    fn epoch(&self) -> Epoch {
-        self.epoch.clone()
-    }
-
-    fn covers(&self, offset: Offset, epoch: &str) -> bool {
-        epoch == self.epoch.as_str() && self.history.covers(offset, self.last_offset)
-    }
-
-    fn after(&self, offset: Offset, limit: usize, max_bytes: usize) -> (Vec<Arc<Delivery>>, bool) {
-        self.history.after(offset, limit, max_bytes)
-    }
-
-    fn hold(&mut self) {
-        self.holders += 1;
-    }
-
-    fn presence_join(&mut self, user: &UserId, name: Option<&Arc<str>>) -> bool {
-        if let Some(name) = name {
-            self.names.insert(user.clone(), name.clone());
+    fn page(&self, range: &Range) -> Page {
+        let (messages, more) = self
+            .history
+            .after(range.after, range.limit, range.max_bytes);
+        let covered = range.epoch.as_ref().is_some_and(|e| {
+            *e == self.epoch && self.history.covers(range.after, self.last_offset)
+        });
+        Page {
+            messages,
+            more,
+            last_offset: self.last_offset,
+            epoch: self.epoch.clone(),
+            covered,
         }
-        self.connections += 1;
-        let count = self.presence.entry(user.clone()).or_insert(0);
-        *count += 1;
-        *count == 1
     }
 
-    fn connections(&self) -> usize {
-        self.connections
+    fn presence_leave(&mut self, node: NodeId, user: &UserId) -> PresenceChanged {
+        let Some(counts) = self.presence.get_mut(user) else {
+            return PresenceChanged {
+                first_or_last: false,
+                connections: self.connections,
+            };
+        };
+        if !counts.remove(node) {
+            return PresenceChanged {
+                first_or_last: false,
+                connections: self.connections,
+            };
+        }
+        let last = counts.total() == 0;
+        if last {
+            self.presence.remove(user);
+            self.names.remove(user);
+        }
+        self.connections = self.connections.saturating_sub(1);
+        PresenceChanged {
+            first_or_last: last,
+            connections: self.connections,
+        }
     }
 
-    fn presence(&self) -> Vec<PresenceEntry> {
-        self.presence
-            .iter()
-            .map(|(user, n)| PresenceEntry {
-                user: user.clone(),
-                name: self.names.get(user).cloned(),
-                connections: *n,
-            })
-            .collect()
+    /// Forget every presence entry of `node`.
+    fn drop_node(&mut self, node: NodeId) {
+        let mut removed = 0;
+        self.presence.retain(|_, counts| {
+            removed += counts.remove_node(node);
+            counts.total() > 0
+        });
+        let names = &mut self.names;
+        let presence = &self.presence;
+        names.retain(|user, _| presence.contains_key(user));
+        self.connections = self.connections.saturating_sub(removed);
+        self.holders.retain(|n| *n != node);
     }
 }
 
@@ -221,6 +379,8 @@ impl MemoryStore {
             config,
             boot,
             next_epoch: AtomicU64::new(1),
+            next_node: AtomicU32::new(1),
+            nodes: Mutex::new(HashMap::new()),
         })
     }
 
@@ -252,7 +412,7 @@ impl MemoryStore {
             limits,
             last_offset: Offset(0),
             epoch: Epoch::from(epoch),
-            holders: 0,
+            holders: Vec::new(),
             presence: HashMap::new(),
             connections: 0,
             names: HashMap::new(),
@@ -275,23 +435,40 @@ impl MemoryStore {
             return f(&mut st);
         }
     }
-}
 
-impl Store for MemoryStore {
-    fn append(
+    /// Run `f` on the room's log if the room exists.
+    fn with_existing<R>(&self, room: &RoomName, f: impl FnOnce(&mut MemoryLog) -> R) -> Option<R> {
+        let log = self.log(room, false)?;
+        let mut st = lock(&log);
+        if st.removed {
+            return None;
+        }
+        st.expire(Instant::now());
+        Some(f(&mut st))
+    }
+
+    /// Append under the room's lock and hand the delivery to the broker before the lock is
+    /// released (deliveries leave in offset order).
+    fn append_now(
         &self,
         room: &RoomName,
-        kind: &str,
-        build: &mut dyn FnMut(Offset, u64) -> Bytes,
-        then: &mut dyn FnMut(&Arc<Delivery>),
-    ) -> (Offset, Epoch) {
+        kind: Arc<str>,
+        build: Build,
+        broker: &Arc<dyn Broker>,
+    ) -> (Offset, Epoch, Fanout) {
+        let mut build = Some(build);
+        let mut kind = Some(kind);
         self.with_locked(room, |st| {
             let offset = st.last_offset.next();
             st.last_offset = offset;
             let timestamp_ms = crate::hub::now_ms();
+            // `with_locked` runs this once (it retries only before calling it).
+            let (Some(build), Some(kind)) = (build.take(), kind.take()) else {
+                unreachable!("an append is built once")
+            };
             let delivery = Delivery::message(
                 room.clone(),
-                Arc::from(kind),
+                kind,
                 build(offset, timestamp_ms),
                 offset,
                 st.epoch.clone(),
@@ -299,78 +476,155 @@ impl Store for MemoryStore {
             );
             let limits = st.limits;
             st.history.push(Instant::now(), delivery.clone(), &limits);
-            then(&delivery);
-            (offset, st.epoch.clone())
+            let fanout = broker.publish(&delivery);
+            (offset, st.epoch.clone(), fanout)
         })
     }
+}
 
-    fn with_log(&self, room: &RoomName, f: &mut dyn FnMut(&mut dyn RoomLog)) {
-        self.with_locked(room, |st| f(st));
+impl Store for MemoryStore {
+    fn register_node(&self) -> NodeId {
+        let node = NodeId(self.next_node.fetch_add(1, Ordering::Relaxed));
+        lock(&self.nodes).insert(node, Instant::now());
+        node
     }
 
-    fn read(&self, room: &RoomName, f: &mut dyn FnMut(&dyn RoomLog)) -> Option<()> {
-        let log = self.log(room, false)?;
-        let mut st = lock(&log);
-        if st.removed {
-            return None;
-        }
-        st.expire(Instant::now());
-        f(&*st);
-        Some(())
+    fn heartbeat(&self, node: NodeId) {
+        lock(&self.nodes).insert(node, Instant::now());
     }
 
-    fn release(&self, room: &RoomName) {
+    fn append(&self, append: Append, broker: &Arc<dyn Broker>, done: Done<Appended>) {
+        let Append {
+            room,
+            kind,
+            once,
+            build,
+        } = append;
+        let appended = match once {
+            None => {
+                let (offset, epoch, fanout) = self.append_now(&room, kind, build, broker);
+                Appended::Published {
+                    offset,
+                    epoch,
+                    fanout,
+                }
+            }
+            Some((sender, id)) => {
+                let outcome =
+                    self.dedup
+                        .once(&sender.0, room.as_str(), &id, Instant::now(), || {
+                            let (offset, epoch, fanout) =
+                                self.append_now(&room, kind, build, broker);
+                            ((offset, epoch.clone()), (offset, epoch, fanout))
+                        });
+                match outcome {
+                    Ok((offset, epoch, fanout)) => Appended::Published {
+                        offset,
+                        epoch,
+                        fanout,
+                    },
+                    Err((offset, epoch)) => Appended::Duplicate { offset, epoch },
+                }
+            }
+        };
+        done(appended);
+    }
+
+    fn read(&self, room: &RoomName, range: Range, done: Done<Option<Page>>) {
+        let page = self.with_existing(room, |st| st.page(&range));
+        done(page);
+    }
+
+    fn hold(&self, room: &RoomName, node: NodeId) {
+        self.with_locked(room, |st| {
+            if !st.holders.contains(&node) {
+                st.holders.push(node);
+            }
+        });
+    }
+
+    fn release(&self, room: &RoomName, node: NodeId) {
         // The shard lock first, as everywhere: the room may be forgotten right here.
         let mut shard = lock(self.shard(room));
         let Some(log) = shard.get(room).cloned() else {
             return;
         };
         let mut st = lock(&log);
-        st.holders = st.holders.saturating_sub(1);
+        st.holders.retain(|n| *n != node);
         st.expire(Instant::now());
-        if st.holders == 0 && st.history.is_empty() {
+        if st.holders.is_empty() && st.history.is_empty() {
             st.removed = true;
             drop(st);
             shard.remove(room);
         }
     }
 
-    fn presence_leave(&self, room: &RoomName, user: &UserId) -> (bool, usize) {
-        let Some(log) = self.log(room, false) else {
-            return (false, 0);
-        };
-        let mut st = lock(&log);
-        let last = match st.presence.get_mut(user) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                false
+    fn presence_join(
+        &self,
+        room: &RoomName,
+        node: NodeId,
+        user: &UserId,
+        name: Option<&Arc<str>>,
+        done: Done<PresenceChanged>,
+    ) {
+        let changed = self.with_locked(room, |st| {
+            if let Some(name) = name {
+                st.names.insert(user.clone(), name.clone());
             }
-            Some(_) => {
-                st.presence.remove(user);
-                st.names.remove(user);
-                true
+            st.connections += 1;
+            let first = match st.presence.get_mut(user) {
+                Some(counts) => {
+                    let first = counts.total() == 0;
+                    counts.add(node);
+                    first
+                }
+                None => {
+                    st.presence.insert(user.clone(), NodeCounts::One(node, 1));
+                    true
+                }
+            };
+            PresenceChanged {
+                first_or_last: first,
+                connections: st.connections,
             }
-            None => return (false, st.connections),
-        };
-        st.connections = st.connections.saturating_sub(1);
-        (last, st.connections)
+        });
+        done(changed);
+    }
+
+    fn presence_leave(
+        &self,
+        room: &RoomName,
+        node: NodeId,
+        user: &UserId,
+        done: Done<PresenceChanged>,
+    ) {
+        let changed = self
+            .with_existing(room, |st| st.presence_leave(node, user))
+            .unwrap_or(PresenceChanged {
+                first_or_last: false,
+                connections: 0,
+            });
+        done(changed);
+    }
+
+    fn presence(&self, room: &RoomName, done: Done<Vec<PresenceEntry>>) {
+        let entries = self
+            .with_existing(room, |st| {
+                st.presence
+                    .iter()
+                    .map(|(user, counts)| PresenceEntry {
+                        user: user.clone(),
+                        name: st.names.get(user).cloned(),
+                        connections: counts.total(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        done(entries);
     }
 
     fn void_epoch(&self) -> Epoch {
         Epoch::from(format!("{:x}-0", self.boot))
-    }
-
-    fn once(
-        &self,
-        sender: &str,
-        room: &str,
-        id: &str,
-        accept: &mut dyn FnMut() -> Recorded,
-    ) -> Result<Recorded, Recorded> {
-        self.dedup.once(sender, room, id, Instant::now(), || {
-            let recorded = accept();
-            (recorded.clone(), recorded)
-        })
     }
 
     fn rooms(&self) -> Vec<RoomName> {
@@ -382,12 +636,28 @@ impl Store for MemoryStore {
 
     fn sweep(&self) -> usize {
         let now = Instant::now();
+        let dead: Vec<NodeId> = {
+            let mut nodes = lock(&self.nodes);
+            let expiry = self.config.presence_expiry;
+            let dead = nodes
+                .iter()
+                .filter(|(_, seen)| now.saturating_duration_since(**seen) > expiry)
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>();
+            for n in &dead {
+                nodes.remove(n);
+            }
+            dead
+        };
         let mut removed = 0;
         for shard in &self.shards {
             lock(shard).retain(|_, log| {
                 let mut st = lock(log);
+                for node in &dead {
+                    st.drop_node(*node);
+                }
                 st.expire(now);
-                let keep = st.holders > 0 || !st.history.is_empty();
+                let keep = !st.holders.is_empty() || !st.history.is_empty();
                 if !keep {
                     st.removed = true;
                     removed += 1;
@@ -396,5 +666,35 @@ impl Store for MemoryStore {
             });
         }
         removed
+    }
+}
+
+/// The store's answer to the request `start` makes, if it came before `start` returned (it
+/// always does from a [`MemoryStore`]): for tests, and callers that hold a memory store.
+pub fn answered_at_once<T: Send + 'static>(start: impl FnOnce(Done<T>)) -> Option<T> {
+    let slot = Arc::new(Mutex::new(None));
+    let filled = slot.clone();
+    start(Box::new(move |value| *lock(&filled) = Some(value)));
+    let value = lock(&slot).take();
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_counts_stay_small_for_one_node_and_count_many() {
+        let (a, b) = (NodeId(1), NodeId(2));
+        let mut c = NodeCounts::One(a, 1);
+        c.add(a);
+        assert_eq!(c, NodeCounts::One(a, 2));
+        c.add(b);
+        assert_eq!(c.total(), 3);
+        assert!(c.remove(b));
+        assert!(!c.remove(b), "b has none left");
+        assert_eq!(c.remove_node(a), 2);
+        assert_eq!(c.total(), 0);
+        assert!(std::mem::size_of::<NodeCounts>() <= 16);
     }
 }

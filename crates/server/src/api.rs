@@ -45,6 +45,23 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Wait for the store's answer to the request `start` makes (at once with the memory store).
+/// 503 if the store dropped the request without answering (a networked store that lost it).
+async fn answer<T: Send + 'static>(
+    start: impl FnOnce(Box<dyn FnOnce(T) + Send>),
+) -> Result<T, ApiError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    start(Box::new(move |value| {
+        let _ = tx.send(value);
+    }));
+    rx.await.map_err(|_| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the history store did not answer".into(),
+        )
+    })
+}
+
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
 }
@@ -167,23 +184,27 @@ fn message_of(body: &Map<String, Value>) -> Result<(Map<String, Value>, Option<S
 }
 
 /// Publish `message` to `room` as the API user; deduplicated by `id` when given.
-fn publish_one(
+async fn publish_one(
     state: &AppState,
     room: &RoomName,
     message: Map<String, Value>,
     id: Option<&str>,
-) -> Value {
+) -> Result<Value, ApiError> {
     let api_user = UserId(Arc::from(API_USER));
-    let published = publish(
-        &state.hub,
-        PublishRequest {
-            room,
-            sender: &api_user,
-            sender_name: None,
-            body: message,
-            id,
-        },
-    );
+    let published = answer(|done| {
+        publish(
+            &state.hub,
+            PublishRequest {
+                room,
+                sender: &api_user,
+                sender_name: None,
+                body: message,
+                id,
+            },
+            done,
+        )
+    })
+    .await?;
     if published.dropped > 0 {
         state.metrics.dropped.add(published.dropped as u64);
     }
@@ -196,7 +217,7 @@ fn publish_one(
     if published.duplicate {
         reply["duplicate"] = Value::Bool(true);
     }
-    reply
+    Ok(reply)
 }
 
 async fn publish_endpoint(
@@ -206,7 +227,9 @@ async fn publish_endpoint(
 ) -> Result<Json<Value>, ApiError> {
     let room = room_name(body.get("channel").or_else(|| body.get("room")), "channel")?;
     let (message, id) = message_of(&body)?;
-    Ok(Json(publish_one(&state, &room, message, id.as_deref())))
+    Ok(Json(
+        publish_one(&state, &room, message, id.as_deref()).await?,
+    ))
 }
 
 async fn broadcast(
@@ -227,10 +250,10 @@ async fn broadcast(
         .collect::<Result<Vec<_>, _>>()?;
     let (message, id) = message_of(&body)?;
     // Deduplication is per channel: one id makes one message in each of them.
-    let results: Vec<Value> = rooms
-        .iter()
-        .map(|room| publish_one(&state, room, message.clone(), id.as_deref()))
-        .collect();
+    let mut results = Vec::with_capacity(rooms.len());
+    for room in &rooms {
+        results.push(publish_one(&state, room, message.clone(), id.as_deref()).await?);
+    }
     Ok(Json(json!({ "results": results })))
 }
 
@@ -247,12 +270,13 @@ async fn history(
     ApiQuery(q): ApiQuery<ChannelQuery>,
 ) -> Result<Response, ApiError> {
     let room = room_name(q.channel.map(Value::from).as_ref(), "channel")?;
-    let page = state.hub.history(
-        &room,
-        q.since.map(Offset),
-        q.limit,
-        state.config.session.max_history_reply,
-    );
+    let max = state.config.session.max_history_reply;
+    let page = answer(|done| {
+        state
+            .hub
+            .history(&room, q.since.map(Offset), q.limit, max, done)
+    })
+    .await?;
     let head = json!({
         "channel": room.as_str(), "offset": page.last_offset.0, "epoch": page.epoch.as_str(),
         "more": page.more,
@@ -276,9 +300,8 @@ async fn presence(
     ApiQuery(q): ApiQuery<ChannelQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let room = room_name(q.channel.map(Value::from).as_ref(), "channel")?;
-    let members: Vec<Value> = state
-        .hub
-        .presence(&room)
+    let members: Vec<Value> = answer(|done| state.hub.presence(&room, done))
+        .await?
         .into_iter()
         .map(|p| {
             let mut m = json!({"userId": &*p.user.0, "connections": p.connections});

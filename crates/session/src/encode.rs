@@ -30,5 +30,6 @@ pub fn encode_delivery(format: WireFormat, delivery: &Delivery) -> Option<Bytes>
             };
             Some(format.encode(&message))
         }
+        Body::Reply(message) => Some(format.encode(message)),
     }
 }

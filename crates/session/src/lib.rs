@@ -12,6 +12,7 @@
 
 mod close;
 mod encode;
+mod later;
 mod publish;
 pub mod rate;
 mod session;

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use switchboard_hub::{Epoch, Hub, Offset, PublishOnce, RoomName, UserId};
+use switchboard_hub::{Appended, Epoch, Hub, Offset, RoomName, UserId};
 use switchboard_native_proto::{stamp_relay, Stamp};
 
 /// A message to publish.
@@ -31,14 +31,19 @@ pub struct Published {
     pub epoch: Epoch,
     /// A repeat of an id already published: nothing was delivered.
     pub duplicate: bool,
-    /// Members it was queued for.
+    /// Members it was queued for (in this process; 0 when the store answers later).
     pub delivered: usize,
-    /// Members whose outbox was full (dropped for them).
+    /// Members whose outbox was full (dropped for them; in this process).
     pub dropped: usize,
 }
 
-/// Publish `request` to the hub.
-pub fn publish(hub: &Hub, request: PublishRequest<'_>) -> Published {
+/// Publish `request` to the hub; `done` gets what it did, at once (memory store) or later
+/// (a networked one).
+pub fn publish(
+    hub: &Hub,
+    request: PublishRequest<'_>,
+    done: impl FnOnce(Published) + Send + 'static,
+) {
     let PublishRequest {
         room,
         sender,
@@ -56,39 +61,47 @@ pub fn publish(hub: &Hub, request: PublishRequest<'_>) -> Published {
         Some(Value::String(kind)) => kind.clone(),
         _ => String::from("publish"),
     };
-    let build = |offset: Offset, timestamp_ms| {
+    let (user_id, user, room_name) = (
+        sender.0.clone(),
+        sender_name.map(str::to_owned),
+        room.clone(),
+    );
+    let build = move |offset: Offset, timestamp_ms| {
         stamp_relay(
             body,
             &Stamp {
-                user_id: &sender.0,
-                user: sender_name,
-                room: room.as_str(),
+                user_id: &user_id,
+                user: user.as_deref(),
+                room: room_name.as_str(),
                 timestamp_ms,
                 offset: offset.0,
                 generated_id: &generated,
             },
         )
     };
-    let outcome = match id {
-        Some(id) => hub.publish_once(room, &kind, sender, id, build),
-        None => PublishOnce::Published(hub.publish(room, &kind, build)),
-    };
-    match outcome {
-        PublishOnce::Published(p) => Published {
-            offset: p.offset,
-            epoch: p.epoch,
-            duplicate: false,
-            delivered: p.delivered,
-            dropped: p.dropped,
-        },
-        PublishOnce::Duplicate { offset, epoch } => Published {
-            offset,
-            epoch,
-            duplicate: true,
-            delivered: 0,
-            dropped: 0,
-        },
-    }
+    let once = id.map(|id| (sender, id));
+    hub.publish(room, &kind, once, build, move |appended| {
+        done(match appended {
+            Appended::Published {
+                offset,
+                epoch,
+                fanout,
+            } => Published {
+                offset,
+                epoch,
+                duplicate: false,
+                delivered: fanout.delivered,
+                dropped: fanout.dropped,
+            },
+            Appended::Duplicate { offset, epoch } => Published {
+                offset,
+                epoch,
+                duplicate: true,
+                delivered: 0,
+                dropped: 0,
+            },
+        })
+    });
 }
 
 /// A random-looking id: a process-random key hashed with a counter.

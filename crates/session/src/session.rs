@@ -6,13 +6,17 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use serde_json::{Map, Value};
-use switchboard_hub::{Delivery, Hub, HubConn, Kick, Offset, RoomName, UserId};
+use switchboard_hub::{
+    Delivery, Epoch, HistoryPage, Hub, HubConn, Joined, Kick, Offset, PresenceEntry, RoomName,
+    UserId,
+};
 use switchboard_native_proto::{
     ClientMessage, Incoming, ParseError, PresenceMember, ServerMessage, WireFormat,
 };
 
 use crate::close::CloseReason;
-use crate::publish::{generated_id, publish, PublishRequest};
+use crate::later::Answer;
+use crate::publish::{generated_id, publish, PublishRequest, Published};
 use crate::rate::{RateLimit, TokenBucket, Verdict};
 
 /// Settings of the session core.
@@ -205,21 +209,24 @@ impl<X> Session<X> {
                 if let Some(name) = user {
                     self.conn.name = Some(Arc::from(name));
                 }
-                let since = since.as_ref().map(|s| (Offset(s.offset), s.epoch.as_str()));
-                let joined = hub.join(&self.conn, &room, since);
+                let since = since.map(|s| (Offset(s.offset), Epoch::from(s.epoch)));
                 if !self.rooms.contains(&room) {
                     let mut rooms = std::mem::take(&mut self.rooms).into_vec();
                     rooms.push(room.clone());
                     self.rooms = rooms.into_boxed_slice();
                 }
-                // Sent now, before the outbox (which holds the replay) is drained: `joined`
-                // always precedes the missed messages.
-                sink.send(ServerMessage::Joined {
-                    room,
-                    offset: joined.offset.0,
-                    epoch: joined.epoch.to_string(),
-                    recovered: joined.recovered,
+                let answer = Answer::new();
+                hub.join(&self.conn, &room, since, answer.done());
+                // At once: sent now, before the outbox (which holds the replay) is drained.
+                // Later: queued ahead of the replay (the hub answers before it queues it).
+                let (outbox, late_room) = (self.conn.outbox.clone(), room.clone());
+                let joined = answer.now_or_later(move |joined| {
+                    let reply = joined_reply(late_room.clone(), joined);
+                    outbox.push_reserved(&[Delivery::reply(late_room, reply)]);
                 });
+                if let Some(joined) = joined {
+                    sink.send(joined_reply(room, joined));
+                }
             }
             ClientMessage::Leave { room } => {
                 hub.leave(&self.conn, &room);
@@ -231,31 +238,20 @@ impl<X> Session<X> {
             ClientMessage::Ping => sink.send(ServerMessage::Pong),
             ClientMessage::History { room, since, limit } => {
                 let since = since.map(Offset);
-                let page = hub.history(&room, since, limit, self.shared.config.max_history_reply);
-                sink.send(ServerMessage::History {
-                    room,
-                    offset: page.last_offset.0,
-                    epoch: page.epoch.to_string(),
-                    messages: page
-                        .messages
-                        .iter()
-                        .filter_map(|d| d.json())
-                        .cloned()
-                        .collect(),
-                    more: page.more,
-                });
+                let answer = Answer::new();
+                let max = self.shared.config.max_history_reply;
+                hub.history(&room, since, limit, max, answer.done());
+                let reply = self.reply_now_or_later(&room, answer, history_reply);
+                if let Some(page) = reply {
+                    sink.send(history_reply(room, page));
+                }
             }
             ClientMessage::Presence { room } => {
-                let members = hub
-                    .presence(&room)
-                    .into_iter()
-                    .map(|p| PresenceMember {
-                        user_id: p.user.0.to_string(),
-                        user: p.name.map(|n| n.to_string()),
-                        connections: p.connections,
-                    })
-                    .collect();
-                sink.send(ServerMessage::Presence { room, members });
+                let answer = Answer::new();
+                hub.presence(&room, answer.done());
+                if let Some(entries) = self.reply_now_or_later(&room, answer, presence_reply) {
+                    sink.send(presence_reply(room, entries));
+                }
             }
             // Acknowledgements of server messages: nothing asks for them yet.
             ClientMessage::Ack { .. } => {}
@@ -291,7 +287,8 @@ impl<X> Session<X> {
         if !self.rooms.contains(&room) {
             return sink.send(ServerMessage::error("not_in_room", "Not in room"));
         }
-        let published = publish(
+        let answer = Answer::new();
+        publish(
             &self.shared.hub,
             PublishRequest {
                 room: &room,
@@ -300,17 +297,45 @@ impl<X> Session<X> {
                 body,
                 id: id.as_deref(),
             },
+            answer.done(),
         );
-        if published.dropped > 0 {
-            sink.note(Note::Dropped(published.dropped));
+        let Some(id) = id else {
+            // Nothing to reply; drops are counted when the store answered at once (a late
+            // answer's fan-out happened on other nodes, which count their own).
+            if let Some(p) = answer.now_or_later(|_| {}) {
+                if p.dropped > 0 {
+                    sink.note(Note::Dropped(p.dropped));
+                }
+            }
+            return;
+        };
+        // A retry of a message already accepted is acknowledged again, delivered once.
+        let ack = |id: String, p: Published| ServerMessage::Ack {
+            id,
+            offset: p.offset.0,
+        };
+        let late_id = id.clone();
+        if let Some(p) = self.reply_now_or_later(&room, answer, move |_, p| ack(late_id, p)) {
+            if p.dropped > 0 {
+                sink.note(Note::Dropped(p.dropped));
+            }
+            sink.send(ack(id, p));
         }
-        if let Some(id) = id {
-            // A retry of a message already accepted is acknowledged again, delivered once.
-            sink.send(ServerMessage::Ack {
-                id,
-                offset: published.offset.0,
-            });
-        }
+    }
+
+    /// The store's answer if it came at once; otherwise, when it comes, `reply(room, answer)`
+    /// is queued in this connection's outbox (the transport drains it like a delivery).
+    fn reply_now_or_later<T: Send + 'static>(
+        &self,
+        room: &RoomName,
+        answer: Answer<T>,
+        reply: impl FnOnce(RoomName, T) -> ServerMessage + Send + 'static,
+    ) -> Option<T> {
+        let (outbox, room) = (self.conn.outbox.clone(), room.clone());
+        answer.now_or_later(move |value| {
+            let message = reply(room.clone(), value);
+            outbox.push_reserved(&[Delivery::reply(room, message)]);
+        })
     }
 
     /// Ready when the hub has queued deliveries (or asked for a disconnect) since this last
@@ -362,6 +387,42 @@ impl<X> Drop for Session<X> {
     fn drop(&mut self) {
         self.end();
     }
+}
+
+fn joined_reply(room: RoomName, joined: Joined) -> ServerMessage {
+    ServerMessage::Joined {
+        room,
+        offset: joined.offset.0,
+        epoch: joined.epoch.to_string(),
+        recovered: joined.recovered,
+    }
+}
+
+fn history_reply(room: RoomName, page: HistoryPage) -> ServerMessage {
+    ServerMessage::History {
+        room,
+        offset: page.last_offset.0,
+        epoch: page.epoch.to_string(),
+        messages: page
+            .messages
+            .iter()
+            .filter_map(|d| d.json())
+            .cloned()
+            .collect(),
+        more: page.more,
+    }
+}
+
+fn presence_reply(room: RoomName, entries: Vec<PresenceEntry>) -> ServerMessage {
+    let members = entries
+        .into_iter()
+        .map(|p| PresenceMember {
+            user_id: p.user.0.to_string(),
+            user: p.name.map(|n| n.to_string()),
+            connections: p.connections,
+        })
+        .collect();
+    ServerMessage::Presence { room, members }
 }
 
 /// The `error` reply for a message that could not be parsed.

@@ -17,6 +17,7 @@ fn drained(conn: &HubConn) -> Vec<String> {
     v.iter()
         .map(|d| match d.body() {
             crate::Body::Message { json, .. } => String::from_utf8_lossy(json).into_owned(),
+            crate::Body::Reply(m) => format!("reply {m:?}"),
             crate::Body::Presence(p) => format!(
                 r#"{{"type":"{}","userId":"{}","user":"{}","room":"{}"}}"#,
                 d.kind(),
@@ -30,9 +31,93 @@ fn drained(conn: &HubConn) -> Vec<String> {
 
 fn publish(hub: &Hub, r: &RoomName, text: &str) -> Published {
     let text = text.to_owned();
-    hub.publish(r, "test", move |offset, _| {
+    hub.publish_now(r, "test", move |offset, _| {
         Bytes::from(format!("{text}@{offset}"))
     })
+}
+
+/// What a publish did, as the memory store answers it (at once).
+#[derive(Debug)]
+struct Published {
+    offset: Offset,
+    delivered: usize,
+    dropped: usize,
+}
+
+/// The hub's operations with the memory store's answers, which come at once.
+trait Now {
+    fn join_now(&self, c: &HubConn, r: &RoomName, since: Option<(Offset, &str)>) -> Joined;
+    fn history_now(
+        &self,
+        r: &RoomName,
+        since: Option<Offset>,
+        limit: Option<usize>,
+        max_bytes: usize,
+    ) -> HistoryPage;
+    fn presence_now(&self, r: &RoomName) -> Vec<PresenceEntry>;
+    fn publish_now(
+        &self,
+        r: &RoomName,
+        kind: &str,
+        build: impl FnOnce(Offset, u64) -> Bytes + Send + 'static,
+    ) -> Published;
+    fn publish_once_now(
+        &self,
+        r: &RoomName,
+        kind: &str,
+        sender: &UserId,
+        id: &str,
+        build: impl FnOnce(Offset, u64) -> Bytes + Send + 'static,
+    ) -> Appended;
+}
+
+impl Now for Hub {
+    fn join_now(&self, c: &HubConn, r: &RoomName, since: Option<(Offset, &str)>) -> Joined {
+        let since = since.map(|(o, e)| (o, Epoch::from(e)));
+        crate::answered_at_once(|done| self.join(c, r, since, done)).unwrap()
+    }
+
+    fn history_now(
+        &self,
+        r: &RoomName,
+        since: Option<Offset>,
+        limit: Option<usize>,
+        max_bytes: usize,
+    ) -> HistoryPage {
+        crate::answered_at_once(|done| self.history(r, since, limit, max_bytes, done)).unwrap()
+    }
+
+    fn presence_now(&self, r: &RoomName) -> Vec<PresenceEntry> {
+        crate::answered_at_once(|done| self.presence(r, done)).unwrap()
+    }
+
+    fn publish_now(
+        &self,
+        r: &RoomName,
+        kind: &str,
+        build: impl FnOnce(Offset, u64) -> Bytes + Send + 'static,
+    ) -> Published {
+        match crate::answered_at_once(|done| self.publish(r, kind, None, build, done)).unwrap() {
+            Appended::Published { offset, fanout, .. } => Published {
+                offset,
+                delivered: fanout.delivered,
+                dropped: fanout.dropped,
+            },
+            dup => panic!("no id, yet {dup:?}"),
+        }
+    }
+
+    fn publish_once_now(
+        &self,
+        r: &RoomName,
+        kind: &str,
+        sender: &UserId,
+        id: &str,
+        build: impl FnOnce(Offset, u64) -> Bytes + Send + 'static,
+    ) -> Appended {
+        crate::answered_at_once(|done| self.publish(r, kind, Some((sender, id)), build, done))
+            .unwrap()
+    }
 }
 
 #[test]
@@ -41,8 +126,8 @@ fn members_get_publishes_and_join_leave_events() {
     let r = room("general");
     let a = hub.connect(user("alice"));
     let b = hub.connect(user("bob"));
-    hub.join(&a, &r, None);
-    hub.join(&b, &r, None);
+    hub.join_now(&a, &r, None);
+    hub.join_now(&b, &r, None);
     assert_eq!(
         drained(&a),
         [r#"{"type":"user_joined","userId":"bob","user":"bob","room":"general"}"#]
@@ -69,13 +154,13 @@ fn a_display_name_is_carried_in_join_leave_events_and_presence() {
     let a = hub.connect(user("alice"));
     let mut b = hub.connect(user("u-b"));
     b.name = Some(Arc::from("jane_dev"));
-    hub.join(&a, &r, None);
-    hub.join(&b, &r, None);
+    hub.join_now(&a, &r, None);
+    hub.join_now(&b, &r, None);
     assert_eq!(
         drained(&a),
         [r#"{"type":"user_joined","userId":"u-b","user":"jane_dev","room":"general"}"#]
     );
-    let p = hub.presence(&r);
+    let p = hub.presence_now(&r);
     assert_eq!(p[1].name.as_deref(), Some("jane_dev"));
     assert_eq!(p[0].name, None);
     hub.leave(&b, &r);
@@ -90,13 +175,13 @@ fn replay_from_since_has_no_gap_and_no_duplicate() {
     let hub = Hub::new(HubConfig::default());
     let r = room("feed");
     let publisher = hub.connect(user("p"));
-    hub.join(&publisher, &r, None);
+    hub.join_now(&publisher, &r, None);
     for i in 1..=5 {
         publish(&hub, &r, &format!("m{i}"));
     }
-    let epoch = hub.history(&r, None, None, usize::MAX).epoch;
+    let epoch = hub.history_now(&r, None, None, usize::MAX).epoch;
     let late = hub.connect(user("late"));
-    let j = hub.join(&late, &r, Some((Offset(2), epoch.as_str())));
+    let j = hub.join_now(&late, &r, Some((Offset(2), epoch.as_str())));
     assert_eq!((j.offset, j.recovered, j.replayed), (Offset(5), true, 3));
     publish(&hub, &r, "m6");
     assert_eq!(drained(&late), ["m3@3", "m4@4", "m5@5", "m6@6"]);
@@ -113,21 +198,24 @@ fn replay_is_not_recovered_for_another_epoch_or_a_trimmed_gap() {
     });
     let r = room("x");
     let keep = hub.connect(user("keep"));
-    hub.join(&keep, &r, None);
+    hub.join_now(&keep, &r, None);
     for i in 1..=5 {
         publish(&hub, &r, &format!("m{i}"));
     }
-    let epoch = hub.history(&r, None, None, usize::MAX).epoch;
+    let epoch = hub.history_now(&r, None, None, usize::MAX).epoch;
     let c = hub.connect(user("c"));
     assert!(
-        !hub.join(&c, &r, Some((Offset(1), epoch.as_str())))
+        !hub.join_now(&c, &r, Some((Offset(1), epoch.as_str())))
             .recovered,
         "3 was trimmed"
     );
     let d = hub.connect(user("d"));
-    assert!(!hub.join(&d, &r, Some((Offset(4), "other-epoch"))).recovered);
+    assert!(
+        !hub.join_now(&d, &r, Some((Offset(4), "other-epoch")))
+            .recovered
+    );
     let e = hub.connect(user("e"));
-    let j = hub.join(&e, &r, Some((Offset(3), epoch.as_str())));
+    let j = hub.join_now(&e, &r, Some((Offset(3), epoch.as_str())));
     assert!(j.recovered);
     assert_eq!(drained(&e), ["m4@4", "m5@5"]);
 }
@@ -143,10 +231,10 @@ fn empty_room_is_forgotten_and_comes_back_with_a_new_epoch() {
     });
     let r = room("tmp");
     let a = hub.connect(user("a"));
-    let first = hub.join(&a, &r, None).epoch;
+    let first = hub.join_now(&a, &r, None).epoch;
     hub.leave(&a, &r);
     assert!(hub.channels().is_empty());
-    assert_ne!(hub.join(&a, &r, None).epoch, first);
+    assert_ne!(hub.join_now(&a, &r, None).epoch, first);
 }
 
 #[test]
@@ -157,7 +245,7 @@ fn presence_counts_connections_per_user() {
     let a2 = hub.connect(user("alice"));
     let b = hub.connect(user("bob"));
     for c in [&a1, &a2, &b] {
-        hub.join(c, &r, None);
+        hub.join_now(c, &r, None);
     }
     // Alice's second tab does not announce her again.
     assert_eq!(
@@ -165,14 +253,14 @@ fn presence_counts_connections_per_user() {
         Vec::<String>::new(),
         "bob joined last: nothing before"
     );
-    let p = hub.presence(&r);
+    let p = hub.presence_now(&r);
     assert_eq!(p.len(), 2);
     assert_eq!((p[0].user.0.as_ref(), p[0].connections), ("alice", 2));
     hub.leave(&a1, &r);
     assert!(drained(&b).is_empty(), "alice still has a connection");
     hub.leave(&a2, &r);
     assert_eq!(drained(&b).len(), 1);
-    assert_eq!(hub.presence(&r).len(), 1);
+    assert_eq!(hub.presence_now(&r).len(), 1);
 }
 
 #[test]
@@ -186,11 +274,15 @@ fn join_leave_events_stop_above_the_member_limit() {
         .map(|i| hub.connect(user(&format!("u{i}"))))
         .collect();
     for c in &conns {
-        hub.join(c, &r, None);
+        hub.join_now(c, &r, None);
     }
     // u0 saw u1 join (2 members), not u2 or u3.
     assert_eq!(drained(&conns[0]).len(), 1);
-    assert_eq!(hub.presence(&r).len(), 4, "presence answers at any size");
+    assert_eq!(
+        hub.presence_now(&r).len(),
+        4,
+        "presence answers at any size"
+    );
 }
 
 #[test]
@@ -202,8 +294,8 @@ fn full_outbox_drops_without_blocking_others() {
     let r = room("fast");
     let slow = hub.connect(user("slow"));
     let fast = hub.connect(user("fast"));
-    hub.join(&slow, &r, None);
-    hub.join(&fast, &r, None);
+    hub.join_now(&slow, &r, None);
+    hub.join_now(&fast, &r, None);
     drained(&slow);
     let mut dropped = 0;
     for i in 0..20 {
@@ -232,7 +324,7 @@ fn concurrent_joins_leaves_and_publishes_keep_presence_exact() {
                     .collect();
                 for round in 0..20 {
                     for c in &conns {
-                        hub.join(c, &r, None);
+                        hub.join_now(c, &r, None);
                     }
                     publish(&hub, &r, "tick");
                     for (i, c) in conns.iter().enumerate() {
@@ -246,7 +338,7 @@ fn concurrent_joins_leaves_and_publishes_keep_presence_exact() {
                 }
                 // Leave exactly 10 connections of user t{t}-u0 joined.
                 for c in conns.iter().filter(|c| c.user.0.ends_with("-u0")) {
-                    hub.join(c, &r, None);
+                    hub.join_now(c, &r, None);
                 }
             })
         })
@@ -254,10 +346,10 @@ fn concurrent_joins_leaves_and_publishes_keep_presence_exact() {
     for t in threads {
         t.join().unwrap();
     }
-    let p = hub.presence(&r);
+    let p = hub.presence_now(&r);
     assert_eq!(p.len(), 8);
     assert!(p.iter().all(|e| e.connections == 5), "{p:?}");
-    let last = hub.history(&r, None, None, usize::MAX).last_offset;
+    let last = hub.history_now(&r, None, None, usize::MAX).last_offset;
     assert_eq!(last, Offset(8 * 20));
 }
 
@@ -266,27 +358,27 @@ fn publish_once_publishes_a_repeated_id_once_per_room() {
     let hub = Hub::new(HubConfig::default());
     let (r, other) = (room("r"), room("other"));
     let member = hub.connect(user("m"));
-    hub.join(&member, &r, None);
+    hub.join_now(&member, &r, None);
     let u = user("u");
-    let first = hub.publish_once(&r, "test", &u, "m1", |o, _| Bytes::from(format!("a@{o}")));
-    let PublishOnce::Published(p) = first else {
+    let first = hub.publish_once_now(&r, "test", &u, "m1", |o, _| Bytes::from(format!("a@{o}")));
+    let Appended::Published { offset, epoch, .. } = first else {
         panic!("{first:?}")
     };
-    let again = hub.publish_once(&r, "test", &u, "m1", |o, _| Bytes::from(format!("b@{o}")));
+    let again = hub.publish_once_now(&r, "test", &u, "m1", |o, _| Bytes::from(format!("b@{o}")));
     assert_eq!(
         again,
-        PublishOnce::Duplicate {
-            offset: p.offset,
-            epoch: p.epoch.clone()
+        Appended::Duplicate {
+            offset,
+            epoch: epoch.clone()
         }
     );
     assert_eq!(drained(&member), ["a@1"]);
     // The same id to another room is another message.
     assert!(matches!(
-        hub.publish_once(&other, "test", &u, "m1", |o, _| Bytes::from(format!(
+        hub.publish_once_now(&other, "test", &u, "m1", |o, _| Bytes::from(format!(
             "c@{o}"
         ))),
-        PublishOnce::Published(_)
+        Appended::Published { .. }
     ));
 }
 
@@ -294,11 +386,11 @@ fn publish_once_publishes_a_repeated_id_once_per_room() {
 fn history_of_an_unknown_room_creates_nothing() {
     let hub = Hub::new(HubConfig::default());
     for i in 0..50 {
-        let page = hub.history(&room(&format!("nope{i}")), None, None, usize::MAX);
+        let page = hub.history_now(&room(&format!("nope{i}")), None, None, usize::MAX);
         assert!(page.messages.is_empty());
         assert_eq!(page.last_offset, Offset(0));
     }
-    assert!(hub.presence(&room("nope1")).is_empty());
+    assert!(hub.presence_now(&room("nope1")).is_empty());
     assert_eq!(hub.channel_count(), 0);
 }
 
@@ -310,17 +402,17 @@ fn a_replay_larger_than_the_outbox_budget_is_not_recovered_and_not_sent_in_part(
     });
     let r = room("big");
     let keep = hub.connect(user("keep"));
-    hub.join(&keep, &r, None);
+    hub.join_now(&keep, &r, None);
     for _ in 0..5 {
-        hub.publish(&r, "test", |_, _| Bytes::from(vec![b'x'; 4000]));
+        hub.publish_now(&r, "test", |_, _| Bytes::from(vec![b'x'; 4000]));
     }
-    let epoch = hub.history(&r, None, None, usize::MAX).epoch;
+    let epoch = hub.history_now(&r, None, None, usize::MAX).epoch;
     let late = hub.connect(user("late"));
-    let j = hub.join(&late, &r, Some((Offset(0), epoch.as_str())));
+    let j = hub.join_now(&late, &r, Some((Offset(0), epoch.as_str())));
     assert_eq!((j.recovered, j.replayed), (false, 0));
     assert!(drained(&late).is_empty());
     let small = hub.connect(user("small"));
-    let j = hub.join(&small, &r, Some((Offset(3), epoch.as_str())));
+    let j = hub.join_now(&small, &r, Some((Offset(3), epoch.as_str())));
     assert_eq!((j.recovered, j.replayed), (true, 2));
 }
 
@@ -331,7 +423,7 @@ fn disconnect_user_reaches_every_connection_and_disconnect_unregisters() {
     let a1 = hub.connect(user("a"));
     let a2 = hub.connect(user("a"));
     let b = hub.connect(user("b"));
-    hub.join(&a1, &r, None);
+    hub.join_now(&a1, &r, None);
     assert_eq!(hub.connection_count(), 3);
     assert_eq!(hub.disconnect_user(&user("a")), 2);
     assert_eq!(a1.outbox.disconnect_requested(), Some(Kick::ByServer));
@@ -340,7 +432,7 @@ fn disconnect_user_reaches_every_connection_and_disconnect_unregisters() {
     hub.disconnect(&a1, std::slice::from_ref(&r));
     hub.disconnect(&a2, &[]);
     assert_eq!(hub.connection_count(), 1);
-    assert!(hub.presence(&r).is_empty());
+    assert!(hub.presence_now(&r).is_empty());
     assert_eq!(hub.disconnect_user(&user("a")), 0);
 }
 
@@ -355,7 +447,7 @@ fn sweep_forgets_rooms_whose_history_expired() {
     });
     let r = room("ephemeral");
     let a = hub.connect(user("a"));
-    hub.join(&a, &r, None);
+    hub.join_now(&a, &r, None);
     publish(&hub, &r, "x");
     hub.leave(&a, &r);
     assert_eq!(hub.channels().len(), 1, "history keeps the room");
@@ -373,15 +465,15 @@ fn overflow_policy_follows_the_room_pattern() {
         ..HubConfig::default()
     });
     let slow = hub.connect(user("slow"));
-    hub.join(&slow, &room("strict:a"), None);
-    hub.join(&slow, &room("loose:a"), None);
+    hub.join_now(&slow, &room("strict:a"), None);
+    hub.join_now(&slow, &room("loose:a"), None);
     let body = |_: Offset, _: u64| Bytes::from_static(&[b'x'; 100]);
     // `loose:a` uses the default (drop): the third message does not fit and is counted.
     for _ in 0..3 {
-        hub.publish(&room("loose:a"), "test", body);
+        hub.publish_now(&room("loose:a"), "test", body);
     }
     assert_eq!(slow.outbox.disconnect_requested(), None);
-    let published = hub.publish(&room("strict:a"), "test", body);
+    let published = hub.publish_now(&room("strict:a"), "test", body);
     assert_eq!(published.dropped, 1);
     assert_eq!(slow.outbox.disconnect_requested(), Some(Kick::Overflow));
     assert!(slow.outbox.is_empty(), "the backlog is freed at once");
@@ -403,8 +495,8 @@ fn two_nodes_share_rooms_with_one_offset_sequence_and_replay_across_nodes() {
     let r = room("shared");
     let on_a = a.connect(user("x"));
     let on_b = b.connect(user("y"));
-    a.join(&on_a, &r, None);
-    b.join(&on_b, &r, None);
+    a.join_now(&on_a, &r, None);
+    b.join_now(&on_b, &r, None);
     assert_ne!(
         on_a.id, on_b.id,
         "connection ids are unique across the nodes of a process"
@@ -426,12 +518,12 @@ fn two_nodes_share_rooms_with_one_offset_sequence_and_replay_across_nodes() {
     assert_eq!(drained(&on_b), ["m1@1", "m2@2", "m3@3"]);
 
     // A client of node a sees m3, drops, and reconnects to node b with `since`.
-    let epoch = b.history(&r, None, None, usize::MAX).epoch;
-    assert_eq!(epoch, a.history(&r, None, None, usize::MAX).epoch);
+    let epoch = b.history_now(&r, None, None, usize::MAX).epoch;
+    assert_eq!(epoch, a.history_now(&r, None, None, usize::MAX).epoch);
     publish(&b, &r, "m4");
     publish(&a, &r, "m5");
     let back = b.connect(user("x"));
-    let j = b.join(&back, &r, Some((Offset(3), epoch.as_str())));
+    let j = b.join_now(&back, &r, Some((Offset(3), epoch.as_str())));
     assert_eq!((j.offset, j.recovered, j.replayed), (Offset(5), true, 2));
     publish(&a, &r, "m6");
     assert_eq!(
@@ -446,17 +538,17 @@ fn a_node_without_local_members_gets_nothing_and_lookups_on_it_create_nothing() 
     let (a, b) = two_nodes();
     let r = room("r");
     let on_a = a.connect(user("x"));
-    a.join(&on_a, &r, None);
+    a.join_now(&on_a, &r, None);
     let on_b = b.connect(user("y"));
-    b.join(&on_b, &r, None);
+    b.join_now(&on_b, &r, None);
     b.leave(&on_b, &r);
-    let p = b.presence(&r);
+    let p = b.presence_now(&r);
     assert_eq!(p.len(), 1, "presence spans the nodes: {p:?}");
     assert_eq!(p[0].user, user("x"));
     let p = publish(&a, &r, "after");
     assert_eq!(p.delivered, 1, "only node a's member");
     assert!(drained(&on_b).is_empty());
-    assert_eq!(b.history(&r, None, None, usize::MAX).messages.len(), 1);
+    assert_eq!(b.history_now(&r, None, None, usize::MAX).messages.len(), 1);
 }
 
 #[test]
@@ -465,8 +557,8 @@ fn concurrent_publishes_on_two_nodes_arrive_everywhere_once_in_offset_order() {
     let r = room("busy");
     let on_a = a.connect(user("x"));
     let on_b = b.connect(user("y"));
-    a.join(&on_a, &r, None);
-    b.join(&on_b, &r, None);
+    a.join_now(&on_a, &r, None);
+    b.join_now(&on_b, &r, None);
     let threads: Vec<_> = [a.clone(), b.clone()]
         .into_iter()
         .map(|hub| {
@@ -497,17 +589,17 @@ fn presence_is_the_same_on_every_node_and_counts_connections_across_nodes() {
     jane_a.name = Some(Arc::from("Jane"));
     let jane_b = b.connect(user("jane"));
     let bob = b.connect(user("bob"));
-    a.join(&jane_a, &r, None);
-    b.join(&bob, &r, None);
+    a.join_now(&jane_a, &r, None);
+    b.join_now(&bob, &r, None);
     // Jane's second connection, on the other node, is not her first: no second user_joined.
-    b.join(&jane_b, &r, None);
+    b.join_now(&jane_b, &r, None);
     assert_eq!(
         drained(&bob).len(),
         0,
         "jane was already there when bob joined"
     );
     for hub in [&a, &b] {
-        let p = hub.presence(&r);
+        let p = hub.presence_now(&r);
         let seen: Vec<_> = p
             .iter()
             .map(|e| {
@@ -533,5 +625,135 @@ fn presence_is_the_same_on_every_node_and_counts_connections_across_nodes() {
         drained(&bob),
         [r#"{"type":"user_left","userId":"jane","user":"jane","room":"lobby"}"#]
     );
-    assert_eq!(a.presence(&r).len(), 1);
+    assert_eq!(a.presence_now(&r).len(), 1);
+}
+
+/// A hub over a store whose answers come only when released (a networked store's latency).
+fn late_hub() -> (Arc<Hub>, Arc<crate::testing::LateStore>) {
+    let config = HubConfig::default();
+    let store = crate::testing::LateStore::new(crate::MemoryStore::new(config.memory_store(), 1));
+    let hub = Hub::with_backends(config, store.clone(), crate::MemoryBroker::new());
+    (hub, store)
+}
+
+/// Start `op` with a `done` that records the answer; the answer, once released.
+fn later<T: Send + 'static>(
+    op: impl FnOnce(Box<dyn FnOnce(T) + Send>),
+) -> std::sync::mpsc::Receiver<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    op(Box::new(move |v| {
+        let _ = tx.send(v);
+    }));
+    rx
+}
+
+#[test]
+fn a_join_whose_store_answers_late_replays_without_gap_or_duplicate() {
+    let (hub, store) = late_hub();
+    let r = room("feed");
+    let publisher = hub.connect(user("p"));
+    let _ = later(|done| hub.join(&publisher, &r, None, done));
+    for i in 1..=3 {
+        let text = format!("m{i}");
+        hub.publish(
+            &r,
+            "test",
+            None,
+            move |o, _| Bytes::from(format!("{text}@{o}")),
+            |_| {},
+        );
+    }
+    store.release();
+    let epoch = later(|done| hub.history(&r, None, None, usize::MAX, done));
+    store.release();
+    let epoch = epoch.recv().unwrap().epoch;
+
+    let late = hub.connect(user("late"));
+    let joined = later(|done| hub.join(&late, &r, Some((Offset(1), epoch)), done));
+    // Published while the join's read is still on its way: held for the joiner (and, read
+    // after them, also in its replay: they must come once).
+    for i in 4..=5 {
+        let text = format!("m{i}");
+        hub.publish(
+            &r,
+            "test",
+            None,
+            move |o, _| Bytes::from(format!("{text}@{o}")),
+            |_| {},
+        );
+    }
+    assert!(joined.try_recv().is_err(), "not answered yet");
+    assert!(drained(&late).is_empty(), "held until the replay is queued");
+    store.release();
+    let j = joined.recv().unwrap();
+    assert_eq!((j.offset, j.recovered, j.replayed), (Offset(5), true, 4));
+    hub.publish(
+        &r,
+        "test",
+        None,
+        |o, _| Bytes::from(format!("m6@{o}")),
+        |_| {},
+    );
+    assert_eq!(
+        drained(&late),
+        ["m2@2", "m3@3", "m4@4", "m5@5", "m6@6"],
+        "no gap, no duplicate"
+    );
+}
+
+#[test]
+fn messages_published_while_a_late_join_waits_follow_its_joined_offset() {
+    let (hub, store) = late_hub();
+    let r = room("live");
+    let a = hub.connect(user("a"));
+    let joined = later(|done| hub.join(&a, &r, None, done));
+    // The store reads the room only after this one: it is at or before the joined offset.
+    hub.publish(
+        &r,
+        "test",
+        None,
+        |o, _| Bytes::from(format!("before@{o}")),
+        |_| {},
+    );
+    store.release();
+    let j = joined.recv().unwrap();
+    assert_eq!((j.offset, j.recovered, j.replayed), (Offset(1), true, 0));
+    hub.publish(
+        &r,
+        "test",
+        None,
+        |o, _| Bytes::from(format!("after@{o}")),
+        |_| {},
+    );
+    store.release();
+    assert_eq!(drained(&a), ["after@2"]);
+}
+
+#[test]
+fn a_dead_nodes_connections_leave_presence_after_the_expiry() {
+    let config = HubConfig {
+        presence_expiry: Duration::from_millis(100),
+        ..HubConfig::default()
+    };
+    let store = crate::MemoryStore::new(config.memory_store(), 1);
+    let broker = crate::MemoryBroker::new();
+    let a = Hub::with_backends(config.clone(), store.clone(), broker.clone());
+    let b = Hub::with_backends(config, store, broker);
+    let r = room("lobby");
+    let (x, y) = (a.connect(user("x")), b.connect(user("y")));
+    a.join_now(&x, &r, None);
+    b.join_now(&y, &r, None);
+    assert_eq!(a.presence_now(&r).len(), 2);
+    // Node b stops heartbeating (it died without leaving); node a sweeps on.
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(50));
+        a.sweep();
+    }
+    let p = a.presence_now(&r);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].user, user("x"));
+    // Node a's entries were refreshed by its sweeps and stay.
+    let z = a.connect(user("y"));
+    a.join_now(&z, &r, None);
+    assert_eq!(a.presence_now(&r).len(), 2);
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use switchboard_hub::{HubConfig, Kick};
+use switchboard_hub::{answered_at_once, HubConfig, Kick};
 use switchboard_native_proto::WireFormat;
 
 use super::*;
@@ -91,9 +91,9 @@ fn the_seeds_chat_flow() {
     let shared = shared(unlimited());
     let mut jane = Client::new(&shared, "u-jane");
     let mut bob = Client::new(&shared, "u-bob");
-    let epoch = shared
-        .hub
-        .history(&RoomName::new("general").unwrap(), None, None, 1)
+    let general = RoomName::new("general").unwrap();
+    let epoch = answered_at_once(|done| shared.hub.history(&general, None, None, 1, done))
+        .unwrap()
         .epoch;
     assert_eq!(
         bob.send(json!({"type":"join","room":"general","user":"bob"})),
@@ -135,9 +135,9 @@ fn the_seeds_chat_flow() {
 }
 
 fn bob_epoch(shared: &Shared) -> String {
-    shared
-        .hub
-        .history(&RoomName::new("general").unwrap(), None, None, 1)
+    let general = RoomName::new("general").unwrap();
+    answered_at_once(|done| shared.hub.history(&general, None, None, 1, done))
+        .unwrap()
         .epoch
         .to_string()
 }
@@ -275,5 +275,68 @@ fn a_panic_unwinding_through_the_owner_still_unregisters_the_session() {
     }));
     assert!(result.is_err());
     assert_eq!(shared.hub.connection_count(), 0);
-    assert!(shared.hub.presence(&RoomName::new("r").unwrap()).is_empty());
+    let r = RoomName::new("r").unwrap();
+    assert!(answered_at_once(|done| shared.hub.presence(&r, done))
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn answers_the_store_gives_late_reach_the_client_through_the_outbox_in_order() {
+    let config = HubConfig::default();
+    let store = switchboard_hub::testing::LateStore::new(switchboard_hub::MemoryStore::new(
+        config.memory_store(),
+        1,
+    ));
+    let hub = Hub::with_backends(config, store.clone(), switchboard_hub::MemoryBroker::new());
+    let shared = Arc::new(Shared {
+        hub,
+        config: unlimited(),
+        transport: (),
+    });
+    let mut jane = Client::new(&shared, "u-jane");
+    assert_eq!(
+        jane.send(json!({"type":"join","room":"r"})),
+        [] as [Value; 0]
+    );
+    assert!(store.pending() > 0);
+    store.release();
+    let joined = jane.deliveries();
+    assert_eq!(joined.len(), 1, "{joined:?}");
+    assert_eq!(joined[0]["type"], "joined");
+    assert_eq!(joined[0]["offset"], 0);
+    let epoch = joined[0]["epoch"].as_str().unwrap().to_owned();
+
+    // The message is delivered at once (appended and handed on); its ack comes with the
+    // store's answer.
+    assert_eq!(
+        jane.send(json!({"type":"chat","id":"m1","text":"hi"})),
+        [] as [Value; 0]
+    );
+    let now = jane.deliveries();
+    assert_eq!((now.len(), &now[0]["text"]), (1, &json!("hi")));
+    store.release();
+    assert_eq!(
+        jane.deliveries(),
+        [json!({"type":"ack","id":"m1","offset":1})]
+    );
+
+    assert_eq!(
+        jane.send(json!({"type":"history","room":"r"})),
+        [] as [Value; 0]
+    );
+    store.release();
+    let history = jane.deliveries();
+    assert_eq!(history[0]["type"], "history");
+    assert_eq!(history[0]["messages"][0]["text"], "hi");
+
+    // A second connection joins with `since`: `joined` comes first, then the replay.
+    let mut bob = Client::new(&shared, "u-bob");
+    let since = json!({"type":"join","room":"r","since":{"offset":0,"epoch":epoch}});
+    assert_eq!(bob.send(since), [] as [Value; 0]);
+    store.release();
+    let out = bob.deliveries();
+    let types: Vec<&str> = out.iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["joined", "chat"], "{out:?}");
+    assert_eq!(out[0]["recovered"], true);
 }

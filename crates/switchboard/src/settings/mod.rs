@@ -247,6 +247,9 @@ impl Settings {
                     .map(|rule| (RoomPattern::new(&rule.pattern), policy(rule.policy)))
                     .collect(),
                 default_overflow: policy(self.overflow.default),
+                // One node per process until a shared store (Redis) exists: its presence
+                // never expires while it runs. A setting then.
+                presence_expiry: HubConfig::default().presence_expiry,
             },
         }
     }
