@@ -123,6 +123,24 @@ pub enum ServerMessage {
 }
 
 impl ServerMessage {
+    /// Its `type` (what SSE sends as `event:`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerMessage::Welcome { .. } => "welcome",
+            ServerMessage::AuthSuccess { .. } => "auth_success",
+            ServerMessage::Joined { .. } => "joined",
+            ServerMessage::Left { .. } => "left",
+            ServerMessage::Pong => "pong",
+            ServerMessage::Ack { .. } => "ack",
+            ServerMessage::Error { .. } => "error",
+            ServerMessage::UserJoined { .. } => "user_joined",
+            ServerMessage::UserLeft { .. } => "user_left",
+            ServerMessage::Lagged { .. } => "lagged",
+            ServerMessage::Presence { .. } => "presence",
+            ServerMessage::History { .. } => "history",
+        }
+    }
+
     /// `error {code, message}`.
     pub fn error(code: &'static str, message: impl Into<String>) -> ServerMessage {
         ServerMessage::Error {

@@ -37,7 +37,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
 
 /// An API error: status and message, answered as `{"error": message}`.
 #[derive(Debug)]
-pub(crate) struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -47,7 +47,7 @@ impl IntoResponse for ApiError {
 
 /// Wait for the store's answer to the request `start` makes (at once with the memory store).
 /// 503 if the store dropped the request without answering (a networked store that lost it).
-async fn answer<T: Send + 'static>(
+pub(crate) async fn answer<T: Send + 'static>(
     start: impl FnOnce(Box<dyn FnOnce(T) + Send>),
 ) -> Result<T, ApiError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -62,7 +62,7 @@ async fn answer<T: Send + 'static>(
     })
 }
 
-fn bad_request(message: impl Into<String>) -> ApiError {
+pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
 }
 
@@ -136,7 +136,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
 /// Query parameters, with a JSON 400 (not axum's plain-text rejection) when they do not
 /// parse: `since=abc`, `limit=-1`.
 #[derive(Debug)]
-pub(crate) struct ApiQuery<T>(T);
+pub(crate) struct ApiQuery<T>(pub(crate) T);
 
 impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;

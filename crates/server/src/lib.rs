@@ -26,6 +26,7 @@ pub mod metrics;
 mod native;
 pub use switchboard_session::rate;
 mod redact;
+mod sse;
 pub mod state;
 mod tls;
 pub mod ws;

@@ -257,7 +257,7 @@ enum Stream {
 /// The peer's address: from our listener ([`PeerAddr`]) or, in an embedding application,
 /// from axum's `ConnectInfo` (`into_make_service_with_connect_info::<SocketAddr>()`).
 /// Without either the per-IP limit can not apply: said once in the log, not silently.
-fn peer_addr(req: &Request<Body>) -> Option<std::net::SocketAddr> {
+pub(crate) fn peer_addr(req: &Request<Body>) -> Option<std::net::SocketAddr> {
     if let Some(p) = req.extensions().get::<PeerAddr>() {
         return Some(p.0);
     }
