@@ -297,18 +297,14 @@ impl SseStream {
             self.end_for(reason);
             return;
         }
-        let mut lagged = 0;
+        if sink.lagged {
+            self.session.shared().transport.lagged.inc();
+        }
         for delivery in &batch {
             match delivery.body() {
                 DeliveryBody::Reply(message) => self.write_reply(message),
                 _ => self.write_delivery(delivery),
             }
-        }
-        if sink.lagged {
-            lagged += 1;
-        }
-        if lagged > 0 {
-            self.session.shared().transport.lagged.inc_by(lagged);
         }
     }
 
