@@ -58,6 +58,14 @@ pub struct ServerConfig {
     /// Time a connection that must authenticate (first-message `auth`) gets to do so.
     /// Default 5 s. Breach: close 4000 "Authentication timeout".
     pub auth_timeout: Duration,
+    /// How long a long poll (`GET /poll`) is held when there is nothing to send: it is
+    /// answered at the first message, or empty after this. Default 25 s (below the 30 s
+    /// after which common proxies give up on an idle response).
+    pub poll_timeout: Duration,
+    /// A poller's session (its rooms, its queued messages, its presence) ends when it has not
+    /// polled for `poll_timeout` + this. Default 10 s: time for a client to send its next
+    /// poll over a slow network, short enough that presence shows who left soon after.
+    pub poll_grace: Duration,
     /// Serve `https://` and `wss://` with this certificate and key (`None`: plain TCP).
     pub tls: Option<TlsConfig>,
     /// The session core's settings: the per-connection message rate limit (default
@@ -89,6 +97,8 @@ impl Default for ServerConfig {
             max_connections_per_ip: 1000,
             max_connections_per_user: 10,
             auth_timeout: Duration::from_secs(5),
+            poll_timeout: Duration::from_secs(25),
+            poll_grace: Duration::from_secs(10),
             tls: None,
             session: switchboard_session::SessionConfig::default(),
             api_keys: Vec::new(),

@@ -16,13 +16,14 @@ use crate::native::NativeSession;
 use crate::state::AppState;
 use crate::ws::{self, handler};
 
-/// Every route: `/ws`, `/events`, `/health`, `/ready`, `/metrics`, the HTTP API, and `/echo`
+/// Every route: `/ws`, `/events`, `/poll`, `/health`, `/ready`, `/metrics`, the HTTP API, and `/echo`
 /// when enabled.
 pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         // `any`, not `get`: a non-GET upgrade attempt gets the handshake's own 405 with `Allow`.
         .route("/ws", any(ws_endpoint))
         .route("/events", get(crate::sse::events_endpoint))
+        .route("/poll", get(crate::poll::poll_endpoint))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))

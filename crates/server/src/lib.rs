@@ -25,6 +25,8 @@ mod listener;
 pub mod metrics;
 mod native;
 pub use switchboard_session::rate;
+mod feed;
+mod poll;
 mod redact;
 mod sse;
 pub mod state;

@@ -59,6 +59,7 @@ impl Embedded {
     pub fn start(config: ServerConfig, shutdown: CancellationToken) -> Embedded {
         let state = AppState::new(config, shutdown);
         spawn_hub_sweeper(&state);
+        crate::poll::spawn_sweeper(&state);
         state.parking.start(&state.tracker, &state.shutdown);
         Embedded { state }
     }
@@ -142,6 +143,7 @@ impl Server {
         let router = router(state.clone());
         let shutdown = state.shutdown.clone();
         spawn_hub_sweeper(&state);
+        crate::poll::spawn_sweeper(&state);
         state.parking.start(&state.tracker, &shutdown);
         loop {
             let accepted = tokio::select! {

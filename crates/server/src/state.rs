@@ -120,6 +120,8 @@ pub struct AppState {
     pub parking: ParkingLots,
     /// The limits every WebSocket driver applies (from `config`).
     pub driver_limits: DriverLimits,
+    /// Long pollers' sessions.
+    pub(crate) pollers: crate::poll::Pollers,
     connections: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
     per_user: Mutex<HashMap<UserId, u32>>,
@@ -167,6 +169,7 @@ impl AppState {
             config,
             shutdown,
             tracker: TaskTracker::new(),
+            pollers: crate::poll::Pollers::default(),
             started: Instant::now(),
             connections: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),

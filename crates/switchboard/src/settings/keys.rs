@@ -151,6 +151,18 @@ pub(crate) const KEYS: &[Key] = &[
         "On SIGTERM/SIGINT, time connections get to close cleanly [default: 10s]",
     ),
     key(
+        "poll_timeout",
+        "poll-timeout",
+        "DURATION",
+        "Hold a long poll (GET /poll) this long when there is nothing to send [default: 25s]",
+    ),
+    key(
+        "poll_grace",
+        "poll-grace",
+        "DURATION",
+        "End a poller's session when it has not polled for poll_timeout + this [default: 10s]",
+    ),
+    key(
         "auth_timeout",
         "auth-timeout",
         "DURATION",

@@ -60,6 +60,10 @@ pub(crate) struct Settings {
     pub(crate) shutdown_timeout: Duration,
     #[serde(deserialize_with = "values::positive_duration")]
     pub(crate) auth_timeout: Duration,
+    #[serde(deserialize_with = "values::positive_duration")]
+    pub(crate) poll_timeout: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub(crate) poll_grace: Duration,
     #[serde(deserialize_with = "values::size")]
     pub(crate) max_pending_output: usize,
     #[serde(deserialize_with = "values::size_or_zero")]
@@ -145,6 +149,8 @@ impl Default for Settings {
             close_timeout: server.close_timeout,
             shutdown_timeout: server.shutdown_timeout,
             auth_timeout: server.auth_timeout,
+            poll_timeout: server.poll_timeout,
+            poll_grace: server.poll_grace,
             max_pending_output: server.max_pending_output,
             socket_send_buffer: server.socket_send_buffer.unwrap_or(0),
             park_idle_after: server.park_idle_after.unwrap_or(Duration::ZERO),
@@ -205,6 +211,8 @@ impl Settings {
             max_connections_per_ip: self.max_connections_per_ip,
             max_connections_per_user: self.max_connections_per_user,
             auth_timeout: self.auth_timeout,
+            poll_timeout: self.poll_timeout,
+            poll_grace: self.poll_grace,
             tls: match (&self.tls.cert, &self.tls.key) {
                 (Some(cert), Some(key)) => Some(TlsConfig {
                     cert_path: cert.clone(),

@@ -105,6 +105,8 @@ pub(crate) fn value(s: &Settings, path: &str) -> Option<Value> {
         "close_timeout" => duration(s.close_timeout),
         "shutdown_timeout" => duration(s.shutdown_timeout),
         "auth_timeout" => duration(s.auth_timeout),
+        "poll_timeout" => duration(s.poll_timeout),
+        "poll_grace" => duration(s.poll_grace),
         "max_pending_output" => size(s.max_pending_output),
         "history_reply_size" => size(s.history_reply_size),
         "socket_send_buffer" => size(s.socket_send_buffer),
