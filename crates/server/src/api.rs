@@ -8,7 +8,7 @@ use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -24,10 +24,12 @@ const API_USER: &str = "api";
 /// Fields of a publish body that address the message rather than being part of it.
 const ADDRESSING: [&str; 3] = ["channel", "channels", "room"];
 
-/// The `/api/*` routes.
-pub(crate) fn routes() -> Router<Arc<AppState>> {
+/// The `/api/*` routes; `browser` adds what the routes browsers use need (CORS).
+pub(crate) fn routes(
+    browser: impl Fn(MethodRouter<Arc<AppState>>) -> MethodRouter<Arc<AppState>>,
+) -> Router<Arc<AppState>> {
     Router::new()
-        .route("/api/publish", post(publish_endpoint))
+        .route("/api/publish", browser(post(publish_endpoint)))
         .route("/api/broadcast", post(broadcast))
         .route("/api/history", get(history))
         .route("/api/presence", get(presence))
@@ -109,6 +111,35 @@ impl FromRequestParts<Arc<AppState>> for ApiKey {
     }
 }
 
+/// Who publishes: a backend (a valid API key) or, for a request without `Authorization`, an
+/// anonymous client (a browser), from this address; see [`crate::browser`].
+#[derive(Debug)]
+pub(crate) enum Publisher {
+    Backend,
+    Anonymous(Option<std::net::IpAddr>),
+}
+
+impl FromRequestParts<Arc<AppState>> for Publisher {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        if parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION)
+        {
+            // Credentials given must be valid: a wrong key is never downgraded to anonymous.
+            return ApiKey::from_request_parts(parts, state)
+                .await
+                .map(|ApiKey| Publisher::Backend);
+        }
+        let ip = crate::ws::peer_addr_in(&parts.extensions).map(|a| a.ip());
+        Ok(Publisher::Anonymous(ip))
+    }
+}
+
 /// Compare without an early exit on the first differing byte (no timing oracle on the key).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -183,20 +214,21 @@ fn message_of(body: &Map<String, Value>) -> Result<(Map<String, Value>, Option<S
     Ok((message, id))
 }
 
-/// Publish `message` to `room` as the API user; deduplicated by `id` when given.
+/// Publish `message` to `room` as `sender`; deduplicated by `id` when given.
 async fn publish_one(
     state: &AppState,
+    sender: &str,
     room: &RoomName,
     message: Map<String, Value>,
     id: Option<&str>,
 ) -> Result<Value, ApiError> {
-    let api_user = UserId(Arc::from(API_USER));
+    let sender = UserId(Arc::from(sender));
     let published = answer(|done| {
         publish(
             &state.hub,
             PublishRequest {
                 room,
-                sender: &api_user,
+                sender: &sender,
                 sender_name: None,
                 body: message,
                 id,
@@ -221,14 +253,30 @@ async fn publish_one(
 }
 
 async fn publish_endpoint(
-    _: ApiKey,
+    publisher: Publisher,
     State(state): State<Arc<AppState>>,
     JsonObject(body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let room = room_name(body.get("channel").or_else(|| body.get("room")), "channel")?;
     let (message, id) = message_of(&body)?;
+    let sender = match publisher {
+        Publisher::Backend => API_USER,
+        Publisher::Anonymous(ip) => {
+            state
+                .anonymous
+                .admit(&room, ip, std::time::Instant::now())?;
+            if id.is_some() {
+                // Deduplication is per sender: every anonymous client is the same sender,
+                // so one client's id could silently swallow another's message.
+                return Err(bad_request(
+                    "\"id\" (deduplication) needs an identified sender: publish with credentials",
+                ));
+            }
+            crate::browser::ANONYMOUS_USER
+        }
+    };
     Ok(Json(
-        publish_one(&state, &room, message, id.as_deref()).await?,
+        publish_one(&state, sender, &room, message, id.as_deref()).await?,
     ))
 }
 
@@ -252,7 +300,7 @@ async fn broadcast(
     // Deduplication is per channel: one id makes one message in each of them.
     let mut results = Vec::with_capacity(rooms.len());
     for room in &rooms {
-        results.push(publish_one(&state, room, message.clone(), id.as_deref()).await?);
+        results.push(publish_one(&state, API_USER, room, message.clone(), id.as_deref()).await?);
     }
     Ok(Json(json!({ "results": results })))
 }

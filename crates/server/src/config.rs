@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use switchboard_hub::HubConfig;
+use switchboard_hub::{HubConfig, RoomPattern};
 use switchboard_ws_proto::DeflateConfig;
 
 /// Settings of one server instance.
@@ -74,6 +74,15 @@ pub struct ServerConfig {
     pub session: switchboard_session::SessionConfig,
     /// API keys accepted by `/api/*` (`Authorization: Bearer <key>`). Empty: the API is closed.
     pub api_keys: Vec<String>,
+    /// Rooms where a client without credentials may publish over `POST /api/publish` (a
+    /// browser beside its SSE stream or long poll), as user `anonymous`, rate-limited per
+    /// address like a connection (`session.rate_limit`). Default none: the API then needs
+    /// the API key (401). Channel permissions for authenticated users come with auth.
+    pub anonymous_publish: Vec<RoomPattern>,
+    /// Origins whose pages may use `/events`, `/poll` and `/api/publish` across sites
+    /// (CORS), e.g. `https://app.example.com`; `*` allows every origin (without
+    /// credentials: no cookies). Default none: same-origin pages only.
+    pub cors_origins: Vec<String>,
     /// Rooms, history, presence and outbox settings.
     pub hub: HubConfig,
 }
@@ -102,6 +111,8 @@ impl Default for ServerConfig {
             tls: None,
             session: switchboard_session::SessionConfig::default(),
             api_keys: Vec::new(),
+            anonymous_publish: Vec::new(),
+            cors_origins: Vec::new(),
             hub: HubConfig::default(),
         }
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, MethodRouter};
 use axum::{Json, Router};
 use http::{Request, StatusCode};
 
@@ -19,15 +19,21 @@ use crate::ws::{self, handler};
 /// Every route: `/ws`, `/events`, `/poll`, `/health`, `/ready`, `/metrics`, the HTTP API, and `/echo`
 /// when enabled.
 pub fn router(state: Arc<AppState>) -> Router {
+    // Pages of other sites may read feeds and publish when their origin is configured.
+    let cors = crate::cors::layer(&state.config.cors_origins);
+    let browser = |route: MethodRouter<Arc<AppState>>| match &cors {
+        Some(layer) => route.layer(layer.clone()),
+        None => route,
+    };
     let mut router = Router::new()
         // `any`, not `get`: a non-GET upgrade attempt gets the handshake's own 405 with `Allow`.
         .route("/ws", any(ws_endpoint))
-        .route("/events", get(crate::sse::events_endpoint))
-        .route("/poll", get(crate::poll::poll_endpoint))
+        .route("/events", browser(get(crate::sse::events_endpoint)))
+        .route("/poll", browser(get(crate::poll::poll_endpoint)))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .merge(api::routes());
+        .merge(api::routes(browser));
     if state.config.echo {
         router = router.route("/echo", any(echo_endpoint));
     }

@@ -18,7 +18,9 @@
 // re-exported below, `http::router`, `state::AppState` (what handlers share) and `metrics`.
 // Everything else is internal.
 mod api;
+mod browser;
 mod config;
+mod cors;
 pub mod http;
 mod keepalive;
 mod listener;

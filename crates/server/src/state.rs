@@ -122,6 +122,8 @@ pub struct AppState {
     pub driver_limits: DriverLimits,
     /// Long pollers' sessions.
     pub(crate) pollers: crate::poll::Pollers,
+    /// Where clients without credentials may publish over HTTP, and their rates.
+    pub(crate) anonymous: crate::browser::AnonymousPublish,
     connections: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
     per_user: Mutex<HashMap<UserId, u32>>,
@@ -160,6 +162,10 @@ impl AppState {
             config: config.session,
             transport: metrics.clone(),
         });
+        let anonymous = crate::browser::AnonymousPublish::new(
+            config.anonymous_publish.clone(),
+            config.session.rate_limit,
+        );
         Arc::new(AppState {
             native,
             metrics,
@@ -170,6 +176,7 @@ impl AppState {
             shutdown,
             tracker: TaskTracker::new(),
             pollers: crate::poll::Pollers::default(),
+            anonymous,
             started: Instant::now(),
             connections: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),

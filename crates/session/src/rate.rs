@@ -58,6 +58,13 @@ impl TokenBucket {
         }
     }
 
+    /// Whether the bucket would be full at `now` (the state of a client never seen).
+    pub fn is_full(&self, limit: &RateLimit, now: Instant) -> bool {
+        let rate = limit.messages as f32 / limit.per.as_secs_f32().max(f32::EPSILON);
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f32();
+        self.tokens + elapsed * rate >= limit.burst as f32
+    }
+
     /// Account for one message arriving at `now`.
     pub fn check(&mut self, limit: &RateLimit, now: Instant) -> Verdict {
         let rate = limit.messages as f32 / limit.per.as_secs_f32().max(f32::EPSILON);

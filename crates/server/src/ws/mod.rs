@@ -258,13 +258,15 @@ enum Stream {
 /// from axum's `ConnectInfo` (`into_make_service_with_connect_info::<SocketAddr>()`).
 /// Without either the per-IP limit can not apply: said once in the log, not silently.
 pub(crate) fn peer_addr(req: &Request<Body>) -> Option<std::net::SocketAddr> {
-    if let Some(p) = req.extensions().get::<PeerAddr>() {
+    peer_addr_in(req.extensions())
+}
+
+/// [`peer_addr`] from a request's extensions.
+pub(crate) fn peer_addr_in(extensions: &http::Extensions) -> Option<std::net::SocketAddr> {
+    if let Some(p) = extensions.get::<PeerAddr>() {
         return Some(p.0);
     }
-    if let Some(info) = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-    {
+    if let Some(info) = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
         return Some(info.0);
     }
     static WARNED: std::sync::Once = std::sync::Once::new();

@@ -239,6 +239,26 @@ pub(crate) const KEYS: &[Key] = &[
              Also SWITCHBOARD_API_KEY (one key). Without one the API answers 401",
         )
     },
+    Key {
+        arity: Arity::Many,
+        ..key(
+            "anonymous_publish",
+            "anonymous-publish",
+            "PATTERN",
+            "Rooms where clients without credentials may publish over POST /api/publish, \
+             e.g. chat:* (repeatable; rate-limited per address) [default: none]",
+        )
+    },
+    Key {
+        arity: Arity::Many,
+        ..key(
+            "cors_origins",
+            "cors-origin",
+            "ORIGIN",
+            "Origin allowed to use /events, /poll and /api/publish across sites, e.g. \
+             https://app.example.com, or * for any (repeatable) [default: none]",
+        )
+    },
     key(
         "join_leave_max_members",
         "join-leave-max-members",

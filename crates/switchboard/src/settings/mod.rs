@@ -88,6 +88,11 @@ pub(crate) struct Settings {
     /// Secret.
     #[serde(deserialize_with = "values::string_list")]
     pub(crate) api_keys: Vec<String>,
+    /// Room patterns.
+    #[serde(deserialize_with = "values::string_list")]
+    pub(crate) anonymous_publish: Vec<String>,
+    #[serde(deserialize_with = "values::origins")]
+    pub(crate) cors_origins: Vec<String>,
     #[serde(deserialize_with = "values::count")]
     pub(crate) join_leave_max_members: usize,
     #[serde(deserialize_with = "values::duration")]
@@ -161,6 +166,8 @@ impl Default for Settings {
             max_connections_per_user: server.max_connections_per_user,
             rate_limit: server.session.rate_limit,
             api_keys: server.api_keys.clone(),
+            anonymous_publish: Vec::new(),
+            cors_origins: server.cors_origins.clone(),
             join_leave_max_members: hub.join_leave_max_members,
             dedup_window: hub.dedup_window,
             dedup_capacity: hub.dedup_capacity,
@@ -226,6 +233,12 @@ impl Settings {
                 max_history_reply: self.history_reply_size,
             },
             api_keys: self.api_keys.clone(),
+            anonymous_publish: self
+                .anonymous_publish
+                .iter()
+                .map(|p| RoomPattern::new(p))
+                .collect(),
+            cors_origins: self.cors_origins.clone(),
             hub: HubConfig {
                 history: self
                     .history

@@ -119,6 +119,16 @@ pub(crate) fn value(s: &Settings, path: &str) -> Option<Value> {
         "api_keys" => Some(Value::Array(
             s.api_keys.iter().cloned().map(Value::String).collect(),
         )),
+        "anonymous_publish" => Some(Value::Array(
+            s.anonymous_publish
+                .iter()
+                .cloned()
+                .map(Value::String)
+                .collect(),
+        )),
+        "cors_origins" => Some(Value::Array(
+            s.cors_origins.iter().cloned().map(Value::String).collect(),
+        )),
         "join_leave_max_members" => int(s.join_leave_max_members),
         "dedup_window" => duration(s.dedup_window),
         "dedup_capacity" => int(s.dedup_capacity),

@@ -236,6 +236,42 @@ fn rate_limit_accepts_text_off_false_and_table() {
 }
 
 #[test]
+fn browser_settings_parse_and_bad_origins_name_the_key() {
+    let s = settings(
+        Some("anonymous_publish = [\"chat:*\"]"),
+        &[(
+            "SWITCHBOARD_CORS_ORIGINS",
+            "https://app.example.com, http://127.0.0.1:3000",
+        )],
+        &[],
+    );
+    assert_eq!(s.anonymous_publish, ["chat:*"]);
+    assert_eq!(
+        s.cors_origins,
+        ["https://app.example.com", "http://127.0.0.1:3000"]
+    );
+    let config = s.server_config();
+    assert!(config.anonymous_publish[0].matches("chat:lobby"));
+    assert_eq!(
+        settings(None, &[], &["--cors-origin", "*"]).cors_origins,
+        ["*"]
+    );
+    for bad in [
+        "app.example.com",
+        "https://app.example.com/",
+        "ftp://x",
+        "https://",
+        "https://x:port",
+    ] {
+        let e = error(None, &[], &["--cors-origin", bad]);
+        assert!(
+            e.contains("cors_origins") && e.contains("not an origin"),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
 fn api_keys_accept_arrays_comma_lists_and_the_singular_variable() {
     let keys = |s: Settings| s.api_keys;
     assert_eq!(

@@ -439,6 +439,39 @@ pub(crate) fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>
     d.deserialize_any(ListVisitor)
 }
 
+/// CORS origins: `*`, or `scheme://host[:port]` with scheme `http` or `https` and nothing
+/// after (a browser's `Origin` never has a path or a trailing slash, so such an entry would
+/// silently match nothing).
+pub(crate) fn origins<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = string_list(d)?;
+    for origin in &list {
+        if origin != "*" && !is_origin(origin) {
+            return Err(de::Error::custom(format!(
+                "\"{origin}\" is not an origin: expected scheme://host[:port] (http or https, \
+                 no path) or *"
+            )));
+        }
+    }
+    Ok(list)
+}
+
+fn is_origin(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return false;
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || !port.is_empty() => (host, Some(port)),
+        _ => (rest, None),
+    };
+    matches!(scheme, "http" | "https")
+        && !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
+        && port
+            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn split_list(text: &str) -> impl Iterator<Item = &str> {
     text.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
