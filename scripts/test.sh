@@ -30,11 +30,21 @@ need() {
   command -v "$1" >/dev/null || { echo "test.sh: '$1' is required and missing" >&2; exit 2; }
 }
 need cargo; need python3; need node; need npm
+
+# Debian packages the tests use, installed when missing (`apt-get update` at most once a run).
+apt_updated=
+apt_install() {
+  echo "test.sh: installing $*"
+  if [[ -z $apt_updated ]]; then
+    apt-get update || return
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"
+}
 # The TLS interop test generates its certificate with the openssl CLI.
-if ! command -v openssl >/dev/null; then
-  echo "test.sh: installing openssl"
-  apt-get update && apt-get install -y openssl
-fi
+command -v openssl >/dev/null || apt_install openssl
+# The browser SSE test (tests/interop/node/browser-sse.test.mjs) drives Debian's Chromium.
+[[ -x /usr/bin/chromium ]] || apt_install chromium
 
 python_env() {
   if [[ ! -x .tmp/venv/bin/pytest ]]; then

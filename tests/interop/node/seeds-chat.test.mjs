@@ -3,42 +3,19 @@
 // addEventListener / event.data API). It must show names, never "undefined".
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import net from 'node:net';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
+import { startServer } from './server.mjs';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const binary = process.env.SWITCHBOARD_BIN ?? path.join(root, 'target/release/switchboard');
 let server;
 let url;
 
 before(async () => {
-  const port = await new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-  server = spawn(binary, ['serve', '--listen', `127.0.0.1:${port}`], { stdio: 'inherit' });
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const ok = await new Promise((resolve) => {
-      const c = net.connect(port, '127.0.0.1', () => { c.end(); resolve(true); });
-      c.on('error', () => resolve(false));
-    });
-    if (ok) break;
-    if (Date.now() > deadline) throw new Error('switchboard did not start');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  url = `ws://127.0.0.1:${port}/ws`;
+  server = await startServer();
+  url = `${server.base.replace('http', 'ws')}/ws`;
 });
 
 after(async () => {
-  const exited = new Promise((resolve) => server.on('exit', (code) => resolve(code)));
-  server.kill('SIGTERM');
-  assert.equal(await exited, 0, 'server exits 0 on SIGTERM');
+  await server?.stop();
 });
 
 /// The seed's client code, as the guide writes it; only the URL, the user name and the two

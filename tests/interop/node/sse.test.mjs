@@ -4,57 +4,24 @@
 // was missed, on every room, through the client's own Last-Event-ID.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import net from 'node:net';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { EventSource } from 'eventsource';
 import WebSocket from 'ws';
+import { startServer, api as post } from './server.mjs';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const binary = process.env.SWITCHBOARD_BIN ?? path.join(root, 'target/release/switchboard');
 const KEY = 'sse-test-key';
 let server;
 let base;
 
 before(async () => {
-  const port = await new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-  server = spawn(binary, ['serve', '--listen', `127.0.0.1:${port}`, '--api-key', KEY], {
-    stdio: 'inherit',
-  });
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const ok = await new Promise((resolve) => {
-      const c = net.connect(port, '127.0.0.1', () => { c.end(); resolve(true); });
-      c.on('error', () => resolve(false));
-    });
-    if (ok) break;
-    if (Date.now() > deadline) throw new Error('switchboard did not start');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  base = `http://127.0.0.1:${port}`;
+  server = await startServer(['--api-key', KEY]);
+  base = server.base;
 });
 
 after(async () => {
-  const exited = new Promise((resolve) => server.on('exit', (code) => resolve(code)));
-  server.kill('SIGTERM');
-  assert.equal(await exited, 0, 'server exits 0 on SIGTERM');
+  await server?.stop();
 });
 
-async function api(route, body) {
-  const res = await fetch(base + route, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  assert.equal(res.status, 200, await res.clone().text());
-  return res.json();
-}
+const api = (route, body) => post(base, KEY, route, body);
 
 /// Every named event of `source`, in arrival order, as {event, data, id}.
 function record(source, names) {

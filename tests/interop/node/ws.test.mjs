@@ -1,50 +1,19 @@
 // Interoperability with the `ws` npm package (a third-party client) against `switchboard serve --echo`.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import net from 'node:net';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
+import { startServer } from './server.mjs';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const binary = process.env.SWITCHBOARD_BIN ?? path.join(root, 'target/release/switchboard');
 let server;
 let base;
 
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitForPort(port) {
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    const ok = await new Promise((resolve) => {
-      const c = net.connect(port, '127.0.0.1', () => { c.end(); resolve(true); });
-      c.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('switchboard did not start');
-}
-
 before(async () => {
-  const port = await freePort();
-  server = spawn(binary, ['serve', '--echo', '--listen', `127.0.0.1:${port}`], { stdio: 'inherit' });
-  await waitForPort(port);
-  base = `ws://127.0.0.1:${port}`;
+  server = await startServer(['--echo']);
+  base = server.base.replace('http', 'ws');
 });
 
 after(async () => {
-  const exited = new Promise((resolve) => server.on('exit', (code) => resolve(code)));
-  server.kill('SIGTERM');
-  assert.equal(await exited, 0, 'server exits 0 on SIGTERM');
+  await server?.stop();
 });
 
 function open(options = {}) {

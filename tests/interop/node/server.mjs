@@ -1,0 +1,92 @@
+// The switchboard server under test, shared by the interop tests: start the release binary
+// on a free loopback port, wait until it accepts connections, stop it with SIGTERM (it must
+// exit 0); and the HTTP API helper.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const binary = process.env.SWITCHBOARD_BIN ?? path.join(root, 'target/release/switchboard');
+
+/// A loopback port nothing listens on right now.
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+function accepts(port) {
+  return new Promise((resolve) => {
+    const c = net.connect(port, '127.0.0.1', () => { c.end(); resolve(true); });
+    c.on('error', () => resolve(false));
+  });
+}
+
+/// `switchboard serve --listen 127.0.0.1:PORT ...args`, once it accepts connections.
+/// Returns {base: 'http://127.0.0.1:PORT', port, stop()}; stop() sends SIGTERM and asserts
+/// the server exits 0 (SIGKILL and an error after 10 s).
+export async function startServer(args = []) {
+  try {
+    fs.accessSync(binary, fs.constants.X_OK);
+  } catch {
+    throw new Error(`no switchboard binary at ${binary}: build it (cargo build --release -p switchboard) or set SWITCHBOARD_BIN`);
+  }
+  const port = await freePort();
+  const child = spawn(binary, ['serve', '--listen', `127.0.0.1:${port}`, ...args], { stdio: 'inherit' });
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  let spawnError;
+  child.on('error', (e) => { spawnError = e; });
+  const deadline = Date.now() + 10_000;
+  while (!(await accepts(port))) {
+    if (spawnError) throw new Error(`switchboard did not start: ${spawnError.message}`);
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`switchboard exited during startup (code ${child.exitCode}, signal ${child.signalCode})`);
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`switchboard did not accept connections on port ${port} within 10 s`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  let stopped;
+  return {
+    port,
+    base: `http://127.0.0.1:${port}`,
+    /// SIGTERM; the server must exit 0 within 10 s. Idempotent.
+    stop() {
+      stopped ??= (async () => {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+        let timer;
+        const timeout = new Promise((resolve) => { timer = setTimeout(() => resolve(null), 10_000); });
+        const result = await Promise.race([exited, timeout]);
+        clearTimeout(timer);
+        if (result === null) {
+          child.kill('SIGKILL');
+          await exited;
+          throw new Error('switchboard did not exit within 10 s of SIGTERM (killed)');
+        }
+        assert.deepEqual(result, { code: 0, signal: null }, 'server exits 0 on SIGTERM');
+      })();
+      return stopped;
+    },
+  };
+}
+
+/// `POST base+route` with a JSON body and the API key; asserts 200 and returns the JSON answer.
+export async function api(base, key, route, body) {
+  const res = await fetch(base + route, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(5000),
+  });
+  assert.equal(res.status, 200, `${route}: ${await res.clone().text()}`);
+  return res.json();
+}
