@@ -32,6 +32,24 @@ use crate::pattern::{first_match, RoomPattern};
 
 const SHARDS: usize = 64;
 
+/// How long a forgotten room's epoch and last offset are remembered: a room recreated within
+/// this time goes on in the same epoch, so a client that held a position there (an SSE
+/// stream or long poller of a quiet room, a WebSocket that reconnects) resumes with
+/// `recovered: true` instead of a reset that lost nothing.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
+
+/// At most this many forgotten rooms are remembered (about 100 bytes each); beyond it, a
+/// recreated room starts a new epoch (an honest reset).
+const MAX_TOMBSTONES: usize = 100_000;
+
+/// What is left of a forgotten room.
+#[derive(Debug)]
+struct Tombstone {
+    epoch: Epoch,
+    last_offset: Offset,
+    at: Instant,
+}
+
 /// Where a store's answer goes. Called exactly once, possibly on another thread, possibly
 /// while the store holds the room's order: it must not call back into the store.
 pub type Done<T> = Box<dyn FnOnce(T) + Send>;
@@ -210,6 +228,8 @@ pub struct MemoryStore {
     next_node: AtomicU32,
     /// Each registered node's latest heartbeat.
     nodes: Mutex<HashMap<NodeId, Instant>>,
+    /// Forgotten rooms' epochs and offsets (taken after a shard lock, never before one).
+    tombstones: Mutex<HashMap<RoomName, Tombstone>>,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -381,6 +401,7 @@ impl MemoryStore {
             next_epoch: AtomicU64::new(1),
             next_node: AtomicU32::new(1),
             nodes: Mutex::new(HashMap::new()),
+            tombstones: Mutex::new(HashMap::new()),
         })
     }
 
@@ -398,20 +419,28 @@ impl MemoryStore {
         if !create {
             return None;
         }
-        // A new room starts a new epoch: offsets restart, and clients holding offsets of an
-        // earlier room of the same name learn it from the epoch.
-        let epoch = format!(
-            "{:x}-{:x}",
-            self.boot,
-            self.next_epoch.fetch_add(1, Ordering::Relaxed)
-        );
+        // A room forgotten lately goes on where it was (its history was empty when it was
+        // forgotten, and nothing can be published to it meanwhile: publishing recreates it).
+        // Else a new room starts a new epoch: offsets restart, and clients holding offsets of
+        // an earlier room of the same name learn it from the epoch.
+        let (epoch, last_offset) = match lock(&self.tombstones).remove(room) {
+            Some(t) if t.at.elapsed() < TOMBSTONE_TTL => (t.epoch, t.last_offset),
+            _ => {
+                let epoch = format!(
+                    "{:x}-{:x}",
+                    self.boot,
+                    self.next_epoch.fetch_add(1, Ordering::Relaxed)
+                );
+                (Epoch::from(epoch), Offset(0))
+            }
+        };
         let limits = first_match(&self.config.history, room, self.config.default_history);
         let log = Arc::new(Mutex::new(MemoryLog {
             removed: false,
             history: History::default(),
             limits,
-            last_offset: Offset(0),
-            epoch: Epoch::from(epoch),
+            last_offset,
+            epoch,
             holders: Vec::new(),
             presence: HashMap::new(),
             connections: 0,
@@ -419,6 +448,22 @@ impl MemoryStore {
         }));
         shard.insert(room.clone(), log.clone());
         Some(log)
+    }
+
+    /// Remember a room being forgotten (under its shard's lock), so that it can go on in
+    /// the same epoch if it comes back soon.
+    fn bury(&self, room: &RoomName, st: &MemoryLog) {
+        let mut tombstones = lock(&self.tombstones);
+        if tombstones.len() < MAX_TOMBSTONES {
+            tombstones.insert(
+                room.clone(),
+                Tombstone {
+                    epoch: st.epoch.clone(),
+                    last_offset: st.last_offset,
+                    at: Instant::now(),
+                },
+            );
+        }
     }
 
     /// Run `f` on the room's log, creating it (and retrying if a sweep removed it meanwhile).
@@ -554,6 +599,7 @@ impl Store for MemoryStore {
         st.expire(Instant::now());
         if st.holders.is_empty() && st.history.is_empty() {
             st.removed = true;
+            self.bury(room, &st);
             drop(st);
             shard.remove(room);
         }
@@ -651,7 +697,7 @@ impl Store for MemoryStore {
         };
         let mut removed = 0;
         for shard in &self.shards {
-            lock(shard).retain(|_, log| {
+            lock(shard).retain(|name, log| {
                 let mut st = lock(log);
                 for node in &dead {
                     st.drop_node(*node);
@@ -660,11 +706,13 @@ impl Store for MemoryStore {
                 let keep = !st.holders.is_empty() || !st.history.is_empty();
                 if !keep {
                     st.removed = true;
+                    self.bury(name, &st);
                     removed += 1;
                 }
                 keep
             });
         }
+        lock(&self.tombstones).retain(|_, t| now.saturating_duration_since(t.at) < TOMBSTONE_TTL);
         removed
     }
 }

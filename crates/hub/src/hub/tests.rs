@@ -221,7 +221,7 @@ fn replay_is_not_recovered_for_another_epoch_or_a_trimmed_gap() {
 }
 
 #[test]
-fn empty_room_is_forgotten_and_comes_back_with_a_new_epoch() {
+fn a_forgotten_room_comes_back_in_the_same_epoch_so_positions_there_still_recover() {
     let hub = Hub::new(HubConfig {
         default_history: HistoryLimits {
             max_messages: 0,
@@ -231,10 +231,24 @@ fn empty_room_is_forgotten_and_comes_back_with_a_new_epoch() {
     });
     let r = room("tmp");
     let a = hub.connect(user("a"));
-    let first = hub.join_now(&a, &r, None).epoch;
+    let epoch = hub.join_now(&a, &r, None).epoch;
+    let sent = publish(&hub, &r, "kept nowhere").offset;
     hub.leave(&a, &r);
-    assert!(hub.channels().is_empty());
-    assert_ne!(hub.join_now(&a, &r, None).epoch, first);
+    assert!(
+        hub.channels().is_empty(),
+        "forgotten: no members, no history"
+    );
+    // A client that had everything up to `sent` resumes without a reset.
+    let back = hub.join_now(&a, &r, Some((sent, epoch.as_str())));
+    assert_eq!((back.epoch, back.offset), (epoch.clone(), sent));
+    assert!(back.recovered);
+    // Offsets go on: a client with an older position learns of the gap.
+    assert_eq!(publish(&hub, &r, "next").offset, Offset(sent.0 + 1));
+    let b = hub.connect(user("b"));
+    assert!(
+        !hub.join_now(&b, &r, Some((Offset(0), epoch.as_str())))
+            .recovered
+    );
 }
 
 #[test]
