@@ -29,7 +29,8 @@ function accepts(port) {
   });
 }
 
-/// `switchboard serve --listen 127.0.0.1:PORT ...args`, once it accepts connections.
+/// `switchboard serve --listen 127.0.0.1:PORT ...args`, once it accepts connections (`args`
+/// may be a function of the port, for flags that name the server's own address).
 /// Returns {base: 'http://127.0.0.1:PORT', port, stop()}; stop() sends SIGTERM and asserts
 /// the server exits 0 (SIGKILL and an error after 10 s).
 export async function startServer(args = []) {
@@ -39,7 +40,8 @@ export async function startServer(args = []) {
     throw new Error(`no switchboard binary at ${binary}: build it (cargo build --release -p switchboard) or set SWITCHBOARD_BIN`);
   }
   const port = await freePort();
-  const child = spawn(binary, ['serve', '--listen', `127.0.0.1:${port}`, ...args], { stdio: 'inherit' });
+  const flags = typeof args === 'function' ? args(port) : args;
+  const child = spawn(binary, ['serve', '--listen', `127.0.0.1:${port}`, ...flags], { stdio: 'inherit' });
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
   let spawnError;
   child.on('error', (e) => { spawnError = e; });
