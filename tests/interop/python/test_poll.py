@@ -41,6 +41,11 @@ def publish(sb, channel, **data):
     return body["offset"]
 
 
+def metric(sb, name):
+    text = urllib.request.urlopen(sb.http + "/metrics", timeout=5).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
 def first_poll(sb, channels):
     status, body, took = poll(sb, channels)
     assert status == 200, body
@@ -55,7 +60,9 @@ def test_a_poller_gets_what_was_published_between_polls_and_waits_for_the_next(s
     sb = switchboard("--api-key", API_KEY, "--poll-timeout", "2s")
     _, cursor = first_poll(sb, "a,b")
     offsets = [publish(sb, "a", n=i) for i in range(3)] + [publish(sb, "b", n=9)]
+    sent_before = metric(sb, "switchboard_messages_sent_total")
     status, body, took = poll(sb, "a,b", cursor)
+    assert metric(sb, "switchboard_messages_sent_total") - sent_before == 4, "counted as sent"
     assert status == 200 and took < 1
     assert [(m["room"], m["offset"], m["data"]["n"]) for m in body["messages"]] == [
         ("a", offsets[0], 0), ("a", offsets[1], 1), ("a", offsets[2], 2), ("b", offsets[3], 9)]

@@ -165,13 +165,28 @@ pub(crate) fn drain(session: &FeedSession) -> Vec<Output> {
         out.push(Output::Closed(reason));
         return out;
     }
+    let metrics = &session.shared().transport;
     if sink.lagged {
-        session.shared().transport.lagged.inc();
+        metrics.lagged.inc();
     }
-    out.extend(batch.into_iter().map(|delivery| match delivery.body() {
-        DeliveryBody::Reply(message) => Output::Reply(message.clone()),
-        _ => Output::Delivery(delivery),
-    }));
+    // At most one clock read per drain: every delivery in it is handed over now.
+    let mut now = None;
+    let mut delivered = 0;
+    for delivery in batch {
+        if let DeliveryBody::Reply(message) = delivery.body() {
+            out.push(Output::Reply(message.clone()));
+            continue;
+        }
+        if Metrics::sample_latency(delivery.offset().map(|o| o.0)) {
+            let now = *now.get_or_insert_with(std::time::Instant::now);
+            metrics
+                .delivery_latency
+                .observe(now.saturating_duration_since(delivery.created()));
+        }
+        delivered += 1;
+        out.push(Output::Delivery(delivery));
+    }
+    metrics.messages_out.add(delivered);
     out
 }
 

@@ -161,6 +161,11 @@ impl Poller {
         self.answered_positions = self.feed.cursor();
         let cursor = cursor::format(&self.id, self.answers, &self.answered_positions);
         let body = answer_body(&messages, Some(&cursor));
+        self.session
+            .shared()
+            .transport
+            .bytes_out
+            .add(body.len() as u64);
         self.unconfirmed = Some(Unconfirmed {
             positions_before: positions_before.to_owned(),
             messages,

@@ -231,7 +231,13 @@ impl HttpBody for SseStream {
         let this = self.get_mut();
         loop {
             if !this.out.is_empty() {
-                return Poll::Ready(Some(Ok(Frame::data(this.out.split().freeze()))));
+                let chunk = this.out.split().freeze();
+                this.session
+                    .shared()
+                    .transport
+                    .bytes_out
+                    .add(chunk.len() as u64);
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
             }
             if let Some((code, reason)) = this.ended {
                 if !this.finished {
