@@ -35,6 +35,11 @@ if ! command -v openssl >/dev/null; then
   echo "test.sh: installing openssl"
   apt-get update && apt-get install -y openssl
 fi
+# The HTTP/2 interop test drives the server with the curl CLI (Debian's is built with nghttp2).
+if ! command -v curl >/dev/null; then
+  echo "test.sh: installing curl"
+  apt-get update && apt-get install -y curl
+fi
 
 python_env() {
   if [[ ! -x .tmp/venv/bin/pytest ]]; then

@@ -20,6 +20,7 @@
 mod api;
 mod config;
 pub mod http;
+mod http2;
 mod keepalive;
 mod listener;
 pub mod metrics;
