@@ -43,7 +43,9 @@ apt_install() {
 }
 # The TLS interop test generates its certificate with the openssl CLI.
 command -v openssl >/dev/null || apt_install openssl
-# The browser SSE test (tests/interop/node/browser-sse.test.mjs) drives Debian's Chromium.
+# The HTTP/2 interop test drives the server with the curl CLI (Debian's is built with nghttp2).
+command -v curl >/dev/null || apt_install curl
+# The browser tests (tests/interop/node/browser-*.test.mjs) drive Debian's Chromium.
 [[ -x /usr/bin/chromium ]] || apt_install chromium
 
 python_env() {

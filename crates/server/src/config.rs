@@ -20,12 +20,14 @@ pub struct ServerConfig {
     /// permessage-deflate policy; `None` disables compression. Default on, see
     /// [`DeflateConfig`].
     pub deflate: Option<DeflateConfig>,
-    /// Send a protocol Ping after this long without hearing from the client. Default 25 s.
+    /// Send a protocol Ping after this long without hearing from the client (WebSocket, and
+    /// HTTP/2 connections over TLS). Default 25 s.
     pub heartbeat_interval: Duration,
     /// Drop the connection when nothing (Pong or any frame) arrives this long after a Ping.
     /// Default 20 s. Bounds the life of dead and half-open connections.
     pub heartbeat_timeout: Duration,
-    /// Time allowed for the HTTP request head to arrive. Default 10 s (slowloris).
+    /// Time allowed for the TLS handshake and the HTTP request head to arrive. Default 10 s
+    /// (slowloris). HTTP/2 connections get GOAWAY after this long without an open stream.
     pub handshake_timeout: Duration,
     /// After a Close frame is sent: how long to wait for the peer's Close and for it to
     /// close the TCP connection. Default 5 s.

@@ -22,6 +22,7 @@ mod browser;
 mod config;
 mod cors;
 pub mod http;
+mod http2;
 mod keepalive;
 mod listener;
 pub mod metrics;

@@ -1,5 +1,6 @@
 //! The accept loop: one task per TCP connection serving HTTP/1.1 (hyper) until it upgrades,
-//! and graceful shutdown of everything it started.
+//! or HTTP/2 when a TLS client negotiated `h2` ([`crate::http2`]), and graceful shutdown of
+//! everything it started.
 
 use std::io;
 use std::net::SocketAddr;
@@ -17,9 +18,11 @@ use tower_service::Service as _;
 
 use crate::config::ServerConfig;
 use crate::http::router;
+use crate::http2::{self, serve_h2};
 use crate::metrics::Metrics;
 use crate::redact::redact_path_and_query;
 use crate::state::{AppState, PeerAddr};
+use crate::tls::ALPN_H2;
 
 /// Expire history and forget empty rooms every 30 s until shutdown.
 fn spawn_hub_sweeper(state: &Arc<AppState>) {
@@ -145,6 +148,12 @@ impl Server {
         spawn_hub_sweeper(&state);
         crate::poll::spawn_sweeper(&state);
         state.parking.start(&state.tracker, &shutdown);
+        let h2_timeouts = http2::Timeouts {
+            idle: state.config.handshake_timeout,
+            ping_interval: state.config.heartbeat_interval,
+            ping_timeout: state.config.heartbeat_timeout,
+            close: state.config.close_timeout,
+        };
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -195,12 +204,28 @@ impl Server {
                 }
                 Some(acceptor) => {
                     let acceptor = acceptor.clone();
+                    let tracker = state.tracker.clone();
                     state.tracker.spawn(async move {
                         // The TLS handshake shares the header timeout: a client that stalls
                         // in it is a slowloris too.
                         let handshake =
                             tokio::time::timeout(header_timeout, acceptor.accept(stream));
                         match handshake.await {
+                            Ok(Ok(tls_stream))
+                                if tls_stream.get_ref().1.alpn_protocol() == Some(ALPN_H2) =>
+                            {
+                                // Boxed: the HTTP/2 connection state must not size the task
+                                // of every HTTP/1.1 TLS connection either.
+                                Box::pin(serve_h2(
+                                    tls_stream,
+                                    service,
+                                    h2_timeouts,
+                                    tracker,
+                                    shutdown,
+                                    metrics,
+                                ))
+                                .await
+                            }
                             Ok(Ok(tls_stream)) => {
                                 serve_http(tls_stream, service, header_timeout, shutdown, metrics)
                                     .await

@@ -11,6 +11,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
 
+/// The ALPN protocol id of HTTP/2.
+pub(crate) const ALPN_H2: &[u8] = b"h2";
+
 /// Why the TLS configuration could not be loaded. Each names the file and the key.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TlsError {
@@ -35,7 +38,8 @@ pub(crate) enum TlsError {
     Pair(rustls::Error),
 }
 
-/// A TLS acceptor for `config`, offering HTTP/1.1 by ALPN (WebSocket upgrades need it).
+/// A TLS acceptor for `config`, offering by ALPN HTTP/2 (many SSE streams on one connection)
+/// and HTTP/1.1 (WebSocket upgrades need it), in that order of preference.
 pub(crate) fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
     let cert_path = config.cert_path.display().to_string();
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&config.cert_path)
@@ -61,6 +65,6 @@ pub(crate) fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(TlsError::Pair)?;
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tls.alpn_protocols = vec![ALPN_H2.to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(tls)))
 }

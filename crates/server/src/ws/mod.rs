@@ -27,8 +27,8 @@ use stream::StreamTransport;
 use transport::{TlsTransport, Transport};
 
 /// Answer an upgrade request: `101` and a driver task running the handler `open` makes, or
-/// the HTTP error the handshake rules name (400, 405, 426) or the connection limits (429,
-/// 503).
+/// the HTTP error the handshake rules name (400, 405, 426), the connection limits (429,
+/// 503), or 505 for a request over HTTP/2 (WebSocket over HTTP/2 is not served).
 ///
 /// `open` runs only once the handshake is valid and the connection admitted: a refused
 /// request creates no session and registers nothing. It returns the handler and the id that
@@ -40,6 +40,16 @@ pub fn upgrade<H: Handler>(
     protocols: &[&str],
     open: impl FnOnce(Option<&str>) -> (H, u64),
 ) -> Response {
+    if req.version() > Version::HTTP_11 {
+        // HTTP/2 (ALPN `h2` over TLS) has no Upgrade, and WebSocket over HTTP/2 (RFC 8441
+        // extended CONNECT) is not served: say so, rather than a handshake error that blames
+        // a missing `Connection` header the client may not even be allowed to send.
+        return (
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            "WebSocket needs HTTP/1.1: WebSocket over HTTP/2 is not supported\n",
+        )
+            .into_response();
+    }
     let headers = req
         .headers()
         .iter()
