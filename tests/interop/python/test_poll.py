@@ -154,6 +154,10 @@ def test_websocket_sse_and_poll_clients_see_the_same_messages_with_the_same_offs
     sb = switchboard("--api-key", API_KEY, "--poll-timeout", "1s")
     sse = socket.create_connection(("127.0.0.1", sb.port))
     sse.sendall(b"GET /events?channels=mix HTTP/1.1\r\nHost: x\r\n\r\n")
+    sse.settimeout(5)
+    buf = b""
+    while b"event: connected" not in buf:  # joined before the poller (no user_joined for it)
+        buf += sse.recv(65536)
     _, cursor = first_poll(sb, "mix")
 
     async def ws_side():
@@ -177,9 +181,7 @@ def test_websocket_sse_and_poll_clients_see_the_same_messages_with_the_same_offs
         _, body, _ = poll(sb, "mix", cursor)
         cursor = body["cursor"]
         polled += [(m["type"], m["offset"]) for m in body["messages"] if "offset" in m]
-    sse.settimeout(5)
-    buf = b""
-    while buf.count(b"\nid: ") < 3:
+    while buf.count(b"\"offset\"") < 3:
         buf += sse.recv(65536)
     sse.close()
     sse_got = []
