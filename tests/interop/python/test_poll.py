@@ -286,3 +286,21 @@ def test_a_waiting_poll_is_answered_at_shutdown(switchboard):
     status, body, _ = result["answer"]
     assert status == 200
     assert body["messages"][-1] == {"type": "disconnect", "code": 1001, "reason": "Server shutting down"}
+
+
+def test_a_newer_poll_of_the_same_session_supersedes_a_held_one(switchboard):
+    sb = switchboard("--api-key", API_KEY, "--poll-timeout", "10s")
+    _, cursor = first_poll(sb, "r")
+    older = {}
+    t = threading.Thread(target=lambda: older.update(answer=poll(sb, "r", cursor, timeout=15)))
+    t.start()
+    time.sleep(0.5)  # the older poll is held
+    timer = threading.Timer(0.5, publish, (sb, "r"), {"n": 1})
+    timer.start()
+    status, newer, took = poll(sb, "r", cursor)  # the client retried with the same cursor
+    timer.join()
+    t.join(5)
+    _, old_body, old_took = older["answer"]
+    assert old_body == {"messages": [], "cursor": cursor}, "superseded: nothing, its own cursor"
+    assert old_took < 2, "answered when the newer poll came, not at the timeout"
+    assert status == 200 and [m["data"]["n"] for m in newer["messages"]] == [1]

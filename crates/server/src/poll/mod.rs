@@ -156,8 +156,13 @@ pub(crate) async fn poll_endpoint(
             if continues {
                 resumed = Some(slot);
             } else if let Some(old) = state.pollers.remove(&id) {
-                // Another cursor of this session: the client moved on; end the old one.
-                drop(old);
+                // Another cursor of this session: the client moved on; end the old one (a
+                // poll still held on it is answered now, as superseded).
+                let mut old = lock(&old);
+                old.generation += 1;
+                if let Some(waiter) = old.waiter.take() {
+                    waiter.wake();
+                }
             }
         }
     }
