@@ -35,6 +35,8 @@ pub mod metric {
     pub const LATENCY_MAX_US: &str = "latency_max_us";
     /// Fan-out: copies (publisher's own included) that never arrived, lagged ones included.
     pub const LOST_MSGS: &str = "lost_msgs";
+    /// Fan-out with long pollers: poll answers completed per second in the window.
+    pub const POLLS_PER_S: &str = "polls_per_s";
     /// Fan-out: copies the server reported dropped (`lagged`), part of `lost_msgs`.
     pub const LAGGED_MISSED: &str = "lagged_missed";
     /// Fan-out: copies expected (publishes after sync × receivers).

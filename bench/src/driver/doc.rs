@@ -66,12 +66,25 @@ pub fn render(
          - Fan-out rows count messages received by all subscribers per second; they run against \
          each server's broadcast endpoint (`socketioxide` has only that one; `tungstenite` and \
          `tcp-floor` have none). Lost copies (dropped, lagged or refused) are listed under *Notes*.\n\
+         - SSE and long-poll rows use switchboard's HTTP feeds (`/events`, `/poll`), which no \
+         peer has (`n/a`); the same WebSocket publisher as the fan-out rows feeds them.\n\
          - `failed`: the server did not start or no run completed (see *Notes*); \
          `n/a`: not applicable; `—`: not run.\n"
     );
 
     let _ = writeln!(doc, "## Results\n");
     doc.push_str(&table::results_table(servers, scenarios, results));
+    let transports = table::transport_table(scenarios, results);
+    if transports.lines().count() > 2 {
+        let _ = writeln!(doc, "\n## HTTP feeds against WebSocket\n");
+        let _ = writeln!(
+            doc,
+            "switchboard only: each HTTP feed row against the WebSocket row it stands in for, \
+             same publisher and payloads, medians of the same runs; ratio above 1: the feed \
+             is faster.\n"
+        );
+        doc.push_str(&transports);
+    }
     let latency = table::latency_table(servers, scenarios, results);
     if latency.lines().count() > 2 {
         let _ = writeln!(doc, "\n## Latency\n");

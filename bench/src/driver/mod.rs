@@ -141,6 +141,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         peers: peer_versions(&bench_dir),
     };
     println!("\n{}", table::results_table(&servers, &scenarios, &results));
+    let transports = table::transport_table(&scenarios, &results);
+    if transports.lines().count() > 2 {
+        println!("{transports}");
+    }
     println!("{}", table::latency_table(&servers, &scenarios, &results));
     for n in &notes {
         println!("note: {n}");

@@ -42,12 +42,21 @@ pub enum Load {
         /// protocol): idle room members rather than bare connections.
         members: bool,
     },
+    /// `idle --sse`: hold SSE streams on one room while the driver samples server memory.
+    IdleSse,
     /// `fanout`: one publisher, `subscribers` subscribers in one room.
     Fanout {
         /// Subscriber connections.
         subscribers: usize,
         /// Publishes per second; 0 = max rate (window-paced).
         rate: u32,
+        /// Subscribers are SSE streams (`--transport sse`), not WebSocket members.
+        sse: bool,
+    },
+    /// `fanout --transport poll --window 1`: long pollers, each answer carrying one message.
+    PollRtt {
+        /// Poller connections.
+        pollers: usize,
     },
 }
 
@@ -87,12 +96,18 @@ const PUBLISH_TO_RECEIVE: Option<(&str, &str)> =
 const FANOUT_WINDOW: usize = 8;
 /// Publishes per second of the paced fan-out rows.
 const FANOUT_RATE: u32 = 1_000;
+/// Long pollers of `poll-rtt`.
+const POLLERS: usize = 100;
 
 const fn fanout(id: &'static str, label: &'static str, subscribers: usize, rate: u32) -> Scenario {
     Scenario {
         id,
         label,
-        load: Load::Fanout { subscribers, rate },
+        load: Load::Fanout {
+            subscribers,
+            rate,
+            sse: false,
+        },
         metric: metric::DELIVERIES_PER_S,
         unit: Unit::PerSecond,
         raw: false,
@@ -100,8 +115,27 @@ const fn fanout(id: &'static str, label: &'static str, subscribers: usize, rate:
     }
 }
 
+/// A max-rate fan-out row whose subscribers are SSE streams.
+const fn sse_fanout(id: &'static str, label: &'static str, streams: usize) -> Scenario {
+    Scenario {
+        load: Load::Fanout {
+            subscribers: streams,
+            rate: 0,
+            sse: true,
+        },
+        ..fanout(id, label, streams, 0)
+    }
+}
+
+/// Rows of ours compared with another row of ours, the WebSocket transport an HTTP feed
+/// stands in for: (row, baseline). The report shows row ÷ baseline.
+pub const COMPARISONS: [(&str, &str); 2] = [
+    ("sse-fanout-1k", "fanout-1k"),
+    ("sse-fanout-10k", "fanout-10k"),
+];
+
 /// All scenarios, in row order.
-pub const SCENARIOS: [Scenario; 11] = [
+pub const SCENARIOS: [Scenario; 15] = [
     Scenario {
         id: "closed-20b",
         label: "closed loop, 20 B (msgs/s)",
@@ -173,6 +207,15 @@ pub const SCENARIOS: [Scenario; 11] = [
         raw: false,
         latency: None,
     },
+    Scenario {
+        id: "idle-sse",
+        label: "memory per idle SSE stream",
+        load: Load::IdleSse,
+        metric: metric::BYTES_PER_CONN,
+        unit: Unit::Bytes,
+        raw: false,
+        latency: None,
+    },
     fanout(
         "fanout-1k",
         "fan-out 1k subs, max rate (deliveries/s)",
@@ -197,6 +240,25 @@ pub const SCENARIOS: [Scenario; 11] = [
         10_000,
         FANOUT_RATE,
     ),
+    sse_fanout(
+        "sse-fanout-1k",
+        "SSE fan-out 1k streams, max rate (deliveries/s)",
+        1_000,
+    ),
+    sse_fanout(
+        "sse-fanout-10k",
+        "SSE fan-out 10k streams, max rate (deliveries/s)",
+        10_000,
+    ),
+    Scenario {
+        id: "poll-rtt",
+        label: "long-poll round trips, 100 pollers (polls/s)",
+        load: Load::PollRtt { pollers: POLLERS },
+        metric: metric::POLLS_PER_S,
+        unit: Unit::PerSecond,
+        raw: false,
+        latency: PUBLISH_TO_RECEIVE,
+    },
 ];
 
 impl Scenario {
@@ -227,7 +289,7 @@ impl Scenario {
                 ]);
                 timing(&mut args);
             }
-            Load::Idle { .. } => {
+            Load::Idle { .. } | Load::IdleSse => {
                 args.extend([
                     "idle".into(),
                     "--connections".into(),
@@ -235,15 +297,34 @@ impl Scenario {
                 ]);
                 args.extend(["--settle".into(), p.settle.to_string()]);
                 args.extend(["--hold".into(), IDLE_HOLD.as_secs().to_string()]);
+                if matches!(self.load, Load::IdleSse) {
+                    args.push("--sse".into());
+                }
             }
-            Load::Fanout { subscribers, rate } => {
+            Load::Fanout {
+                subscribers,
+                rate,
+                sse,
+            } => {
                 args.extend([
                     "fanout".into(),
                     "--subscribers".into(),
                     subscribers.to_string(),
                 ]);
+                if sse {
+                    args.extend(["--transport".into(), "sse".into()]);
+                }
                 args.extend(["--rate".into(), rate.to_string()]);
                 args.extend(["--window".into(), FANOUT_WINDOW.to_string()]);
+                args.extend(["--size".into(), SMALL.to_string()]);
+                timing(&mut args);
+            }
+            Load::PollRtt { pollers } => {
+                args.extend(["fanout".into(), "--transport".into(), "poll".into()]);
+                args.extend(["--subscribers".into(), pollers.to_string()]);
+                // One broadcast in flight: the next is published once every poller (and
+                // the publisher) got the last, so each answer carries exactly one message.
+                args.extend(["--rate".into(), "0".into(), "--window".into(), "1".into()]);
                 args.extend(["--size".into(), SMALL.to_string()]);
                 timing(&mut args);
             }
@@ -256,17 +337,28 @@ impl Scenario {
         matches!(self.load, Load::Fanout { .. })
     }
 
-    /// Whether the row runs against the servers' broadcast endpoints (with their protocol).
+    /// Whether loadgen speaks the server's broadcast protocol (`--protocol`): fan-out
+    /// publishers and room members. Unless the row [uses the HTTP
+    /// feeds](Self::uses_http_feeds), it runs against the broadcast endpoint.
     pub fn uses_broadcast_endpoint(&self) -> bool {
         matches!(
             self.load,
-            Load::Fanout { .. } | Load::Idle { members: true }
+            Load::Fanout { .. } | Load::Idle { members: true } | Load::PollRtt { .. }
+        )
+    }
+
+    /// Whether the row needs switchboard's HTTP feeds (SSE, long polling): it runs against
+    /// a server's `http` endpoint, and is `n/a` for servers without one.
+    pub fn uses_http_feeds(&self) -> bool {
+        matches!(
+            self.load,
+            Load::Fanout { sse: true, .. } | Load::IdleSse | Load::PollRtt { .. }
         )
     }
 
     /// Whether the driver samples server memory before the run and at the hold.
     pub fn samples_memory(&self) -> bool {
-        matches!(self.load, Load::Idle { .. })
+        matches!(self.load, Load::Idle { .. } | Load::IdleSse)
     }
 
     /// The longest a loadgen run of this scenario may take before it is killed.
@@ -276,9 +368,9 @@ impl Scenario {
             Load::Closed { .. } | Load::Pipelined { .. } => 30.0 + p.warmup + p.duration,
             Load::Handshakes { .. } => p.warmup + p.duration,
             // Opening (bounded at 120 s by loadgen), settling, and the longest hold.
-            Load::Idle { .. } => 120.0 + p.settle + IDLE_HOLD.as_secs_f64(),
+            Load::Idle { .. } | Load::IdleSse => 120.0 + p.settle + IDLE_HOLD.as_secs_f64(),
             // Setup (90 s at most) + sync (30 s) + the run + drain and flush (4 s).
-            Load::Fanout { .. } => 90.0 + 30.0 + p.warmup + p.duration + 4.0,
+            Load::Fanout { .. } | Load::PollRtt { .. } => 90.0 + 30.0 + p.warmup + p.duration + 4.0,
         };
         Duration::from_secs_f64(run + 15.0)
     }
@@ -298,13 +390,26 @@ impl Scenario {
                 "{concurrency} concurrent connect + upgrade + drop, {} s warm-up + {} s",
                 p.warmup, p.duration
             ),
-            Load::Fanout { subscribers, rate: 0 } => format!(
+            Load::Fanout {
+                subscribers,
+                rate: 0,
+                sse: true,
+            } => format!(
+                "1 WebSocket publisher (native `publish`, as in `fanout-*`) + {subscribers} SSE \
+                 streams (`GET /events?channels=bench`) on the room, {SMALL} B payloads, at most \
+                 {FANOUT_WINDOW} broadcasts in flight (until every copy arrived), {} s warm-up + \
+                 {} s: messages received by all streams per second, publish-to-receive latency",
+                p.warmup, p.duration
+            ),
+            Load::Fanout { subscribers, rate: 0, .. } => format!(
                 "1 publisher + {subscribers} subscribers in one room, {SMALL} B payloads, at most \
                  {FANOUT_WINDOW} broadcasts in flight (until every copy arrived), {} s warm-up + {} s: \
                  messages received by all subscribers per second, publish-to-receive latency",
                 p.warmup, p.duration
             ),
-            Load::Fanout { subscribers, rate } => format!(
+            Load::Fanout {
+                subscribers, rate, ..
+            } => format!(
                 "1 publisher at a fixed {rate} msgs/s (open loop) + {subscribers} subscribers in one \
                  room, {SMALL} B payloads, {} s warm-up + {} s: messages received by all subscribers \
                  per second, publish-to-receive latency",
@@ -318,6 +423,21 @@ impl Scenario {
                 "(RSS with {} idle connections that joined the broadcast room (as fan-out \
                  subscribers do) − RSS before) ÷ connections, sampled {} s after the last join",
                 p.idle_connections, p.settle
+            ),
+            Load::IdleSse => format!(
+                "(RSS with {} idle SSE streams, all on one room (`GET /events?channels=bench`, \
+                 nothing read after `connected`) − RSS before) ÷ streams, sampled {} s after the \
+                 last one opened",
+                p.idle_connections, p.settle
+            ),
+            Load::PollRtt { pollers } => format!(
+                "{pollers} long pollers on one room (`GET /poll?channels=bench&cursor=…`, \
+                 keep-alive HTTP/1.1, each polling again with the new cursor as soon as an answer \
+                 is complete) + 1 WebSocket publisher keeping 1 broadcast in flight (the next \
+                 once every poller and the publisher got it, so each answer carries one message), \
+                 {SMALL} B payloads, {} s warm-up + {} s: poll answers per second (= messages \
+                 delivered per second), publish-to-receive latency",
+                p.warmup, p.duration
             ),
         }
     }

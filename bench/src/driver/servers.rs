@@ -24,6 +24,9 @@ pub struct Server {
     pub echo: Option<Endpoint>,
     /// The broadcast endpoint (fan-out scenarios), if any.
     pub fanout: Option<Endpoint>,
+    /// HTTP feeds (SSE and long-poll scenarios; switchboard only), with the broadcast
+    /// endpoint their fan-out publisher uses.
+    pub http: Option<Endpoint>,
     /// Run only the idle (memory) scenario.
     pub idle_only: bool,
 }
@@ -103,6 +106,14 @@ pub const SERVERS: [Server; 6] = [
             "/ws",
             "native",
         ),
+        http: broadcast(
+            Kind::Switchboard {
+                echo: false,
+                park: true,
+            },
+            "/ws",
+            "native",
+        ),
         idle_only: false,
     },
     // Ours with parking off: what an idle connection costs before it is parked (its first
@@ -124,6 +135,8 @@ pub const SERVERS: [Server; 6] = [
             "/ws",
             "native",
         ),
+        // Parking is a WebSocket matter: the SSE rows are the same as ours.
+        http: None,
         idle_only: true,
     },
     Server {
@@ -134,18 +147,21 @@ pub const SERVERS: [Server; 6] = [
             "/socket.io/?EIO=4&transport=websocket",
             "socketio",
         ),
+        http: None,
         idle_only: false,
     },
     Server {
         name: "tungstenite",
         echo: ws(Kind::Peer("peer-tungstenite-echo"), "/"),
         fanout: None,
+        http: None,
         idle_only: false,
     },
     Server {
         name: "fastwebsockets",
         echo: ws(Kind::Peer("peer-fastwebsockets-echo"), "/"),
         fanout: broadcast(Kind::Peer("peer-fastwebsockets-broadcast"), "/", "plain"),
+        http: None,
         idle_only: false,
     },
     Server {
@@ -157,6 +173,7 @@ pub const SERVERS: [Server; 6] = [
             protocol: "",
         }),
         fanout: None,
+        http: None,
         idle_only: false,
     },
 ];
@@ -167,7 +184,9 @@ impl Server {
         if self.idle_only && !scenario.samples_memory() {
             return None;
         }
-        if scenario.uses_broadcast_endpoint() {
+        if scenario.uses_http_feeds() {
+            self.http.as_ref()
+        } else if scenario.uses_broadcast_endpoint() {
             self.fanout.as_ref()
         } else {
             self.echo.as_ref().filter(|e| !e.raw || scenario.raw)
@@ -176,7 +195,10 @@ impl Server {
 
     /// Every endpoint the server has.
     pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
-        self.echo.iter().chain(self.fanout.iter())
+        self.echo
+            .iter()
+            .chain(self.fanout.iter())
+            .chain(self.http.iter())
     }
 }
 

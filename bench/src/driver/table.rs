@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::scenarios::{Scenario, Unit};
+use super::scenarios::{Scenario, Unit, COMPARISONS};
 use super::servers::{Server, OURS};
 use crate::report::RunResult;
 
@@ -122,6 +122,38 @@ pub fn results_table(servers: &[Server], scenarios: &[Scenario], results: &Resul
                 }),
         );
         row
+    });
+    markdown(header, rows.collect())
+}
+
+/// Our HTTP feeds against the WebSocket rows they stand in for ([`COMPARISONS`]): each
+/// pair run, with ours ÷ ours. Empty (header only) when no pair ran.
+pub fn transport_table(scenarios: &[Scenario], results: &Results) -> String {
+    let header = [
+        "HTTP feed row",
+        "switchboard",
+        "WebSocket row",
+        "switchboard",
+        "feed ÷ WebSocket",
+    ]
+    .map(String::from)
+    .to_vec();
+    let find = |id: &str| scenarios.iter().find(|s| s.id == id);
+    let rows = COMPARISONS.iter().filter_map(|(id, base)| {
+        let (sc, base) = (find(id)?, find(base)?);
+        let row = results.cell(OURS, sc.id, sc.metric);
+        let baseline = results.cell(OURS, base.id, base.metric);
+        let ratio = match (&row, &baseline) {
+            (Cell::Value(a), Cell::Value(b)) if *b > 0.0 => format!("{:.2}×", a / b),
+            _ => "—".to_string(),
+        };
+        Some(vec![
+            sc.label.to_string(),
+            format_cell(&row, sc.unit),
+            base.id.to_string(),
+            format_cell(&baseline, base.unit),
+            ratio,
+        ])
     });
     markdown(header, rows.collect())
 }
@@ -284,5 +316,27 @@ mod tests {
         let table = results_table(&super::super::servers::SERVERS, sc, &results);
         assert!(table.contains("0.50×"), "{table}");
         assert!(table.contains("failed"), "{table}");
+    }
+
+    #[test]
+    fn ratio_of_an_http_feed_to_its_websocket_row() {
+        let mut results = Results::default();
+        let done = |v: f64| {
+            let mut r = RunResult::default();
+            r.metrics.insert("deliveries_per_s".into(), v);
+            Outcome::Done(r)
+        };
+        results.push(OURS, "fanout-1k", done(1_000_000.0));
+        results.push(OURS, "sse-fanout-1k", done(850_000.0));
+        let all = &super::super::scenarios::SCENARIOS;
+        let table = transport_table(all, &results);
+        assert!(table.contains("0.85×"), "{table}");
+        assert_eq!(table.lines().count(), 4, "both pairs, one not run: {table}");
+        let only_ws: Vec<_> = all
+            .iter()
+            .filter(|s| s.id == "fanout-1k")
+            .copied()
+            .collect();
+        assert_eq!(transport_table(&only_ws, &results).lines().count(), 2);
     }
 }

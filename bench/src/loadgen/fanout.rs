@@ -18,10 +18,16 @@
 //!
 //! Before measuring, the publisher sends `PSYNC` messages until every connection
 //! received one: then all subscribers are known to be in the room.
+//!
+//! Subscribers may also be switchboard's HTTP feeds (`--transport sse|poll`): Server-Sent
+//! Events streams or long pollers on the same room. The publisher stays the native
+//! WebSocket member above and the feeds carry the same JSON, so those rows measure the
+//! same messages with the same clock as the WebSocket rows, and compare directly.
 
 use std::cell::RefCell;
 use std::io::{self, ErrorKind};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
@@ -35,6 +41,7 @@ use super::handshake::Rng;
 use super::latency::Latency;
 use super::target::Target;
 use super::window::Window;
+use super::{poll, sse};
 use crate::report::{metric, RunResult};
 
 /// How long opening and joining all connections may take.
@@ -51,7 +58,7 @@ const CONNECT_CONCURRENCY: usize = 64;
 /// The shared read buffer.
 const READ_BUF: usize = 256 * 1024;
 /// Room name.
-const ROOM: &str = "bench";
+pub const ROOM: &str = "bench";
 
 /// The wire protocol of the server under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,11 +71,25 @@ pub enum Protocol {
     Plain,
 }
 
+/// How the subscribers receive (the publisher is always a WebSocket member).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// WebSocket members of the room, speaking the server's protocol.
+    Ws,
+    /// Server-Sent Events streams, `GET /events?channels=bench` (switchboard).
+    Sse,
+    /// Long pollers, `GET /poll?channels=bench&cursor=…` on keep-alive connections, each
+    /// polling again as soon as an answer is complete (switchboard).
+    Poll,
+}
+
 /// Shape of the fan-out run.
 #[derive(Debug, Clone)]
 pub struct Fanout {
     /// The server's protocol.
     pub protocol: Protocol,
+    /// How the subscribers receive.
+    pub transport: Transport,
     /// Subscriber connections (the publisher is one more).
     pub subscribers: usize,
     /// Publishes per second; 0 = as fast as the window allows.
@@ -109,6 +130,8 @@ struct State {
     in_window: u64,
     /// Latency of those.
     latency: Latency,
+    /// Poll answers subscribers completed inside the measurement window.
+    polls: u64,
     /// Connections that received a sync message.
     ready: u64,
     /// The publisher wants a wake-up once `delivered + missed` reaches this.
@@ -128,6 +151,8 @@ struct Shared {
     protocol: Protocol,
     /// Receivers: subscribers + publisher.
     receivers: u64,
+    /// The server's address (the `Host` of a poller's requests).
+    host: SocketAddr,
 }
 
 impl Shared {
@@ -151,12 +176,17 @@ pub async fn run(target: &Target, f: &Fanout) -> anyhow::Result<RunResult> {
         f.size >= 17,
         "--size must be at least 17 (P + 16 hex digits)"
     );
+    anyhow::ensure!(
+        f.transport == Transport::Ws || f.protocol == Protocol::Native,
+        "--transport sse and poll are switchboard's: they need --protocol native"
+    );
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             delivered: 0,
             missed: 0,
             in_window: 0,
             latency: Latency::new(),
+            polls: 0,
             ready: 0,
             wake_at: u64::MAX,
             window: None,
@@ -167,6 +197,7 @@ pub async fn run(target: &Target, f: &Fanout) -> anyhow::Result<RunResult> {
         base: Instant::now(),
         protocol: f.protocol,
         receivers: f.subscribers as u64 + 1,
+        host: target.addr,
     });
 
     let setup_started = Instant::now();
@@ -175,7 +206,7 @@ pub async fn run(target: &Target, f: &Fanout) -> anyhow::Result<RunResult> {
         .map_err(|_| anyhow::anyhow!("publisher setup timed out"))??;
     let subscribers = tokio::time::timeout(SETUP_TIMEOUT, async {
         stream::iter(0..f.subscribers)
-            .map(|_| member(target, f.protocol))
+            .map(|_| subscriber(target, f))
             .buffer_unordered(CONNECT_CONCURRENCY)
             .collect::<Vec<_>>()
             .await
@@ -195,10 +226,10 @@ pub async fn run(target: &Target, f: &Fanout) -> anyhow::Result<RunResult> {
             Ok((stream, rest)) => {
                 opened += 1;
                 let shared = shared.clone();
+                let mut conn = Conn::new(true, f.transport, rest);
                 tasks.push(tokio::spawn(async move {
                     let mut stream = stream;
-                    let mask = Rng::new().mask();
-                    if let Err(e) = receive(&shared, &mut stream, rest, mask).await {
+                    if let Err(e) = receive(&shared, &mut stream, &mut conn).await {
                         shared.lock().errors.error(format!("subscriber: {e}"));
                     }
                 }));
@@ -224,9 +255,9 @@ pub async fn run(target: &Target, f: &Fanout) -> anyhow::Result<RunResult> {
     {
         let shared = shared.clone();
         let stream = publisher.clone();
+        let mut conn = Conn::new(false, Transport::Ws, rest);
         tasks.push(tokio::spawn(async move {
-            let mask = Rng::new().mask();
-            if let Err(e) = receive_shared(&shared, &stream, rest, mask).await {
+            if let Err(e) = receive_shared(&shared, &stream, &mut conn).await {
                 shared
                     .lock()
                     .errors
@@ -271,7 +302,12 @@ pub async fn run(target: &Target, f: &Fanout) -> anyhow::Result<RunResult> {
     let s = shared.lock();
     let mut result = s.errors.clone();
     result.scenario = "fanout".into();
-    result.mode = target.mode().into();
+    result.mode = match f.transport {
+        Transport::Ws => target.mode(),
+        Transport::Sse => "sse",
+        Transport::Poll => "poll",
+    }
+    .into();
     for (name, value) in [
         ("subscribers", f.subscribers as f64),
         ("rate", f.rate),
@@ -299,6 +335,10 @@ pub async fn run(target: &Target, f: &Fanout) -> anyhow::Result<RunResult> {
     ] {
         result.metrics.insert(name.into(), value);
     }
+    if f.transport == Transport::Poll {
+        let polls = s.polls as f64 / f.duration;
+        result.metrics.insert(metric::POLLS_PER_S.into(), polls);
+    }
     if published.stalls > 0 {
         result.error(format!(
             "publisher stalled {} time(s): no delivery for {STALL:?}",
@@ -312,6 +352,16 @@ pub async fn run(target: &Target, f: &Fanout) -> anyhow::Result<RunResult> {
         );
     }
     Ok(result)
+}
+
+/// Opens one subscriber with its transport. Returns the stream and the bytes received
+/// after it joined the room.
+async fn subscriber(target: &Target, f: &Fanout) -> io::Result<(TcpStream, Vec<u8>)> {
+    match f.transport {
+        Transport::Ws => member(target, f.protocol).await,
+        Transport::Sse => sse::open(target, ROOM).await,
+        Transport::Poll => poll::open(target, ROOM).await,
+    }
 }
 
 /// Opens a connection, upgrades it and joins the room. Returns the stream and the
@@ -450,7 +500,14 @@ fn push_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
 }
 
-/// Classifies one received text frame.
+/// A native delivery's payload field, with our payloads' first byte: the message JSON
+/// field order is not fixed, so it is searched for (one SIMD substring search).
+static DATA: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(br#""data":"P"#));
+/// Where the payload starts after a `DATA` match (at its `P`).
+const DATA_KEY: usize = br#""data":""#.len();
+
+/// Classifies one received text frame (or the JSON of an SSE event or a poll answer).
 fn classify(protocol: Protocol, payload: &[u8]) -> Msg {
     match protocol {
         Protocol::Plain => app_payload(payload),
@@ -464,10 +521,8 @@ fn classify(protocol: Protocol, payload: &[u8]) -> Msg {
             }
         }
         Protocol::Native => {
-            static DATA: std::sync::LazyLock<memmem::Finder<'static>> =
-                std::sync::LazyLock::new(|| memmem::Finder::new(br#""data":"P"#));
             if let Some(i) = DATA.find(payload) {
-                app_payload(&payload[i + 8..])
+                app_payload(&payload[i + DATA_KEY..])
             } else if memmem::find(payload, br#""type":"lagged""#).is_some() {
                 let missed = serde_json::from_slice::<serde_json::Value>(payload)
                     .ok()
@@ -527,133 +582,215 @@ fn publish_text(protocol: Protocol, payload: &[u8]) -> Vec<u8> {
     }
 }
 
-/// What one read batch did, applied to the shared state at once.
-#[derive(Default)]
-struct Batch {
-    control: Vec<u8>,
+/// One connection's receiving side.
+struct Conn {
+    /// A subscriber (its deliveries count), not the publisher.
+    subscriber: bool,
+    /// How it receives.
+    transport: Transport,
+    /// It received a sync broadcast.
+    synced: bool,
+    /// Mask of the control frames it sends.
+    mask: [u8; 4],
+    /// The incomplete frame, event or answer left over from the last read.
+    left: Vec<u8>,
+    /// What it owes the server: pongs, or a poller's next poll.
+    reply: Vec<u8>,
 }
 
-/// Parses `data` (complete frames at the front), updates the shared state and
-/// queues control replies in `batch`. Returns how many bytes were consumed.
-fn consume(
-    shared: &Shared,
-    data: &[u8],
-    subscriber: bool,
-    synced: &mut bool,
-    mask: [u8; 4],
-    batch: &mut Batch,
-) -> io::Result<usize> {
+impl Conn {
+    /// `rest`: what arrived after the connection joined.
+    fn new(subscriber: bool, transport: Transport, rest: Vec<u8>) -> Conn {
+        Conn {
+            subscriber,
+            transport,
+            synced: false,
+            mask: Rng::new().mask(),
+            left: rest,
+            reply: Vec::new(),
+        }
+    }
+}
+
+/// Received messages applied to the shared state, which is locked once per read.
+struct Tally<'a> {
+    shared: &'a Shared,
+    s: MutexGuard<'a, State>,
+    /// Deliveries count: a subscriber's, inside the measurement window.
+    counted: bool,
+    /// Receive time of this read.
+    now_ns: u64,
+    /// Deliveries in this read.
+    progress: u64,
+}
+
+impl Tally<'_> {
+    fn message(&mut self, msg: Msg, conn: &mut Conn) {
+        match msg {
+            Msg::Delivery(ts) => {
+                self.progress += 1;
+                if self.counted {
+                    self.s.in_window += 1;
+                    let ns = self.now_ns.saturating_sub(ts);
+                    self.s.latency.record(Duration::from_nanos(ns), 1);
+                }
+            }
+            Msg::Sync => {
+                if !conn.synced {
+                    conn.synced = true;
+                    self.s.ready += 1;
+                    if self.s.ready == self.shared.receivers {
+                        self.shared.notify.notify_one();
+                    }
+                }
+            }
+            Msg::Lagged(n) => {
+                self.s.missed += n;
+                if self.s.delivered + self.s.missed >= self.s.wake_at {
+                    self.shared.notify.notify_one();
+                }
+            }
+            Msg::EioPing => push_frame(&mut conn.reply, 0x1, b"3", conn.mask),
+            Msg::Other => {}
+        }
+    }
+
+    /// Adds this read's deliveries, waking the publisher if it waits for them.
+    fn finish(mut self) {
+        if self.progress > 0 {
+            self.s.delivered += self.progress;
+            if self.s.delivered + self.s.missed >= self.s.wake_at {
+                self.shared.notify.notify_one();
+            }
+        }
+    }
+}
+
+/// Consumes the complete messages at the front of `data` (frames, events or poll answers,
+/// by the connection's transport), updates the shared state and queues what the
+/// connection owes the server in `conn.reply`. Returns how many bytes were consumed.
+fn consume(shared: &Shared, data: &[u8], conn: &mut Conn) -> io::Result<usize> {
     let now = Instant::now();
-    let now_ns = shared.nanos(now);
-    let mut s = shared.lock();
-    let counted = subscriber && s.window.is_some_and(|w| w.contains(now));
+    let s = shared.lock();
+    let counted = conn.subscriber && s.window.is_some_and(|w| w.contains(now));
+    let mut tally = Tally {
+        shared,
+        s,
+        counted,
+        now_ns: shared.nanos(now),
+        progress: 0,
+    };
+    let used = match conn.transport {
+        Transport::Ws => consume_frames(shared.protocol, data, conn, &mut tally)?,
+        Transport::Sse => consume_events(data, conn, &mut tally)?,
+        Transport::Poll => consume_answers(shared.host, data, conn, &mut tally)?,
+    };
+    tally.finish();
+    Ok(used)
+}
+
+/// WebSocket: each text frame is a message; pings are answered.
+fn consume_frames(
+    protocol: Protocol,
+    data: &[u8],
+    conn: &mut Conn,
+    tally: &mut Tally,
+) -> io::Result<usize> {
     let mut at = 0;
-    let mut progress = 0;
     while let Some((opcode, payload, next)) = parse_frame(&data[at..])? {
         at += next;
         match opcode {
-            0x1 => match classify(shared.protocol, payload) {
-                Msg::Delivery(ts) => {
-                    progress += 1;
-                    if counted {
-                        s.in_window += 1;
-                        let ns = now_ns.saturating_sub(ts);
-                        s.latency.record(Duration::from_nanos(ns), 1);
-                    }
-                }
-                Msg::Sync => {
-                    if !*synced {
-                        *synced = true;
-                        s.ready += 1;
-                        if s.ready == shared.receivers {
-                            shared.notify.notify_one();
-                        }
-                    }
-                }
-                Msg::Lagged(n) => {
-                    s.missed += n;
-                    if s.delivered + s.missed >= s.wake_at {
-                        shared.notify.notify_one();
-                    }
-                }
-                Msg::EioPing => push_frame(&mut batch.control, 0x1, b"3", mask),
-                Msg::Other => {}
-            },
-            0x9 => push_frame(&mut batch.control, 0xA, payload, mask),
+            0x1 => tally.message(classify(protocol, payload), conn),
+            0x9 => push_frame(&mut conn.reply, 0xA, payload, conn.mask),
             _ => {}
-        }
-    }
-    if progress > 0 {
-        s.delivered += progress;
-        if s.delivered + s.missed >= s.wake_at {
-            shared.notify.notify_one();
         }
     }
     Ok(at)
 }
 
+/// Server-Sent Events: an event's `data:` line is the JSON a native WebSocket frame
+/// carries, so it is classified the same way.
+fn consume_events(data: &[u8], conn: &mut Conn, tally: &mut Tally) -> io::Result<usize> {
+    let mut at = 0;
+    while let Some(len) = sse::event_len(&data[at..]) {
+        let event = &data[at..at + len];
+        at += len;
+        let msg =
+            sse::field(event, b"data").map_or(Msg::Other, |json| classify(Protocol::Native, json));
+        if msg == Msg::Other && sse::field(event, b"event") == Some(b"disconnect") {
+            return Err(invalid(&format!(
+                "server ended the stream: {}",
+                String::from_utf8_lossy(event).trim()
+            )));
+        }
+        tally.message(msg, conn);
+    }
+    Ok(at)
+}
+
+/// Long polling: every delivery in an answer's body counts (usually one: see `poll-rtt`),
+/// and the next poll, with the answer's cursor, goes out at once.
+fn consume_answers(
+    host: SocketAddr,
+    data: &[u8],
+    conn: &mut Conn,
+    tally: &mut Tally,
+) -> io::Result<usize> {
+    let mut at = 0;
+    while let Some((body, len)) = poll::answer(&data[at..])? {
+        let body = &data[at + body.start..at + body.end];
+        at += len;
+        if poll::ended(body) {
+            return Err(invalid(&format!(
+                "server ended the session: {}",
+                String::from_utf8_lossy(body)
+            )));
+        }
+        for i in DATA.find_iter(body) {
+            tally.message(app_payload(&body[i + DATA_KEY..]), conn);
+        }
+        if memmem::find(body, br#""type":"lagged""#).is_some() {
+            tally.message(Msg::Lagged(poll::missed(body)), conn);
+        }
+        if tally.counted {
+            tally.s.polls += 1;
+        }
+        let next = poll::request(host, ROOM, Some(poll::cursor(body)?));
+        conn.reply.extend_from_slice(&next);
+    }
+    Ok(at)
+}
+
 /// A subscriber's receive loop.
-async fn receive(
-    shared: &Shared,
-    stream: &mut TcpStream,
-    rest: Vec<u8>,
-    mask: [u8; 4],
-) -> io::Result<()> {
-    let mut left = rest;
-    let mut synced = false;
-    let mut batch = Batch::default();
+async fn receive(shared: &Shared, stream: &mut TcpStream, conn: &mut Conn) -> io::Result<()> {
     loop {
-        let eof = read_and_consume(
-            shared,
-            stream,
-            &mut left,
-            true,
-            &mut synced,
-            mask,
-            &mut batch,
-        )?;
+        let eof = read_and_consume(shared, stream, conn)?;
         if eof {
             return Err(io::Error::new(
                 ErrorKind::UnexpectedEof,
                 "server closed the connection",
             ));
         }
-        if !batch.control.is_empty() {
-            stream.write_all(&batch.control).await?;
-            batch.control.clear();
+        if !conn.reply.is_empty() {
+            stream.write_all(&conn.reply).await?;
+            conn.reply.clear();
         }
         stream.readable().await?;
     }
 }
 
 /// The publisher's receive loop: the publisher task writes its control replies.
-async fn receive_shared(
-    shared: &Shared,
-    stream: &TcpStream,
-    rest: Vec<u8>,
-    mask: [u8; 4],
-) -> io::Result<()> {
-    let mut left = rest;
-    let mut synced = false;
-    let mut batch = Batch::default();
+async fn receive_shared(shared: &Shared, stream: &TcpStream, conn: &mut Conn) -> io::Result<()> {
     loop {
-        let eof = read_and_consume(
-            shared,
-            stream,
-            &mut left,
-            false,
-            &mut synced,
-            mask,
-            &mut batch,
-        )?;
+        let eof = read_and_consume(shared, stream, conn)?;
         if eof {
             return Err(io::Error::new(
                 ErrorKind::UnexpectedEof,
                 "server closed the connection",
             ));
         }
-        if !batch.control.is_empty() {
-            shared.lock().publisher_control.append(&mut batch.control);
+        if !conn.reply.is_empty() {
+            shared.lock().publisher_control.append(&mut conn.reply);
             shared.notify.notify_one();
         }
         stream.readable().await?;
@@ -661,23 +798,15 @@ async fn receive_shared(
 }
 
 /// Reads once (if anything is there) into the shared buffer, after the partial
-/// frame left over from the last read, and consumes the complete frames.
+/// message left over from the last read, and consumes the complete ones.
 /// Returns true at EOF.
-fn read_and_consume(
-    shared: &Shared,
-    stream: &TcpStream,
-    left: &mut Vec<u8>,
-    subscriber: bool,
-    synced: &mut bool,
-    mask: [u8; 4],
-    batch: &mut Batch,
-) -> io::Result<bool> {
+fn read_and_consume(shared: &Shared, stream: &TcpStream, conn: &mut Conn) -> io::Result<bool> {
     SCRATCH.with_borrow_mut(|buf| {
-        if left.len() > buf.len() / 2 {
+        if conn.left.len() > buf.len() / 2 {
             return Err(invalid("message too large for the read buffer"));
         }
-        let carried = left.len();
-        buf[..carried].copy_from_slice(left);
+        let carried = conn.left.len();
+        buf[..carried].copy_from_slice(&conn.left);
         let n = match stream.try_read(&mut buf[carried..]) {
             Ok(0) => return Ok(true),
             Ok(n) => n,
@@ -685,9 +814,9 @@ fn read_and_consume(
             Err(e) => return Err(e),
         };
         let data = &buf[..carried + n];
-        let used = consume(shared, data, subscriber, synced, mask, batch)?;
-        left.clear();
-        left.extend_from_slice(&data[used..]);
+        let used = consume(shared, data, conn)?;
+        conn.left.clear();
+        conn.left.extend_from_slice(&data[used..]);
         Ok(false)
     })
 }

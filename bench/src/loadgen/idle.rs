@@ -1,5 +1,5 @@
 //! `idle`: open and upgrade N connections (optionally joining the broadcast room, as
-//! idle room members), let the server settle, then hold them
+//! idle room members, or as switchboard SSE streams on it), let the server settle, then hold them
 //! while the driver samples the server's memory. The hold ends when stdin reaches
 //! EOF (the driver closes it after sampling) or after `hold` seconds.
 
@@ -31,11 +31,15 @@ pub struct Idle {
     pub hold: f64,
     /// Join the broadcast room with this protocol after the upgrade (idle room members).
     pub join: Option<Protocol>,
+    /// Open SSE streams on the room instead (`GET /events?channels=bench`); nothing is
+    /// read after their `connected` event.
+    pub sse: bool,
 }
 
-/// One connection, upgraded (and joined to the room if `join`).
-async fn open(target: &Target, join: Option<Protocol>) -> std::io::Result<(TcpStream, Vec<u8>)> {
-    match join {
+/// One connection, upgraded (and joined to the room if `join`), or an SSE stream.
+async fn open(target: &Target, idle: &Idle) -> std::io::Result<(TcpStream, Vec<u8>)> {
+    match idle.join {
+        _ if idle.sse => super::sse::open(target, super::fanout::ROOM).await,
         Some(protocol) => super::fanout::member(target, protocol).await,
         None => target.open().await,
     }
@@ -45,13 +49,13 @@ async fn open(target: &Target, join: Option<Protocol>) -> std::io::Result<(TcpSt
 pub async fn run(target: &Target, idle: &Idle) -> anyhow::Result<RunResult> {
     let mut result = RunResult {
         scenario: "idle".into(),
-        mode: target.mode().into(),
+        mode: if idle.sse { "sse" } else { target.mode() }.into(),
         ..RunResult::default()
     };
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
     let mut opening = stream::iter(0..idle.connections)
-        .map(|_| tokio::time::timeout(OPEN_TIMEOUT, open(target, idle.join)))
+        .map(|_| tokio::time::timeout(OPEN_TIMEOUT, open(target, idle)))
         .buffer_unordered(idle.concurrency.max(1));
     let mut held = Vec::with_capacity(idle.connections);
     loop {

@@ -1,5 +1,6 @@
 //! `loadgen`: a load generator that speaks WebSocket itself, at the byte level, so
-//! that it costs far less per message than the servers it measures.
+//! that it costs far less per message than the servers it measures (and, for
+//! switchboard's HTTP feeds, just enough HTTP/1.1: `http`, `sse`, `poll`).
 //!
 //! One subcommand per scenario; each prints JSON lines (see [`crate::report`]).
 //! A new scenario is a new module plus a variant of [`Command`].
@@ -8,8 +9,11 @@ pub mod fanout;
 pub mod frame;
 pub mod handshake;
 pub mod handshakes;
+pub mod http;
 pub mod idle;
 pub mod latency;
+pub mod poll;
+pub mod sse;
 pub mod target;
 pub mod throughput;
 pub mod window;
@@ -72,6 +76,10 @@ pub struct FanoutArgs {
     /// The server's protocol.
     #[arg(long, value_enum)]
     pub protocol: fanout::Protocol,
+    /// How subscribers receive: WebSocket members (at --path), or switchboard's SSE
+    /// streams or long pollers (the publisher is a WebSocket member either way).
+    #[arg(long, value_enum, default_value = "ws")]
+    pub transport: fanout::Transport,
     /// Subscriber connections (the publisher is one more).
     #[arg(long, default_value_t = 1_000)]
     pub subscribers: usize,
@@ -146,6 +154,10 @@ pub struct IdleArgs {
     /// the connections as idle room members.
     #[arg(long, value_enum)]
     pub protocol: Option<fanout::Protocol>,
+    /// Hold switchboard SSE streams on the room (`GET /events?channels=bench`) instead of
+    /// WebSocket connections.
+    #[arg(long, conflicts_with = "protocol")]
+    pub sse: bool,
 }
 
 /// Entry point of the `loadgen` binary.
@@ -204,12 +216,14 @@ async fn run(cli: Cli) -> anyhow::Result<crate::report::RunResult> {
                 settle: i.settle,
                 hold: i.hold,
                 join: i.protocol,
+                sse: i.sse,
             };
             idle::run(&target, &idle).await
         }
         Command::Fanout(a) => {
             let f = fanout::Fanout {
                 protocol: a.protocol,
+                transport: a.transport,
                 subscribers: a.subscribers,
                 rate: a.rate,
                 window: a.window,
