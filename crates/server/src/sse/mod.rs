@@ -189,17 +189,18 @@ impl SseStream {
             .encoding(&SSE_EVENT, |d| {
                 encode_delivery(WireFormat::Json, d).map(|json| frame::shared_part(d.kind(), &json))
             })
-            .clone()
+            .as_ref()
         else {
             return;
         };
+        // Written from the shared bytes (no per-stream clone: an atomic pair per recipient).
         if self.feed.advance(delivery) {
             let id = self.feed.cursor();
             self.out.extend_from_slice(b"id: ");
             self.out.extend_from_slice(id.as_bytes());
             self.out.extend_from_slice(b"\n");
         }
-        self.out.extend_from_slice(&shared);
+        self.out.extend_from_slice(shared);
         self.out.extend_from_slice(b"\n");
     }
 
