@@ -29,6 +29,7 @@ pub mod metrics;
 mod native;
 pub use switchboard_session::rate;
 mod feed;
+mod front;
 mod poll;
 mod redact;
 mod sse;

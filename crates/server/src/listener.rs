@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tower_service::Service as _;
 
 use crate::config::ServerConfig;
+use crate::front::{self, Sniffed};
 use crate::http::router;
 use crate::http2::{self, serve_h2};
 use crate::metrics::Metrics;
@@ -170,7 +171,7 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             // Every request carries the peer address (connection limits, logs).
-            let router = router.clone();
+            let service_router = router.clone();
             let service = service_fn(move |mut req: http::Request<Incoming>| {
                 // Every URL that reaches a log line is redacted (`?token=` credentials).
                 tracing::debug!(
@@ -182,7 +183,7 @@ impl Server {
                     "http request"
                 );
                 req.extensions_mut().insert(PeerAddr(peer));
-                let mut router = router.clone();
+                let mut router = service_router.clone();
                 async move { router.call(req).await }
             });
             let header_timeout = state.config.handshake_timeout;
@@ -194,13 +195,40 @@ impl Server {
             // keeps after the HTTP task ends at the upgrade).
             match &tls {
                 None => {
-                    state.tracker.spawn(serve_http(
-                        stream,
-                        service,
-                        header_timeout,
-                        shutdown,
-                        metrics,
-                    ));
+                    let router = router.clone();
+                    let state = state.clone();
+                    state.tracker.clone().spawn(async move {
+                        let mut stream = stream;
+                        let mut deadline = tokio::time::Instant::now() + header_timeout;
+                        match front::sniff(&stream, deadline, &shutdown).await {
+                            Sniffed::Other => {}
+                            Sniffed::Stream => {
+                                // Boxed: this state must not size every plain connection's task.
+                                let serve = front::serve_stream_request(
+                                    stream, peer, router, state, deadline,
+                                );
+                                match Box::pin(serve).await {
+                                    // An error answer on a kept-alive connection: hyper
+                                    // serves the next requests.
+                                    Some(kept) => {
+                                        stream = kept;
+                                        deadline = tokio::time::Instant::now() + header_timeout;
+                                    }
+                                    None => return,
+                                }
+                            }
+                            Sniffed::TimedOut => {
+                                metrics.handshake_timeouts.inc();
+                                return;
+                            }
+                            Sniffed::Gone => return,
+                        }
+                        // The first head's time is counted from the accept, as on the stream path.
+                        let left = deadline
+                            .saturating_duration_since(tokio::time::Instant::now())
+                            .max(Duration::from_millis(1));
+                        serve_http(stream, service, left, shutdown, metrics).await
+                    });
                 }
                 Some(acceptor) => {
                     let acceptor = acceptor.clone();

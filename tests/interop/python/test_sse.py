@@ -72,3 +72,75 @@ def test_a_stalled_sse_reader_holds_bounded_memory(switchboard):
     with urllib.request.urlopen(sb.http + "/health", timeout=5) as r:
         assert json.loads(r.read())["connections"] == 1
     s.close()
+
+
+def read_until(sock, marker, timeout=5.0):
+    """Bytes from `sock` up to and including the first `marker`."""
+    sock.settimeout(timeout)
+    buf = b""
+    while marker not in buf:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before {marker!r}; got {buf[-300:]!r}"
+        buf += chunk
+    return buf
+
+
+def test_a_fresh_stream_connection_is_served_off_hyper_and_parks_when_idle(switchboard):
+    """A connection whose first request is a stream is served by our own driver: a
+    close-delimited body (no chunking), parked without a task while idle; heartbeats go out
+    from the parking lot, a delivery resumes it, the client leaving is noticed. A stream
+    requested after another request on a kept-alive connection is hyper's (chunked) and
+    works the same."""
+    from test_operations import http_get, metric, wait_for_metric
+
+    sb = switchboard("--api-key", API_KEY, "--park-idle-after", "200ms", "--heartbeat-interval", "1s")
+    s = socket.create_connection(("127.0.0.1", sb.port))
+    s.sendall(b"GET /events?channels=p HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = read_until(s, b"event: connected")
+    status, _, rest = head.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 200 OK"), status
+    assert b"content-type: text/event-stream" in status.lower()
+    assert b"connection: close" in status.lower()
+    assert b"transfer-encoding" not in status.lower(), "close-delimited, not chunked"
+    assert rest.startswith(b"retry: 2000\n\n"), rest
+
+    wait_for_metric(sb, "switchboard_parked_connections", 1.0)
+    # Heartbeats are written while it stays parked.
+    read_until(s, b":heartbeat\n\n", timeout=3)
+    read_until(s, b":heartbeat\n\n", timeout=3)
+    _, text = http_get(sb, "/metrics")
+    assert metric(text, "switchboard_parked_connections") == 1.0, text
+
+    # A delivery resumes it; it parks again afterwards.
+    status, _ = api(sb, "POST", "/api/publish", {"channel": "p", "type": "note", "text": "to the parked"})
+    assert status == 200
+    event = read_until(s, b"to the parked").decode()
+    assert "event: note\n" in event and "id: 1-" in event, event
+    wait_for_metric(sb, "switchboard_parked_connections", 1.0)
+
+    # The same stream after another request on a kept-alive connection: hyper's, chunked.
+    k = socket.create_connection(("127.0.0.1", sb.port))
+    k.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    read_until(k, b"}")
+    k.sendall(b"GET /events?channels=p HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = read_until(k, b"event: connected")
+    assert b"transfer-encoding: chunked" in head.lower(), head
+    status, _ = api(sb, "POST", "/api/publish", {"channel": "p", "type": "note", "text": "to both"})
+    assert status == 200
+    read_until(s, b"to both")
+    read_until(k, b"to both")
+
+    # The clients leave (one while parked): both streams end, their rooms are freed.
+    wait_for_metric(sb, "switchboard_parked_connections", 1.0)
+    s.close()
+    k.close()
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        with urllib.request.urlopen(sb.http + "/health", timeout=5) as r:
+            if json.loads(r.read())["connections"] == 0:
+                break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the streams were not ended after their clients left")
+    _, text = http_get(sb, "/metrics")
+    assert metric(text, "switchboard_parked_connections") == 0.0, text

@@ -7,8 +7,7 @@
 //! reset (a different epoch) without carrying the epoch itself, so the id stays short with
 //! many rooms (about 8 bytes per room). Offsets are the store's, so any node can read it.
 
-use std::fmt::Write as _;
-
+use bytes::{BufMut, BytesMut};
 use switchboard_hub::{Epoch, Offset};
 
 /// A room's position: the last offset the client has, and a tag of its epoch.
@@ -40,21 +39,28 @@ pub(crate) enum CursorError {
 
 /// Positions, one per room of the stream.
 pub(crate) fn encode(positions: &[Option<Position>]) -> String {
-    let mut out = String::with_capacity(positions.len() * 9);
+    let mut out = BytesMut::with_capacity(positions.len() * 9);
+    encode_into(positions, &mut out);
+    // Only ASCII digits, letters, `-`, `.` and `_` are written.
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// [`encode`], appended to `out` (an SSE stream writes its event ids this way: no string
+/// per delivery).
+pub(crate) fn encode_into(positions: &[Option<Position>], out: &mut BytesMut) {
     for (i, p) in positions.iter().enumerate() {
         if i > 0 {
-            out.push('.');
+            out.put_u8(b'.');
         }
         match p {
-            None => out.push('_'),
+            None => out.put_u8(b'_'),
             Some(p) => {
-                push_base36(&mut out, p.offset.0, 1);
-                out.push('-');
-                push_base36(&mut out, u64::from(p.tag), 4);
+                push_base36(out, p.offset.0, 1);
+                out.put_u8(b'-');
+                push_base36(out, u64::from(p.tag), 4);
             }
         }
     }
-    out
 }
 
 /// Read a cursor for a stream of `rooms` rooms. An empty text means "no positions".
@@ -92,7 +98,7 @@ pub(crate) fn decode(text: &str, rooms: usize) -> Result<Vec<Option<Position>>, 
         .collect()
 }
 
-fn push_base36(out: &mut String, mut n: u64, min_digits: usize) {
+fn push_base36(out: &mut BytesMut, mut n: u64, min_digits: usize) {
     let mut digits = [0u8; 13];
     let mut len = 0;
     while n > 0 || len < min_digits {
@@ -100,9 +106,8 @@ fn push_base36(out: &mut String, mut n: u64, min_digits: usize) {
         n /= 36;
         len += 1;
     }
-    for d in digits[..len].iter().rev() {
-        let _ = out.write_char(*d as char);
-    }
+    digits[..len].reverse();
+    out.put_slice(&digits[..len]);
 }
 
 fn parse_base36(s: &str) -> Option<u64> {

@@ -39,6 +39,11 @@ impl RoomPositions {
         cursor::encode(&self.positions)
     }
 
+    /// [`RoomPositions::cursor`], appended to `out`.
+    pub(crate) fn write_cursor(&self, out: &mut bytes::BytesMut) {
+        cursor::encode_into(&self.positions, out);
+    }
+
     /// Whether every room has a position (every join answered, or the client gave one).
     pub(crate) fn all_known(&self) -> bool {
         self.positions.iter().all(Option::is_some)

@@ -321,7 +321,7 @@ fn take_stream(upgraded: hyper::upgrade::Upgraded, send_buffer: Option<usize>) -
 
 /// Socket options of a WebSocket: no Nagle delay (messages are latency-bound and we batch
 /// writes ourselves), and a bounded kernel send buffer (`ServerConfig::socket_send_buffer`).
-fn tune_socket(stream: &TcpStream, send_buffer: Option<usize>) {
+pub(crate) fn tune_socket(stream: &TcpStream, send_buffer: Option<usize>) {
     let _ = stream.set_nodelay(true);
     if let Some(size) = send_buffer {
         let _ = socket2::SockRef::from(stream).set_send_buffer_size(size);
