@@ -7,7 +7,8 @@
 //! WebSocket frame (same `"data":"P<timestamp>` search), and the SSE and WebSocket rows
 //! measure the same messages.
 //!
-//! The body is chunked (HTTP/1.1, no length). It is not decoded: switchboard writes whole
+//! The body is close-delimited (a fresh connection's stream is switchboard's own driver) or
+//! chunked (hyper's, on a kept-alive connection). It is not decoded: switchboard writes whole
 //! events into each chunk, so the chunk-size lines (`\r\n1a3\r\n`) only ever sit between
 //! events, where they become lines no field name matches. Events end at `\n\n`, which the
 //! chunk framing (`\r\n`) never forms.
