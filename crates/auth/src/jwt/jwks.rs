@@ -66,9 +66,13 @@ impl State {
             return true;
         };
         let stale = now.saturating_duration_since(fetched_at) >= max_age;
-        let unknown =
-            kid.is_some_and(|kid| !self.keys.iter().any(|k| k.kid.as_deref() == Some(kid)));
-        stale || unknown
+        stale || self.lacks(kid)
+    }
+
+    /// Never fetched, or `kid` is not in the set.
+    fn lacks(&self, kid: Option<&str>) -> bool {
+        self.fetched_at.is_none()
+            || kid.is_some_and(|kid| !self.keys.iter().any(|k| k.kid.as_deref() == Some(kid)))
     }
 }
 
@@ -96,15 +100,22 @@ impl Jwks {
     /// Cancel safety: cancelling during a fetch abandons it; the next caller fetches again (the
     /// attempt is recorded before the fetch, so at most once per interval even then).
     pub(crate) async fn keys(&self, kid: Option<&str>) -> Arc<Vec<VerifyKey>> {
-        let (keys, fetches, wants) = {
+        let (keys, fetches, wants, missing) = {
             let state = self.read();
             (
                 Arc::clone(&state.keys),
                 state.fetches,
                 state.wants_fetch(kid, Instant::now(), self.refetch_interval, self.max_age),
+                state.lacks(kid),
             )
         };
         if !wants {
+            // The interval forbids a fetch of our own, but one may be in flight right now (it
+            // set `last_attempt` when it started): wait for it rather than fail on old keys.
+            if missing && self.fetching.try_lock().is_err() {
+                let _wait = self.fetching.lock().await;
+                return Arc::clone(&self.read().keys);
+            }
             return keys;
         }
         let _guard = self.fetching.lock().await;
