@@ -48,10 +48,12 @@ command -v curl >/dev/null || apt_install curl
 # The browser tests (tests/interop/node/browser-*.test.mjs) drive Debian's Chromium.
 [[ -x /usr/bin/chromium ]] || apt_install chromium
 
+# The venv is (re)installed when requirements.txt changed since the last install.
 python_env() {
-  if [[ ! -x .tmp/venv/bin/pytest ]]; then
+  local req=tests/interop/python/requirements.txt stamp=.tmp/venv/.installed
+  if [[ ! -x .tmp/venv/bin/pytest || ! -f $stamp || $req -nt $stamp ]]; then
     python3 -m venv .tmp/venv
-    .tmp/venv/bin/pip install -q --disable-pip-version-check -r tests/interop/python/requirements.txt
+    .tmp/venv/bin/pip install -q --disable-pip-version-check -r "$req" && touch "$stamp"
   fi
 }
 
@@ -61,6 +63,8 @@ node_env() {
 
 stage "format" cargo fmt --all -- --check
 stage "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+# Before the Rust tests: crates/auth/tests/pyjwt.rs verifies tokens minted by PyJWT from it.
+stage "python environment" bash -c "$(declare -f python_env); python_env"
 stage "unit, property and integration tests" cargo test --workspace --locked
 stage "release build" cargo build --release --locked -p switchboard
 stage "python websockets interop" bash -c "$(declare -f python_env); python_env && .tmp/venv/bin/python -m pytest -q tests/interop/python"
