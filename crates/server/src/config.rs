@@ -85,6 +85,10 @@ pub struct ServerConfig {
     /// (CORS), e.g. `https://app.example.com`; `*` allows every origin (without
     /// credentials: no cookies). Default none: same-origin pages only.
     pub cors_origins: Vec<String>,
+    /// Authentication and channel permissions (SPEC §4), built from the `[auth]` settings.
+    /// `None` (the default): no credentials are read, everyone is anonymous and may join
+    /// any room, as in development.
+    pub auth: Option<std::sync::Arc<switchboard_auth::Authenticator>>,
     /// Rooms, history, presence and outbox settings.
     pub hub: HubConfig,
 }
@@ -115,6 +119,7 @@ impl Default for ServerConfig {
             api_keys: Vec::new(),
             anonymous_publish: Vec::new(),
             cors_origins: Vec::new(),
+            auth: None,
             hub: HubConfig::default(),
         }
     }

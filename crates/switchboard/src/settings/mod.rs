@@ -239,6 +239,8 @@ impl Settings {
                 .map(|p| RoomPattern::new(p))
                 .collect(),
             cors_origins: self.cors_origins.clone(),
+            // The `[auth]` settings come with issue 11's settings work.
+            auth: None,
             hub: HubConfig {
                 history: self
                     .history
