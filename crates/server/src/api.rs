@@ -16,6 +16,9 @@ use switchboard_hub::{Offset, RoomName, UserId};
 use switchboard_native_proto::{message_id, splice_messages};
 use switchboard_session::{publish, PublishRequest};
 
+use switchboard_auth::{Action, Identity};
+
+use crate::access;
 use crate::state::AppState;
 
 /// The user id that API publications carry.
@@ -35,6 +38,7 @@ pub(crate) fn routes(
         .route("/api/presence", get(presence))
         .route("/api/channels", get(channels))
         .route("/api/disconnect", post(disconnect))
+        .route("/api/ticket", browser(post(ticket)))
 }
 
 /// An API error: status and message, answered as `{"error": message}`.
@@ -111,32 +115,95 @@ impl FromRequestParts<Arc<AppState>> for ApiKey {
     }
 }
 
-/// Who publishes: a backend (a valid API key) or, for a request without `Authorization`, an
-/// anonymous client (a browser), from this address; see [`crate::browser`].
+/// Who calls the API: a backend (a valid API key: every right), a user (credentials the
+/// configured authenticator accepts: that user's rights, SPEC §4), or, with no credentials,
+/// an anonymous client (a browser) from this address; see [`crate::browser`].
 #[derive(Debug)]
-pub(crate) enum Publisher {
+pub(crate) enum Caller {
     Backend,
+    User(Identity),
     Anonymous(Option<std::net::IpAddr>),
 }
 
-impl FromRequestParts<Arc<AppState>> for Publisher {
+impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
+        let ip = crate::ws::peer_addr_in(&parts.extensions).map(|a| a.ip());
+        let bearer = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if let Some(presented) = bearer {
+            if is_api_key(state, presented) {
+                return Ok(Caller::Backend);
+            }
+        }
+        if state.config.auth.is_some() {
+            access::check_origin(state, &parts.headers)?;
+            // Credentials given must be valid: a bad token is never downgraded to anonymous.
+            return match access::identify_http(state, &parts.headers, &parts.uri, ip, "http")
+                .await?
+            {
+                Some(identity) => Ok(Caller::User(identity)),
+                None => Ok(Caller::Anonymous(ip)),
+            };
+        }
         if parts
             .headers
             .contains_key(axum::http::header::AUTHORIZATION)
         {
-            // Credentials given must be valid: a wrong key is never downgraded to anonymous.
+            // Not a key, and no user tokens without an authenticator: the key's own 401.
             return ApiKey::from_request_parts(parts, state)
                 .await
-                .map(|ApiKey| Publisher::Backend);
+                .map(|ApiKey| Caller::Backend);
         }
-        let ip = crate::ws::peer_addr_in(&parts.extensions).map(|a| a.ip());
-        Ok(Publisher::Anonymous(ip))
+        Ok(Caller::Anonymous(ip))
+    }
+}
+
+impl Caller {
+    /// A backend, or a user allowed to do `action` in `room`; anonymous callers are refused
+    /// unless the permission rules of a configured authenticator let them.
+    fn may(&self, state: &AppState, action: Action, room: &RoomName) -> Result<(), ApiError> {
+        match self {
+            Caller::Backend => Ok(()),
+            Caller::User(identity) => {
+                access::authorize(state, Some(identity), action, room.as_str())
+            }
+            Caller::Anonymous(_) if state.config.auth.is_some() => {
+                access::authorize(state, None, action, room.as_str())
+            }
+            Caller::Anonymous(_) => Err(missing_key(state)),
+        }
+    }
+}
+
+fn is_api_key(state: &AppState, presented: &str) -> bool {
+    state
+        .config
+        .api_keys
+        .iter()
+        .any(|k| constant_time_eq(k.as_bytes(), presented.as_bytes()))
+}
+
+/// The 401 of a request without credentials where the API key is needed.
+fn missing_key(state: &AppState) -> ApiError {
+    if state.config.api_keys.is_empty() {
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            "the HTTP API is disabled: start the server with an API key (--api-key)".into(),
+        )
+    } else {
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing Authorization: Bearer <API key>".into(),
+        )
     }
 }
 
@@ -253,15 +320,23 @@ async fn publish_one(
 }
 
 async fn publish_endpoint(
-    publisher: Publisher,
+    caller: Caller,
     State(state): State<Arc<AppState>>,
     JsonObject(body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let room = room_name(body.get("channel").or_else(|| body.get("room")), "channel")?;
     let (message, id) = message_of(&body)?;
-    let sender = match publisher {
-        Publisher::Backend => API_USER,
-        Publisher::Anonymous(ip) => {
+    let sender = match &caller {
+        Caller::Backend => API_USER,
+        Caller::User(identity) => {
+            caller.may(&state, Action::Publish, &room)?;
+            identity.user_id()
+        }
+        Caller::Anonymous(ip) => {
+            let ip = *ip;
+            if state.config.auth.is_some() {
+                caller.may(&state, Action::Publish, &room)?;
+            }
             state
                 .anonymous
                 .admit(&room, ip, std::time::Instant::now())?;
@@ -313,11 +388,12 @@ struct ChannelQuery {
 }
 
 async fn history(
-    _: ApiKey,
+    caller: Caller,
     State(state): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<ChannelQuery>,
 ) -> Result<Response, ApiError> {
     let room = room_name(q.channel.map(Value::from).as_ref(), "channel")?;
+    caller.may(&state, Action::History, &room)?;
     let max = state.config.session.max_history_reply;
     let page = answer(|done| {
         state
@@ -343,11 +419,12 @@ async fn history(
 }
 
 async fn presence(
-    _: ApiKey,
+    caller: Caller,
     State(state): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<ChannelQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let room = room_name(q.channel.map(Value::from).as_ref(), "channel")?;
+    caller.may(&state, Action::Presence, &room)?;
     let members: Vec<Value> = answer(|done| state.hub.presence(&room, done))
         .await?
         .into_iter()
@@ -382,4 +459,55 @@ async fn disconnect(
     };
     let n = state.hub.disconnect_user(&UserId(Arc::from(user.as_str())));
     Ok(Json(json!({"userId": user, "disconnected": n})))
+}
+
+/// `POST /api/ticket`: a one-time connection ticket (`?ticket=` on `/ws`, `/events`,
+/// `/poll`), valid once and for seconds, so that no long-lived token has to travel in a URL.
+/// A user gets one for itself; a backend (API key) names the user: `{"sub": "alice",
+/// "claims": {...}}`.
+async fn ticket(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Some(auth) = &state.config.auth else {
+        return Err(bad_request(
+            "tickets need authentication to be configured ([auth])",
+        ));
+    };
+    let identity = match caller {
+        Caller::User(identity) => identity,
+        Caller::Backend => {
+            let body: Map<String, Value> = match serde_json::from_slice(&body) {
+                Ok(Value::Object(o)) => o,
+                _ => return Err(bad_request("the body must be a JSON object with \"sub\"")),
+            };
+            let Some(Value::String(sub)) = body.get("sub") else {
+                return Err(bad_request("missing string field \"sub\""));
+            };
+            if sub.is_empty() || sub.len() > 256 {
+                return Err(bad_request("\"sub\" must be 1 to 256 bytes"));
+            }
+            let mut claims = match body.get("claims") {
+                None | Some(Value::Null) => Map::new(),
+                Some(Value::Object(claims)) => claims.clone(),
+                Some(_) => return Err(bad_request("\"claims\" must be an object")),
+            };
+            claims.insert("sub".into(), Value::from(sub.as_str()));
+            Identity::from_claims(sub.clone(), claims, switchboard_auth::AuthMethod::Jwt)
+        }
+        Caller::Anonymous(_) => {
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "a ticket needs credentials: a user token or the API key".into(),
+            ))
+        }
+    };
+    let ticket = auth.issue_ticket(identity).await.map_err(|e| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no ticket issued: {e}"),
+        )
+    })?;
+    Ok(Json(json!({ "ticket": ticket })))
 }

@@ -11,6 +11,7 @@ use http::{Request, StatusCode};
 
 use switchboard_native_proto::WireFormat;
 
+use crate::access;
 use crate::api;
 use crate::native::NativeSession;
 use crate::state::AppState;
@@ -41,6 +42,26 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn ws_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
+    // Cross-site WebSocket hijacking: a page of an unlisted origin gets 403 (before the
+    // upgrade: the page learns nothing).
+    if let Err(refused) = access::check_origin(&state, req.headers()) {
+        return refused.into_response();
+    }
+    let ip = ws::peer_addr(&req).map(|a| a.ip());
+    let identity = match access::identify(&state, req.headers(), req.uri(), ip, "websocket").await {
+        Ok(identity) => identity,
+        Err(e) => {
+            // Accepted, then closed with 4001 and why: the client's reconnect logic
+            // fetches a fresh token on 4001 (SPEC §4).
+            let refuse = handler::Refuse {
+                code: e.close_code(),
+                reason: e.close_reason(),
+            };
+            return ws::upgrade(&state, req, &WireFormat::SUBPROTOCOLS, |_| {
+                (refuse, state.hub.unique_id())
+            });
+        }
+    };
     // The wire format: a subprotocol (`switchboard.msgpack`) wins over `?format=msgpack`;
     // JSON by default.
     let queried = req
@@ -48,15 +69,25 @@ async fn ws_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> 
         .query()
         .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("format=")))
         .and_then(WireFormat::from_query_value);
-    ws::upgrade(&state, req, &WireFormat::SUBPROTOCOLS, |protocol| {
-        let format = protocol
-            .and_then(WireFormat::from_subprotocol)
-            .or(queried)
-            .unwrap_or_default();
-        let session = NativeSession::anonymous(state.native.clone(), format);
-        let conn_id = session.connection_id();
-        (session, conn_id)
-    })
+    let user = identity.as_ref().map(access::user_of);
+    ws::upgrade_as(
+        &state,
+        req,
+        user.as_ref(),
+        &WireFormat::SUBPROTOCOLS,
+        |protocol| {
+            let format = protocol
+                .and_then(WireFormat::from_subprotocol)
+                .or(queried)
+                .unwrap_or_default();
+            let session = match &user {
+                Some(user) => NativeSession::for_user(state.native.clone(), user.clone(), format),
+                None => NativeSession::anonymous(state.native.clone(), format),
+            };
+            let conn_id = session.connection_id();
+            (session, conn_id)
+        },
+    )
 }
 
 async fn echo_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {

@@ -17,6 +17,7 @@
 // The public API is what an application needs to run or embed a server: the items
 // re-exported below, `http::router`, `state::AppState` (what handlers share) and `metrics`.
 // Everything else is internal.
+mod access;
 mod api;
 mod browser;
 mod config;

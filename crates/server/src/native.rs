@@ -68,6 +68,17 @@ impl NativeSession {
         }
     }
 
+    /// A session for the authenticated `user`. Create it only for an admitted connection.
+    pub(crate) fn for_user(
+        shared: Arc<NativeShared>,
+        user: switchboard_hub::UserId,
+        format: WireFormat,
+    ) -> NativeSession {
+        NativeSession {
+            session: Session::new(shared, user, Instant::now()).with_format(format),
+        }
+    }
+
     /// The connection's id (the `connectionId` of `welcome`).
     pub(crate) fn connection_id(&self) -> u64 {
         self.session.connection_id()

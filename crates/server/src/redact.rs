@@ -20,6 +20,7 @@ const SECRET_PARAMS: &[&str] = &[
     "password",
     "secret",
     "session",
+    "ticket",
     "sid",
 ];
 
@@ -110,6 +111,10 @@ mod tests {
             "/ws?%74oken=[redacted]&refresh_token=[redacted]"
         );
         // A parameter that merely contains a secret name is not a secret.
+        assert_eq!(
+            redact_path_and_query("/events?ticket=abc&channels=a"),
+            "/events?ticket=[redacted]&channels=a"
+        );
         assert_eq!(
             redact_path_and_query("/ws?tokenizer=x&monkey=y"),
             "/ws?tokenizer=x&monkey=y"

@@ -30,6 +30,9 @@ use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
 use switchboard_session::Session;
 
+use switchboard_auth::Action;
+
+use crate::access;
 use crate::api::{bad_request, ApiError, ApiQuery};
 use crate::feed::{self, RoomPositions};
 use crate::state::{AppState, TransportKind};
@@ -68,6 +71,7 @@ impl Pollers {
         for (id, slot) in all {
             let mut poller = lock(&slot);
             poller.end_if_kicked();
+            poller.end_if_expired(now);
             if !poller.waiting && now.saturating_duration_since(poller.last_seen) > expiry {
                 expired.push(id);
             }
@@ -144,14 +148,35 @@ pub(crate) async fn poll_endpoint(
     let cursor = cursor::parse(text, rooms.len())
         .map_err(|e| bad_request(format!("invalid cursor: {e}")))?;
     feed::refuse_if_shutting_down(&state)?;
-    // The session this cursor continues, if the server still has it and the cursor is one
-    // it gave lately; else a new one (an unknown cursor's positions are replayed from).
+    // Every poll carries the client's credentials (a cookie, a token): checked each time,
+    // and the session is bound to its user.
+    let ip = crate::ws::peer_addr(&req).map(|a| a.ip());
+    access::check_origin(&state, req.headers())?;
+    let identity = access::identify_http(&state, req.headers(), req.uri(), ip, "poll").await?;
+    for room in &rooms {
+        access::authorize(&state, identity.as_ref(), Action::Subscribe, room.as_str())?;
+    }
+    let user = identity.as_ref().map(access::user_of);
+    let expires = identity.as_ref().and_then(access::expiry);
+    // The session this cursor continues, if the server still has it, the cursor is one it
+    // gave lately and the caller is its user; else a new one (an unknown cursor's positions
+    // are replayed from).
     let mut resumed = None;
     if let Some((id, answer)) = cursor.session {
-        if let Some(slot) = state.pollers.get(&id) {
+        if let Some(slot) = state
+            .pollers
+            .get(&id)
+            .filter(|s| lock(s).user() == user.as_ref())
+        {
             let continues = {
                 let mut poller = lock(&slot);
-                poller.rooms() == rooms.as_slice() && poller.resume(answer, cursor.positions_text)
+                let continues = poller.rooms() == rooms.as_slice()
+                    && poller.resume(answer, cursor.positions_text);
+                if continues {
+                    // A newer token of the same user moves the session's expiry.
+                    poller.expires = expires;
+                }
+                continues
             };
             if continues {
                 resumed = Some(slot);
@@ -169,17 +194,22 @@ pub(crate) async fn poll_endpoint(
     let slot = match resumed {
         Some(slot) => slot,
         None => {
-            let ip = crate::ws::peer_addr(&req).map(|a| a.ip());
-            let guard = match state.admit(TransportKind::Poll, ip, None) {
+            let guard = match state.admit(TransportKind::Poll, ip, user.as_ref()) {
                 Ok(guard) => guard,
                 Err(refusal) => return Ok(refusal.into_response()),
             };
             let since = feed::since_of(&state, &rooms, &cursor.positions).await?;
-            let mut session = Session::anonymous(state.native.clone(), Instant::now());
+            let now = Instant::now();
+            let mut session = match &user {
+                Some(user) => Session::new(state.native.clone(), user.clone(), now),
+                None => Session::anonymous(state.native.clone(), now),
+            };
             let replies = feed::join_all(&mut session, &rooms, since);
             let id = new_session_id()?;
             let feed = RoomPositions::new(rooms, cursor.positions);
-            let poller = Poller::new(id, session, feed, replies, guard, Instant::now());
+            let mut poller = Poller::new(id, session, feed, replies, guard, Instant::now());
+            poller.user = user;
+            poller.expires = expires;
             let slot = Arc::new(Mutex::new(poller));
             state.pollers.insert(id, slot.clone());
             slot
@@ -217,7 +247,14 @@ async fn wait_and_answer(
     // However the wait ends (answered, or the client went away and the request was
     // dropped), the session is no longer waited on and its expiry counts from now.
     let _waiting = WaitingPoll { slot, generation };
-    let mut deadline = pin!(tokio::time::sleep(state.config.poll_timeout));
+    let mut deadline = {
+        let mut at = Instant::now() + state.config.poll_timeout;
+        if let Some(expires) = lock(slot).expires {
+            // Woken at the credentials' expiry too: the poll answers with the end.
+            at = at.min(expires);
+        }
+        pin!(tokio::time::sleep_until(at.into()))
+    };
     let mut shutdown = pin!(state.shutdown.cancelled());
     let superseded = poll_fn(|cx| {
         let mut poller = lock(slot);
@@ -230,6 +267,9 @@ async fn wait_and_answer(
         }
         if shutdown.as_mut().poll(cx).is_ready() {
             poller.end(1001, "Server shutting down");
+            return Poll::Ready(false);
+        }
+        if poller.end_if_expired(Instant::now()) {
             return Poll::Ready(false);
         }
         if deadline.as_mut().poll(cx).is_ready() {

@@ -6,7 +6,7 @@ use std::task::{Context, Waker};
 use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use switchboard_hub::RoomName;
+use switchboard_hub::{RoomName, UserId};
 use switchboard_native_proto::{ServerMessage, WireFormat};
 use switchboard_session::{encode_delivery, CloseReason};
 
@@ -39,6 +39,11 @@ pub(crate) struct Poller {
     pub(crate) waiter: Option<Waker>,
     /// Why the session ended (then the answer carries a `disconnect` and the session goes).
     ended: Option<(u16, &'static str)>,
+    /// The authenticated user the session belongs to (`None`: anonymous); only that user's
+    /// polls continue it.
+    pub(crate) user: Option<UserId>,
+    /// When the credentials of the latest poll expire: the session ends then (4001).
+    pub(crate) expires: Option<Instant>,
 }
 
 /// An answer the client has not confirmed yet.
@@ -78,9 +83,26 @@ impl Poller {
             waiting: false,
             waiter: None,
             ended: None,
+            user: None,
+            expires: None,
         };
         poller.push_resets();
         poller
+    }
+
+    /// The user the session belongs to (`None`: anonymous).
+    pub(crate) fn user(&self) -> Option<&UserId> {
+        self.user.as_ref()
+    }
+
+    /// End the session (4001 "Token expired") once its credentials expired; returns whether
+    /// it is ended.
+    pub(crate) fn end_if_expired(&mut self, now: Instant) -> bool {
+        if self.expires.is_some_and(|at| now >= at) {
+            self.expires = None;
+            self.end(4001, "Token expired");
+        }
+        self.ended.is_some()
     }
 
     pub(crate) fn id(&self) -> SessionId {

@@ -22,6 +22,8 @@ pub(crate) struct SseBody {
     heartbeat: Pin<Box<tokio::time::Sleep>>,
     heartbeat_every: Duration,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The credentials' expiry, when they have one.
+    expiry: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl SseBody {
@@ -29,11 +31,15 @@ impl SseBody {
         let state = stream.state();
         let every = state.config.heartbeat_interval;
         let shutdown = Box::pin(state.shutdown.clone().cancelled_owned());
+        let expiry = stream
+            .expires()
+            .map(|at| Box::pin(tokio::time::sleep_until(at.into())));
         SseBody {
             stream,
             heartbeat: Box::pin(tokio::time::sleep(every)),
             heartbeat_every: every,
             shutdown,
+            expiry,
         }
     }
 }
@@ -58,6 +64,13 @@ impl HttpBody for SseBody {
             if this.shutdown.as_mut().poll(cx).is_ready() {
                 this.stream.shut_down();
                 continue;
+            }
+            if let Some(expiry) = &mut this.expiry {
+                if expiry.as_mut().poll(cx).is_ready() {
+                    this.expiry = None;
+                    this.stream.expire();
+                    continue;
+                }
             }
             if this.stream.poll_outbound(cx).is_ready() {
                 this.stream.drain();

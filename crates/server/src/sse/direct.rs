@@ -81,7 +81,10 @@ async fn drive(tcp: TcpStream, mut stream: SseStream, mut next_heartbeat: Instan
             }
         }
         let mut deadline = next_heartbeat;
-        for d in [park_check, end_deadline].into_iter().flatten() {
+        for d in [park_check, end_deadline, stream.expires()]
+            .into_iter()
+            .flatten()
+        {
             deadline = deadline.min(d);
         }
         if sleep.is_elapsed() || deadline < sleep.deadline().into_std() {
@@ -107,6 +110,10 @@ async fn drive(tcp: TcpStream, mut stream: SseStream, mut next_heartbeat: Instan
             }
             () = &mut sleep => {
                 let now = Instant::now();
+                if stream.expires().is_some_and(|at| now >= at) {
+                    stream.expire();
+                    continue;
+                }
                 if now >= next_heartbeat {
                     stream.heartbeat();
                     next_heartbeat = now + every;
@@ -195,10 +202,16 @@ impl Parked for ParkedStream {
     }
 
     fn deadline(&self) -> Instant {
-        self.next_heartbeat
+        self.stream
+            .expires()
+            .map_or(self.next_heartbeat, |at| at.min(self.next_heartbeat))
     }
 
     fn on_deadline(&mut self, now: Instant) -> Verdict {
+        if self.stream.expires().is_some_and(|at| now >= at) {
+            // The driver ends it (4001 "Token expired").
+            return Verdict::Resume;
+        }
         if now < self.next_heartbeat {
             return Verdict::Stay;
         }

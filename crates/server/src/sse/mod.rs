@@ -22,6 +22,9 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue};
 
+use switchboard_auth::Action;
+
+use crate::access;
 use crate::api::{bad_request, ApiError, ApiQuery};
 use crate::feed::cursor;
 use crate::feed::{self};
@@ -58,12 +61,18 @@ pub(crate) async fn events_endpoint(
         .map_err(|e| bad_request(format!("invalid Last-Event-ID: {e}")))?;
     feed::refuse_if_shutting_down(&state)?;
     let ip = crate::ws::peer_addr(&req).map(|a| a.ip());
-    let guard = match state.admit(TransportKind::Sse, ip, None) {
+    access::check_origin(&state, req.headers())?;
+    let identity = access::identify_http(&state, req.headers(), req.uri(), ip, "sse").await?;
+    for room in &rooms {
+        access::authorize(&state, identity.as_ref(), Action::Subscribe, room.as_str())?;
+    }
+    let user = identity.as_ref().map(access::user_of);
+    let guard = match state.admit(TransportKind::Sse, ip, user.as_ref()) {
         Ok(guard) => guard,
         Err(refusal) => return Ok(refusal.into_response()),
     };
     let since = feed::since_of(&state, &rooms, &positions).await?;
-    let stream = SseStream::open(&state, guard, rooms, positions, since);
+    let stream = SseStream::open(&state, guard, identity, rooms, positions, since);
     let body = match req.extensions().get::<StreamSlot>() {
         // Our own connection: the front writes the head and drives the stream.
         Some(slot) => {

@@ -12,6 +12,9 @@ use switchboard_native_proto::{ServerMessage, Since, WireFormat};
 use switchboard_session::{encode_delivery, CloseReason, Session};
 
 use super::frame;
+use switchboard_auth::Identity;
+
+use crate::access;
 use crate::feed::cursor::Position;
 use crate::feed::{self, FeedSession, Output, RoomPositions};
 use crate::state::{AppState, ConnectionGuard};
@@ -33,6 +36,8 @@ pub(crate) struct SseStream {
     /// Why the stream ends, once it must (the WebSocket close code it corresponds to).
     ended: Option<(u16, &'static str)>,
     finished: bool,
+    /// When the client's credentials expire: the stream ends then (4001 "Token expired").
+    expires: Option<Instant>,
 }
 
 impl SseStream {
@@ -42,11 +47,16 @@ impl SseStream {
     pub(crate) fn open(
         state: &Arc<AppState>,
         guard: ConnectionGuard,
+        identity: Option<Identity>,
         rooms: Vec<RoomName>,
         positions: Vec<Option<Position>>,
         since: Vec<Option<Since>>,
     ) -> SseStream {
-        let mut session = Session::anonymous(state.native.clone(), Instant::now());
+        let now = Instant::now();
+        let mut session = match &identity {
+            Some(identity) => Session::new(state.native.clone(), access::user_of(identity), now),
+            None => Session::anonymous(state.native.clone(), now),
+        };
         let replies = feed::join_all(&mut session, &rooms, since);
         let mut stream = SseStream {
             session,
@@ -55,6 +65,7 @@ impl SseStream {
             guard,
             ended: None,
             finished: false,
+            expires: identity.as_ref().and_then(access::expiry),
         };
         frame::write_retry(&mut stream.out, RETRY_MS);
         // `joined` replies that came at once set the positions the `connected` event carries.
@@ -86,6 +97,20 @@ impl SseStream {
                 Output::Delivery(delivery) => self.write_delivery(&delivery),
                 Output::Closed(reason) => self.end_for(reason),
             }
+        }
+    }
+
+    /// When the stream must end because the client's credentials expire.
+    pub(crate) fn expires(&self) -> Option<Instant> {
+        self.expires
+    }
+
+    /// The credentials expired: `event: disconnect` (4001 "Token expired"), then the end.
+    /// The client reconnects with a fresh token and its last event id: nothing is lost.
+    pub(crate) fn expire(&mut self) {
+        if self.ended.is_none() {
+            self.expires = None;
+            self.end_with(4001, "Token expired");
         }
     }
 
@@ -203,17 +228,21 @@ impl SseStream {
     /// End the stream for `reason`, telling the client why first (`event: disconnect`: an
     /// event named `error` would reach EventSource's connection-error handlers).
     fn end_for(&mut self, reason: CloseReason) {
-        let data = feed::disconnect_message(reason.code(), reason.text());
+        if reason == CloseReason::BufferOverflow {
+            self.session.shared().transport.overflow_closes.inc();
+        }
+        self.end_with(reason.code(), reason.text());
+    }
+
+    fn end_with(&mut self, code: u16, reason: &'static str) {
+        let data = feed::disconnect_message(code, reason);
         frame::write_event(
             &mut self.out,
             None,
             Some("disconnect"),
             data.to_string().as_bytes(),
         );
-        if reason == CloseReason::BufferOverflow {
-            self.session.shared().transport.overflow_closes.inc();
-        }
-        self.ended = Some((reason.code(), reason.text()));
+        self.ended = Some((code, reason));
     }
 }
 

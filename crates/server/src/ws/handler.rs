@@ -59,3 +59,25 @@ pub struct Discard;
 impl Handler for Discard {
     fn on_message(&mut self, _conn: &mut Connection, _kind: MessageKind, _payload: Bytes) {}
 }
+
+/// Closes the connection as soon as it opens, with a code and reason: a WebSocket upgrade
+/// with bad credentials is accepted and then closed (4001 and why), because a browser sees
+/// close codes but never the status of a refused upgrade (SPEC §4).
+#[derive(Debug)]
+pub struct Refuse {
+    /// The close code.
+    pub code: u16,
+    /// The close reason.
+    pub reason: &'static str,
+}
+
+impl Handler for Refuse {
+    fn on_open(&mut self, conn: &mut Connection) {
+        conn.close(
+            switchboard_ws_proto::CloseCode::from_u16(self.code),
+            self.reason,
+        );
+    }
+
+    fn on_message(&mut self, _conn: &mut Connection, _kind: MessageKind, _payload: Bytes) {}
+}

@@ -36,7 +36,19 @@ use transport::{TlsTransport, Transport};
 /// subprotocol chosen: the first the client offered that `protocols` contains.
 pub fn upgrade<H: Handler>(
     state: &Arc<AppState>,
+    req: Request<Body>,
+    protocols: &[&str],
+    open: impl FnOnce(Option<&str>) -> (H, u64),
+) -> Response {
+    upgrade_as(state, req, None, protocols, open)
+}
+
+/// [`upgrade`] for a connection of an authenticated `user` (the per-user connection limit
+/// counts it).
+pub fn upgrade_as<H: Handler>(
+    state: &Arc<AppState>,
     mut req: Request<Body>,
+    user: Option<&switchboard_hub::UserId>,
     protocols: &[&str],
     open: impl FnOnce(Option<&str>) -> (H, u64),
 ) -> Response {
@@ -76,9 +88,8 @@ pub fn upgrade<H: Handler>(
     // Limits are checked after validation (a malformed request gets its 400 first) and the
     // slot is taken now, so that concurrent handshakes can not overshoot.
     let peer = peer_addr(&req);
-    // No handshake credentials exist yet (the auth modes come later): every connection is
-    // admitted as anonymous, so the per-user limit does not bind yet.
-    let guard = match state.admit(TransportKind::WebSocket, peer.map(|p| p.ip()), None) {
+    // Anonymous connections (no `user`) are each a user of their own for the per-user limit.
+    let guard = match state.admit(TransportKind::WebSocket, peer.map(|p| p.ip()), user) {
         Ok(guard) => guard,
         Err(refusal) => return refusal.into_response(),
     };

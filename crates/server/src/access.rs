@@ -1,0 +1,118 @@
+//! Who a request is, for every transport (SPEC §4): the `Origin` allowlist, the caller's
+//! credentials verified by the [`Authenticator`](switchboard_auth::Authenticator) of
+//! `ServerConfig::auth`, and the HTTP answers of a refusal. With no authenticator
+//! configured everyone is anonymous and every origin passes (development).
+//!
+//! Transports differ only in how a refusal reaches the client: plain HTTP (SSE, polling,
+//! the API) answers 401/403/503 with a JSON error, while a WebSocket upgrade with bad
+//! credentials is accepted and then closed with 4001 and a reason, because a browser sees
+//! close codes, never a refused upgrade's status.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, StatusCode, Uri};
+use switchboard_auth::{AuthError, ConnectInfo, Identity};
+
+use crate::api::ApiError;
+use crate::state::AppState;
+
+/// A refused origin: 403 (cross-site WebSocket hijacking, and pages of other sites reading
+/// feeds with the user's cookies).
+pub(crate) fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(auth) = &state.config.auth else {
+        return Ok(());
+    };
+    if auth.check_origin(headers).is_allowed() {
+        return Ok(());
+    }
+    state.metrics.auth_failures.inc();
+    Err(ApiError(StatusCode::FORBIDDEN, "origin not allowed".into()))
+}
+
+/// The caller of a request: `Ok(None)` is anonymous (allowed). Credentials that are given
+/// must be valid: a bad token is never downgraded to anonymous.
+pub(crate) async fn identify(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    ip: Option<IpAddr>,
+    transport: &'static str,
+) -> Result<Option<Identity>, AuthError> {
+    let Some(auth) = &state.config.auth else {
+        return Ok(None);
+    };
+    let info = connect_info(headers, ip, transport);
+    let result = auth.authenticate_request(headers, uri, &info).await;
+    if let Err(e) = &result {
+        state.metrics.auth_failures.inc();
+        tracing::debug!(
+            reason = e.metric_label(),
+            transport,
+            "authentication failed"
+        );
+    }
+    result
+}
+
+/// [`identify`] for plain HTTP: the refusal as its JSON answer.
+pub(crate) async fn identify_http(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    ip: Option<IpAddr>,
+    transport: &'static str,
+) -> Result<Option<Identity>, ApiError> {
+    identify(state, headers, uri, ip, transport)
+        .await
+        .map_err(|e| refusal(&e))
+}
+
+/// The HTTP answer to a failed authentication: 401 (503 when the auth backend is down),
+/// with the same reason a WebSocket close would carry.
+pub(crate) fn refusal(e: &AuthError) -> ApiError {
+    ApiError(e.http_status(), e.close_reason().to_string())
+}
+
+/// What the connect proxy is told about the connection.
+pub(crate) fn connect_info(
+    headers: &HeaderMap,
+    ip: Option<IpAddr>,
+    transport: &'static str,
+) -> ConnectInfo {
+    ConnectInfo {
+        origin: headers
+            .get(http::header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        client_ip: ip,
+        transport,
+    }
+}
+
+/// Whether `who` may do `action` in `room` (always, without an authenticator).
+pub(crate) fn authorize(
+    state: &AppState,
+    who: Option<&Identity>,
+    action: switchboard_auth::Action,
+    room: &str,
+) -> Result<(), ApiError> {
+    let Some(auth) = &state.config.auth else {
+        return Ok(());
+    };
+    auth.authorize(who, action, room)
+        .map_err(|denied| ApiError(denied.http_status(), denied.message().to_string()))
+}
+
+/// When a connection of `identity` must end (its `expire_at`, else its token's `exp`), as an
+/// instant of this process's clock; `None`: never.
+pub(crate) fn expiry(identity: &Identity) -> Option<std::time::Instant> {
+    let at = identity.connection_expires_at()?;
+    let now = switchboard_auth::unix_now();
+    Some(std::time::Instant::now() + std::time::Duration::from_secs(at.saturating_sub(now)))
+}
+
+/// The hub user of a connection: the identity's `sub`.
+pub(crate) fn user_of(identity: &Identity) -> switchboard_hub::UserId {
+    switchboard_hub::UserId(Arc::from(identity.user_id()))
+}
