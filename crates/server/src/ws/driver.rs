@@ -241,11 +241,20 @@ pub async fn run<T: Transport, H: Handler>(
         if auth_deadline.is_some() && handler.is_authenticated() {
             auth_deadline = None;
         }
-        // Close and auth deadlines are acted on here, on every turn (a clock read only in these
-        // rare states), not in the timer branch, which merely wakes the loop: a client that
+        // Close, auth and expiry deadlines are acted on here, on every turn (a clock read only
+        // in these states), not in the timer branch, which merely wakes the loop: a client that
         // keeps the socket readable would never let that lower-priority branch run.
-        if close_deadline.is_some() || auth_deadline.is_some() {
+        let expiry = handler.expires_at().filter(|_| conn.is_open());
+        if close_deadline.is_some() || auth_deadline.is_some() || expiry.is_some() {
             let now = Instant::now();
+            if expiry.is_some_and(|d| now >= d) {
+                handler.on_expired(&mut conn);
+                if conn.is_open() {
+                    // The handler did not close it: its credentials are over all the same.
+                    conn.close(CloseCode::Application(4001), "Token expired");
+                }
+                continue;
+            }
             if close_deadline.is_some_and(|d| now >= d) {
                 break Exit::End(EndReason::CloseTimeout);
             }
@@ -264,7 +273,7 @@ pub async fn run<T: Transport, H: Handler>(
             continue;
         }
         let mut deadline = keepalive.deadline(heartbeat);
-        for d in [close_deadline, auth_deadline, park_check]
+        for d in [close_deadline, auth_deadline, park_check, expiry]
             .into_iter()
             .flatten()
         {
@@ -393,6 +402,11 @@ pub struct Idle<H> {
 const PEEK_LIMIT: usize = 256;
 
 impl<H: Handler> Idle<H> {
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
     /// The socket.
     pub fn socket(&self) -> &std::net::TcpStream {
         &self.socket

@@ -39,6 +39,14 @@ pub trait Handler: Send + Sync + 'static {
     fn on_outbound_blocked(&mut self, _conn: &mut Connection) {}
     /// The connection is about to be parked (idle, without a task): free scratch memory.
     fn on_park(&mut self) {}
+    /// When the connection's credentials expire (`None`: never). The driver calls
+    /// [`Handler::on_expired`] once this instant has passed, parked or not; the answer may
+    /// change after any call (a `refresh` moves it).
+    fn expires_at(&self) -> Option<std::time::Instant> {
+        None
+    }
+    /// [`Handler::expires_at`] passed: close the connection (4001 "Token expired").
+    fn on_expired(&mut self, _conn: &mut Connection) {}
 }
 
 /// Echoes every message back (the `/echo` endpoint).

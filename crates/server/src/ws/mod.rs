@@ -233,10 +233,18 @@ impl<H: Handler> Parked for ParkedConnection<H> {
     }
 
     fn deadline(&self) -> std::time::Instant {
-        self.idle.deadline(&self.ctx.state().driver_limits)
+        let heartbeat = self.idle.deadline(&self.ctx.state().driver_limits);
+        match self.idle.handler().expires_at() {
+            Some(expiry) => expiry.min(heartbeat),
+            None => heartbeat,
+        }
     }
 
     fn on_deadline(&mut self, now: std::time::Instant) -> Verdict {
+        if self.idle.handler().expires_at().is_some_and(|at| now >= at) {
+            // The resumed driver closes it (4001 "Token expired").
+            return Verdict::Resume;
+        }
         let state = self.ctx.state();
         self.idle
             .on_deadline(now, &state.driver_limits, &state.metrics)
