@@ -10,6 +10,7 @@
 //!
 //! [`publish`] is the one publish + dedup flow: client relays and the HTTP API both use it.
 
+mod auth;
 mod close;
 mod encode;
 mod later;
@@ -17,7 +18,8 @@ mod publish;
 pub mod rate;
 mod session;
 
+pub use auth::{MAX_HELD_BYTES, MAX_HELD_MESSAGES};
 pub use close::CloseReason;
 pub use encode::encode_delivery;
-pub use publish::{publish, PublishRequest, Published};
+pub use publish::{authorize, publish, publish_as, PublishRequest, Published};
 pub use session::{Note, Session, SessionConfig, Shared, Sink};
