@@ -342,3 +342,5 @@ fn answers_the_store_gives_late_reach_the_client_through_the_outbox_in_order() {
     assert_eq!(types, ["joined", "chat"], "{out:?}");
     assert_eq!(out[0]["recovered"], true);
 }
+
+mod auth;
