@@ -317,7 +317,10 @@ async fn now_or_later_answers_static_keys_at_once_and_the_proxy_later() {
     let jwt = Credential::new(token("alice"), CredentialSource::FirstMessage);
     let now = a.authenticate_now_or_later(jwt, info(), never);
     assert_eq!(now.unwrap().unwrap().user_id(), "alice");
-    let bad = Credential::new(format!("{}x", token("alice")), CredentialSource::FirstMessage);
+    let bad = Credential::new(
+        format!("{}x", token("alice")),
+        CredentialSource::FirstMessage,
+    );
     let now = a.authenticate_now_or_later(bad, info(), never);
     assert_eq!(now, Some(Err(AuthError::BadSignature)));
 
@@ -331,7 +334,14 @@ async fn now_or_later_answers_static_keys_at_once_and_the_proxy_later() {
     assert_eq!(server.hits(), 1);
 
     // Refresh: same user at once; another user refused.
-    let current = std::sync::Arc::new(a.authenticate(&Credential::new(token("alice"), CredentialSource::Header), &info()).await.unwrap());
+    let current = std::sync::Arc::new(
+        a.authenticate(
+            &Credential::new(token("alice"), CredentialSource::Header),
+            &info(),
+        )
+        .await
+        .unwrap(),
+    );
     let same = a.refresh_now_or_later(current.clone(), token("alice"), info(), never);
     assert_eq!(same.unwrap().unwrap().user_id(), "alice");
     let other = a.refresh_now_or_later(current, token("bob"), info(), never);

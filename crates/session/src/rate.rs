@@ -63,13 +63,11 @@ static ORIGIN: OnceLock<Instant> = OnceLock::new();
 
 impl Stamp {
     fn of(now: Instant) -> Stamp {
-        let origin = *ORIGIN.get_or_init(|| {
-            now.checked_sub(Duration::from_secs(86_400))
-                .unwrap_or(now)
-        });
+        let origin =
+            *ORIGIN.get_or_init(|| now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now));
         // u64 nanoseconds last 584 years.
-        let nanos = u64::try_from(now.saturating_duration_since(origin).as_nanos())
-            .unwrap_or(u64::MAX - 1);
+        let nanos =
+            u64::try_from(now.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX - 1);
         Stamp(NonZeroU64::new(nanos.saturating_add(1)).unwrap_or(NonZeroU64::MAX))
     }
 

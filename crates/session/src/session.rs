@@ -200,7 +200,7 @@ impl<X> Session<X> {
     /// [`CloseReason::TokenExpired`] (4001 "Token expired") and return `true`. `false`: a
     /// `refresh` moved the deadline; re-arm at `expires_at()`.
     pub fn expire_if_due(&mut self, now: SystemTime, sink: &mut impl Sink) -> bool {
-        if !self.expires_at().is_some_and(|at| at <= now) {
+        if self.expires_at().is_none_or(|at| at > now) {
             return false;
         }
         if let Some(state) = &mut self.auth {
@@ -464,13 +464,9 @@ impl<X> Session<X> {
             }
             // An anonymous session authenticating in-band: its hub registration moves to the
             // user, which is simple only while it is in no room.
-            ClientMessage::Auth { .. } if !self.rooms.is_empty() => {
-                sink.send(ServerMessage::error_for(
-                    id,
-                    "invalid_state",
-                    "Authenticate before joining rooms",
-                ))
-            }
+            ClientMessage::Auth { .. } if !self.rooms.is_empty() => sink.send(
+                ServerMessage::error_for(id, "invalid_state", "Authenticate before joining rooms"),
+            ),
             ClientMessage::Auth { token } => self.start_auth(token, sink),
             ClientMessage::Refresh { token } => self.start_refresh(token, id, sink),
             ClientMessage::Relay {
@@ -564,7 +560,11 @@ impl<X> Session<X> {
     fn register_as(&mut self, identity: &Identity) {
         let hub = &self.shared.hub;
         let mut conn = hub.connect(UserId(Arc::from(identity.user_id())));
-        conn.name = self.conn.name.take().or_else(|| display_name_claim(identity));
+        conn.name = self
+            .conn
+            .name
+            .take()
+            .or_else(|| display_name_claim(identity));
         let old = std::mem::replace(&mut self.conn, conn);
         hub.disconnect(&old, &self.rooms);
     }

@@ -196,7 +196,10 @@ fn every_message_is_authorized_and_a_refusal_keeps_the_connection() {
     );
     assert_eq!(
         alice.send(json!({"type":"history","room":"user:bob","id":7})),
-        [forbidden("Not allowed to read this room's history", Some("7"))]
+        [forbidden(
+            "Not allowed to read this room's history",
+            Some("7")
+        )]
     );
     assert_eq!(
         alice.send(json!({"type":"presence","room":"user:bob"})),
@@ -256,7 +259,11 @@ fn every_message_is_authorized_and_a_refusal_keeps_the_connection() {
     assert_eq!(stored(&shared, "news:today"), 0);
     // The first refusal did not end anything: the session still works.
     assert_eq!(alice.send(json!({"type":"ping"})), [json!({"type":"pong"})]);
-    assert_eq!(anon.deliveries().len(), 1, "alice's user_joined, nothing else");
+    assert_eq!(
+        anon.deliveries().len(),
+        1,
+        "alice's user_joined, nothing else"
+    );
 }
 
 #[test]
@@ -350,7 +357,10 @@ fn first_message_auth_replays_the_held_messages_in_order_as_the_user() {
     }
     assert_eq!(members(&shared, "user:alice"), [] as [String; 0]);
     let replies = c.send(json!({"type":"auth","token":token("alice", 3600, json!({}))}));
-    let types: Vec<&str> = replies.iter().map(|m| m["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = replies
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect();
     assert_eq!(
         types,
         ["auth_success", "joined", "ack", "pong", "presence", "error"],
@@ -570,7 +580,10 @@ fn at_the_deadline_the_session_closes_token_expired_unless_refreshed() {
     assert!(c.session.expire_if_due(deadline, &mut out));
     assert_eq!(out.closed, [CloseReason::TokenExpired]);
     assert_eq!(
-        (CloseReason::TokenExpired.code(), CloseReason::TokenExpired.text()),
+        (
+            CloseReason::TokenExpired.code(),
+            CloseReason::TokenExpired.text()
+        ),
         (4001, "Token expired")
     );
     assert_eq!(c.send(json!({"type":"ping"})), [] as [Value; 0]);
@@ -628,9 +641,12 @@ fn the_http_api_authorizes_a_user_token_publish() {
         move |done| *p.lock().unwrap() = Some(done),
     )
     .unwrap();
-    assert_eq!(published.lock().unwrap().as_ref().unwrap().offset, Offset(1));
-    let history = answered_at_once(|done| shared.hub.history(&own_room, None, None, 1 << 20, done))
-        .unwrap();
+    assert_eq!(
+        published.lock().unwrap().as_ref().unwrap().offset,
+        Offset(1)
+    );
+    let history =
+        answered_at_once(|done| shared.hub.history(&own_room, None, None, 1 << 20, done)).unwrap();
     let message: Value = serde_json::from_slice(history.messages[0].json().unwrap()).unwrap();
     assert_eq!(
         message["userId"], "alice",
@@ -736,7 +752,10 @@ fn a_verification_that_finishes_later_wakes_the_connection_and_resumes() {
     let waker = std::task::Waker::from(flag.clone());
     let mut cx = Context::from_waker(&waker);
 
-    assert_eq!(c.send(json!({"type":"join","room":"user:erin"})), [] as [Value; 0]);
+    assert_eq!(
+        c.send(json!({"type":"join","room":"user:erin"})),
+        [] as [Value; 0]
+    );
     // An opaque session credential: the connect proxy decides, on another task.
     assert_eq!(
         c.send(json!({"type":"auth","token":"opaque-session-1"})),
@@ -755,7 +774,10 @@ fn a_verification_that_finishes_later_wakes_the_connection_and_resumes() {
         .send(json!({"user_id": "erin", "expire_at": unix_now() + 900}).to_string())
         .unwrap();
     let replies = woken(&mut c, &flag, &mut cx);
-    let types: Vec<&str> = replies.iter().map(|m| m["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = replies
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect();
     assert_eq!(types, ["auth_success", "joined", "pong"], "{replies:?}");
     assert_eq!(replies[0]["userId"], "erin");
     assert!(c.session.is_authenticated());
@@ -775,14 +797,15 @@ fn a_verification_that_finishes_later_wakes_the_connection_and_resumes() {
             Some("r2")
         )]
     );
-    assert_eq!(c.send(json!({"type":"ping"})), [json!({"type":"pong"})], "not held");
+    assert_eq!(
+        c.send(json!({"type":"ping"})),
+        [json!({"type":"pong"})],
+        "not held"
+    );
     answer
         .send(json!({"user_id": "erin", "expire_at": unix_now() + 1800}).to_string())
         .unwrap();
-    assert_eq!(
-        woken(&mut c, &flag, &mut cx),
-        [json!({"type":"refreshed"})]
-    );
+    assert_eq!(woken(&mut c, &flag, &mut cx), [json!({"type":"refreshed"})]);
     assert!(c.session.expires_at().unwrap() > deadline);
 
     // The proxy names another user: the refresh is refused, the deadline stands.
