@@ -341,6 +341,7 @@ mod tests {
         assert_eq!(woken(), 2);
         assert_eq!(outbox.poll_ready(&mut cx), Poll::Ready(()));
         assert_eq!(outbox.poll_ready(&mut cx), Poll::Pending);
+        outbox.drain(&mut Vec::new());
         outbox.notify();
         assert_eq!(woken(), 3, "notify wakes");
         assert_eq!(outbox.poll_ready(&mut cx), Poll::Ready(()));
