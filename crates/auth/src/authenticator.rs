@@ -1,7 +1,10 @@
 //! The one object a transport talks to: built from [`AuthConfig`], it finds credentials,
 //! verifies them, issues tickets, checks origins and authorizes actions.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, Uri};
@@ -198,6 +201,44 @@ impl Authenticator {
         Ok(fresh)
     }
 
+    /// [`authenticate`](Self::authenticate) for callers that cannot await (the sans-IO session
+    /// core): the result if it is ready at once (a JWT checked against configured secrets or PEM
+    /// keys, a cached JWKS key: no waiting), otherwise `None`, and `later` gets it when it comes
+    /// (a JWKS fetch, the connect proxy), called from a task spawned on the current tokio runtime.
+    /// `later` is called only when this returned `None`.
+    ///
+    /// Without a tokio runtime a verification that would have to wait is not started:
+    /// `Some(Err(AuthError::BackendUnavailable))`. (Connect proxy and JWKS URL verifications need
+    /// a runtime to make their request in the first place: call this from within one.)
+    pub fn authenticate_now_or_later(
+        self: &Arc<Self>,
+        credential: Credential,
+        info: ConnectInfo,
+        later: impl FnOnce(Result<Identity, AuthError>) + Send + 'static,
+    ) -> Option<Result<Identity, AuthError>> {
+        let this = Arc::clone(self);
+        now_or_spawn(
+            Box::pin(async move { this.authenticate(&credential, &info).await }),
+            later,
+        )
+    }
+
+    /// [`refresh`](Self::refresh) for callers that cannot await: as
+    /// [`authenticate_now_or_later`](Self::authenticate_now_or_later).
+    pub fn refresh_now_or_later(
+        self: &Arc<Self>,
+        current: Arc<Identity>,
+        token: String,
+        info: ConnectInfo,
+        later: impl FnOnce(Result<Identity, AuthError>) + Send + 'static,
+    ) -> Option<Result<Identity, AuthError>> {
+        let this = Arc::clone(self);
+        now_or_spawn(
+            Box::pin(async move { this.refresh(&current, &token, &info).await }),
+            later,
+        )
+    }
+
     /// A one-time ticket for `identity`, valid for the configured TTL (`POST /api/ticket`).
     pub async fn issue_ticket(&self, identity: Identity) -> Result<String, TicketError> {
         self.tickets.issue(identity, self.ticket_ttl).await
@@ -212,6 +253,31 @@ impl Authenticator {
         room: &str,
     ) -> Result<(), Denied> {
         self.permissions.check(who, action, room)
+    }
+}
+
+type AuthFuture = Pin<Box<dyn Future<Output = Result<Identity, AuthError>> + Send>>;
+
+/// Polls `future` once; ready → its output; pending → spawned on the current runtime, its
+/// output handed to `later`.
+fn now_or_spawn(
+    mut future: AuthFuture,
+    later: impl FnOnce(Result<Identity, AuthError>) + Send + 'static,
+) -> Option<Result<Identity, AuthError>> {
+    // The first poll registers a no-op waker wherever it waits; the spawned task's polls
+    // register its own (every poll must), so nothing is lost.
+    let mut cx = Context::from_waker(Waker::noop());
+    if let Poll::Ready(result) = future.as_mut().poll(&mut cx) {
+        return Some(result);
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move { later(future.await) });
+            None
+        }
+        Err(_) => Some(Err(AuthError::BackendUnavailable(
+            "no async runtime to wait for the verification on".into(),
+        ))),
     }
 }
 

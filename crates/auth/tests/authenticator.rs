@@ -306,3 +306,52 @@ async fn authorize_applies_the_configured_rules() {
         "default: no anonymous once auth is on"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn now_or_later_answers_static_keys_at_once_and_the_proxy_later() {
+    let server = Loopback::start("/connect", Reply::ok(r#"{"user_id": "from-proxy"}"#)).await;
+    let a = std::sync::Arc::new(auth(
+        json!({ "jwt": { "secrets": ["test-secret"] }, "connect_proxy": { "url": server.url } }),
+    ));
+    let never = |_: Result<switchboard_auth::Identity, AuthError>| panic!("answered at once");
+    let jwt = Credential::new(token("alice"), CredentialSource::FirstMessage);
+    let now = a.authenticate_now_or_later(jwt, info(), never);
+    assert_eq!(now.unwrap().unwrap().user_id(), "alice");
+    let bad = Credential::new(
+        format!("{}x", token("alice")),
+        CredentialSource::FirstMessage,
+    );
+    let now = a.authenticate_now_or_later(bad, info(), never);
+    assert_eq!(now, Some(Err(AuthError::BadSignature)));
+
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let opaque = Credential::new("opaque-session", CredentialSource::FirstMessage);
+    let now = a.authenticate_now_or_later(opaque, info(), move |r| {
+        let _ = tx.send(r);
+    });
+    assert!(now.is_none(), "the proxy is asked on a task: {now:?}");
+    assert_eq!(rx.await.unwrap().unwrap().user_id(), "from-proxy");
+    assert_eq!(server.hits(), 1);
+
+    // Refresh: same user at once; another user refused.
+    let current = std::sync::Arc::new(
+        a.authenticate(
+            &Credential::new(token("alice"), CredentialSource::Header),
+            &info(),
+        )
+        .await
+        .unwrap(),
+    );
+    let same = a.refresh_now_or_later(current.clone(), token("alice"), info(), never);
+    assert_eq!(same.unwrap().unwrap().user_id(), "alice");
+    let other = a.refresh_now_or_later(current, token("bob"), info(), never);
+    assert_eq!(other, Some(Err(AuthError::SubjectChanged)));
+}
+
+#[test]
+fn now_or_later_without_a_runtime_never_waits() {
+    let a = std::sync::Arc::new(hs());
+    let jwt = Credential::new(token("alice"), CredentialSource::FirstMessage);
+    let now = a.authenticate_now_or_later(jwt, info(), |_| panic!("answered at once"));
+    assert_eq!(now.unwrap().unwrap().user_id(), "alice");
+}

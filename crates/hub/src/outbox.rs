@@ -171,6 +171,14 @@ impl Outbox {
         wake(waker);
     }
 
+    /// Wake the consumer without queuing anything: something for the connection happened
+    /// elsewhere (an authentication its session started finished on another task) and the
+    /// consumer should look. Its next [`Outbox::poll_ready`] is ready.
+    pub fn notify(&self) {
+        let waker = self.lock().signal();
+        wake(waker);
+    }
+
     /// Move every queued delivery into `into`; returns how many were dropped since the last
     /// drain (so the client can be told it lagged).
     pub fn drain(&self, into: &mut Vec<Arc<Delivery>>) -> u64 {
@@ -332,6 +340,12 @@ mod tests {
         outbox.request_disconnect();
         assert_eq!(woken(), 2);
         assert_eq!(outbox.poll_ready(&mut cx), Poll::Ready(()));
+        assert_eq!(outbox.poll_ready(&mut cx), Poll::Pending);
+        outbox.drain(&mut Vec::new());
+        outbox.notify();
+        assert_eq!(woken(), 3, "notify wakes");
+        assert_eq!(outbox.poll_ready(&mut cx), Poll::Ready(()));
+        assert!(outbox.is_empty(), "and queues nothing");
     }
 
     #[tokio::test]

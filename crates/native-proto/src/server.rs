@@ -33,7 +33,7 @@ pub enum ServerMessage {
         #[serde(rename = "connectionId")]
         connection_id: String,
     },
-    /// The answer to `auth` (and `refresh`).
+    /// The answer to `auth` (and, without authentication configured, to `refresh`).
     AuthSuccess {
         /// The user id.
         #[serde(rename = "userId")]
@@ -65,12 +65,23 @@ pub enum ServerMessage {
         /// The offset the message got.
         offset: u64,
     },
+    /// The answer to `refresh {token}`: the connection now lives until the new token's
+    /// expiry.
+    Refreshed {
+        /// The new token's `exp` (unix seconds); absent when it has none.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exp: Option<u64>,
+    },
     /// A request was refused; the connection stays open.
     Error {
         /// Machine-readable code.
         code: &'static str,
         /// Human-readable text (SPEC §2 texts such as "Invalid JSON").
         message: String,
+        /// The refused message's `id`, when it had one and the refusal names it (so a client
+        /// that sends with ids knows which message was refused).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
     /// Another member's first connection joined the room.
     UserJoined {
@@ -128,6 +139,7 @@ impl ServerMessage {
         match self {
             ServerMessage::Welcome { .. } => "welcome",
             ServerMessage::AuthSuccess { .. } => "auth_success",
+            ServerMessage::Refreshed { .. } => "refreshed",
             ServerMessage::Joined { .. } => "joined",
             ServerMessage::Left { .. } => "left",
             ServerMessage::Pong => "pong",
@@ -146,6 +158,21 @@ impl ServerMessage {
         ServerMessage::Error {
             code,
             message: message.into(),
+            id: None,
+        }
+    }
+
+    /// `error {code, message, id}`: a refusal of the message with the client's `id` (none:
+    /// as [`ServerMessage::error`]).
+    pub fn error_for(
+        id: Option<String>,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ServerMessage {
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+            id,
         }
     }
 
@@ -287,6 +314,24 @@ mod tests {
         assert_eq!(
             json(&ServerMessage::error("invalid_json", "Invalid JSON")),
             serde_json::json!({"type":"error","code":"invalid_json","message":"Invalid JSON"})
+        );
+        assert_eq!(
+            json(&ServerMessage::error_for(
+                Some("m1".into()),
+                "forbidden",
+                "Not allowed"
+            )),
+            serde_json::json!({"type":"error","code":"forbidden","message":"Not allowed","id":"m1"})
+        );
+        assert_eq!(
+            json(&ServerMessage::Refreshed { exp: Some(17) }),
+            serde_json::json!({"type":"refreshed","exp":17})
+        );
+        assert_eq!(
+            json(&ServerMessage::AuthSuccess {
+                user_id: "alice".into()
+            }),
+            serde_json::json!({"type":"auth_success","userId":"alice"})
         );
         assert_eq!(
             json(&ServerMessage::Welcome {

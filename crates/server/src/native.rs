@@ -196,6 +196,8 @@ impl Handler for NativeSession {
         BATCH.with_borrow_mut(|batch| {
             let format = self.session.format();
             let mut sink = WsSink::new(conn, format);
+            // An `auth`/`refresh` verification that finished on another task woke us.
+            self.session.resume(&mut sink);
             self.session.drain(batch, &mut sink);
             let conn = sink.conn;
             sink.counts.add_to(self.metrics());

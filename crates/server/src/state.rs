@@ -160,6 +160,7 @@ impl AppState {
         let native = Arc::new(NativeShared {
             hub: hub.clone(),
             config: config.session,
+            auth: config.auth.clone(),
             transport: metrics.clone(),
         });
         let anonymous = crate::browser::AnonymousPublish::new(

@@ -4,6 +4,8 @@
 use serde_json::{Map, Value};
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use switchboard_auth::{Action, Authenticator, Denied, Identity};
 use switchboard_hub::{Appended, Epoch, Hub, Offset, RoomName, UserId};
 use switchboard_native_proto::{stamp_relay, Stamp};
 
@@ -102,6 +104,46 @@ pub fn publish(
             },
         })
     });
+}
+
+/// Whether `who` (`None`: anonymous) may do `action` in `room`; always, without an
+/// authenticator. The same decision the sessions make per message, for callers outside a
+/// session (the HTTP API with a user token: 403/401 from [`Denied::http_status`]). The
+/// backend API key has all rights and does not ask.
+pub fn authorize(
+    auth: Option<&Authenticator>,
+    who: Option<&Identity>,
+    action: Action,
+    room: &RoomName,
+) -> Result<(), Denied> {
+    match auth {
+        None => Ok(()),
+        Some(auth) => auth.authorize(who, action, room.as_str()),
+    }
+}
+
+/// [`publish`] on behalf of an authenticated user (the HTTP API with a user token): refused
+/// with [`Denied`] (nothing published, `done` not called) unless `who` may publish in
+/// `request.room`. The message is stamped and deduplicated as `who`'s: `request.sender` is
+/// replaced by `who.user_id()`.
+pub fn publish_as(
+    hub: &Hub,
+    auth: Option<&Authenticator>,
+    who: &Identity,
+    request: PublishRequest<'_>,
+    done: impl FnOnce(Published) + Send + 'static,
+) -> Result<(), Denied> {
+    authorize(auth, Some(who), Action::Publish, request.room)?;
+    let sender = UserId(Arc::from(who.user_id()));
+    publish(
+        hub,
+        PublishRequest {
+            sender: &sender,
+            ..request
+        },
+        done,
+    );
+    Ok(())
 }
 
 /// A random-looking id: a process-random key hashed with a counter.

@@ -37,6 +37,7 @@ fn shared(config: SessionConfig) -> Arc<Shared> {
     Arc::new(Shared {
         hub: Hub::new(HubConfig::default()),
         config,
+        auth: None,
         transport: (),
     })
 }
@@ -292,6 +293,7 @@ fn answers_the_store_gives_late_reach_the_client_through_the_outbox_in_order() {
     let shared = Arc::new(Shared {
         hub,
         config: unlimited(),
+        auth: None,
         transport: (),
     });
     let mut jane = Client::new(&shared, "u-jane");
@@ -340,3 +342,5 @@ fn answers_the_store_gives_late_reach_the_client_through_the_outbox_in_order() {
     assert_eq!(types, ["joined", "chat"], "{out:?}");
     assert_eq!(out[0]["recovered"], true);
 }
+
+mod auth;
