@@ -55,6 +55,53 @@ pub(crate) async fn identify(
     result
 }
 
+/// How a WebSocket handshake proceeds (the upgrade is accepted in every case).
+pub(crate) enum WsAccess {
+    /// The handshake's credentials named the user.
+    Authenticated(Identity),
+    /// No credentials: the first-message flow (`auth {token}` within `auth_timeout`).
+    AwaitAuth,
+    /// No credentials, anonymous access allowed (or no authentication configured).
+    Anonymous,
+    /// Bad credentials, or none where they are required: closed with this error's code.
+    Refused(AuthError),
+}
+
+/// The WebSocket handshake's part of authentication (the origin was checked before).
+pub(crate) async fn websocket(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    info: &ConnectInfo,
+) -> WsAccess {
+    let Some(auth) = &state.config.auth else {
+        return WsAccess::Anonymous;
+    };
+    let Some(credential) = auth.extract(headers, uri) else {
+        if auth.sources().first_message && auth.has_verifier() && !auth.anonymous_allowed() {
+            return WsAccess::AwaitAuth;
+        }
+        if auth.anonymous_allowed() {
+            // (May still send `auth {token}` before joining a room.)
+            return WsAccess::Anonymous;
+        }
+        state.metrics.auth_failures.inc();
+        return WsAccess::Refused(AuthError::Missing);
+    };
+    match auth.authenticate(&credential, info).await {
+        Ok(identity) => WsAccess::Authenticated(identity),
+        Err(e) => {
+            state.metrics.auth_failures.inc();
+            tracing::debug!(
+                reason = e.metric_label(),
+                source = credential.source().as_str(),
+                "websocket authentication failed"
+            );
+            WsAccess::Refused(e)
+        }
+    }
+}
+
 /// [`identify`] for plain HTTP: the refusal as its JSON answer.
 pub(crate) async fn identify_http(
     state: &AppState,

@@ -11,7 +11,11 @@ use http::{Request, StatusCode};
 
 use switchboard_native_proto::WireFormat;
 
-use crate::access;
+use std::time::Instant;
+
+use switchboard_session::Session;
+
+use crate::access::{self, WsAccess};
 use crate::api;
 use crate::native::NativeSession;
 use crate::state::AppState;
@@ -48,20 +52,19 @@ async fn ws_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> 
         return refused.into_response();
     }
     let ip = ws::peer_addr(&req).map(|a| a.ip());
-    let identity = match access::identify(&state, req.headers(), req.uri(), ip, "websocket").await {
-        Ok(identity) => identity,
-        Err(e) => {
-            // Accepted, then closed with 4001 and why: the client's reconnect logic
-            // fetches a fresh token on 4001 (SPEC §4).
-            let refuse = handler::Refuse {
-                code: e.close_code(),
-                reason: e.close_reason(),
-            };
-            return ws::upgrade(&state, req, &WireFormat::SUBPROTOCOLS, |_| {
-                (refuse, state.hub.unique_id())
-            });
-        }
-    };
+    let info = access::connect_info(req.headers(), ip, "websocket");
+    let access = access::websocket(&state, req.headers(), req.uri(), &info).await;
+    if let WsAccess::Refused(e) = &access {
+        // Accepted, then closed with 4001 and why: the client's reconnect logic fetches a
+        // fresh token on 4001 (SPEC §4).
+        let refuse = handler::Refuse {
+            code: e.close_code(),
+            reason: e.close_reason(),
+        };
+        return ws::upgrade(&state, req, &WireFormat::SUBPROTOCOLS, |_| {
+            (refuse, state.hub.unique_id())
+        });
+    }
     // The wire format: a subprotocol (`switchboard.msgpack`) wins over `?format=msgpack`;
     // JSON by default.
     let queried = req
@@ -69,21 +72,34 @@ async fn ws_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> 
         .query()
         .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("format=")))
         .and_then(WireFormat::from_query_value);
-    let user = identity.as_ref().map(access::user_of);
+    let user = match &access {
+        WsAccess::Authenticated(identity) => Some(access::user_of(identity)),
+        _ => None,
+    };
+    let shared = state.native.clone();
+    let auth_configured = state.config.auth.is_some();
     ws::upgrade_as(
         &state,
         req,
         user.as_ref(),
         &WireFormat::SUBPROTOCOLS,
-        |protocol| {
+        move |protocol| {
             let format = protocol
                 .and_then(WireFormat::from_subprotocol)
                 .or(queried)
                 .unwrap_or_default();
-            let session = match &user {
-                Some(user) => NativeSession::for_user(state.native.clone(), user.clone(), format),
-                None => NativeSession::anonymous(state.native.clone(), format),
+            let now = Instant::now();
+            let session = match access {
+                WsAccess::Authenticated(identity) => {
+                    Session::authenticated(shared, identity, info, now)
+                }
+                WsAccess::AwaitAuth => Session::awaiting_auth(shared, info, now),
+                WsAccess::Anonymous | WsAccess::Refused(_) if auth_configured => {
+                    Session::anonymous(shared, now).with_connect_info(info)
+                }
+                WsAccess::Anonymous | WsAccess::Refused(_) => Session::anonymous(shared, now),
             };
+            let session = NativeSession::new(session.with_format(format));
             let conn_id = session.connection_id();
             (session, conn_id)
         },

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use switchboard_hub::{Delivery, EncodingKey};
@@ -60,23 +60,11 @@ thread_local! {
 }
 
 impl NativeSession {
-    /// A session for an anonymous user (a generated user id). Create it only for an
-    /// admitted connection: it registers with the hub at once.
-    pub(crate) fn anonymous(shared: Arc<NativeShared>, format: WireFormat) -> NativeSession {
-        NativeSession {
-            session: Session::anonymous(shared, Instant::now()).with_format(format),
-        }
-    }
-
-    /// A session for the authenticated `user`. Create it only for an admitted connection.
-    pub(crate) fn for_user(
-        shared: Arc<NativeShared>,
-        user: switchboard_hub::UserId,
-        format: WireFormat,
-    ) -> NativeSession {
-        NativeSession {
-            session: Session::new(shared, user, Instant::now()).with_format(format),
-        }
+    /// A connection of `session` (anonymous, authenticated at the handshake, or awaiting
+    /// its first-message `auth`). Create it only for an admitted connection: the session is
+    /// registered with the hub.
+    pub(crate) fn new(session: Session<Arc<Metrics>>) -> NativeSession {
+        NativeSession { session }
     }
 
     /// The connection's id (the `connectionId` of `welcome`).
@@ -114,6 +102,7 @@ struct Counts {
     dropped: u64,
     lagged: u64,
     overflow_closes: u64,
+    auth_failures: u64,
 }
 
 impl Counts {
@@ -130,6 +119,9 @@ impl Counts {
         if self.overflow_closes > 0 {
             metrics.overflow_closes.inc_by(self.overflow_closes);
         }
+        if self.auth_failures > 0 {
+            metrics.auth_failures.inc_by(self.auth_failures);
+        }
     }
 }
 
@@ -142,6 +134,9 @@ impl Sink for WsSink<'_> {
     fn close(&mut self, reason: CloseReason) {
         if reason == CloseReason::BufferOverflow {
             self.counts.overflow_closes += 1;
+        }
+        if matches!(reason, CloseReason::AuthFailed { .. }) {
+            self.counts.auth_failures += 1;
         }
         self.conn
             .close(CloseCode::from_u16(reason.code()), reason.text());
@@ -158,8 +153,11 @@ impl Sink for WsSink<'_> {
 
 impl Handler for NativeSession {
     fn on_open(&mut self, conn: &mut Connection) {
-        let welcome = self.session.welcome();
-        WsSink::new(conn, self.session.format()).send(welcome);
+        // The first-message flow greets with `auth_success` instead.
+        if self.session.is_authenticated() {
+            let welcome = self.session.welcome();
+            WsSink::new(conn, self.session.format()).send(welcome);
+        }
     }
 
     fn on_message(&mut self, conn: &mut Connection, kind: MessageKind, payload: Bytes) {
@@ -180,6 +178,22 @@ impl Handler for NativeSession {
 
     fn on_close(&mut self) {
         self.session.end();
+    }
+
+    fn is_authenticated(&self) -> bool {
+        self.session.is_authenticated()
+    }
+
+    fn expires_at(&self) -> Option<Instant> {
+        let at = self.session.expires_at()?;
+        let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+        Some(Instant::now() + left)
+    }
+
+    fn on_expired(&mut self, conn: &mut Connection) {
+        let mut sink = WsSink::new(conn, self.session.format());
+        self.session.expire_if_due(SystemTime::now(), &mut sink);
+        sink.counts.add_to(self.metrics());
     }
 
     fn poll_outbound(&self, cx: &mut Context<'_>) -> Poll<()> {

@@ -36,6 +36,7 @@ async fn server() -> TestServer {
     start(ServerConfig {
         auth: Some(Arc::new(auth)),
         api_keys: vec!["backend-key".into()],
+        auth_timeout: Duration::from_millis(500),
         ..ServerConfig::default()
     })
     .await
@@ -144,8 +145,6 @@ async fn websocket_handshakes_authenticate_or_close_4001_with_the_reason() {
             ),
             "Invalid token",
         ),
-        // No credential and anonymous access off (a key is configured).
-        ("/ws".to_owned(), "Authentication required"),
     ];
     for (path, reason) in cases {
         let mut c = TestClient::connect(server.addr, &path, false).await;
@@ -157,6 +156,75 @@ async fn websocket_handshakes_authenticate_or_close_4001_with_the_reason() {
             other => panic!("{path}: {other:?}"),
         }
     }
+}
+
+#[tokio::test]
+async fn without_handshake_credentials_the_first_message_authenticates() {
+    let server = server().await;
+    // `auth` first: messages sent before it are held and handled after `auth_success`.
+    let mut c = TestClient::connect(server.addr, "/ws", false).await;
+    c.send_text(r#"{"type":"join","room":"user:dora","id":"j1"}"#)
+        .await;
+    let t = token("dora", Duration::from_secs(60));
+    c.send_text(&format!(r#"{{"type":"auth","token":"{t}"}}"#))
+        .await;
+    let first = c.next_json().await.unwrap();
+    assert_eq!(first["type"], "auth_success", "{first}");
+    assert_eq!(first["userId"], "dora");
+    assert_eq!(c.expect_type("joined").await["room"], "user:dora");
+    // Authorized per message: someone else's room is refused, the connection stays.
+    c.send_text(r#"{"type":"join","room":"user:erin","id":"j2"}"#)
+        .await;
+    let refused = c.expect_type("error").await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    c.send_text(r#"{"type":"ping"}"#).await;
+    c.expect_type("pong").await;
+
+    // A bad token closes 4001; silence closes 4000 after auth_timeout.
+    let mut bad = TestClient::connect(server.addr, "/ws", false).await;
+    bad.send_text(r#"{"type":"auth","token":"nope"}"#).await;
+    assert_eq!(bad.close_code().await, Some(4001));
+    let mut silent = TestClient::connect(server.addr, "/ws", false).await;
+    assert_eq!(silent.close_code().await, Some(4000));
+}
+
+#[tokio::test]
+async fn a_websocket_closes_at_expiry_unless_refreshed() {
+    let server = server().await;
+    let mut c = TestClient::connect(
+        server.addr,
+        &format!("/ws?token={}", token("fay", Duration::from_secs(2))),
+        false,
+    )
+    .await;
+    c.expect_type("welcome").await;
+    c.send_text(&format!(
+        r#"{{"type":"refresh","token":"{}"}}"#,
+        token("fay", Duration::from_secs(60))
+    ))
+    .await;
+    assert!(c.expect_type("refreshed").await["exp"].is_u64());
+    let mut short = TestClient::connect(
+        server.addr,
+        &format!("/ws?token={}", token("gus", Duration::from_secs(2))),
+        false,
+    )
+    .await;
+    short.expect_type("welcome").await;
+    let started = std::time::Instant::now();
+    match short.ending().await {
+        support::Ending::Close(Some(frame)) => {
+            assert_eq!(
+                (frame.code.as_u16(), frame.reason.as_str()),
+                (4001, "Token expired")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() <= Duration::from_secs(4));
+    // The refreshed one is still open after its first token's expiry.
+    c.send_text(r#"{"type":"ping"}"#).await;
+    c.expect_type("pong").await;
 }
 
 #[tokio::test]

@@ -200,8 +200,11 @@ pub(crate) async fn poll_endpoint(
             };
             let since = feed::since_of(&state, &rooms, &cursor.positions).await?;
             let now = Instant::now();
-            let mut session = match &user {
-                Some(user) => Session::new(state.native.clone(), user.clone(), now),
+            let mut session = match identity {
+                Some(identity) => {
+                    let info = access::connect_info(req.headers(), ip, "poll");
+                    Session::authenticated(state.native.clone(), identity, info, now)
+                }
                 None => Session::anonymous(state.native.clone(), now),
             };
             let replies = feed::join_all(&mut session, &rooms, since);

@@ -72,7 +72,8 @@ pub(crate) async fn events_endpoint(
         Err(refusal) => return Ok(refusal.into_response()),
     };
     let since = feed::since_of(&state, &rooms, &positions).await?;
-    let stream = SseStream::open(&state, guard, identity, rooms, positions, since);
+    let info = access::connect_info(req.headers(), ip, "sse");
+    let stream = SseStream::open(&state, guard, identity, info, rooms, positions, since);
     let body = match req.extensions().get::<StreamSlot>() {
         // Our own connection: the front writes the head and drives the stream.
         Some(slot) => {

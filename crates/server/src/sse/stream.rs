@@ -12,7 +12,7 @@ use switchboard_native_proto::{ServerMessage, Since, WireFormat};
 use switchboard_session::{encode_delivery, CloseReason, Session};
 
 use super::frame;
-use switchboard_auth::Identity;
+use switchboard_auth::{ConnectInfo, Identity};
 
 use crate::access;
 use crate::feed::cursor::Position;
@@ -48,13 +48,15 @@ impl SseStream {
         state: &Arc<AppState>,
         guard: ConnectionGuard,
         identity: Option<Identity>,
+        info: ConnectInfo,
         rooms: Vec<RoomName>,
         positions: Vec<Option<Position>>,
         since: Vec<Option<Since>>,
     ) -> SseStream {
         let now = Instant::now();
-        let mut session = match &identity {
-            Some(identity) => Session::new(state.native.clone(), access::user_of(identity), now),
+        let expires = identity.as_ref().and_then(access::expiry);
+        let mut session = match identity {
+            Some(identity) => Session::authenticated(state.native.clone(), identity, info, now),
             None => Session::anonymous(state.native.clone(), now),
         };
         let replies = feed::join_all(&mut session, &rooms, since);
@@ -65,7 +67,7 @@ impl SseStream {
             guard,
             ended: None,
             finished: false,
-            expires: identity.as_ref().and_then(access::expiry),
+            expires,
         };
         frame::write_retry(&mut stream.out, RETRY_MS);
         // `joined` replies that came at once set the positions the `connected` event carries.

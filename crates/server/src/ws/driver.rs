@@ -249,8 +249,9 @@ pub async fn run<T: Transport, H: Handler>(
             let now = Instant::now();
             if expiry.is_some_and(|d| now >= d) {
                 handler.on_expired(&mut conn);
-                if conn.is_open() {
-                    // The handler did not close it: its credentials are over all the same.
+                let still_due = handler.expires_at().is_some_and(|d| Instant::now() >= d);
+                if conn.is_open() && still_due {
+                    // Neither closed nor refreshed: its credentials are over all the same.
                     conn.close(CloseCode::Application(4001), "Token expired");
                 }
                 continue;
