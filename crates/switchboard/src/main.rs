@@ -2,6 +2,7 @@
 
 mod allocator;
 mod settings;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,12 +32,24 @@ enum Command {
     /// Print the effective configuration (file, environment and flags applied) as TOML,
     /// secrets redacted, and exit.
     Config(SettingsArgs),
+    /// Mint a development JWT (HS256 by default) for --sub from the configured secret
+    /// (auth.jwt.secrets, --jwt-secret, SWITCHBOARD_JWT_SECRET) or --secret, and print it.
+    Token(token::TokenArgs),
+}
+
+impl Command {
+    fn settings_args(&self) -> &SettingsArgs {
+        match self {
+            Command::Serve(args) | Command::Config(args) => args,
+            Command::Token(token) => &token.settings,
+        }
+    }
 }
 
 /// The configuration sources: precedence flag > environment > file > default
 /// (docs/configuration.md).
 #[derive(clap::Args, Debug)]
-struct SettingsArgs {
+pub(crate) struct SettingsArgs {
     /// TOML configuration file (also SWITCHBOARD_CONFIG).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -53,8 +66,7 @@ impl SettingsArgs {
 fn main() -> ExitCode {
     allocator::configure();
     let cli = Cli::parse();
-    let (Command::Serve(args) | Command::Config(args)) = &cli.command;
-    let loaded = match args.load() {
+    let loaded = match cli.command.settings_args().load() {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("error: {e}");
@@ -66,7 +78,17 @@ fn main() -> ExitCode {
             print!("{}", loaded.render());
             Ok(())
         }
-        Command::Serve(_) => serve(&loaded.settings),
+        Command::Serve(_) => serve(&loaded),
+        Command::Token(args) => match token::mint(&args, &loaded.settings) {
+            Ok(token) => {
+                println!("{token}");
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -93,9 +115,10 @@ fn init_tracing(settings: &Settings) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
 }
 
-fn serve(settings: &Settings) -> anyhow::Result<()> {
+fn serve(loaded: &settings::Loaded) -> anyhow::Result<()> {
+    let settings = &loaded.settings;
     init_tracing(settings)?;
-    let config = settings.server_config();
+    let config = loaded.server_config();
     let runtime = match settings.threads {
         Some(1) => tokio::runtime::Builder::new_current_thread()
             .on_thread_park(allocator::on_worker_idle)
@@ -107,13 +130,20 @@ fn serve(settings: &Settings) -> anyhow::Result<()> {
     let listen = config.listen;
     let echo = config.echo;
     let tls = config.tls.is_some();
+    // What authentication does, never with what (secrets stay out of logs).
+    let auth = match &config.auth {
+        None => "off",
+        Some(a) if !a.has_verifier() => "anonymous",
+        Some(a) if a.anonymous_allowed() => "optional",
+        Some(_) => "required",
+    };
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         // (A TLS error names its key and file; the context adds where we were listening.)
         let server = Server::bind(config, shutdown.clone())
             .await
             .with_context(|| format!("cannot start on {listen}"))?;
-        tracing::info!(addr = %server.local_addr()?, echo, tls, "switchboard listening");
+        tracing::info!(addr = %server.local_addr()?, echo, tls, auth, "switchboard listening");
         tokio::spawn(wait_for_signal(shutdown));
         let clean = server.run().await;
         tracing::info!(clean, "switchboard stopped");

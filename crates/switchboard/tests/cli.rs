@@ -166,3 +166,246 @@ fn a_half_set_tls_pair_is_refused() {
         stderr(&output)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// switchboard token
+
+/// Verifies `token` with the auth crate's verifier for `secret`, at `now`.
+fn verify(
+    token: &str,
+    config: switchboard_auth::JwtConfig,
+    now: u64,
+) -> Result<switchboard_auth::Identity, switchboard_auth::AuthError> {
+    let verifier = switchboard_auth::JwtVerifier::new(&config).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(verifier.verify(token, now))
+}
+
+fn hs(secret: &str) -> switchboard_auth::JwtConfig {
+    switchboard_auth::JwtConfig {
+        secrets: vec![secret.to_owned()],
+        ..Default::default()
+    }
+}
+
+fn minted(output: &Output) -> String {
+    assert!(output.status.success(), "{}", stderr(output));
+    let text = stdout(output);
+    assert!(
+        text.ends_with('\n') && text.lines().count() == 1,
+        "{text:?}"
+    );
+    text.trim_end().to_owned()
+}
+
+#[test]
+fn token_mints_an_hs256_token_the_verifier_accepts_with_ttl_and_claims() {
+    let now = switchboard_auth::unix_now();
+    let output = switchboard(
+        &[
+            "token",
+            "--sub",
+            "alice",
+            "--ttl",
+            "15m",
+            "--claim",
+            r#"channels=["chat:*"]"#,
+            "--claim",
+            "level=5",
+            "--claim",
+            "admin=true",
+            "--claim",
+            "team=blue",
+        ],
+        &[("SWITCHBOARD_JWT_SECRET", "dev-secret")],
+    );
+    let token = minted(&output);
+    let header = token.split('.').next().unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&base64_url_decode(header)).unwrap();
+    assert_eq!(header["alg"], "HS256");
+
+    let id = verify(&token, hs("dev-secret"), now).unwrap();
+    assert_eq!(id.user_id(), "alice");
+    let exp = id.token_expires_at().unwrap();
+    assert!(
+        (now + 900..=now + 902).contains(&exp),
+        "exp {exp}, now {now}"
+    );
+    assert_eq!(id.channels(), Some(&["chat:*".to_owned()][..]));
+    assert_eq!(id.claim("level"), Some(&serde_json::json!(5)));
+    assert_eq!(id.claim("admin"), Some(&serde_json::json!(true)));
+    assert_eq!(id.claim("team"), Some(&serde_json::json!("blue")));
+    // The TTL is honoured: expired 15 minutes later (past the leeway).
+    let err = verify(&token, hs("dev-secret"), exp + 60).unwrap_err();
+    assert_eq!(err.close_reason(), "Token expired");
+    // Signed with that secret, not another.
+    assert!(verify(&token, hs("other-secret"), now).is_err());
+}
+
+/// Base64url without padding (a JWT segment).
+fn base64_url_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in text.bytes() {
+        let v = ALPHABET.iter().position(|&a| a == c).unwrap() as u32;
+        bits = (bits << 6) | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    out
+}
+
+#[test]
+fn token_uses_the_configured_secret_issuer_audience_and_algorithm_and_secret_overrides() {
+    let now = switchboard_auth::unix_now();
+    let file = temp_file(
+        "token.toml",
+        "[auth.jwt]\nsecrets = [\"file-secret\", \"old\"]\nissuer = \"me\"\naudience = \"sb\"\nalgorithms = [\"HS512\"]\n",
+    );
+    let config = |secret: &str| switchboard_auth::JwtConfig {
+        secrets: vec![secret.to_owned()],
+        issuer: vec!["me".to_owned()],
+        audience: vec!["sb".to_owned()],
+        algorithms: vec!["HS512".to_owned()],
+        ..Default::default()
+    };
+    let token = minted(&switchboard(
+        &["token", "--config", file.to_str().unwrap(), "--sub", "bob"],
+        &[],
+    ));
+    let id = verify(&token, config("file-secret"), now).unwrap();
+    assert_eq!(id.user_id(), "bob");
+    assert_eq!(id.claim("iss"), Some(&serde_json::json!("me")));
+    let exp = id.token_expires_at().unwrap();
+    assert!((now + 3600..=now + 3602).contains(&exp), "default ttl 1h");
+
+    // --secret wins over the configuration; --jwt-secret (a settings flag) works too.
+    let token = minted(&switchboard(
+        &[
+            "token",
+            "--config",
+            file.to_str().unwrap(),
+            "--sub",
+            "bob",
+            "--secret",
+            "flag-secret",
+        ],
+        &[],
+    ));
+    assert!(verify(&token, config("file-secret"), now).is_err());
+    verify(&token, config("flag-secret"), now).unwrap();
+    let token = minted(&switchboard(
+        &["token", "--sub", "carol", "--jwt-secret", "base64:c2VjcmV0"],
+        &[],
+    ));
+    assert_eq!(
+        verify(&token, hs("base64:c2VjcmV0"), now)
+            .unwrap()
+            .user_id(),
+        "carol"
+    );
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn token_without_a_secret_or_with_bad_arguments_exits_2() {
+    let output = switchboard(&["token", "--sub", "alice"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stdout(&output).is_empty());
+    let err = stderr(&output);
+    assert!(err.contains("no JWT secret"), "{err}");
+    assert!(
+        err.contains("--secret") && err.contains("SWITCHBOARD_JWT_SECRET"),
+        "{err}"
+    );
+
+    for (args, expected) in [
+        (vec!["--ttl", "soon"], "--ttl: expected a duration"),
+        (vec!["--ttl", "0"], "--ttl: must be at least 1s"),
+        (vec!["--claim", "novalue"], "--claim: expected NAME=VALUE"),
+        (vec!["--claim", "sub=bob"], "--sub"),
+        (vec!["--claim", "exp=1"], "--ttl"),
+        (
+            vec!["--alg", "RS256"],
+            "--alg: expected HS256, HS384 or HS512",
+        ),
+        (vec!["--secret", "base64:!!"], "bad base64"),
+    ] {
+        let mut all = vec!["token", "--sub", "alice"];
+        if !args.contains(&"--secret") {
+            all.extend(["--secret", "s"]);
+        }
+        all.extend(args);
+        let output = switchboard(&all, &[]);
+        assert_eq!(output.status.code(), Some(2), "{all:?}");
+        assert!(stdout(&output).is_empty());
+        assert!(
+            stderr(&output).contains(expected),
+            "{all:?}: {}",
+            stderr(&output)
+        );
+    }
+    // An invalid configuration is reported as for serve.
+    let output = switchboard(
+        &["token", "--sub", "alice", "--secret", "s"],
+        &[("SWITCHBOARD_AUTH__JWT__LEEWAY", "soon")],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("invalid configuration: auth.jwt.leeway"),
+        "{}",
+        stderr(&output)
+    );
+    // --sub is required (clap's usage error, also 2).
+    let output = switchboard(&["token", "--secret", "s"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn serve_refuses_a_bad_auth_setting_with_exit_2_naming_it() {
+    let output = switchboard(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-public-key",
+            "/nonexistent/key.pem",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.contains(
+            "invalid configuration: auth.jwt.public_key_files[0]: reading /nonexistent/key.pem"
+        ) && err.contains("(from --jwt-public-key)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_redacts_the_jwt_secret_and_proxy_credentials() {
+    let output = switchboard(
+        &[
+            "config",
+            "--connect-proxy",
+            "https://app:pa55@app.example/connect",
+        ],
+        &[("SWITCHBOARD_JWT_SECRET", "hush-hush")],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(!text.contains("hush") && !text.contains("pa55"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l == "secrets = [\"[redacted]\"]  # from SWITCHBOARD_JWT_SECRET"),
+        "{text}"
+    );
+}

@@ -13,10 +13,22 @@ pub(crate) struct Key {
     pub(crate) value_name: &'static str,
     /// How the flag takes values.
     pub(crate) arity: Arity,
-    /// Printed as `"[redacted]"` by `switchboard config`.
-    pub(crate) secret: bool,
+    /// What `switchboard config` hides of the value.
+    pub(crate) redact: Redact,
     /// `--help` text (default included).
     pub(crate) help: &'static str,
+}
+
+/// What `switchboard config` prints of a key's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Redact {
+    /// The value as it is.
+    Nothing,
+    /// `"[redacted]"` (each item of a list): a secret.
+    Whole,
+    /// A URL with its user info and query replaced by `[redacted]`: they may hold
+    /// credentials, the rest says where requests go.
+    UrlCredentials,
 }
 
 /// How a flag takes its value.
@@ -39,9 +51,9 @@ impl Key {
         )
     }
 
-    /// The section of a nested key (`tls` for `tls.cert`).
+    /// The section of a nested key (`tls` for `tls.cert`, `auth.jwt` for `auth.jwt.leeway`).
     pub(crate) fn section(&self) -> Option<&'static str> {
-        self.path.split_once('.').map(|(section, _)| section)
+        self.path.rsplit_once('.').map(|(section, _)| section)
     }
 
     /// The key's name inside its section.
@@ -63,7 +75,7 @@ const fn key(
         flag,
         value_name,
         arity: Arity::One,
-        secret: false,
+        redact: Redact::Nothing,
         help,
     }
 }
@@ -230,7 +242,7 @@ pub(crate) const KEYS: &[Key] = &[
     ),
     Key {
         arity: Arity::Many,
-        secret: true,
+        redact: Redact::Whole,
         ..key(
             "api_keys",
             "api-key",
@@ -330,13 +342,246 @@ pub(crate) const KEYS: &[Key] = &[
              (repeatable; first match wins)",
         )
     },
+    // `[auth]` (switchboard_auth::AuthConfig; docs/configuration.md). Flags are short
+    // (`--jwt-secret` for `auth.jwt.secrets`), variables follow the paths
+    // (`SWITCHBOARD_AUTH__JWT__SECRETS`).
+    Key {
+        arity: Arity::Switch,
+        ..key(
+            "auth.anonymous",
+            "auth-anonymous",
+            "BOOL|auto",
+            "Accept connections and requests without a credential, as anonymous; auto: yes \
+             until a JWT key or connect proxy is configured [default: auto]",
+        )
+    },
+    key(
+        "auth.cookie_name",
+        "auth-cookie-name",
+        "NAME",
+        "Cookie holding a token or session id [default: session]",
+    ),
+    Key {
+        arity: Arity::Many,
+        ..key(
+            "auth.allowed_origins",
+            "allowed-origin",
+            "PATTERN",
+            "Origin allowed to open WebSocket, SSE and poll connections, e.g. \
+             https://*.example.com (repeatable; same-origin always allowed; 403 for others) \
+             [default: *]",
+        )
+    },
+    Key {
+        arity: Arity::Many,
+        ..key(
+            "auth.permissions",
+            "auth-permission",
+            "PATTERN=ALLOW[/ACTIONS]",
+            "Channel permission rule, e.g. 'user:*=match:user:{sub}' or \
+             'news:*=anyone/subscribe+history'; ALLOW: anyone, authenticated, nobody, channels, \
+             match:TEMPLATE (repeatable; first match wins)",
+        )
+    },
+    Key {
+        arity: Arity::Switch,
+        ..key(
+            "auth.sources.header",
+            "auth-from-header",
+            "BOOL",
+            "Read credentials from Authorization: Bearer [default: true]",
+        )
+    },
+    Key {
+        arity: Arity::Switch,
+        ..key(
+            "auth.sources.query",
+            "auth-from-query",
+            "BOOL",
+            "Read credentials from ?token= (redacted from logs) [default: true]",
+        )
+    },
+    Key {
+        arity: Arity::Switch,
+        ..key(
+            "auth.sources.ticket",
+            "auth-from-ticket",
+            "BOOL",
+            "Accept one-time ?ticket= from POST /api/ticket [default: true]",
+        )
+    },
+    Key {
+        arity: Arity::Switch,
+        ..key(
+            "auth.sources.cookie",
+            "auth-from-cookie",
+            "BOOL",
+            "Read credentials from the cookie named by --auth-cookie-name [default: true]",
+        )
+    },
+    Key {
+        arity: Arity::Switch,
+        ..key(
+            "auth.sources.first_message",
+            "auth-from-first-message",
+            "BOOL",
+            "Accept auth {token} as the first WebSocket message [default: true]",
+        )
+    },
+    Key {
+        arity: Arity::Many,
+        redact: Redact::Whole,
+        ..key(
+            "auth.jwt.secrets",
+            "jwt-secret",
+            "SECRET",
+            "HMAC secret for HS256/384/512 tokens (\"base64:...\" for binary); repeatable, \
+             tried in order. Also SWITCHBOARD_JWT_SECRET (one secret) [default: none]",
+        )
+    },
+    Key {
+        arity: Arity::Many,
+        ..key(
+            "auth.jwt.public_key_files",
+            "jwt-public-key",
+            "FILE",
+            "PEM public key (RSA, EC P-256/P-384, Ed25519) for RS/PS/ES/EdDSA tokens; \
+             repeatable [default: none]",
+        )
+    },
+    key(
+        "auth.jwt.jwks_file",
+        "jwks-file",
+        "FILE",
+        "JWKS document on disk, re-read when a token names an unknown kid [default: none]",
+    ),
+    Key {
+        redact: Redact::UrlCredentials,
+        ..key(
+            "auth.jwt.jwks_url",
+            "jwks-url",
+            "URL",
+            "JWKS URL (http or https), fetched on first use and cached [default: none]",
+        )
+    },
+    key(
+        "auth.jwt.jwks_refetch_interval",
+        "jwks-refetch-interval",
+        "DURATION",
+        "Least time between two JWKS fetches caused by unknown kids [default: 30s]",
+    ),
+    key(
+        "auth.jwt.jwks_max_age",
+        "jwks-max-age",
+        "DURATION",
+        "Fetch the JWKS again before use when it is older than this [default: 1h]",
+    ),
+    key(
+        "auth.jwt.jwks_timeout",
+        "jwks-timeout",
+        "DURATION",
+        "Deadline for one JWKS fetch [default: 5s]",
+    ),
+    Key {
+        arity: Arity::Many,
+        ..key(
+            "auth.jwt.algorithms",
+            "jwt-algorithm",
+            "ALG",
+            "Accepted alg (HS256, RS256, ES256, EdDSA, ...); repeatable [default: every \
+             algorithm of the configured keys' families]",
+        )
+    },
+    key(
+        "auth.jwt.leeway",
+        "jwt-leeway",
+        "DURATION",
+        "Clock skew allowed on exp and nbf [default: 30s]",
+    ),
+    Key {
+        arity: Arity::Many,
+        ..key(
+            "auth.jwt.issuer",
+            "jwt-issuer",
+            "ISS",
+            "Accepted iss; repeatable [default: not checked]",
+        )
+    },
+    Key {
+        arity: Arity::Many,
+        ..key(
+            "auth.jwt.audience",
+            "jwt-audience",
+            "AUD",
+            "Accepted aud; repeatable [default: none, tokens with an aud are refused]",
+        )
+    },
+    Key {
+        arity: Arity::Switch,
+        ..key(
+            "auth.jwt.require_exp",
+            "jwt-require-exp",
+            "BOOL",
+            "Refuse tokens without exp [default: true]",
+        )
+    },
+    key(
+        "auth.tickets.ttl",
+        "ticket-ttl",
+        "DURATION",
+        "How long a one-time ticket (POST /api/ticket) stays redeemable [default: 30s]",
+    ),
+    key(
+        "auth.tickets.max_outstanding",
+        "ticket-max-outstanding",
+        "N",
+        "Most unredeemed tickets at once (503 above it) [default: 100000]",
+    ),
+    Key {
+        redact: Redact::UrlCredentials,
+        ..key(
+            "auth.connect_proxy.url",
+            "connect-proxy",
+            "URL",
+            "Application endpoint asked who an opaque cookie or token belongs to (POST, JSON) \
+             [default: none]",
+        )
+    },
+    key(
+        "auth.connect_proxy.timeout",
+        "connect-proxy-timeout",
+        "DURATION",
+        "Deadline for one connect proxy answer (then 1013 / 503) [default: 3s]",
+    ),
+    key(
+        "auth.connect_proxy.cache_ttl",
+        "connect-proxy-cache-ttl",
+        "DURATION",
+        "How long an accepted answer is reused for the same credential; 0: no cache \
+         [default: 30s]",
+    ),
+    key(
+        "auth.connect_proxy.cache_size",
+        "connect-proxy-cache-size",
+        "N",
+        "Most cached connect proxy answers [default: 10000]",
+    ),
+    key(
+        "auth.connect_proxy.max_response_bytes",
+        "connect-proxy-max-response",
+        "SIZE",
+        "Largest connect proxy answer read [default: 64KiB]",
+    ),
 ];
 
 /// Environment variables that name no key but are accepted: `SWITCHBOARD_API_KEY` (one API
-/// key, alias of `api_keys`), `SWITCHBOARD_CONFIG` (the file, like `--config`), and the
+/// key, alias of `api_keys`), `SWITCHBOARD_JWT_SECRET` (one JWT secret, alias of
+/// `auth.jwt.secrets`), `SWITCHBOARD_CONFIG` (the file, like `--config`), and the
 /// variables the test tooling passes to its clients (`SWITCHBOARD_BIN`, `SWITCHBOARD_URL`,
 /// `SWITCHBOARD_HTTP`), which the server ignores.
 pub(crate) const ENV_API_KEY: &str = "SWITCHBOARD_API_KEY";
+/// One JWT secret, taken whole (a secret may contain a comma): alias of `auth.jwt.secrets`.
+pub(crate) const ENV_JWT_SECRET: &str = "SWITCHBOARD_JWT_SECRET";
 /// The configuration file, when `--config` is not given.
 pub(crate) const ENV_CONFIG: &str = "SWITCHBOARD_CONFIG";
 /// Read by clients and test tooling, not by the server.

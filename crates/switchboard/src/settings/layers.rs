@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
-use super::keys::{self, ENV_API_KEY, ENV_CONFIG, ENV_IGNORED, ENV_RUST_LOG};
+use super::keys::{self, ENV_API_KEY, ENV_CONFIG, ENV_IGNORED, ENV_JWT_SECRET, ENV_RUST_LOG};
 use super::ConfigError;
 
 /// Where a value came from.
@@ -165,7 +165,8 @@ where
 {
     let mut env = EnvLayer::default();
     let mut rust_log = None;
-    let mut api_key = None;
+    // Singular aliases of list keys: (variable, key, value).
+    let mut aliases: Vec<(&'static str, &'static str, String)> = Vec::new();
     for (name, value) in vars {
         let name = name.into();
         let Some(name) = name.to_str() else { continue };
@@ -184,8 +185,9 @@ where
         match name {
             ENV_RUST_LOG => rust_log = Some(value),
             ENV_CONFIG => env.config_file = Some(PathBuf::from(value)),
-            // One key, taken whole (a key may contain a comma).
-            ENV_API_KEY => api_key = Some(value),
+            // One key or secret, taken whole (it may contain a comma).
+            ENV_API_KEY => aliases.push((ENV_API_KEY, "api_keys", value)),
+            ENV_JWT_SECRET => aliases.push((ENV_JWT_SECRET, "auth.jwt.secrets", value)),
             _ => {
                 let path = name["SWITCHBOARD_".len()..]
                     .to_lowercase()
@@ -203,19 +205,19 @@ where
             );
         }
     }
-    if let Some(key) = api_key {
-        let plural = keys::find("api_keys").map(|k| k.env()).unwrap_or_default();
-        if env.layer.origins.contains_key("api_keys") {
+    for (variable, path, value) in aliases {
+        let plural = keys::find(path).map(|k| k.env()).unwrap_or_default();
+        if env.layer.origins.contains_key(path) {
             return Err(ConfigError {
-                key: Some("api_keys".to_owned()),
-                message: format!("set either {ENV_API_KEY} or {plural}, not both"),
-                source: Some(Source::Env(ENV_API_KEY.to_owned())),
+                key: Some(path.to_owned()),
+                message: format!("set either {variable} or {plural}, not both"),
+                source: Some(Source::Env(variable.to_owned())),
             });
         }
         env.layer.set(
-            "api_keys",
-            Value::Array(vec![Value::String(key)]),
-            Source::Env(ENV_API_KEY.to_owned()),
+            path,
+            Value::Array(vec![Value::String(value)]),
+            Source::Env(variable.to_owned()),
         );
     }
     Ok(env)

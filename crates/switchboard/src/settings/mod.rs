@@ -6,6 +6,7 @@
 //! path and the layer that set it), which converts to the server's [`ServerConfig`]. No
 //! protocol or server logic here.
 
+mod auth;
 mod flags;
 pub(crate) mod keys;
 mod layers;
@@ -16,13 +17,16 @@ use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchboard_auth::Authenticator;
 use switchboard_hub::{HistoryLimits, HubConfig, OverflowPolicy, RoomPattern};
 use switchboard_server::rate::RateLimit;
 use switchboard_server::{ServerConfig, SessionConfig, TlsConfig};
 
+pub(crate) use auth::AuthSettings;
 pub(crate) use flags::Flags;
 pub(crate) use layers::Source;
 pub(crate) use values::LogFormat;
@@ -102,6 +106,7 @@ pub(crate) struct Settings {
     pub(crate) tls: TlsSettings,
     pub(crate) history: HistorySettings,
     pub(crate) overflow: OverflowSettings,
+    pub(crate) auth: AuthSettings,
 }
 
 /// `[tls]`: both paths or neither.
@@ -174,6 +179,7 @@ impl Default for Settings {
             tls: TlsSettings::default(),
             history: HistorySettings::default(),
             overflow: OverflowSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -190,7 +196,8 @@ impl Default for HistorySettings {
 }
 
 impl Settings {
-    /// The server's configuration.
+    /// The server's configuration, without the authenticator ([`Loaded::server_config`] has
+    /// it: building it reads key files).
     pub(crate) fn server_config(&self) -> ServerConfig {
         let defaults = ServerConfig::default();
         let default_history = HistoryLimits {
@@ -239,7 +246,7 @@ impl Settings {
                 .map(|p| RoomPattern::new(p))
                 .collect(),
             cors_origins: self.cors_origins.clone(),
-            // The `[auth]` settings come with issue 11's settings work.
+            // Built once, at load time (`Loaded::server_config`).
             auth: None,
             hub: HubConfig {
                 history: self
@@ -341,11 +348,21 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug)]
 pub(crate) struct Loaded {
     pub(crate) settings: Settings,
+    /// Built from `[auth]`; `None` when every auth setting is at its default.
+    pub(crate) authenticator: Option<Arc<Authenticator>>,
     merged: Merged,
     file: Option<PathBuf>,
 }
 
 impl Loaded {
+    /// The server's configuration, authenticator included.
+    pub(crate) fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            auth: self.authenticator.clone(),
+            ..self.settings.server_config()
+        }
+    }
+
     /// The effective configuration as TOML, every key, secrets redacted.
     pub(crate) fn render(&self) -> String {
         render::render(&self.settings, &self.merged, self.file.as_deref())
@@ -379,8 +396,13 @@ where
     };
     let settings = deserialize(merged.table.clone()).map_err(|(k, m)| error(k, m))?;
     settings.validate().map_err(|(k, m)| error(k, m))?;
+    let authenticator = settings
+        .auth
+        .authenticator()
+        .map_err(|(k, m)| error(k, m))?;
     Ok(Loaded {
         settings,
+        authenticator,
         merged,
         file,
     })
@@ -413,7 +435,16 @@ fn suggestion(path: &str) -> Option<&'static str> {
     keys::KEYS
         .iter()
         .map(|k| k.path)
-        .chain(["tls", "history", "overflow"])
+        .chain([
+            "tls",
+            "history",
+            "overflow",
+            "auth",
+            "auth.sources",
+            "auth.jwt",
+            "auth.tickets",
+            "auth.connect_proxy",
+        ])
         .filter(|k| distance(&wanted, k) <= 2.min(k.len() / 3))
         .min_by_key(|k| distance(&wanted, k))
 }

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use toml::{Table, Value};
 
-use super::keys::KEYS;
+use super::auth::{action_name, allow_value, redact_url};
+use super::keys::{Redact, KEYS};
 use super::layers::Merged;
 use super::values::{format_duration, format_rate_limit, format_size};
 use super::Settings;
@@ -39,7 +40,14 @@ pub(crate) fn render(settings: &Settings, merged: &Merged, file: Option<&Path>) 
             .unwrap_or_default();
         match value(settings, key.path) {
             Some(value) => {
-                let value = if key.secret { redact(value) } else { value };
+                let value = match key.redact {
+                    Redact::Nothing => value,
+                    Redact::Whole => redact(value),
+                    Redact::UrlCredentials => match value {
+                        Value::String(url) => Value::String(redact_url(&url)),
+                        other => redact(other),
+                    },
+                };
                 let _ = writeln!(out, "{} = {}{origin}", key.name(), inline(&value));
             }
             None => {
@@ -52,7 +60,15 @@ pub(crate) fn render(settings: &Settings, merged: &Merged, file: Option<&Path>) 
 
 /// A value on one line; a rule's fields in their documented order.
 fn inline(value: &Value) -> String {
-    const ORDER: &[&str] = &["pattern", "max_messages", "max_age", "policy"];
+    const ORDER: &[&str] = &[
+        "pattern",
+        "max_messages",
+        "max_age",
+        "policy",
+        "rooms",
+        "actions",
+        "allow",
+    ];
     match value {
         Value::Array(items) => {
             let items: Vec<String> = items.iter().map(inline).collect();
@@ -169,6 +185,83 @@ pub(crate) fn value(s: &Settings, path: &str) -> Option<Value> {
                 })
                 .collect(),
         )),
+        _ => auth_value(s, path),
+    }
+}
+
+fn strings<'a>(items: impl IntoIterator<Item = &'a String>) -> Option<Value> {
+    Some(Value::Array(
+        items.into_iter().cloned().map(Value::String).collect(),
+    ))
+}
+
+/// The value of one `auth.*` key.
+fn auth_value(s: &Settings, path: &str) -> Option<Value> {
+    let a = &s.auth;
+    let duration = |d| string(format_duration(d));
+    let boolean = |b| Some(Value::Boolean(b));
+    match path {
+        "auth.anonymous" => a.anonymous.map_or_else(|| string("auto"), boolean),
+        "auth.cookie_name" => string(a.cookie_name.clone()),
+        "auth.allowed_origins" => strings(&a.allowed_origins),
+        "auth.permissions" => Some(Value::Array(
+            a.permissions
+                .iter()
+                .map(|rule| {
+                    let mut t = Table::new();
+                    t.insert("rooms".into(), Value::String(rule.rooms.clone()));
+                    if !rule.all_actions() {
+                        t.insert(
+                            "actions".into(),
+                            Value::Array(
+                                rule.actions
+                                    .iter()
+                                    .map(|a| Value::String(action_name(*a).into()))
+                                    .collect(),
+                            ),
+                        );
+                    }
+                    t.insert("allow".into(), allow_value(&rule.allow));
+                    Value::Table(t)
+                })
+                .collect(),
+        )),
+        "auth.sources.header" => boolean(a.sources.header),
+        "auth.sources.query" => boolean(a.sources.query),
+        "auth.sources.ticket" => boolean(a.sources.ticket),
+        "auth.sources.cookie" => boolean(a.sources.cookie),
+        "auth.sources.first_message" => boolean(a.sources.first_message),
+        "auth.jwt.secrets" => strings(&a.jwt.secrets),
+        "auth.jwt.public_key_files" => Some(Value::Array(
+            a.jwt
+                .public_key_files
+                .iter()
+                .map(|p| Value::String(p.to_string_lossy().into_owned()))
+                .collect(),
+        )),
+        "auth.jwt.jwks_file" => a
+            .jwt
+            .jwks_file
+            .as_ref()
+            .and_then(|p| string(p.to_string_lossy())),
+        "auth.jwt.jwks_url" => a.jwt.jwks_url.clone().and_then(string),
+        "auth.jwt.jwks_refetch_interval" => duration(a.jwt.jwks_refetch_interval),
+        "auth.jwt.jwks_max_age" => duration(a.jwt.jwks_max_age),
+        "auth.jwt.jwks_timeout" => duration(a.jwt.jwks_timeout),
+        "auth.jwt.algorithms" => strings(&a.jwt.algorithms),
+        "auth.jwt.leeway" => duration(a.jwt.leeway),
+        "auth.jwt.issuer" => strings(&a.jwt.issuer),
+        "auth.jwt.audience" => strings(&a.jwt.audience),
+        "auth.jwt.require_exp" => boolean(a.jwt.require_exp),
+        "auth.tickets.ttl" => duration(a.tickets.ttl),
+        "auth.tickets.max_outstanding" => int(a.tickets.max_outstanding),
+        "auth.connect_proxy.url" => a.connect_proxy.url.clone().and_then(string),
+        "auth.connect_proxy.timeout" => duration(a.connect_proxy.timeout),
+        "auth.connect_proxy.cache_ttl" => duration(a.connect_proxy.cache_ttl),
+        "auth.connect_proxy.cache_size" => int(a.connect_proxy.cache_size),
+        "auth.connect_proxy.max_response_bytes" => {
+            string(format_size(a.connect_proxy.max_response_bytes))
+        }
         _ => None,
     }
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clap::{Args as _, FromArgMatches as _};
+use switchboard_auth::{Action, Algorithm, Allow};
 
 use super::keys::KEYS;
 use super::*;
@@ -526,13 +527,13 @@ fn toml_syntax_errors_and_missing_files_are_reported() {
 #[test]
 fn rendering_redacts_secrets_and_names_sources() {
     let loaded = try_load(
-        Some("api_keys = [\"file-secret\"]\necho = true"),
-        &[("SWITCHBOARD_API_KEY", "env-secret")],
+        Some("api_keys = [\"file-hush\"]\necho = true"),
+        &[("SWITCHBOARD_API_KEY", "env-hush")],
         &["--listen", "0.0.0.0:7"],
     )
     .unwrap();
     let text = loaded.render();
-    assert!(!text.contains("secret"), "{text}");
+    assert!(!text.contains("hush"), "{text}");
     assert!(
         text.contains("api_keys = [\"[redacted]\"]  # from SWITCHBOARD_API_KEY"),
         "{text}"
@@ -547,28 +548,46 @@ fn rendering_redacts_secrets_and_names_sources() {
 
 #[test]
 fn rendering_shows_every_key_and_reads_back_as_the_same_configuration() {
-    let loaded = try_load(
+    // Two configurations between them set every optional key (`jwks_file` and `jwks_url`
+    // exclude each other).
+    let jwks = file("{\"keys\": []}");
+    let first = try_load(
         Some(
-            "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[[history.rooms]]\npattern = \"a:*\"\n[[overflow.rooms]]\npattern = \"b:*\"\npolicy = \"close\"",
+            "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[[history.rooms]]\npattern = \"a:*\"\n[[overflow.rooms]]\npattern = \"b:*\"\npolicy = \"close\"\n[auth]\nanonymous = true\n[auth.jwt]\njwks_url = \"https://idp.example.com/jwks\"\n[auth.connect_proxy]\nurl = \"http://127.0.0.1:3000/connect\"",
         ),
         &[],
-        &["--rate-limit", "3/500ms", "--heartbeat-timeout", "1500ms", "--threads", "4"],
+        &["--rate-limit", "3/500ms", "--heartbeat-timeout", "1500ms", "--threads", "4",
+          "--auth-permission", "user:*=match:user:{sub}", "--auth-permission", "news:*=anyone/subscribe+history"],
     )
     .unwrap();
-    let text = loaded.render();
+    let second = try_load(
+        None,
+        &[("SWITCHBOARD_AUTH__JWT__JWKS_FILE", jwks.to_str().unwrap())],
+        &["--auth-anonymous=false", "--ticket-ttl", "10s"],
+    )
+    .unwrap();
+    let texts = [first.render(), second.render()];
     for key in KEYS {
         assert!(
-            text.contains(&format!("\n{} = ", key.name())),
-            "{} missing:\n{text}",
-            key.path
+            texts
+                .iter()
+                .any(|text| text.contains(&format!("\n{} = ", key.name()))),
+            "{} missing:\n{}\n{}",
+            key.path,
+            texts[0],
+            texts[1]
         );
     }
-    let again = settings(Some(&text), &[], &[]);
-    assert_eq!(
-        format!("{:?}", again.server_config()),
-        format!("{:?}", loaded.settings.server_config())
-    );
-    assert_eq!(again.threads, Some(4));
+    for (loaded, text) in [first, second].iter().zip(&texts) {
+        let again = settings(Some(text), &[], &[]);
+        assert_eq!(
+            format!("{:?}", again.server_config()),
+            format!("{:?}", loaded.settings.server_config())
+        );
+        assert_eq!(again.auth, loaded.settings.auth);
+        assert_eq!(again.threads, loaded.settings.threads);
+    }
+    let _ = std::fs::remove_file(jwks);
 }
 
 #[test]
@@ -607,4 +626,434 @@ fn the_documentation_covers_every_key() {
         assert!(docs.contains(&key.env()), "docs: {}", key.env());
         assert!(example.contains(key.name()), "example: {}", key.path);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// [auth]
+
+fn test_key(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../auth/tests/keys")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn the_auth_table_parses_into_the_auth_crates_config() {
+    let toml = format!(
+        r#"
+[auth]
+anonymous = false
+cookie_name = "sid"
+allowed_origins = ["https://app.example.com", "https://*.example.com"]
+
+[[auth.permissions]]
+rooms = "user:*"
+allow = {{ match = "user:{{sub}}" }}
+[[auth.permissions]]
+rooms = "news:*"
+actions = ["join", "history"]
+allow = "anyone"
+
+[auth.sources]
+query = false
+
+[auth.jwt]
+secrets = ["dev-secret", "base64:c2VjcmV0"]
+public_key_files = ["{ec}"]
+algorithms = ["HS256", "ES256"]
+leeway = "2m"
+issuer = "https://idp.example.com"
+audience = ["switchboard", "other"]
+require_exp = false
+
+[auth.tickets]
+ttl = "10s"
+max_outstanding = 5
+
+[auth.connect_proxy]
+url = "http://127.0.0.1:3000/connect"
+timeout = "500ms"
+cache_ttl = 0
+cache_size = 7
+max_response_bytes = "1KiB"
+"#,
+        ec = test_key("ec256.pub")
+    );
+    let loaded = try_load(Some(&toml), &[], &[]).unwrap();
+    let c = loaded.settings.auth.config();
+    assert_eq!(c.anonymous, Some(false));
+    assert_eq!(c.cookie_name, "sid");
+    assert_eq!(c.allowed_origins.len(), 2);
+    assert_eq!(c.permissions.len(), 2);
+    assert_eq!(c.permissions[0].allow, Allow::Match("user:{sub}".into()));
+    assert_eq!(c.permissions[0].actions.len(), 4, "default: every action");
+    assert_eq!(
+        c.permissions[1].actions,
+        [Action::Subscribe, Action::History]
+    );
+    assert!(!c.sources.query && c.sources.header && c.sources.first_message);
+    assert_eq!(c.jwt.secrets, ["dev-secret", "base64:c2VjcmV0"]);
+    assert_eq!(c.jwt.public_key_files.len(), 1);
+    assert_eq!(c.jwt.algorithms, ["HS256", "ES256"]);
+    assert_eq!(c.jwt.leeway, secs(120));
+    assert_eq!(c.jwt.issuer, ["https://idp.example.com"]);
+    assert_eq!(c.jwt.audience, ["switchboard", "other"]);
+    assert!(!c.jwt.require_exp);
+    assert_eq!(c.tickets.ttl, secs(10));
+    assert_eq!(c.tickets.max_outstanding, 5);
+    let proxy = c.connect_proxy.unwrap();
+    assert_eq!(proxy.url, "http://127.0.0.1:3000/connect");
+    assert_eq!(proxy.timeout, Duration::from_millis(500));
+    assert_eq!(proxy.cache_ttl, secs(0));
+    assert_eq!(proxy.cache_size, 7);
+    assert_eq!(proxy.max_response_bytes, 1024);
+
+    let auth = loaded.server_config().auth.expect("an authenticator");
+    assert!(!auth.anonymous_allowed());
+    assert!(auth.has_verifier());
+    assert!(!auth.sources().query);
+    assert_eq!(
+        auth.jwt().unwrap().algorithms(),
+        [Algorithm::HS256, Algorithm::ES256]
+    );
+}
+
+#[test]
+fn without_auth_settings_there_is_no_authenticator() {
+    let loaded = try_load(None, &[], &[]).unwrap();
+    assert!(loaded.authenticator.is_none());
+    assert!(loaded.server_config().auth.is_none());
+    // Defaults written out change nothing.
+    let loaded = try_load(
+        Some("[auth]\ncookie_name = \"session\"\n[auth.jwt]\nleeway = \"30s\""),
+        &[],
+        &[],
+    )
+    .unwrap();
+    assert!(loaded.authenticator.is_none());
+    // One setting is enough: a secret turns authentication on, anonymous access off.
+    let loaded = try_load(None, &[("SWITCHBOARD_JWT_SECRET", "s3cret")], &[]).unwrap();
+    let auth = loaded.authenticator.unwrap();
+    assert!(auth.has_verifier() && !auth.anonymous_allowed());
+    let loaded = try_load(None, &[], &["--jwt-secret", "s", "--auth-anonymous"]).unwrap();
+    assert!(loaded.authenticator.unwrap().anonymous_allowed());
+}
+
+#[test]
+fn auth_flags_and_variables_override_the_tables_fields() {
+    let toml = "[auth]\ncookie_name = \"file\"\nallowed_origins = [\"https://file.example\"]\n\
+                [auth.jwt]\nsecrets = [\"file-secret\"]\nissuer = \"file-iss\"\nleeway = 5\n\
+                [auth.sources]\nquery = true\n[auth.connect_proxy]\nurl = \"http://file/\"\n";
+    let s = settings(
+        Some(toml),
+        &[
+            ("SWITCHBOARD_AUTH__COOKIE_NAME", "env"),
+            ("SWITCHBOARD_AUTH__JWT__ISSUER", "env-iss-1, env-iss-2"),
+            ("SWITCHBOARD_AUTH__JWT__LEEWAY", "1m"),
+            ("SWITCHBOARD_AUTH__SOURCES__QUERY", "false"),
+            ("SWITCHBOARD_AUTH__CONNECT_PROXY__TIMEOUT", "1s"),
+            ("SWITCHBOARD_JWT_SECRET", "env,secret"),
+        ],
+        &[
+            "--auth-cookie-name",
+            "flag",
+            "--allowed-origin",
+            "https://flag.example",
+            "--jwt-audience",
+            "aud",
+            "--auth-from-header=false",
+            "--auth-permission",
+            "chat:*=authenticated/publish",
+        ],
+    );
+    let a = &s.auth;
+    assert_eq!(a.cookie_name, "flag");
+    assert_eq!(a.allowed_origins, ["https://flag.example"]);
+    assert_eq!(a.jwt.issuer, ["env-iss-1", "env-iss-2"]);
+    assert_eq!(a.jwt.leeway, secs(60));
+    assert_eq!(
+        a.jwt.secrets,
+        ["env,secret"],
+        "the singular variable: one secret, taken whole"
+    );
+    assert_eq!(a.jwt.audience, ["aud"]);
+    assert!(!a.sources.query && !a.sources.header && a.sources.cookie);
+    assert_eq!(a.connect_proxy.url.as_deref(), Some("http://file/"));
+    assert_eq!(a.connect_proxy.timeout, secs(1));
+    assert_eq!(a.permissions.len(), 1);
+    assert_eq!(a.permissions[0].actions, [Action::Publish]);
+    assert_eq!(a.permissions[0].allow, Allow::Authenticated);
+
+    // Flags beat the variables; repeated flags form the list, unsplit.
+    let s = settings(
+        Some(toml),
+        &[("SWITCHBOARD_AUTH__JWT__SECRETS", "a,b")],
+        &["--jwt-secret", "x,y", "--jwt-secret", "z"],
+    );
+    assert_eq!(s.auth.jwt.secrets, ["x,y", "z"]);
+    let s = settings(None, &[("SWITCHBOARD_AUTH__JWT__SECRETS", "a, b")], &[]);
+    assert_eq!(s.auth.jwt.secrets, ["a", "b"]);
+    let e = error(
+        None,
+        &[
+            ("SWITCHBOARD_JWT_SECRET", "x"),
+            ("SWITCHBOARD_AUTH__JWT__SECRETS", "y"),
+        ],
+        &[],
+    );
+    assert!(
+        e.contains("auth.jwt.secrets")
+            && e.contains("SWITCHBOARD_JWT_SECRET")
+            && e.contains("SWITCHBOARD_AUTH__JWT__SECRETS"),
+        "{e}"
+    );
+    // anonymous: true, false or auto, in every layer.
+    let anonymous = |toml: Option<&str>, args: &[&str]| settings(toml, &[], args).auth.anonymous;
+    assert_eq!(anonymous(Some("[auth]\nanonymous = true"), &[]), Some(true));
+    assert_eq!(
+        anonymous(Some("[auth]\nanonymous = true"), &["--auth-anonymous=auto"]),
+        None
+    );
+    assert_eq!(anonymous(None, &["--auth-anonymous=false"]), Some(false));
+}
+
+#[test]
+fn bad_auth_settings_name_the_key_and_source() {
+    let missing = std::env::temp_dir().join("switchboard-settings-no-such-key.pem");
+    let missing = missing.to_str().unwrap();
+    for (toml, env, args, expected) in [
+        (
+            None,
+            vec![],
+            vec!["--jwt-public-key", missing],
+            "invalid configuration: auth.jwt.public_key_files[0]: reading ",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--jwt-public-key", &test_key("ec256.key") as &str],
+            "invalid configuration: auth.jwt.public_key_files[0]: ",
+        ),
+        (
+            None,
+            vec![("SWITCHBOARD_JWT_SECRET", "base64:!!!")],
+            vec![],
+            "invalid configuration: auth.jwt.secrets[0]: jwt secret: bad base64",
+        ),
+        (
+            Some("[auth.jwt]\nsecrets = [\"\"]"),
+            vec![],
+            vec![],
+            "invalid configuration: auth.jwt.secrets[0]: jwt secret is empty",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--jwt-algorithm", "none", "--jwt-secret", "s"],
+            "invalid configuration: auth.jwt.algorithms: ",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--jwt-algorithm", "HS999"],
+            "invalid configuration: auth.jwt.algorithms: unknown jwt algorithm",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--allowed-origin", "app.example.com"],
+            "invalid configuration: auth.allowed_origins: origin pattern",
+        ),
+        (
+            None,
+            vec![("SWITCHBOARD_AUTH__CONNECT_PROXY__URL", "ftp://x/")],
+            vec![],
+            "invalid configuration: auth.connect_proxy.url: ",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--jwks-file", missing],
+            "invalid configuration: auth.jwt.jwks_file: ",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--jwks-url", "not a url"],
+            "invalid configuration: auth.jwt.jwks_url: ",
+        ),
+        (
+            Some("[[auth.permissions]]\nrooms = \"a\"\nallow = \"everyone\""),
+            vec![],
+            vec![],
+            "invalid configuration: auth.permissions[0].allow: unknown variant `everyone`",
+        ),
+        (
+            Some("[[auth.permissions]]\nrooms = \"\"\nallow = \"anyone\""),
+            vec![],
+            vec![],
+            "invalid configuration: auth.permissions[0].rooms: empty pattern",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--auth-permission", "x=anyone/shout"],
+            "invalid configuration: auth.permissions[0]: expected an action",
+        ),
+        (
+            Some("[auth]\nanonymous = \"maybe\""),
+            vec![],
+            vec![],
+            "invalid configuration: auth.anonymous: expected true, false or \"auto\"",
+        ),
+        (
+            None,
+            vec![("SWITCHBOARD_AUTH__JWT__LEEWAY", "soon")],
+            vec![],
+            "invalid configuration: auth.jwt.leeway: expected a duration",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--ticket-max-outstanding", "0"],
+            "invalid configuration: auth.tickets.max_outstanding: ",
+        ),
+        (
+            Some("[auth.jwt]\nsecret = \"x\""),
+            vec![],
+            vec![],
+            "invalid configuration: auth.jwt.secret: unknown key (did you mean auth.jwt.secrets?)",
+        ),
+        (
+            None,
+            vec![("SWITCHBOARD_AUTH__JWT__SECRET", "x")],
+            vec![],
+            "invalid configuration: auth.jwt.secret: unknown key (did you mean auth.jwt.secrets?) \
+             (from SWITCHBOARD_AUTH__JWT__SECRET)",
+        ),
+    ] {
+        let e = error(toml, &env, &args);
+        assert!(e.starts_with(expected), "expected {expected:?}, got {e:?}");
+        if let Some((var, _)) = env.first() {
+            assert!(e.ends_with(&format!("(from {var})")), "{e}");
+        }
+        if let Some(flag) = args.first() {
+            assert!(e.ends_with(&format!("(from {flag})")), "{e}");
+        }
+    }
+    // Both JWKS sources.
+    let jwks = file("{\"keys\": []}");
+    let e = error(
+        None,
+        &[],
+        &[
+            "--jwks-file",
+            jwks.to_str().unwrap(),
+            "--jwks-url",
+            "https://idp/jwks",
+        ],
+    );
+    let _ = std::fs::remove_file(jwks);
+    assert!(
+        e.starts_with("invalid configuration: auth.jwt.jwks_url: set auth.jwt.jwks_file or"),
+        "{e}"
+    );
+    // A usable public key loads.
+    let loaded = try_load(None, &[], &["--jwt-public-key", &test_key("ec256.pub")]).unwrap();
+    let auth = loaded.authenticator.unwrap();
+    let algorithms = auth.jwt().unwrap().algorithms();
+    assert!(algorithms.contains(&Algorithm::ES256), "{algorithms:?}");
+    assert!(!algorithms.contains(&Algorithm::HS256), "{algorithms:?}");
+}
+
+#[test]
+fn auth_errors_and_rendering_never_show_secrets_or_url_credentials() {
+    let e = error(
+        None,
+        &[],
+        &[
+            "--connect-proxy",
+            "ftp://user:pa55@proxy.example/connect?key=t0ken",
+        ],
+    );
+    assert!(e.contains("auth.connect_proxy.url"), "{e}");
+    assert!(!e.contains("pa55") && !e.contains("t0ken"), "{e}");
+    let e = error(
+        None,
+        &[],
+        &["--jwks-url", "gopher://user:pa55@idp.example/jwks"],
+    );
+    assert!(
+        e.contains("auth.jwt.jwks_url") && !e.contains("pa55"),
+        "{e}"
+    );
+
+    let loaded = try_load(
+        Some("[auth.jwt]\nsecrets = [\"file-hush\", \"base64:aHVzaA==\"]\njwks_url = \"https://u:pa55@idp.example/jwks?k=t0ken\""),
+        &[],
+        &["--connect-proxy", "https://app:pa55@app.example/connect"],
+    )
+    .unwrap();
+    let text = loaded.render();
+    assert!(
+        !text.contains("hush")
+            && !text.contains("aHVzaA")
+            && !text.contains("pa55")
+            && !text.contains("t0ken"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nsecrets = [\"[redacted]\", \"[redacted]\"]  # from "),
+        "{text}"
+    );
+    assert!(
+        text.contains("\njwks_url = \"https://[redacted]@idp.example/jwks?[redacted]\"  # from "),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nurl = \"https://[redacted]@app.example/connect\"  # from --connect-proxy"),
+        "{text}"
+    );
+    // Nor does the authenticator's Debug (the server may log its configuration).
+    let debug = format!("{:?}", loaded.server_config());
+    assert!(
+        !debug.contains("hush") && !debug.contains("pa55"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn the_auth_section_renders_in_file_order_with_permission_rules() {
+    let loaded = try_load(
+        None,
+        &[(
+            "SWITCHBOARD_AUTH__PERMISSIONS",
+            "user:*=match:user:{sub}, news:*=anyone/subscribe+history",
+        )],
+        &["--jwt-secret", "s", "--jwt-issuer", "me"],
+    )
+    .unwrap();
+    let text = loaded.render();
+    let at = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{text}"))
+    };
+    assert!(at("\n[overflow]\n") < at("\n[auth]\n"));
+    assert!(at("\n[auth]\n") < at("\n[auth.sources]\n"));
+    assert!(at("\n[auth.sources]\n") < at("\n[auth.jwt]\n"));
+    assert!(at("\n[auth.jwt]\n") < at("\n[auth.tickets]\n"));
+    assert!(at("\n[auth.tickets]\n") < at("\n[auth.connect_proxy]\n"));
+    assert!(text.contains(
+        "\npermissions = [{ rooms = \"user:*\", allow = { match = \"user:{sub}\" } }, \
+         { rooms = \"news:*\", actions = [\"subscribe\", \"history\"], allow = \"anyone\" }]  \
+         # from SWITCHBOARD_AUTH__PERMISSIONS\n"
+    ));
+    assert!(
+        text.contains("\nissuer = [\"me\"]  # from --jwt-issuer\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nanonymous = \"auto\"\n"), "{text}");
+    assert!(text.contains("\n# url = (unset)\n"), "{text}");
 }

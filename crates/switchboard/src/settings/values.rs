@@ -148,11 +148,11 @@ pub(crate) fn format_rate_limit(limit: &Option<RateLimit>) -> String {
 // Scalars: one visitor, native integer/bool or a string
 
 /// Accepts an integer, a boolean or a string and converts it with the given functions.
-struct Scalar<T> {
-    expecting: &'static str,
-    int: Option<fn(i64) -> Result<T, String>>,
-    boolean: Option<fn(bool) -> Result<T, String>>,
-    text: fn(&str) -> Result<T, String>,
+pub(super) struct Scalar<T> {
+    pub(super) expecting: &'static str,
+    pub(super) int: Option<fn(i64) -> Result<T, String>>,
+    pub(super) boolean: Option<fn(bool) -> Result<T, String>>,
+    pub(super) text: fn(&str) -> Result<T, String>,
 }
 
 impl<'de, T> Visitor<'de> for Scalar<T> {
@@ -188,7 +188,10 @@ impl<'de, T> Visitor<'de> for Scalar<T> {
     }
 }
 
-fn scalar<'de, D: Deserializer<'de>, T>(d: D, visitor: Scalar<T>) -> Result<T, D::Error> {
+pub(super) fn scalar<'de, D: Deserializer<'de>, T>(
+    d: D,
+    visitor: Scalar<T>,
+) -> Result<T, D::Error> {
     d.deserialize_any(visitor)
 }
 
@@ -240,7 +243,7 @@ pub(crate) fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr,
     )
 }
 
-/// A free-form string (log filter).
+/// A free-form string (log filter, cookie name, URL).
 pub(crate) fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     scalar(
         d,
