@@ -84,9 +84,15 @@ def http_get(sb, path, headers=None):
     try:
         conn.request("GET", path, headers=headers or {})
         r = conn.getresponse()
-        # A stream: its first bytes are enough.
-        body = r.read(400) if r.status == 200 and path.startswith("/events") else r.read()
-        return r.status, body
+        if r.status == 200 and path.startswith("/events"):
+            # A stream: up to its `connected` event.
+            body = b""
+            while b"event: connected" not in body:
+                chunk = r.read1(4096)
+                assert chunk, body
+                body += chunk
+            return r.status, body
+        return r.status, r.read()
     finally:
         conn.close()
 
@@ -136,7 +142,7 @@ def test_every_rejection_has_its_close_code_and_status(switchboard, tmp_path, ke
 public_key_files = ["{rsa_file}"]
 issuer = "https://idp.example.com"
 audience = "switchboard"
-""")
+""", flags=("--auth-timeout", "1s"))
     good = dict(iss="https://idp.example.com", aud="switchboard")
     ok = token(keys["rsa"], "RS256", **good)
     assert ws_welcome(sb, f"/ws?token={ok}")["userId"] == "alice"
@@ -158,8 +164,9 @@ audience = "switchboard"
         assert status == 401 and json.loads(body)["error"] == reason, (name, status, body)
         status, body = http_get(sb, f"/poll?channels=news&token={t}")
         assert status == 401, (name, status, body)
-    # No credentials at all while anonymous access is off (keys are configured).
-    assert ws_close(sb, "/ws") == (4001, "Authentication required")
+    # No credentials at all while anonymous access is off (keys are configured): a WebSocket
+    # gets `auth_timeout` for the first-message `auth`, a stream is refused at once.
+    assert ws_close(sb, "/ws") == (4000, "Authentication timeout")
     assert http_get(sb, "/events?channels=news")[0] == 401
     # Refused tokens never reach a log line (query credentials are redacted).
     assert ok not in sb.log_tail(1 << 20)
