@@ -286,3 +286,42 @@ def test_streams_end_when_their_token_expires(switchboard, tmp_path):
         text += chunk
     assert b'"code":4001' in text
     assert time.time() - started < 4
+
+
+def test_refused_credentials_and_ticket_probes_leave_memory_flat(switchboard, tmp_path):
+    """Attacker-style: floods of bad tokens on every transport and malformed ticket requests
+    get their 4xx, and memory stays flat."""
+    from test_probes import pipelined_requests
+
+    sb = start_with_auth(switchboard, tmp_path, f'secrets = ["{SECRET}"]')
+    forged = token("wrong-secret-of-enough-length-00000000000", "HS256")
+    requests = [
+        f"GET /events?channels=a&token={forged} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+        f"GET /poll?channels=a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {forged}\r\n\r\n".encode(),
+        f"GET /api/history?channel=a HTTP/1.1\r\nHost: x\r\nCookie: session={forged}\r\n\r\n".encode(),
+        b"POST /api/ticket HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    ]
+    for r in requests:
+        pipelined_requests(sb.port, r, 1_000)  # warm-up
+    before = sb.rss_bytes()
+    for r in requests:
+        assert pipelined_requests(sb.port, r, 5_000) == {b"401": 5_000}, r[:40]
+    growth = sb.rss_bytes() - before
+    print(f"RSS grew {growth / 2**20:.2f} MiB over 20 000 refused authenticated requests")
+    assert growth < 3 * 2**20
+
+    # Malformed ticket requests from a backend: clear 400s.
+    good = token(SECRET, "HS256")
+    for body in [b"", b"[]", b'{"sub": 7}', b'{"sub": ""}', b'{"sub": "a", "claims": 3}',
+                 b'{"sub": "' + b"x" * 300 + b'"}', b"{" * 10_000]:
+        conn = http.client.HTTPConnection("127.0.0.1", sb.port, timeout=10)
+        conn.request("POST", "/api/ticket", body=body, headers={"Authorization": f"Bearer {API_KEY}"})
+        r = conn.getresponse()
+        assert r.status == 400 and "error" in json.loads(r.read()), (body[:30], r.status)
+    # WebSocket: a flood of bad tokens is closed 4001 each time and leaves no session.
+    for _ in range(50):
+        assert ws_close(sb, f"/ws?token={forged}") == (4001, "Invalid token")
+    assert ws_welcome(sb, f"/ws?token={good}")["userId"] == "alice"
+    conn = http.client.HTTPConnection("127.0.0.1", sb.port, timeout=10)
+    conn.request("GET", "/health")
+    assert json.loads(conn.getresponse().read())["connections"] == 0
