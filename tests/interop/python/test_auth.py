@@ -325,3 +325,66 @@ def test_refused_credentials_and_ticket_probes_leave_memory_flat(switchboard, tm
     conn = http.client.HTTPConnection("127.0.0.1", sb.port, timeout=10)
     conn.request("GET", "/health")
     assert json.loads(conn.getresponse().read())["connections"] == 0
+
+
+class ConnectProxy:
+    """The application's session endpoint (the seeds' `verifySession`) on loopback HTTP:
+    `good-*` cookies belong to users, `slow-*` answer too late, others are refused."""
+
+    def __init__(self):
+        self.requests = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append(body)
+                credential = body.get("cookie") or body.get("token") or ""
+                if credential.startswith("slow-"):
+                    time.sleep(2)
+                if credential.startswith("good-"):
+                    answer = json.dumps({"user_id": credential[5:], "channels": ["team:*"]}).encode()
+                    self.send_response(200)
+                else:
+                    answer = b'{"error":"unknown session"}'
+                    self.send_response(403)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/switchboard/connect"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+def test_opaque_session_cookies_go_through_the_connect_proxy(switchboard, tmp_path):
+    proxy = ConnectProxy()
+    try:
+        path = tmp_path / "proxy.toml"
+        path.write_text(f"""
+[auth.connect_proxy]
+url = "{proxy.url}"
+timeout = "500ms"
+""")
+        sb = switchboard("--config", str(path), "--api-key", API_KEY)
+        welcome = ws_welcome(sb, "/ws", additional_headers={"Cookie": "session=good-ursula"})
+        assert welcome["userId"] == "ursula", welcome
+        assert proxy.requests[-1]["transport"] == "websocket"
+        assert proxy.requests[-1]["cookie"] == "good-ursula"
+        status, body = http_get(sb, "/events?channels=team:a", {"Cookie": "session=good-ursula"})
+        assert status == 200 and b'"userId":"ursula"' in body, (status, body)
+        # The application refuses: 4001 / 401.
+        assert ws_close(sb, "/ws", additional_headers={"Cookie": "session=stolen"}) == (4001, "Invalid token")
+        assert http_get(sb, "/events?channels=a", {"Cookie": "session=stolen"})[0] == 401
+        # The application does not answer in time: 1013 / 503 (try again later).
+        assert ws_close(sb, "/ws", additional_headers={"Cookie": "session=slow-x"}) == (1013, "Auth backend unavailable")
+        assert http_get(sb, "/events?channels=a", {"Cookie": "session=slow-y"})[0] == 503
+    finally:
+        proxy.close()
