@@ -388,3 +388,54 @@ timeout = "500ms"
         assert http_get(sb, "/events?channels=a", {"Cookie": "session=slow-y"})[0] == 503
     finally:
         proxy.close()
+
+
+def test_each_credential_source_over_each_transport(switchboard, tmp_path):
+    """Header, `?token=`, cookie and one-time ticket, on WebSocket, SSE, long polling and the
+    HTTP API: each names the user; a WebSocket message to a room without the right is refused
+    with `error` and the connection stays open."""
+    sb = start_with_auth(switchboard, tmp_path, f'secrets = ["{SECRET}"]', extra="""
+[[auth.permissions]]
+rooms = "user:*"
+allow = { match = "user:{sub}" }
+""")
+    t = token(SECRET, "HS256", sub="mia")
+
+    def ticket():
+        conn = http.client.HTTPConnection("127.0.0.1", sb.port, timeout=10)
+        conn.request("POST", "/api/ticket", headers={"Authorization": f"Bearer {t}"})
+        return json.loads(conn.getresponse().read())["ticket"]
+
+    sources = {
+        "header": lambda: ("", {"Authorization": f"Bearer {t}"}),
+        "query": lambda: (f"token={t}", {}),
+        "cookie": lambda: ("", {"Cookie": f"theme=dark; session={t}"}),
+        "ticket": lambda: (f"ticket={ticket()}", {}),
+    }
+    for name, source in sources.items():
+        query, headers = source()
+        sep = "&" if query else ""
+        with ws_client.connect(f"{sb.url}/ws?{query}", additional_headers=headers, open_timeout=5) as ws:
+            assert json.loads(ws.recv(timeout=5))["userId"] == "mia", name
+            ws.send(json.dumps({"type": "join", "room": "user:mia"}))
+            assert json.loads(ws.recv(timeout=5))["type"] == "joined", name
+            ws.send(json.dumps({"type": "chat", "room": "user:max", "text": "hi", "id": "m1"}))
+            refused = json.loads(ws.recv(timeout=5))
+            assert (refused["type"], refused["code"], refused.get("id")) == ("error", "forbidden", "m1"), (name, refused)
+            ws.send(json.dumps({"type": "ping"}))
+            assert json.loads(ws.recv(timeout=5))["type"] == "pong", name
+        query, headers = source()
+        status, body = http_get(sb, f"/events?channels=user:mia{sep}{query}", headers)
+        assert status == 200 and b'"userId":"mia"' in body, (name, status, body)
+        query, headers = source()
+        status, body = http_get(sb, f"/poll?channels=user:mia{sep}{query}", headers)
+        assert status == 200 and json.loads(body)["messages"][0]["userId"] == "mia", (name, status, body)
+        if name != "ticket":  # (a ticket opens connections, it is not an API credential)
+            query, headers = source()
+            conn = http.client.HTTPConnection("127.0.0.1", sb.port, timeout=10)
+            conn.request("POST", f"/api/publish?{query}",
+                         body=json.dumps({"channel": "user:mia", "text": name}),
+                         headers={**headers, "Content-Type": "application/json"})
+            r = conn.getresponse()
+            answer = r.read()
+            assert r.status == 200, (name, r.status, answer)
