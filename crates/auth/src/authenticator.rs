@@ -113,6 +113,17 @@ impl Authenticator {
             .check(header(http::header::ORIGIN), header(http::header::HOST))
     }
 
+    /// The origin check for a request authenticated by a cookie (which the browser attaches
+    /// by itself, whatever page makes the request): `*` in the allowlist does not count; see
+    /// [`OriginPolicy::check_ambient`]. Call it once [`Authenticator::extract`] said the
+    /// credential is a cookie.
+    pub fn check_cookie_origin(&self, headers: &HeaderMap) -> OriginDecision {
+        let header =
+            |name: http::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        self.origins
+            .check_ambient(header(http::header::ORIGIN), header(http::header::HOST))
+    }
+
     /// Who `credential` belongs to.
     ///
     /// Routing: a ticket is redeemed (once); a token that looks like a JWT (three dot-separated

@@ -111,6 +111,19 @@ impl OriginPolicy {
     /// HTTP/2). Scheme is not compared for same-origin: behind a TLS-terminating proxy we cannot
     /// know ours.
     pub fn check(&self, origin: Option<&str>, host: Option<&str>) -> OriginDecision {
+        self.check_with(origin, host, self.any)
+    }
+
+    /// [`OriginPolicy::check`] for a request whose credential the browser adds by itself (a
+    /// cookie): `*` does not count, only same-origin and explicitly listed origins pass. A page
+    /// of any site can make the browser send the user's cookie (a WebSocket, a `no-cors` POST),
+    /// so "any origin" would let every site act as the user (cross-site WebSocket hijacking,
+    /// CSRF). Token credentials need no such rule: a page of another site does not have them.
+    pub fn check_ambient(&self, origin: Option<&str>, host: Option<&str>) -> OriginDecision {
+        self.check_with(origin, host, false)
+    }
+
+    fn check_with(&self, origin: Option<&str>, host: Option<&str>, any: bool) -> OriginDecision {
         let Some(origin) = origin.map(str::trim) else {
             return OriginDecision::NoOrigin;
         };
@@ -121,7 +134,7 @@ impl OriginPolicy {
                 return OriginDecision::SameOrigin;
             }
         }
-        if self.any {
+        if any {
             return OriginDecision::Listed;
         }
         let listed = match &parsed {
@@ -226,6 +239,28 @@ fn same_host(o: &Parsed<'_>, host_header: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_wildcard_does_not_admit_ambient_credentials_from_other_origins() {
+        let any =
+            OriginPolicy::new(&["*".to_owned(), "https://app.example.com".to_owned()]).unwrap();
+        let host = Some("sb.example.com");
+        assert!(any.check(Some("https://evil.example"), host).is_allowed());
+        assert_eq!(
+            any.check_ambient(Some("https://evil.example"), host),
+            OriginDecision::Refused
+        );
+        assert_eq!(
+            any.check_ambient(Some("https://app.example.com"), host),
+            OriginDecision::Listed
+        );
+        assert_eq!(
+            any.check_ambient(Some("https://sb.example.com"), host),
+            OriginDecision::SameOrigin
+        );
+        assert_eq!(any.check_ambient(None, host), OriginDecision::NoOrigin);
+    }
+
     use super::*;
 
     fn policy(patterns: &[&str]) -> OriginPolicy {

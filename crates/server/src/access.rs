@@ -30,29 +30,66 @@ pub(crate) fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), 
     Err(ApiError(StatusCode::FORBIDDEN, "origin not allowed".into()))
 }
 
-/// The caller of a request: `Ok(None)` is anonymous (allowed). Credentials that are given
-/// must be valid: a bad token is never downgraded to anonymous.
-pub(crate) async fn identify(
+/// The caller of a plain HTTP request: `Ok(None)` is anonymous (allowed). Credentials that
+/// are given must be valid: a bad token is never downgraded to anonymous. Refusals are their
+/// HTTP answers: 401 (503 when the connect proxy is down), 403 for a cookie sent by a page of
+/// an origin not explicitly allowed.
+pub(crate) async fn identify_http(
     state: &AppState,
     headers: &HeaderMap,
     uri: &Uri,
     ip: Option<IpAddr>,
     transport: &'static str,
-) -> Result<Option<Identity>, AuthError> {
+) -> Result<Option<Identity>, ApiError> {
     let Some(auth) = &state.config.auth else {
         return Ok(None);
     };
-    let info = connect_info(headers, ip, transport);
-    let result = auth.authenticate_request(headers, uri, &info).await;
-    if let Err(e) = &result {
+    let Some(credential) = auth.extract(headers, uri) else {
+        if auth.anonymous_allowed() {
+            return Ok(None);
+        }
         state.metrics.auth_failures.inc();
-        tracing::debug!(
-            reason = e.metric_label(),
-            transport,
-            "authentication failed"
-        );
+        return Err(refusal(&AuthError::Missing));
+    };
+    if !cookie_origin_allowed(auth, headers, &credential) {
+        state.metrics.auth_failures.inc();
+        return Err(cookie_from_other_origin());
     }
-    result
+    let info = connect_info(headers, ip, transport);
+    match auth.authenticate(&credential, &info).await {
+        Ok(identity) => Ok(Some(identity)),
+        Err(e) => {
+            state.metrics.auth_failures.inc();
+            tracing::debug!(
+                reason = e.metric_label(),
+                source = credential.source().as_str(),
+                transport,
+                "authentication failed"
+            );
+            Err(refusal(&e))
+        }
+    }
+}
+
+/// A cookie is attached by the browser whatever page makes the request: from a page of
+/// another origin it counts only when that origin is explicitly allowed (`*` does not do),
+/// against cross-site WebSocket hijacking and CSRF. Other credentials pass (a page of
+/// another site does not have the user's token).
+fn cookie_origin_allowed(
+    auth: &switchboard_auth::Authenticator,
+    headers: &HeaderMap,
+    credential: &switchboard_auth::Credential,
+) -> bool {
+    credential.source() != switchboard_auth::CredentialSource::Cookie
+        || auth.check_cookie_origin(headers).is_allowed()
+}
+
+fn cookie_from_other_origin() -> ApiError {
+    ApiError(
+        StatusCode::FORBIDDEN,
+        "cookie credentials from this origin are not allowed (list it in auth.allowed_origins)"
+            .into(),
+    )
 }
 
 /// How a WebSocket handshake proceeds (the upgrade is accepted in every case).
@@ -65,6 +102,8 @@ pub(crate) enum WsAccess {
     Anonymous,
     /// Bad credentials, or none where they are required: closed with this error's code.
     Refused(AuthError),
+    /// A cookie sent by a page of an origin not explicitly allowed: 403 before the upgrade.
+    Forbidden(ApiError),
 }
 
 /// The WebSocket handshake's part of authentication (the origin was checked before).
@@ -88,6 +127,10 @@ pub(crate) async fn websocket(
         state.metrics.auth_failures.inc();
         return WsAccess::Refused(AuthError::Missing);
     };
+    if !cookie_origin_allowed(auth, headers, &credential) {
+        state.metrics.auth_failures.inc();
+        return WsAccess::Forbidden(cookie_from_other_origin());
+    }
     match auth.authenticate(&credential, info).await {
         Ok(identity) => WsAccess::Authenticated(identity),
         Err(e) => {
@@ -100,19 +143,6 @@ pub(crate) async fn websocket(
             WsAccess::Refused(e)
         }
     }
-}
-
-/// [`identify`] for plain HTTP: the refusal as its JSON answer.
-pub(crate) async fn identify_http(
-    state: &AppState,
-    headers: &HeaderMap,
-    uri: &Uri,
-    ip: Option<IpAddr>,
-    transport: &'static str,
-) -> Result<Option<Identity>, ApiError> {
-    identify(state, headers, uri, ip, transport)
-        .await
-        .map_err(|e| refusal(&e))
 }
 
 /// The HTTP answer to a failed authentication: 401 (503 when the auth backend is down),

@@ -54,6 +54,10 @@ async fn ws_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> 
     let ip = ws::peer_addr(&req).map(|a| a.ip());
     let info = access::connect_info(req.headers(), ip, "websocket");
     let access = access::websocket(&state, req.headers(), req.uri(), &info).await;
+    let access = match access {
+        WsAccess::Forbidden(refused) => return refused.into_response(),
+        access => access,
+    };
     if let WsAccess::Refused(e) = &access {
         // Accepted, then closed with 4001 and why: the client's reconnect logic fetches a
         // fresh token on 4001 (SPEC §4).
@@ -94,10 +98,9 @@ async fn ws_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> 
                     Session::authenticated(shared, identity, info, now)
                 }
                 WsAccess::AwaitAuth => Session::awaiting_auth(shared, info, now),
-                WsAccess::Anonymous | WsAccess::Refused(_) if auth_configured => {
-                    Session::anonymous(shared, now).with_connect_info(info)
-                }
-                WsAccess::Anonymous | WsAccess::Refused(_) => Session::anonymous(shared, now),
+                // (`Refused` and `Forbidden` were answered above.)
+                _ if auth_configured => Session::anonymous(shared, now).with_connect_info(info),
+                _ => Session::anonymous(shared, now),
             };
             let session = NativeSession::new(session.with_format(format));
             let conn_id = session.connection_id();

@@ -441,3 +441,56 @@ async fn an_sse_stream_ends_when_its_token_expires() {
     let took = started.elapsed();
     assert!(took <= Duration::from_secs(4), "ended after {took:?}");
 }
+
+#[tokio::test]
+async fn cookies_from_other_origins_count_only_where_explicitly_allowed() {
+    // Default origins (`*`): tokens from any page are fine, a cookie only from the same
+    // origin — a page of any site can make the browser send the user's cookie.
+    let config: AuthConfig = serde_json::from_value(json!({
+        "jwt": {"secrets": [std::str::from_utf8(SECRET).unwrap()]},
+    }))
+    .unwrap();
+    let server = start(ServerConfig {
+        auth: Some(Arc::new(Authenticator::new(&config).unwrap())),
+        ..ServerConfig::default()
+    })
+    .await;
+    let alice = token("alice", Duration::from_secs(60));
+    let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+    let host = format!("127.0.0.1:{}", server.addr.port());
+    for (credential, origin, want) in [
+        (
+            format!("Cookie: session={alice}\r\n"),
+            "https://evil.example.net".to_owned(),
+            403,
+        ),
+        (
+            format!("Cookie: session={alice}\r\n"),
+            format!("http://{host}"),
+            101,
+        ),
+        (
+            format!("Authorization: Bearer {alice}\r\n"),
+            "https://evil.example.net".to_owned(),
+            101,
+        ),
+    ] {
+        let (status, _) = http_status(
+            server.addr,
+            &format!(
+                "GET /ws HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n{credential}{upgrade}\r\n"
+            ),
+        )
+        .await;
+        assert_eq!(status, want, "{credential} from {origin}");
+    }
+    let (status, body) = request(
+        server.addr,
+        "POST",
+        "/api/publish",
+        &format!("Cookie: session={alice}\r\nOrigin: https://evil.example.net\r\n"),
+        r#"{"channel":"news","text":"csrf"}"#,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+}
