@@ -19,9 +19,10 @@ pub mod metric {
     pub const RTT_MAX_US: &str = "rtt_max_us";
     /// Completed connection upgrades (or raw TCP round-trips) per second.
     pub const HANDSHAKES_PER_S: &str = "handshakes_per_s";
-    /// Median time from connect() to a verified 101 response, microseconds.
+    /// Median time from connect() to a verified 101 response (to the session's `welcome` or
+    /// `auth_success` with `handshakes --session` / `--auth-token`), microseconds.
     pub const HANDSHAKE_P50_US: &str = "handshake_p50_us";
-    /// 99th percentile time from connect() to a verified 101 response, microseconds.
+    /// 99th percentile of the same, microseconds.
     pub const HANDSHAKE_P99_US: &str = "handshake_p99_us";
     /// Fan-out: messages received by all subscribers per second in the window.
     pub const DELIVERIES_PER_S: &str = "deliveries_per_s";

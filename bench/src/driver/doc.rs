@@ -68,6 +68,8 @@ pub fn render(
          `tcp-floor` have none). Lost copies (dropped, lagged or refused) are listed under *Notes*.\n\
          - SSE and long-poll rows use switchboard's HTTP feeds (`/events`, `/poll`), which no \
          peer has (`n/a`); the same WebSocket publisher as the fan-out rows feeds them.\n\
+         - `/ws session` rows are switchboard's native sessions (`n/a` for the peers), with and \
+         without authentication; each auth row's server is started with the matching key.\n\
          - `failed`: the server did not start or no run completed (see *Notes*); \
          `n/a`: not applicable; `—`: not run.\n"
     );
@@ -85,13 +87,27 @@ pub fn render(
         );
         doc.push_str(&transports);
     }
+    let auths = table::auth_table(scenarios, results);
+    if auths.lines().count() > 2 {
+        let _ = writeln!(doc, "\n## Authentication against none\n");
+        let _ = writeln!(
+            doc,
+            "switchboard only: each `/ws` session row with authentication (a JWT in `?token=`, \
+             or the first-message `auth`) against the same flow on a server without \
+             authentication, medians of the same runs; ratio below 1: authentication costs \
+             that share of the handshake rate. Latencies: connect to `welcome` (or \
+             `auth_success`).\n"
+        );
+        doc.push_str(&auths);
+    }
     let latency = table::latency_table(servers, scenarios, results);
     if latency.lines().count() > 2 {
         let _ = writeln!(doc, "\n## Latency\n");
         let _ = writeln!(
             doc,
             "Median over runs of each run's p50 / p99: message round trip for the message rows, \
-             connect to verified `101` for handshakes, publish to receive (on every subscriber) \
+             connect to verified `101` for handshakes (to `welcome` or `auth_success` for the `/ws` \
+             session rows), publish to receive (on every subscriber) \
              for fan-out.\n"
         );
         doc.push_str(&latency);

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::args::Profile;
+use super::auth::Credentials;
 use super::placement::Placement;
 use super::runner;
-use super::scenarios::Scenario;
+use super::scenarios::{Auth, Scenario};
 use super::servers::{Endpoint, Running, Server};
 use crate::procfs;
 use crate::report::{metric, RunResult};
@@ -32,6 +33,8 @@ pub struct Session<'a> {
     pub logs: &'a Path,
     /// Extra `switchboard serve` arguments.
     pub switchboard_args: &'a [String],
+    /// Tokens and keys of the `/ws` session rows with authentication, or why there are none.
+    pub credentials: &'a Result<Credentials, String>,
 }
 
 impl Session<'_> {
@@ -46,26 +49,48 @@ impl Session<'_> {
     ) -> Result<RunResult, Failure> {
         let stem = format!("{rep}-{}-{}", server.name, scenario.id);
         let server_log = self.logs.join(format!("{stem}.server.log"));
+        // The `/ws` session rows with authentication: the server gets the key, loadgen the
+        // token (in the path or as its first message).
+        let auth = scenario.auth().unwrap_or(Auth::None);
+        let mut server_args = self.switchboard_args.to_vec();
+        let (ws_path, auth_args) = if auth == Auth::None {
+            (endpoint.ws_path.to_string(), Vec::new())
+        } else {
+            let creds = self
+                .credentials
+                .as_ref()
+                .map_err(|e| Failure::Run(e.clone()))?;
+            server_args.extend(creds.server_args(auth));
+            creds.loadgen(auth, endpoint.ws_path)
+        };
         // One retry: the free port we picked may have been taken in between.
         let start = || {
             Running::start(
                 server,
                 endpoint,
-                self.switchboard_args,
+                &server_args,
                 self.placement.server(bin),
                 &server_log,
             )
         };
-        let mut running = start().or_else(|_| start()).map_err(Failure::Start)?;
+        let mut running = start().or_else(|_| start()).map_err(|reason| {
+            if auth == Auth::None {
+                Failure::Start(reason)
+            } else {
+                // The binary may be fine: only this row's flags are in doubt.
+                Failure::Run(reason)
+            }
+        })?;
 
         let mut cmd = self.placement.loadgen(self.loadgen);
         cmd.arg("--target").arg(running.addr.to_string());
         if endpoint.raw {
             cmd.arg("--raw");
         } else {
-            cmd.args(["--path", endpoint.ws_path]);
+            cmd.arg("--path").arg(&ws_path);
         }
         cmd.args(scenario.loadgen_args(self.profile));
+        cmd.args(&auth_args);
         if scenario.uses_broadcast_endpoint() {
             cmd.args(["--protocol", endpoint.protocol]);
         }

@@ -7,6 +7,7 @@
 //! servers instead of landing on one.
 
 pub mod args;
+pub mod auth;
 pub mod binaries;
 pub mod cargo;
 pub mod doc;
@@ -68,6 +69,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     );
     let date = machine::utc_now();
     let bins = Binaries::get(&args, &bench_dir, &root, &logs, &servers)?;
+    // Only the `/ws` session rows with authentication use them; if minting fails, they fail.
+    let credentials =
+        auth::Credentials::mint(&root).map_err(|e| format!("cannot mint the tokens: {e:#}"));
 
     let session = Session {
         profile: &profile,
@@ -75,6 +79,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         placement: &placement,
         logs: &logs,
         switchboard_args: &args.switchboard_args,
+        credentials: &credentials,
     };
     let mut results = Results::default();
     // Every outcome as a JSON line, for analysis beyond the medians.
@@ -144,6 +149,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     let transports = table::transport_table(&scenarios, &results);
     if transports.lines().count() > 2 {
         println!("{transports}");
+    }
+    let auths = table::auth_table(&scenarios, &results);
+    if auths.lines().count() > 2 {
+        println!("{auths}");
     }
     println!("{}", table::latency_table(&servers, &scenarios, &results));
     for n in &notes {

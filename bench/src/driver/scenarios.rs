@@ -58,6 +58,29 @@ pub enum Load {
         /// Poller connections.
         pollers: usize,
     },
+    /// `handshakes --session` on switchboard's `/ws`: connect, upgrade, native session up to
+    /// its first message, drop; authenticated as `auth` says (the server is started to match).
+    Sessions {
+        /// Concurrent handshakes.
+        concurrency: usize,
+        /// How the connection authenticates.
+        auth: Auth,
+    },
+}
+
+/// How a `/ws` session row authenticates, and so how its server is started
+/// ([`crate::driver::auth`] mints the tokens and builds the flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// No authentication configured (the server as for the fan-out rows): `welcome`.
+    None,
+    /// `--jwt-secret`, an HS256 token in `?token=`: `welcome`.
+    QueryHs256,
+    /// `--jwt-public-key` (P-256), an ES256 token in `?token=`: `welcome`.
+    QueryEs256,
+    /// `--jwt-secret`, no credentials at the upgrade, then `auth {token}` (HS256) as the
+    /// first message: `auth_success`.
+    FirstMessageHs256,
 }
 
 /// One row of the results table.
@@ -99,6 +122,24 @@ const FANOUT_RATE: u32 = 1_000;
 /// Long pollers of `poll-rtt`.
 const POLLERS: usize = 100;
 
+/// A `/ws` session row at `concurrency` handshakes in flight.
+const fn sessions(
+    id: &'static str,
+    label: &'static str,
+    concurrency: usize,
+    auth: Auth,
+) -> Scenario {
+    Scenario {
+        id,
+        label,
+        load: Load::Sessions { concurrency, auth },
+        metric: metric::HANDSHAKES_PER_S,
+        unit: Unit::PerSecond,
+        raw: false,
+        latency: Some((metric::HANDSHAKE_P50_US, metric::HANDSHAKE_P99_US)),
+    }
+}
+
 const fn fanout(id: &'static str, label: &'static str, subscribers: usize, rate: u32) -> Scenario {
     Scenario {
         id,
@@ -134,8 +175,17 @@ pub const COMPARISONS: [(&str, &str); 2] = [
     ("sse-fanout-10k", "fanout-10k"),
 ];
 
+/// Rows of ours with authentication compared with the same flow without it: (row,
+/// baseline). The report shows row ÷ baseline for the rate and the latency difference.
+pub const AUTH_COMPARISONS: [(&str, &str); 4] = [
+    ("handshakes-jwt-hs256", "handshakes-ws"),
+    ("handshakes-jwt-es256", "handshakes-ws"),
+    ("handshakes-first-message", "handshakes-ws"),
+    ("latency-first-message", "latency-ws"),
+];
+
 /// All scenarios, in row order.
-pub const SCENARIOS: [Scenario; 15] = [
+pub const SCENARIOS: [Scenario; 21] = [
     Scenario {
         id: "closed-20b",
         label: "closed loop, 20 B (msgs/s)",
@@ -259,6 +309,42 @@ pub const SCENARIOS: [Scenario; 15] = [
         raw: false,
         latency: PUBLISH_TO_RECEIVE,
     },
+    sessions(
+        "handshakes-ws",
+        "/ws session, no auth (handshakes/s)",
+        HANDSHAKE_CONCURRENCY,
+        Auth::None,
+    ),
+    sessions(
+        "handshakes-jwt-hs256",
+        "/ws session, JWT HS256 in ?token= (handshakes/s)",
+        HANDSHAKE_CONCURRENCY,
+        Auth::QueryHs256,
+    ),
+    sessions(
+        "handshakes-jwt-es256",
+        "/ws session, JWT ES256 in ?token= (handshakes/s)",
+        HANDSHAKE_CONCURRENCY,
+        Auth::QueryEs256,
+    ),
+    sessions(
+        "handshakes-first-message",
+        "/ws session, first-message auth HS256 (handshakes/s)",
+        HANDSHAKE_CONCURRENCY,
+        Auth::FirstMessageHs256,
+    ),
+    sessions(
+        "latency-ws",
+        "/ws session one at a time, no auth (handshakes/s)",
+        1,
+        Auth::None,
+    ),
+    sessions(
+        "latency-first-message",
+        "/ws session one at a time, first-message auth HS256 (handshakes/s)",
+        1,
+        Auth::FirstMessageHs256,
+    ),
 ];
 
 impl Scenario {
@@ -328,8 +414,34 @@ impl Scenario {
                 args.extend(["--size".into(), SMALL.to_string()]);
                 timing(&mut args);
             }
+            Load::Sessions { concurrency, auth } => {
+                args.extend([
+                    "handshakes".into(),
+                    "--concurrency".into(),
+                    concurrency.to_string(),
+                ]);
+                // The first-message flow's `--auth-token` (added by the driver, which has
+                // the token) waits for `auth_success` instead.
+                if auth != Auth::FirstMessageHs256 {
+                    args.push("--session".into());
+                }
+                timing(&mut args);
+            }
         }
         args
+    }
+
+    /// Whether the row runs against switchboard's `/ws` session endpoint (ours only).
+    pub fn uses_session_endpoint(&self) -> bool {
+        matches!(self.load, Load::Sessions { .. })
+    }
+
+    /// How the row authenticates (`None` for every row but the `/ws` session ones).
+    pub fn auth(&self) -> Option<Auth> {
+        match self.load {
+            Load::Sessions { auth, .. } => Some(auth),
+            _ => None,
+        }
     }
 
     /// Whether this is a fan-out row.
@@ -366,7 +478,7 @@ impl Scenario {
         let run = match self.load {
             // Connection setup (bounded at 30 s by loadgen) plus the run.
             Load::Closed { .. } | Load::Pipelined { .. } => 30.0 + p.warmup + p.duration,
-            Load::Handshakes { .. } => p.warmup + p.duration,
+            Load::Handshakes { .. } | Load::Sessions { .. } => p.warmup + p.duration,
             // Opening (bounded at 120 s by loadgen), settling, and the longest hold.
             Load::Idle { .. } | Load::IdleSse => 120.0 + p.settle + IDLE_HOLD.as_secs_f64(),
             // Setup (90 s at most) + sync (30 s) + the run + drain and flush (4 s).
@@ -390,6 +502,33 @@ impl Scenario {
                 "{concurrency} concurrent connect + upgrade + drop, {} s warm-up + {} s",
                 p.warmup, p.duration
             ),
+            Load::Sessions { concurrency, auth } => {
+                let flow = match auth {
+                    Auth::None => "no authentication configured, up to `welcome`",
+                    Auth::QueryHs256 => {
+                        "server with `--jwt-secret`, an HS256 JWT in `/ws?token=`, up to `welcome`"
+                    }
+                    Auth::QueryEs256 => {
+                        "server with `--jwt-public-key` (P-256), an ES256 JWT in `/ws?token=`, \
+                         up to `welcome`"
+                    }
+                    Auth::FirstMessageHs256 => {
+                        "server with `--jwt-secret`, no credentials at the upgrade, then \
+                         `{\"type\":\"auth\",\"token\":…}` (HS256) up to `auth_success`"
+                    }
+                };
+                let tokens = if auth == Auth::None {
+                    ""
+                } else {
+                    " (one token, exp in 1 h, reused by every connection: verification is \
+                     measured, not minting)"
+                };
+                format!(
+                    "{concurrency} concurrent connect + upgrade + native session on `/ws`, {flow}, \
+                     then drop{tokens}, {} s warm-up + {} s",
+                    p.warmup, p.duration
+                )
+            }
             Load::Fanout {
                 subscribers,
                 rate: 0,

@@ -27,6 +27,9 @@ pub struct Server {
     /// HTTP feeds (SSE and long-poll scenarios; switchboard only), with the broadcast
     /// endpoint their fan-out publisher uses.
     pub http: Option<Endpoint>,
+    /// Native sessions (the `/ws` session rows, with and without authentication;
+    /// switchboard only).
+    pub session: Option<Endpoint>,
     /// Run only the idle (memory) scenario.
     pub idle_only: bool,
 }
@@ -114,6 +117,14 @@ pub const SERVERS: [Server; 6] = [
             "/ws",
             "native",
         ),
+        session: broadcast(
+            Kind::Switchboard {
+                echo: false,
+                park: true,
+            },
+            "/ws",
+            "native",
+        ),
         idle_only: false,
     },
     // Ours with parking off: what an idle connection costs before it is parked (its first
@@ -137,6 +148,7 @@ pub const SERVERS: [Server; 6] = [
         ),
         // Parking is a WebSocket matter: the SSE rows are the same as ours.
         http: None,
+        session: None,
         idle_only: true,
     },
     Server {
@@ -148,6 +160,7 @@ pub const SERVERS: [Server; 6] = [
             "socketio",
         ),
         http: None,
+        session: None,
         idle_only: false,
     },
     Server {
@@ -155,6 +168,7 @@ pub const SERVERS: [Server; 6] = [
         echo: ws(Kind::Peer("peer-tungstenite-echo"), "/"),
         fanout: None,
         http: None,
+        session: None,
         idle_only: false,
     },
     Server {
@@ -162,6 +176,7 @@ pub const SERVERS: [Server; 6] = [
         echo: ws(Kind::Peer("peer-fastwebsockets-echo"), "/"),
         fanout: broadcast(Kind::Peer("peer-fastwebsockets-broadcast"), "/", "plain"),
         http: None,
+        session: None,
         idle_only: false,
     },
     Server {
@@ -174,6 +189,7 @@ pub const SERVERS: [Server; 6] = [
         }),
         fanout: None,
         http: None,
+        session: None,
         idle_only: false,
     },
 ];
@@ -184,7 +200,9 @@ impl Server {
         if self.idle_only && !scenario.samples_memory() {
             return None;
         }
-        if scenario.uses_http_feeds() {
+        if scenario.uses_session_endpoint() {
+            self.session.as_ref()
+        } else if scenario.uses_http_feeds() {
             self.http.as_ref()
         } else if scenario.uses_broadcast_endpoint() {
             self.fanout.as_ref()
@@ -199,6 +217,7 @@ impl Server {
             .iter()
             .chain(self.fanout.iter())
             .chain(self.http.iter())
+            .chain(self.session.iter())
     }
 }
 

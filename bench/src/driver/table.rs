@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::scenarios::{Scenario, Unit, COMPARISONS};
+use super::scenarios::{Scenario, Unit, AUTH_COMPARISONS, COMPARISONS};
 use super::servers::{Server, OURS};
 use crate::report::RunResult;
 
@@ -156,6 +156,80 @@ pub fn transport_table(scenarios: &[Scenario], results: &Results) -> String {
         ])
     });
     markdown(header, rows.collect())
+}
+
+/// Our `/ws` session rows with authentication against the same rows without it
+/// ([`AUTH_COMPARISONS`]): rates, row ÷ baseline, p50 / p99 of each and the p50 and p99
+/// the authentication adds. Empty (header only) when no pair ran.
+pub fn auth_table(scenarios: &[Scenario], results: &Results) -> String {
+    let header = [
+        "with authentication",
+        "switchboard",
+        "without (row)",
+        "switchboard",
+        "auth ÷ no auth",
+        "p50 / p99 with",
+        "p50 / p99 without",
+        "added p50 / p99",
+    ]
+    .map(String::from)
+    .to_vec();
+    let find = |id: &str| scenarios.iter().find(|s| s.id == id);
+    let rows = AUTH_COMPARISONS.iter().filter_map(|(id, base)| {
+        let (sc, base) = (find(id)?, find(base)?);
+        let row = results.cell(OURS, sc.id, sc.metric);
+        let baseline = results.cell(OURS, base.id, base.metric);
+        let ratio = match (&row, &baseline) {
+            (Cell::Value(a), Cell::Value(b)) if *b > 0.0 => format!("{:.2}×", a / b),
+            _ => "—".to_string(),
+        };
+        let latencies = |sc: &Scenario| {
+            let (p50, p99) = sc.latency?;
+            match (
+                results.cell(OURS, sc.id, p50),
+                results.cell(OURS, sc.id, p99),
+            ) {
+                (Cell::Value(a), Cell::Value(b)) => Some((a, b)),
+                _ => None,
+            }
+        };
+        let (with, without) = (latencies(sc), latencies(base));
+        let pair = |l: Option<(f64, f64)>| {
+            l.map_or("—".to_string(), |(a, b)| {
+                format!("{} / {}", micros(a), micros(b))
+            })
+        };
+        let added = match (with, without) {
+            (Some((a50, a99)), Some((b50, b99))) => {
+                format!(
+                    "{} / {}",
+                    signed_micros(a50 - b50),
+                    signed_micros(a99 - b99)
+                )
+            }
+            _ => "—".to_string(),
+        };
+        Some(vec![
+            sc.label.to_string(),
+            format_cell(&row, sc.unit),
+            base.id.to_string(),
+            format_cell(&baseline, base.unit),
+            ratio,
+            pair(with),
+            pair(without),
+            added,
+        ])
+    });
+    markdown(header, rows.collect())
+}
+
+/// [`micros`] with a sign: `+35 µs`, `-4 µs`.
+fn signed_micros(us: f64) -> String {
+    if us < 0.0 {
+        format!("-{}", micros(-us))
+    } else {
+        format!("+{}", micros(us))
+    }
 }
 
 /// Median p50 / p99 latency of the scenarios that measure it.
@@ -316,6 +390,38 @@ mod tests {
         let table = results_table(&super::super::servers::SERVERS, sc, &results);
         assert!(table.contains("0.50×"), "{table}");
         assert!(table.contains("failed"), "{table}");
+    }
+
+    #[test]
+    fn ratio_of_an_authenticated_row_to_its_baseline() {
+        let mut results = Results::default();
+        let done = |rate: f64, p50: f64, p99: f64| {
+            let mut r = RunResult::default();
+            r.metrics.insert("handshakes_per_s".into(), rate);
+            r.metrics.insert("handshake_p50_us".into(), p50);
+            r.metrics.insert("handshake_p99_us".into(), p99);
+            Outcome::Done(r)
+        };
+        results.push(OURS, "handshakes-ws", done(20_000.0, 2_000.0, 4_000.0));
+        results.push(
+            OURS,
+            "handshakes-jwt-es256",
+            done(10_000.0, 4_000.0, 8_000.0),
+        );
+        results.push(OURS, "latency-ws", done(5_000.0, 150.0, 300.0));
+        results.push(OURS, "latency-first-message", done(4_000.0, 190.0, 290.0));
+        let all = &super::super::scenarios::SCENARIOS;
+        let table = auth_table(all, &results);
+        assert!(table.contains("0.50×"), "{table}");
+        assert!(table.contains("+2000 µs / +4000 µs"), "{table}");
+        assert!(table.contains("+40 µs / -10 µs"), "{table}");
+        assert_eq!(table.lines().count(), 6, "all four pairs: {table}");
+        let none: Vec<_> = all
+            .iter()
+            .filter(|s| s.id == "handshakes")
+            .copied()
+            .collect();
+        assert_eq!(auth_table(&none, &results).lines().count(), 2);
     }
 
     #[test]

@@ -434,7 +434,7 @@ async fn wait_for(
 
 /// One complete unmasked server frame at the start of `data`: opcode, payload and
 /// the frame's total length; `None` if incomplete.
-fn parse_frame(data: &[u8]) -> io::Result<Option<(u8, &[u8], usize)>> {
+pub(super) fn parse_frame(data: &[u8]) -> io::Result<Option<(u8, &[u8], usize)>> {
     if data.len() < 2 {
         return Ok(None);
     }
@@ -481,7 +481,7 @@ fn invalid(message: &str) -> io::Error {
 }
 
 /// A masked client text frame (payloads up to 64 KiB).
-fn client_frame(payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+pub(super) fn client_frame(payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 8);
     push_frame(&mut out, 0x1, payload, mask);
     out

@@ -3,11 +3,21 @@
 //! one-byte echo, so the server really accepted and served the connection.
 //!
 //! Each connection is dropped (FIN, no close frame) right after the verified 101,
-//! the same way for every server.
+//! the same way for every server. With `--session` (switchboard's `/ws`) it is
+//! dropped after the native session's first message, `welcome`, instead: the session
+//! exists and the handshake's credentials (a `?token=` in the path) were accepted.
+//! With `--auth-token` it goes through the first-message flow: no credentials at the
+//! upgrade, then `{"type":"auth","token":…}` and the wait for `auth_success`.
 
-use std::io;
+use std::io::{self, ErrorKind};
 use std::time::{Duration, Instant};
 
+use memchr::memmem;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::fanout::{client_frame, parse_frame};
+use super::handshake::Rng;
 use super::latency::Latency;
 use super::target::Target;
 use super::window::Window;
@@ -15,6 +25,25 @@ use crate::report::{metric, RunResult};
 
 /// Longest a single handshake may take before it counts as an error.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where one handshake ends.
+#[derive(Debug, Clone)]
+pub enum Until {
+    /// The verified `101` (or the raw one-byte echo).
+    Upgrade,
+    /// The native session's `welcome`, the first frame after the `101`.
+    Welcome,
+    /// First-message authentication: this `auth` frame's payload is sent after the
+    /// `101`, and the first frame back must be `auth_success`.
+    AuthSuccess(String),
+}
+
+impl Until {
+    /// The first-message flow's `auth` message for `token`.
+    pub fn first_message(token: &str) -> Self {
+        Until::AuthSuccess(format!(r#"{{"type":"auth","token":"{token}"}}"#))
+    }
+}
 
 /// What one worker measured.
 #[derive(Default)]
@@ -28,12 +57,17 @@ struct WorkerStats {
 pub async fn run(
     target: &Target,
     concurrency: usize,
+    until: Until,
     warmup: f64,
     duration: f64,
 ) -> anyhow::Result<RunResult> {
+    anyhow::ensure!(
+        !target.raw || matches!(until, Until::Upgrade),
+        "--session and --auth-token need WebSocket (no --raw)"
+    );
     let window = Window::after(warmup, duration);
     let workers: Vec<_> = (0..concurrency)
-        .map(|_| tokio::spawn(worker(target.clone(), window)))
+        .map(|_| tokio::spawn(worker(target.clone(), until.clone(), window)))
         .collect();
 
     let mut result = RunResult {
@@ -57,6 +91,13 @@ pub async fn run(
         .insert("concurrency".into(), concurrency as f64);
     result.params.insert("warmup".into(), warmup);
     result.params.insert("duration".into(), duration);
+    let (session, first_message) = match until {
+        Until::Upgrade => (0.0, 0.0),
+        Until::Welcome => (1.0, 0.0),
+        Until::AuthSuccess(_) => (1.0, 1.0),
+    };
+    result.params.insert("session".into(), session);
+    result.params.insert("first_message".into(), first_message);
     for (name, value) in [
         (metric::HANDSHAKES_PER_S, handshakes as f64 / duration),
         (metric::HANDSHAKE_P50_US, latency.quantile_us(0.50)),
@@ -73,12 +114,12 @@ pub async fn run(
     Ok(result)
 }
 
-async fn worker(target: Target, window: Window) -> WorkerStats {
+async fn worker(target: Target, until: Until, window: Window) -> WorkerStats {
     let mut stats = WorkerStats::default();
     // Bounded by the window: every attempt is itself bounded by HANDSHAKE_TIMEOUT.
     while Instant::now() < window.end {
         let started = Instant::now();
-        let attempt = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&target)).await;
+        let attempt = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&target, &until)).await;
         let now = Instant::now();
         match attempt {
             Ok(Ok(())) => {
@@ -98,7 +139,52 @@ async fn worker(target: Target, window: Window) -> WorkerStats {
     stats
 }
 
-/// One connection: open, upgrade (a one-byte echo when raw), drop.
-async fn handshake(target: &Target) -> io::Result<()> {
-    target.open().await.map(drop)
+/// One connection: open, upgrade (a one-byte echo when raw), maybe wait for the
+/// session's first message, drop.
+async fn handshake(target: &Target, until: &Until) -> io::Result<()> {
+    let (mut stream, mut buf) = target.open().await?;
+    match until {
+        Until::Upgrade => Ok(()),
+        Until::Welcome => first_text(&mut stream, &mut buf, br#""type":"welcome""#).await,
+        Until::AuthSuccess(auth) => {
+            let frame = client_frame(auth.as_bytes(), Rng::new().mask());
+            stream.write_all(&frame).await?;
+            first_text(&mut stream, &mut buf, br#""type":"auth_success""#).await
+        }
+    }
+}
+
+/// Reads the first text frame (skipping pings) and checks that it contains `expected`.
+/// A close frame is an error carrying its code and reason (e.g. 4001 "Invalid token").
+async fn first_text(stream: &mut TcpStream, buf: &mut Vec<u8>, expected: &[u8]) -> io::Result<()> {
+    loop {
+        let mut at = 0;
+        while let Some((opcode, payload, next)) = parse_frame(&buf[at..])? {
+            at += next;
+            if opcode == 0x1 {
+                return if memmem::find(payload, expected).is_some() {
+                    Ok(())
+                } else {
+                    Err(io::Error::new(
+                        ErrorKind::InvalidData,
+                        format!(
+                            "expected {}, got {}",
+                            String::from_utf8_lossy(expected),
+                            String::from_utf8_lossy(payload)
+                        ),
+                    ))
+                };
+            }
+        }
+        buf.drain(..at);
+        let mut chunk = [0u8; 1024];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "closed before the session's first message",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }

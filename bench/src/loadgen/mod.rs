@@ -126,6 +126,14 @@ pub struct HandshakeArgs {
     /// Handshakes in flight at once.
     #[arg(long, default_value_t = 50)]
     pub concurrency: usize,
+    /// switchboard's `/ws`: drop the connection after the native session's first message
+    /// (`welcome`) rather than right after the 101.
+    #[arg(long)]
+    pub session: bool,
+    /// First-message authentication on switchboard's `/ws`: after the 101 send
+    /// `{"type":"auth","token":TOKEN}` and wait for `auth_success` (instead of `welcome`).
+    #[arg(long, value_name = "TOKEN", conflicts_with = "session")]
+    pub auth_token: Option<String>,
     /// Seconds before measuring.
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
@@ -207,7 +215,12 @@ async fn run(cli: Cli) -> anyhow::Result<crate::report::RunResult> {
             throughput::run(&target, "pipelined", &load.into_load(depth)).await
         }
         Command::Handshakes(h) => {
-            handshakes::run(&target, h.concurrency, h.warmup, h.duration).await
+            let until = match (&h.auth_token, h.session) {
+                (Some(token), _) => handshakes::Until::first_message(token),
+                (None, true) => handshakes::Until::Welcome,
+                (None, false) => handshakes::Until::Upgrade,
+            };
+            handshakes::run(&target, h.concurrency, until, h.warmup, h.duration).await
         }
         Command::Idle(i) => {
             let idle = idle::Idle {
