@@ -32,7 +32,8 @@ impl Sid {
     pub fn new(s: &str) -> Result<Sid, InvalidSid> {
         let ok = !s.is_empty()
             && s.len() <= Sid::MAX_LEN
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if ok {
             Ok(Sid(Str::from(s)))
         } else {

@@ -107,7 +107,11 @@ mod tests {
     fn ping_every_interval_after_the_pong() {
         let t0 = Instant::now();
         let mut hb = Heartbeat::new(t0, 25 * S, 20 * S);
-        assert_eq!(hb.next_deadline(), Some(t0 + 25 * S), "first ping one interval after open");
+        assert_eq!(
+            hb.next_deadline(),
+            Some(t0 + 25 * S),
+            "first ping one interval after open"
+        );
         assert_eq!(hb.on_deadline(t0 + 24 * S), HeartbeatAction::Wait);
         assert_eq!(hb.on_deadline(t0 + 25 * S), HeartbeatAction::SendPing);
         assert!(hb.awaiting_pong());

@@ -102,7 +102,7 @@ pub use packet::{encode_text_message, Message, Packet, PacketType, WsFrame};
 pub use payload::{decode_payload, encode_payload, SEPARATOR};
 pub use request::{classify, EngineRequest, Method, Query, RequestError, Transport, Transports};
 pub use session::{
-    CloseReason, Event, GetOutcome, PollId, PostId, SendError, Session, Transmit,
-    TransportError, TransportState, WsId, POLL_CONTENT_TYPE, POST_OK,
+    CloseReason, Event, GetOutcome, PollId, PostId, SendError, Session, Transmit, TransportError,
+    TransportState, WsId, POLL_CONTENT_TYPE, POST_OK,
 };
 pub use str::Str;

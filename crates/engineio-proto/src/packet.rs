@@ -284,7 +284,10 @@ mod tests {
     #[test]
     fn every_packet_type_exact_bytes() {
         let cases: &[(Packet, &[u8])] = &[
-            (Packet::Open(Str::from(r#"{"sid":"x"}"#)), br#"0{"sid":"x"}"#),
+            (
+                Packet::Open(Str::from(r#"{"sid":"x"}"#)),
+                br#"0{"sid":"x"}"#,
+            ),
             (Packet::Close, b"1"),
             (Packet::Ping(Str::new()), b"2"),
             (Packet::Ping(Str::from("probe")), b"2probe"),
@@ -315,7 +318,10 @@ mod tests {
             Packet::binary(vec![1, 2, 3]).encode_ws(),
             WsFrame::Binary(Bytes::from_static(&[1, 2, 3]))
         );
-        assert_eq!(Packet::Ping(Str::new()).encode_ws(), WsFrame::Text(Str::from("2")));
+        assert_eq!(
+            Packet::Ping(Str::new()).encode_ws(),
+            WsFrame::Text(Str::from("2"))
+        );
         assert_eq!(
             Packet::decode_ws(&WsFrame::Binary(Bytes::from_static(&[4, 1]))).unwrap(),
             Packet::binary(vec![4, 1]),

@@ -54,7 +54,8 @@ pub fn decode_payload(body: &Bytes, max_payload: usize) -> Result<Vec<Packet>, D
             .position(|&b| b == SEPARATOR)
             .map_or(bytes.len(), |i| start + i);
         // A record between ASCII separators (or the ends) is UTF-8 on its own.
-        let record = Str::from_utf8(bytes.slice(start..end)).map_err(|_| DecodeError::InvalidUtf8)?;
+        let record =
+            Str::from_utf8(bytes.slice(start..end)).map_err(|_| DecodeError::InvalidUtf8)?;
         packets.push(Packet::decode_text(&record)?);
         if end == bytes.len() {
             return Ok(packets);
@@ -74,7 +75,11 @@ mod tests {
 
     #[test]
     fn spec_examples() {
-        let packets = vec![Packet::text("hello"), Packet::Ping(Str::new()), Packet::text("world")];
+        let packets = vec![
+            Packet::text("hello"),
+            Packet::Ping(Str::new()),
+            Packet::text("world"),
+        ];
         assert_eq!(encode_payload(&packets), &b"4hello\x1e2\x1e4world"[..]);
         assert_eq!(dec(b"4hello\x1e2\x1e4world").unwrap(), packets);
 
@@ -84,7 +89,10 @@ mod tests {
 
         let packets = vec![Packet::text("hello"), Packet::text("€€€")];
         assert_eq!(encode_payload(&packets), "4hello\u{1e}4€€€".as_bytes());
-        assert_eq!(encoded_payload_len(&packets), encode_payload(&packets).len());
+        assert_eq!(
+            encoded_payload_len(&packets),
+            encode_payload(&packets).len()
+        );
 
         assert_eq!(encode_payload(&[]), &b""[..]);
         assert_eq!(encode_payload(&[Packet::Noop]), &b"6"[..]);
@@ -94,7 +102,11 @@ mod tests {
     fn invalid_payloads() {
         assert_eq!(dec(b""), Err(DecodeError::Empty));
         assert_eq!(dec(b"abc"), Err(DecodeError::UnknownType(b'a')));
-        assert_eq!(dec(b"4a\x1e"), Err(DecodeError::Empty), "trailing separator");
+        assert_eq!(
+            dec(b"4a\x1e"),
+            Err(DecodeError::Empty),
+            "trailing separator"
+        );
         assert_eq!(dec(b"4a\x1e\x1e4b"), Err(DecodeError::Empty));
         assert_eq!(dec(b"4a\x1e9"), Err(DecodeError::UnknownType(b'9')));
         assert_eq!(dec(b"4\xff\xfe"), Err(DecodeError::InvalidUtf8));
@@ -103,11 +115,19 @@ mod tests {
             decode_payload(&Bytes::from_static(b"4hello"), 5),
             Err(DecodeError::TooLarge { limit: 5 })
         );
-        assert_eq!(decode_payload(&Bytes::from_static(b"4hello"), 6).unwrap().len(), 1);
+        assert_eq!(
+            decode_payload(&Bytes::from_static(b"4hello"), 6)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn unpadded_base64_is_accepted() {
-        assert_eq!(dec(b"bAQIDBA").unwrap(), vec![Packet::binary(vec![1, 2, 3, 4])]);
+        assert_eq!(
+            dec(b"bAQIDBA").unwrap(),
+            vec![Packet::binary(vec![1, 2, 3, 4])]
+        );
     }
 }

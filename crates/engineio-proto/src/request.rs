@@ -119,9 +119,9 @@ impl EngineRequest<'_> {
     pub fn sid(&self) -> Option<&str> {
         match self {
             EngineRequest::Handshake { .. } => None,
-            EngineRequest::Poll { sid } | EngineRequest::Post { sid } | EngineRequest::Upgrade { sid } => {
-                Some(sid)
-            }
+            EngineRequest::Poll { sid }
+            | EngineRequest::Post { sid }
+            | EngineRequest::Upgrade { sid } => Some(sid),
         }
     }
 }
@@ -277,23 +277,47 @@ mod tests {
     fn valid_requests() {
         assert_eq!(
             get("EIO=4&transport=polling"),
-            Ok(EngineRequest::Handshake { transport: Transport::Polling })
+            Ok(EngineRequest::Handshake {
+                transport: Transport::Polling
+            })
         );
         assert_eq!(
             get("EIO=4&transport=polling&t=N8hyd6w&sid="),
-            Ok(EngineRequest::Handshake { transport: Transport::Polling }),
+            Ok(EngineRequest::Handshake {
+                transport: Transport::Polling
+            }),
             "an empty sid is no sid"
         );
         assert_eq!(
-            classify(Method::Get, "EIO=4&transport=websocket", true, Transports::default()),
-            Ok(EngineRequest::Handshake { transport: Transport::WebSocket })
+            classify(
+                Method::Get,
+                "EIO=4&transport=websocket",
+                true,
+                Transports::default()
+            ),
+            Ok(EngineRequest::Handshake {
+                transport: Transport::WebSocket
+            })
         );
-        assert_eq!(get("EIO=4&transport=polling&sid=abc"), Ok(EngineRequest::Poll { sid: "abc" }));
         assert_eq!(
-            classify(Method::Post, "EIO=4&transport=polling&sid=abc", false, Transports::default()),
+            get("EIO=4&transport=polling&sid=abc"),
+            Ok(EngineRequest::Poll { sid: "abc" })
+        );
+        assert_eq!(
+            classify(
+                Method::Post,
+                "EIO=4&transport=polling&sid=abc",
+                false,
+                Transports::default()
+            ),
             Ok(EngineRequest::Post { sid: "abc" })
         );
-        let up = classify(Method::Get, "EIO=4&transport=websocket&sid=abc", true, Transports::default());
+        let up = classify(
+            Method::Get,
+            "EIO=4&transport=websocket&sid=abc",
+            true,
+            Transports::default(),
+        );
         assert_eq!(up, Ok(EngineRequest::Upgrade { sid: "abc" }));
         assert_eq!(up.unwrap().sid(), Some("abc"));
         assert_eq!(
@@ -310,54 +334,115 @@ mod tests {
         assert_eq!(get("EIO=4"), Err(UnknownTransport));
         assert_eq!(get("EIO=4&transport=abc"), Err(UnknownTransport));
         assert_eq!(get("EIO=4&transport=Polling"), Err(UnknownTransport));
-        assert_eq!(get("transport=abc&sid=x"), Err(UnknownTransport), "before the sid");
-        let polling_only = Transports { polling: true, websocket: false };
+        assert_eq!(
+            get("transport=abc&sid=x"),
+            Err(UnknownTransport),
+            "before the sid"
+        );
+        let polling_only = Transports {
+            polling: true,
+            websocket: false,
+        };
         assert_eq!(
             classify(Method::Get, "EIO=4&transport=websocket", true, polling_only),
             Err(UnknownTransport)
         );
         // 2. existing session
         assert_eq!(
-            classify(Method::Other, "EIO=4&transport=polling&sid=a", false, Transports::default()),
+            classify(
+                Method::Other,
+                "EIO=4&transport=polling&sid=a",
+                false,
+                Transports::default()
+            ),
             Err(BadRequest)
         );
-        assert_eq!(get("EIO=4&transport=websocket&sid=a"), Err(BadRequest), "websocket without upgrade");
         assert_eq!(
-            classify(Method::Get, "EIO=4&transport=polling&sid=a", true, Transports::default()),
+            get("EIO=4&transport=websocket&sid=a"),
+            Err(BadRequest),
+            "websocket without upgrade"
+        );
+        assert_eq!(
+            classify(
+                Method::Get,
+                "EIO=4&transport=polling&sid=a",
+                true,
+                Transports::default()
+            ),
             Err(BadRequest)
         );
         // 3. handshake
         assert_eq!(
-            classify(Method::Post, "EIO=4&transport=polling", false, Transports::default()),
+            classify(
+                Method::Post,
+                "EIO=4&transport=polling",
+                false,
+                Transports::default()
+            ),
             Err(BadHandshakeMethod)
         );
         assert_eq!(
-            classify(Method::Other, "transport=polling", false, Transports::default()),
+            classify(
+                Method::Other,
+                "transport=polling",
+                false,
+                Transports::default()
+            ),
             Err(BadHandshakeMethod),
             "method before version"
         );
         assert_eq!(get("EIO=4&transport=websocket"), Err(BadRequest));
         assert_eq!(
-            classify(Method::Get, "EIO=4&transport=polling", true, Transports::default()),
+            classify(
+                Method::Get,
+                "EIO=4&transport=polling",
+                true,
+                Transports::default()
+            ),
             Err(BadRequest)
         );
         // 5. version
         assert_eq!(get("transport=polling"), Err(UnsupportedProtocolVersion));
-        assert_eq!(get("EIO=abc&transport=polling"), Err(UnsupportedProtocolVersion));
-        assert_eq!(get("EIO=3&transport=polling"), Err(UnsupportedProtocolVersion));
-        assert_eq!(get("EIO=5&transport=polling"), Err(UnsupportedProtocolVersion));
+        assert_eq!(
+            get("EIO=abc&transport=polling"),
+            Err(UnsupportedProtocolVersion)
+        );
+        assert_eq!(
+            get("EIO=3&transport=polling"),
+            Err(UnsupportedProtocolVersion)
+        );
+        assert_eq!(
+            get("EIO=5&transport=polling"),
+            Err(UnsupportedProtocolVersion)
+        );
     }
 
     #[test]
     fn error_responses_exact_bytes() {
         use RequestError::*;
         let cases = [
-            (UnknownTransport, 400, r#"{"code":0,"message":"Transport unknown"}"#),
-            (UnknownSid, 400, r#"{"code":1,"message":"Session ID unknown"}"#),
-            (BadHandshakeMethod, 400, r#"{"code":2,"message":"Bad handshake method"}"#),
+            (
+                UnknownTransport,
+                400,
+                r#"{"code":0,"message":"Transport unknown"}"#,
+            ),
+            (
+                UnknownSid,
+                400,
+                r#"{"code":1,"message":"Session ID unknown"}"#,
+            ),
+            (
+                BadHandshakeMethod,
+                400,
+                r#"{"code":2,"message":"Bad handshake method"}"#,
+            ),
             (BadRequest, 400, r#"{"code":3,"message":"Bad request"}"#),
             (Forbidden, 403, r#"{"code":4,"message":"Forbidden"}"#),
-            (UnsupportedProtocolVersion, 400, r#"{"code":5,"message":"Unsupported protocol version"}"#),
+            (
+                UnsupportedProtocolVersion,
+                400,
+                r#"{"code":5,"message":"Unsupported protocol version"}"#,
+            ),
         ];
         for (err, status, body) in cases {
             assert_eq!(err.status(), status);

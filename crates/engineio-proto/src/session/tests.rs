@@ -166,7 +166,11 @@ fn polling_handshake_exact_bytes() {
     );
     assert_eq!(s.transport_state(), TransportState::Polling);
     assert_eq!(s.sid().as_str(), "lv_VI97HAXpY6yYWAAAC");
-    assert_eq!(s.next_deadline(), Some(t0 + 300 * MS), "first ping one interval later");
+    assert_eq!(
+        s.next_deadline(),
+        Some(t0 + 300 * MS),
+        "first ping one interval later"
+    );
 }
 
 #[test]
@@ -199,10 +203,14 @@ fn polling_text_and_binary() {
     assert_eq!(c.post(1, "4hello\x1ebAQIDBA=="), Ok(()));
     assert_eq!(
         c.events(),
-        vec![msg("hello"), Event::Message(Message::Binary(Bytes::from_static(&[1, 2, 3, 4])))]
+        vec![
+            msg("hello"),
+            Event::Message(Message::Binary(Bytes::from_static(&[1, 2, 3, 4])))
+        ]
     );
     c.send("hello");
-    c.s.send(Message::Binary(Bytes::from_static(&[1, 2, 3, 4]))).unwrap();
+    c.s.send(Message::Binary(Bytes::from_static(&[1, 2, 3, 4])))
+        .unwrap();
     c.get_now(2, "4hello\x1ebAQIDBA==");
 }
 
@@ -229,14 +237,21 @@ fn send_all_goes_in_one_payload() {
     .unwrap();
     assert_eq!(
         c.transmits(),
-        vec![poll(get, "451-[\"e\",{\"_placeholder\":true,\"num\":0}]\x1eb/w==")]
+        vec![poll(
+            get,
+            "451-[\"e\",{\"_placeholder\":true,\"num\":0}]\x1eb/w=="
+        )]
     );
 }
 
 #[test]
 fn ignored_client_packets() {
     let mut c = Client::polling();
-    assert_eq!(c.post(1, "0\x1e5\x1e6\x1e3"), Ok(()), "open, upgrade, noop, stray pong");
+    assert_eq!(
+        c.post(1, "0\x1e5\x1e6\x1e3"),
+        Ok(()),
+        "open, upgrade, noop, stray pong"
+    );
     assert_eq!(c.events(), vec![]);
     assert!(!c.s.is_closed());
 }
@@ -248,10 +263,14 @@ fn websocket_text_and_binary() {
     c.ws(ws, 1, WsFrame::Binary(Bytes::from_static(&[1, 2, 3, 4])));
     assert_eq!(
         c.events(),
-        vec![msg("hello"), Event::Message(Message::Binary(Bytes::from_static(&[1, 2, 3, 4])))]
+        vec![
+            msg("hello"),
+            Event::Message(Message::Binary(Bytes::from_static(&[1, 2, 3, 4])))
+        ]
     );
     c.send("hello");
-    c.s.send(Message::Binary(Bytes::from_static(&[1, 2, 3, 4]))).unwrap();
+    c.s.send(Message::Binary(Bytes::from_static(&[1, 2, 3, 4])))
+        .unwrap();
     assert_eq!(
         c.transmits(),
         vec![
@@ -264,7 +283,11 @@ fn websocket_text_and_binary() {
     );
     assert_eq!(c.s.websocket_id(), Some(ws));
     assert_eq!(c.s.transport_state(), TransportState::WebSocket);
-    assert_eq!(c.get(2), Err(RequestError::BadRequest), "no polling on a WebSocket session");
+    assert_eq!(
+        c.get(2),
+        Err(RequestError::BadRequest),
+        "no polling on a WebSocket session"
+    );
     assert_eq!(c.post(2, "4x"), Err(RequestError::BadRequest));
     assert_eq!(c.s.handle_ws_open(c.at(2)), Err(RequestError::BadRequest));
     assert!(!c.s.is_closed());
@@ -284,7 +307,11 @@ fn polling_ping_pong_three_times() {
         assert_eq!(c.transmits(), vec![poll(get, "2")]);
         assert_eq!(c.s.next_deadline(), Some(c.at(now + 500)));
         assert_eq!(c.post(now + 310, "3"), Ok(()));
-        assert_eq!(c.s.next_deadline(), Some(c.at(now + 610)), "next ping an interval after the pong");
+        assert_eq!(
+            c.s.next_deadline(),
+            Some(c.at(now + 610)),
+            "next ping an interval after the pong"
+        );
         now += 310;
     }
     assert!(!c.s.is_closed());
@@ -343,12 +370,16 @@ fn client_ping_is_an_invalid_heartbeat_direction() {
     let get = c.held_get(1);
     assert_eq!(c.post(2, "2"), Err(RequestError::BadRequest));
     assert_eq!(c.transmits(), vec![poll(get, "1")]);
-    c.assert_closed(CloseReason::TransportError(TransportError::HeartbeatDirection));
+    c.assert_closed(CloseReason::TransportError(
+        TransportError::HeartbeatDirection,
+    ));
 
     let (mut c, ws) = Client::websocket();
     c.ws(ws, 1, text("2probe"));
     assert_eq!(c.transmits(), vec![Transmit::CloseWs { ws }]);
-    c.assert_closed(CloseReason::TransportError(TransportError::HeartbeatDirection));
+    c.assert_closed(CloseReason::TransportError(
+        TransportError::HeartbeatDirection,
+    ));
 }
 
 // ---- error paths on polling ----
@@ -393,7 +424,10 @@ fn invalid_packet_closes_the_session() {
         let get = c.held_get(1);
         assert_eq!(c.post(2, body), Err(RequestError::BadRequest), "{body:?}");
         assert_eq!(c.transmits(), vec![poll(get, "1")]);
-        assert_eq!(c.events().first(), Some(&Event::Closed(CloseReason::ParseError(err))));
+        assert_eq!(
+            c.events().first(),
+            Some(&Event::Closed(CloseReason::ParseError(err)))
+        );
         c.assert_closed(CloseReason::ParseError(err));
     }
     // A body that is not UTF-8.
@@ -440,7 +474,10 @@ fn post_above_max_payload_is_413_and_closes() {
     let mut c = Client::polling();
     let get = c.held_get(1);
     let id = c.s.handle_post_start(c.at(1)).unwrap();
-    assert_eq!(c.s.handle_post_too_large(id, c.at(2)), RequestError::PayloadTooLarge);
+    assert_eq!(
+        c.s.handle_post_too_large(id, c.at(2)),
+        RequestError::PayloadTooLarge
+    );
     assert_eq!(c.transmits(), vec![poll(get, "1")]);
     c.assert_closed(CloseReason::TransportError(TransportError::PayloadTooLarge));
 }
@@ -449,7 +486,10 @@ fn post_above_max_payload_is_413_and_closes() {
 fn concurrent_post_closes_the_session() {
     let mut c = Client::polling();
     let first = c.s.handle_post_start(c.at(1)).unwrap();
-    assert_eq!(c.s.handle_post_start(c.at(2)), Err(RequestError::BadRequest));
+    assert_eq!(
+        c.s.handle_post_start(c.at(2)),
+        Err(RequestError::BadRequest)
+    );
     assert_eq!(
         c.s.handle_post(first, Bytes::from_static(b"4late"), false, c.at(3)),
         Err(RequestError::UnknownSid)
@@ -469,9 +509,11 @@ fn aborted_post_closes_the_session() {
 fn sequential_posts_are_fine_and_stale_ids_refused() {
     let mut c = Client::polling();
     let a = c.s.handle_post_start(c.at(1)).unwrap();
-    c.s.handle_post(a, Bytes::from_static(b"4a"), false, c.at(1)).unwrap();
+    c.s.handle_post(a, Bytes::from_static(b"4a"), false, c.at(1))
+        .unwrap();
     let b = c.s.handle_post_start(c.at(2)).unwrap();
-    c.s.handle_post(b, Bytes::from_static(b"4b"), false, c.at(2)).unwrap();
+    c.s.handle_post(b, Bytes::from_static(b"4b"), false, c.at(2))
+        .unwrap();
     assert_eq!(
         c.s.handle_post(a, Bytes::from_static(b"4a"), false, c.at(3)),
         Err(RequestError::BadRequest)
@@ -543,7 +585,10 @@ fn server_close_on_websocket() {
     let (mut c, ws) = Client::websocket();
     c.send("1"); // a Socket.IO disconnect, `41` on the wire
     c.s.close(c.at(1));
-    assert_eq!(c.transmits(), vec![ws_text(ws, "41"), Transmit::CloseWs { ws }]);
+    assert_eq!(
+        c.transmits(),
+        vec![ws_text(ws, "41"), Transmit::CloseWs { ws }]
+    );
     c.assert_closed(CloseReason::ForcedClose);
 }
 
@@ -572,12 +617,23 @@ fn server_close_on_polling_waits_for_the_next_get_or_the_timeout() {
     c.send("1");
     c.s.close(c.at(1));
     assert_eq!(c.s.transport_state(), TransportState::Closing);
-    assert!(matches!(c.s.send(Message::Text("x".into())), Err(SendError::Closed(_))));
-    assert_eq!(c.post(2, "4ignored"), Ok(()), "packets after the server closed are ignored");
+    assert!(matches!(
+        c.s.send(Message::Text("x".into())),
+        Err(SendError::Closed(_))
+    ));
+    assert_eq!(
+        c.post(2, "4ignored"),
+        Ok(()),
+        "packets after the server closed are ignored"
+    );
     assert_eq!(c.events(), vec![]);
     assert_eq!(c.s.next_deadline(), Some(c.at(2001)));
     c.tick(300);
-    assert_eq!(c.s.transport_state(), TransportState::Closing, "no pings while closing");
+    assert_eq!(
+        c.s.transport_state(),
+        TransportState::Closing,
+        "no pings while closing"
+    );
     c.tick(2001);
     assert_eq!(c.transmits(), vec![]);
     c.assert_closed(CloseReason::ForcedClose);
@@ -619,7 +675,11 @@ fn polls_during_a_probed_upgrade_get_noop_and_the_queue_waits_for_the_websocket(
     c.get_now(3, "6");
     c.send("b");
     assert_eq!(c.transmits(), vec![]);
-    assert_eq!(c.post(4, "4from polling"), Ok(()), "an in-flight POST still lands");
+    assert_eq!(
+        c.post(4, "4from polling"),
+        Ok(()),
+        "an in-flight POST still lands"
+    );
     c.ws(ws, 5, text("5"));
     assert_eq!(c.transmits(), vec![ws_text(ws, "4a"), ws_text(ws, "4b")]);
     assert_eq!(c.events(), vec![msg("from polling"), Event::Upgraded]);
@@ -665,7 +725,12 @@ fn second_websocket_during_an_upgrade_is_refused() {
 
 #[test]
 fn a_wrong_packet_on_the_probe_ends_the_attempt_only() {
-    for (first, second) in [("4hello", None), ("5", None), ("2probe", Some("4early")), ("2probe", Some("2probe"))] {
+    for (first, second) in [
+        ("4hello", None),
+        ("5", None),
+        ("2probe", Some("4early")),
+        ("2probe", Some("2probe")),
+    ] {
         let mut c = Client::polling();
         let ws = c.s.handle_ws_open(c.at(1)).unwrap();
         c.ws(ws, 2, text(first));
@@ -673,7 +738,11 @@ fn a_wrong_packet_on_the_probe_ends_the_attempt_only() {
             c.ws(ws, 3, text(second));
         }
         let t = c.transmits();
-        assert_eq!(t.last(), Some(&Transmit::CloseWs { ws }), "{first} {second:?}");
+        assert_eq!(
+            t.last(),
+            Some(&Transmit::CloseWs { ws }),
+            "{first} {second:?}"
+        );
         assert_eq!(c.s.transport_state(), TransportState::Polling);
         assert!(!c.s.is_closed());
         // Polling goes on, and a new attempt may start.
