@@ -157,12 +157,22 @@ impl Serialize for PacketImage<'_> {
         };
         map.serialize_entry("type", &kind)?;
         match packet {
-            Packet::Connect { data: Some(data), .. } => {
+            Packet::Connect {
+                data: Some(data), ..
+            } => {
                 map.serialize_entry("data", &Image::plain(&Value::Object(data.clone())))?;
             }
             Packet::Connect { data: None, .. } | Packet::Disconnect { .. } => {}
-            Packet::Event { name, args, ack, .. } => {
-                map.serialize_entry("data", &EventData { name: name.to_value(), args })?;
+            Packet::Event {
+                name, args, ack, ..
+            } => {
+                map.serialize_entry(
+                    "data",
+                    &EventData {
+                        name: name.to_value(),
+                        args,
+                    },
+                )?;
                 if let Some(id) = ack {
                     map.serialize_entry("id", &id.0)?;
                 }
@@ -291,7 +301,10 @@ struct ValueSeed<'a> {
 impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
     type Value = Option<Value>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
@@ -407,7 +420,10 @@ struct BytesSeed;
 impl<'de> DeserializeSeed<'de> for BytesSeed {
     type Value = Vec<u8>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_any(self)
     }
 }

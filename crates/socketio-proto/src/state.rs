@@ -285,7 +285,7 @@ impl SocketState {
 
     /// Accept a waiting `CONNECT`: the namespace is connected, the connect timeout no longer
     /// applies, and the returned text is the reply to send (`0{"sid":…}`, with `"pid"` when
-    /// recovery is on; see [`reply::connect_ok`]).
+    /// recovery is on; see [`crate::connect_ok`]).
     pub fn accept_connect(
         &mut self,
         nsp: &Namespace,

@@ -1,10 +1,12 @@
 //! Exact bytes of every packet type and namespace form, binary packets, and every parse error.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use switchboard_socketio_proto::{
-    parse, AckId, Args, Decoder, DecoderConfig, Encoded, EventName, Namespace, Packet,
-    PacketType, ParseError,
+    parse, AckId, Args, Decoder, DecoderConfig, Encoded, EventName, Namespace, Packet, PacketType,
+    ParseError,
 };
 
 fn nsp(name: &str) -> Namespace {
@@ -34,15 +36,33 @@ fn exact(text: &str, packet: Packet) {
 
 #[test]
 fn connect_packets() {
-    exact("0", Packet::Connect { nsp: Namespace::root(), data: None });
-    exact("0/admin,", Packet::Connect { nsp: nsp("/admin"), data: None });
+    exact(
+        "0",
+        Packet::Connect {
+            nsp: Namespace::root(),
+            data: None,
+        },
+    );
+    exact(
+        "0/admin,",
+        Packet::Connect {
+            nsp: nsp("/admin"),
+            data: None,
+        },
+    );
     exact(
         r#"0{"token":"123"}"#,
-        Packet::Connect { nsp: Namespace::root(), data: Some(obj(json!({"token":"123"}))) },
+        Packet::Connect {
+            nsp: Namespace::root(),
+            data: Some(obj(json!({"token":"123"}))),
+        },
     );
     exact(
         r#"0/admin,{"token":"123"}"#,
-        Packet::Connect { nsp: nsp("/admin"), data: Some(obj(json!({"token":"123"}))) },
+        Packet::Connect {
+            nsp: nsp("/admin"),
+            data: Some(obj(json!({"token":"123"}))),
+        },
     );
     // Server side: the CONNECT reply.
     exact(
@@ -57,10 +77,22 @@ fn connect_packets() {
 #[test]
 fn namespace_forms() {
     // Without the trailing comma (what some clients send for CONNECT).
-    assert_eq!(parse("0/nsp"), Ok(Packet::Connect { nsp: nsp("/nsp"), data: None }));
+    assert_eq!(
+        parse("0/nsp"),
+        Ok(Packet::Connect {
+            nsp: nsp("/nsp"),
+            data: None
+        })
+    );
     assert_eq!(parse("1/nsp"), Ok(Packet::Disconnect { nsp: nsp("/nsp") }));
     // `/` written out is the default namespace, which the encoder omits.
-    assert_eq!(parse("0/,"), Ok(Packet::Connect { nsp: Namespace::root(), data: None }));
+    assert_eq!(
+        parse("0/,"),
+        Ok(Packet::Connect {
+            nsp: Namespace::root(),
+            data: None
+        })
+    );
     assert_eq!(parse(r#"2/,["a"]"#).unwrap().encode().text, r#"2["a"]"#);
     // Nested paths and any character but a comma.
     exact(
@@ -70,23 +102,41 @@ fn namespace_forms() {
     // Without a comma the namespace runs to the end: the JSON is part of it, no data.
     assert_eq!(
         parse(r#"0/chat{"a":1}"#),
-        Ok(Packet::Connect { nsp: nsp(r#"/chat{"a":1}"#), data: None })
+        Ok(Packet::Connect {
+            nsp: nsp(r#"/chat{"a":1}"#),
+            data: None
+        })
     );
 }
 
 #[test]
 fn disconnect_packets() {
-    exact("1", Packet::Disconnect { nsp: Namespace::root() });
+    exact(
+        "1",
+        Packet::Disconnect {
+            nsp: Namespace::root(),
+        },
+    );
     exact("1/admin,", Packet::Disconnect { nsp: nsp("/admin") });
 }
 
 #[test]
 fn event_packets() {
-    exact(r#"2["message","hi"]"#, Packet::event(Namespace::root(), "message", args(json!(["hi"]))));
-    exact(r#"2["ping"]"#, Packet::event(Namespace::root(), "ping", Args::new()));
+    exact(
+        r#"2["message","hi"]"#,
+        Packet::event(Namespace::root(), "message", args(json!(["hi"]))),
+    );
+    exact(
+        r#"2["ping"]"#,
+        Packet::event(Namespace::root(), "ping", Args::new()),
+    );
     exact(
         r#"2["a",1,{},[],null,true,"x",1.5]"#,
-        Packet::event(Namespace::root(), "a", args(json!([1, {}, [], null, true, "x", 1.5]))),
+        Packet::event(
+            Namespace::root(),
+            "a",
+            args(json!([1, {}, [], null, true, "x", 1.5])),
+        ),
     );
     exact(
         r#"2/chat,12["hello",{"text":"hi"}]"#,
@@ -99,34 +149,70 @@ fn event_packets() {
     );
     exact(
         r#"20["a"]"#,
-        Packet::Event { nsp: Namespace::root(), name: "a".into(), args: Args::new(), ack: Some(AckId(0)) },
+        Packet::Event {
+            nsp: Namespace::root(),
+            name: "a".into(),
+            args: Args::new(),
+            ack: Some(AckId(0)),
+        },
     );
     // A numeric event name, as the reference parser allows.
     let packet = parse(r#"2[1,"a",{}]"#).unwrap();
-    let Packet::Event { name, .. } = &packet else { panic!() };
+    let Packet::Event { name, .. } = &packet else {
+        panic!()
+    };
     assert_eq!(name, &EventName::Number(1.into()));
     assert_eq!(name.as_str(), "1");
     assert_eq!(packet.encode().text, r#"2[1,"a",{}]"#);
     // Reserved-looking names in other positions are fine; near-reserved names too.
-    exact(r#"2["Connect","connect"]"#, Packet::event(Namespace::root(), "Connect", args(json!(["connect"]))));
+    exact(
+        r#"2["Connect","connect"]"#,
+        Packet::event(Namespace::root(), "Connect", args(json!(["connect"]))),
+    );
 }
 
 #[test]
 fn ack_packets() {
     exact(
         r#"3/chat,12[{"ok":true}]"#,
-        Packet::Ack { nsp: nsp("/chat"), id: AckId(12), args: args(json!([{"ok":true}])) },
+        Packet::Ack {
+            nsp: nsp("/chat"),
+            id: AckId(12),
+            args: args(json!([{"ok":true}])),
+        },
     );
-    exact(r#"31[]"#, Packet::Ack { nsp: Namespace::root(), id: AckId(1), args: Args::new() });
+    exact(
+        r#"31[]"#,
+        Packet::Ack {
+            nsp: Namespace::root(),
+            id: AckId(1),
+            args: Args::new(),
+        },
+    );
     exact(
         r#"3123["a",1,{}]"#,
-        Packet::Ack { nsp: Namespace::root(), id: AckId(123), args: args(json!(["a", 1, {}])) },
+        Packet::Ack {
+            nsp: Namespace::root(),
+            id: AckId(123),
+            args: args(json!(["a", 1, {}])),
+        },
     );
     // Without data: no arguments (encoded back with `[]`).
-    assert_eq!(parse("3/chat,7"), Ok(Packet::Ack { nsp: nsp("/chat"), id: AckId(7), args: Args::new() }));
+    assert_eq!(
+        parse("3/chat,7"),
+        Ok(Packet::Ack {
+            nsp: nsp("/chat"),
+            id: AckId(7),
+            args: Args::new()
+        })
+    );
     exact(
         "318446744073709551615[]",
-        Packet::Ack { nsp: Namespace::root(), id: AckId(u64::MAX), args: Args::new() },
+        Packet::Ack {
+            nsp: Namespace::root(),
+            id: AckId(u64::MAX),
+            args: Args::new(),
+        },
     );
 }
 
@@ -134,13 +220,25 @@ fn ack_packets() {
 fn connect_error_packets() {
     exact(
         r#"4/admin,{"message":"Invalid namespace"}"#,
-        Packet::ConnectError { nsp: nsp("/admin"), data: json!({"message":"Invalid namespace"}) },
+        Packet::ConnectError {
+            nsp: nsp("/admin"),
+            data: json!({"message":"Invalid namespace"}),
+        },
     );
     exact(
         r#"4{"message":"Authentication failed"}"#,
-        Packet::ConnectError { nsp: Namespace::root(), data: json!({"message":"Authentication failed"}) },
+        Packet::ConnectError {
+            nsp: Namespace::root(),
+            data: json!({"message":"Authentication failed"}),
+        },
     );
-    exact(r#"4"Unauthorized""#, Packet::ConnectError { nsp: Namespace::root(), data: json!("Unauthorized") });
+    exact(
+        r#"4"Unauthorized""#,
+        Packet::ConnectError {
+            nsp: Namespace::root(),
+            data: json!("Unauthorized"),
+        },
+    );
 }
 
 #[test]
@@ -155,7 +253,10 @@ fn json_output_is_javascript_compact() {
         "2[\"m\",1,0,1e+21,0.000001,1e-7,\"é\\u0001\\\"\\\\/\u{2028}\",{\"a\":[],\"b\":1}]"
     );
     // A float that came in as `2.0` goes out as `2`, like the reference server.
-    assert_eq!(parse(r#"2["m",2.0,1E3]"#).unwrap().encode().text, r#"2["m",2,1000]"#);
+    assert_eq!(
+        parse(r#"2["m",2.0,1E3]"#).unwrap().encode().text,
+        r#"2["m",2,1000]"#
+    );
 }
 
 fn binary_round_trip(text: &str, attachments: &[&'static [u8]], packet: Packet) {
@@ -198,7 +299,12 @@ fn binary_events_and_acks() {
     binary_round_trip(
         r#"52-/chat,7["upload","x",{"data":{"_placeholder":true,"num":0},"name":"f"},{"_placeholder":true,"num":1}]"#,
         &[b"file", b""],
-        Packet::Event { nsp: nsp("/chat"), name: "upload".into(), args: a, ack: Some(AckId(7)) },
+        Packet::Event {
+            nsp: nsp("/chat"),
+            name: "upload".into(),
+            args: a,
+            ack: Some(AckId(7)),
+        },
     );
 
     let mut a = Args::new();
@@ -206,7 +312,11 @@ fn binary_events_and_acks() {
     binary_round_trip(
         r#"61-/chat,12[{"_placeholder":true,"num":0}]"#,
         &[b"\xff"],
-        Packet::Ack { nsp: nsp("/chat"), id: AckId(12), args: a },
+        Packet::Ack {
+            nsp: nsp("/chat"),
+            id: AckId(12),
+            args: a,
+        },
     );
 }
 
@@ -218,12 +328,24 @@ fn decoded_binary_packets_are_canonical() {
     let text = r#"53-["e",{"_placeholder":true,"num":2,"x":1},[{"_placeholder":true,"num":0},{"_placeholder":true,"num":2}]]"#;
     assert_eq!(decoder.decode_text(text), Ok(None));
     assert_eq!(decoder.decode_binary(Bytes::from_static(b"a")), Ok(None));
-    assert_eq!(decoder.decode_binary(Bytes::from_static(b"unused")), Ok(None));
-    let packet = decoder.decode_binary(Bytes::from_static(b"c")).unwrap().unwrap();
-    let Packet::Event { args, .. } = &packet else { panic!() };
+    assert_eq!(
+        decoder.decode_binary(Bytes::from_static(b"unused")),
+        Ok(None)
+    );
+    let packet = decoder
+        .decode_binary(Bytes::from_static(b"c"))
+        .unwrap()
+        .unwrap();
+    let Packet::Event { args, .. } = &packet else {
+        panic!()
+    };
     assert_eq!(
         args.attachments(),
-        &[Bytes::from_static(b"c"), Bytes::from_static(b"a"), Bytes::from_static(b"c")]
+        &[
+            Bytes::from_static(b"c"),
+            Bytes::from_static(b"a"),
+            Bytes::from_static(b"c")
+        ]
     );
     assert_eq!(args.binary(&args.values()[0]).unwrap().as_ref(), b"c");
     assert_eq!(
@@ -233,7 +355,10 @@ fn decoded_binary_packets_are_canonical() {
     // Announced attachments that no placeholder uses: a plain event once reconstructed.
     let mut decoder = Decoder::default();
     assert_eq!(decoder.decode_text(r#"51-["e"]"#), Ok(None));
-    let packet = decoder.decode_binary(Bytes::from_static(b"x")).unwrap().unwrap();
+    let packet = decoder
+        .decode_binary(Bytes::from_static(b"x"))
+        .unwrap()
+        .unwrap();
     assert_eq!(packet.packet_type(), PacketType::Event);
     assert_eq!(packet.encode().text, r#"2["e"]"#);
 }
@@ -242,7 +367,9 @@ fn decoded_binary_packets_are_canonical() {
 fn placeholders_in_plain_packets_are_plain_objects() {
     let text = r#"2["e",{"_placeholder":true,"num":0}]"#;
     let packet = parse(text).unwrap();
-    let Packet::Event { args, .. } = &packet else { panic!() };
+    let Packet::Event { args, .. } = &packet else {
+        panic!()
+    };
     assert!(!args.has_binary());
     assert_eq!(args.binary(&args.values()[0]), None);
     assert_eq!(packet.encode().text, text);
@@ -252,8 +379,14 @@ fn placeholders_in_plain_packets_are_plain_objects() {
 fn decoder_accepts_packets_one_after_another() {
     let mut decoder = Decoder::default();
     assert!(decoder.decode_text(r#"2["a"]"#).unwrap().is_some());
-    assert_eq!(decoder.decode_text(r#"51-["b",{"_placeholder":true,"num":0}]"#), Ok(None));
-    assert!(decoder.decode_binary(Bytes::from_static(b"1")).unwrap().is_some());
+    assert_eq!(
+        decoder.decode_text(r#"51-["b",{"_placeholder":true,"num":0}]"#),
+        Ok(None)
+    );
+    assert!(decoder
+        .decode_binary(Bytes::from_static(b"1"))
+        .unwrap()
+        .is_some());
     assert!(decoder.decode_text(r#"2["c"]"#).unwrap().is_some());
     // reset() drops a partial packet.
     assert_eq!(decoder.decode_text(r#"51-["d"]"#), Ok(None));
@@ -262,7 +395,11 @@ fn decoder_accepts_packets_one_after_another() {
 }
 
 fn error(text: &str, expected: ParseError) {
-    assert_eq!(Decoder::default().decode_text(text), Err(expected), "{text:?}");
+    assert_eq!(
+        Decoder::default().decode_text(text),
+        Err(expected),
+        "{text:?}"
+    );
 }
 
 #[test]
@@ -272,27 +409,55 @@ fn every_parse_error() {
     error("999", ParseError::UnknownType('9'));
     error("a", ParseError::UnknownType('a'));
     error(" 2[\"a\"]", ParseError::UnknownType(' '));
-    for bad in ["5", "51", "50-", "5a-", "51.23-", "5-[\"a\"]", "5 1-[\"a\"]", "6-1[]", "5+1-[\"a\"]"] {
+    for bad in [
+        "5",
+        "51",
+        "50-",
+        "5a-",
+        "51.23-",
+        "5-[\"a\"]",
+        "5 1-[\"a\"]",
+        "6-1[]",
+        "5+1-[\"a\"]",
+    ] {
         error(bad, ParseError::IllegalAttachments);
     }
     error(
         r#"511-["a"]"#,
-        ParseError::TooManyAttachments { count: 11, limit: 10 },
+        ParseError::TooManyAttachments {
+            count: 11,
+            limit: 10,
+        },
     );
     error(
         "599999999999999999999999999-[\"a\"]",
-        ParseError::TooManyAttachments { count: usize::MAX, limit: 10 },
+        ParseError::TooManyAttachments {
+            count: usize::MAX,
+            limit: 10,
+        },
     );
     error("2123456789012345678901[\"a\"]", ParseError::AckIdOutOfRange);
     // Not JSON (the reference parser's "invalid payload").
-    for bad in [r#"442["some","data""#, r#"2/admin,"invalid"#, "2{", "0/admin,{", "2[\"a\"]x"] {
+    for bad in [
+        r#"442["some","data""#,
+        r#"2/admin,"invalid"#,
+        "2{",
+        "0/admin,{",
+        "2[\"a\"]x",
+    ] {
         error(bad, ParseError::InvalidJson);
     }
     for bad in [r#"0/admin,"invalid""#, "0[]", "0null", "0true", "0\"s\""] {
         error(bad, ParseError::InvalidConnectPayload);
     }
     // An ack id on a CONNECT or DISCONNECT is read and ignored, as by the reference parser.
-    assert_eq!(parse("01"), Ok(Packet::Connect { nsp: Namespace::root(), data: None }));
+    assert_eq!(
+        parse("01"),
+        Ok(Packet::Connect {
+            nsp: Namespace::root(),
+            data: None
+        })
+    );
     assert_eq!(parse("1/a,5"), Ok(Packet::Disconnect { nsp: nsp("/a") }));
     error("1/admin,{}", ParseError::DisconnectWithPayload);
     error("1[]", ParseError::DisconnectWithPayload);
@@ -300,11 +465,26 @@ fn every_parse_error() {
         // "51-" has no data: an event without a name.
         error(bad, ParseError::InvalidEventPayload);
     }
-    for bad in [r#"2[{"toString":"foo"}]"#, r#"2[true,"foo"]"#, r#"2[null,"bar"]"#, r#"2[["a"]]"#] {
+    for bad in [
+        r#"2[{"toString":"foo"}]"#,
+        r#"2[true,"foo"]"#,
+        r#"2[null,"bar"]"#,
+        r#"2[["a"]]"#,
+    ] {
         error(bad, ParseError::InvalidEventName);
     }
-    for name in ["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"] {
-        error(&format!("2[\"{name}\",\"123\"]"), ParseError::ReservedEventName(name.to_owned()));
+    for name in [
+        "connect",
+        "connect_error",
+        "disconnect",
+        "disconnecting",
+        "newListener",
+        "removeListener",
+    ] {
+        error(
+            &format!("2[\"{name}\",\"123\"]"),
+            ParseError::ReservedEventName(name.to_owned()),
+        );
     }
     error(r#"3["a"]"#, ParseError::MissingAckId);
     error(r#"3/chat,["a"]"#, ParseError::MissingAckId);
@@ -326,19 +506,31 @@ fn every_parse_error() {
         );
     }
     // `parse` refuses binary headers (it cannot wait for attachments).
-    assert_eq!(parse(r#"51-["a",{"_placeholder":true,"num":0}]"#), Err(ParseError::IllegalAttachments));
+    assert_eq!(
+        parse(r#"51-["a",{"_placeholder":true,"num":0}]"#),
+        Err(ParseError::IllegalAttachments)
+    );
 }
 
 #[test]
 fn decoder_sequence_errors_and_limits() {
     let mut decoder = Decoder::default();
-    assert_eq!(decoder.decode_binary(Bytes::from_static(b"x")), Err(ParseError::UnexpectedBinary));
+    assert_eq!(
+        decoder.decode_binary(Bytes::from_static(b"x")),
+        Err(ParseError::UnexpectedBinary)
+    );
     assert_eq!(decoder.decode_text(r#"52-["a"]"#), Ok(None));
     assert_eq!(decoder.decode_binary(Bytes::from_static(b"x")), Ok(None));
-    assert_eq!(decoder.decode_text(r#"2["a"]"#), Err(ParseError::UnexpectedText));
+    assert_eq!(
+        decoder.decode_text(r#"2["a"]"#),
+        Err(ParseError::UnexpectedText)
+    );
     assert!(!decoder.is_reconstructing());
 
-    let mut decoder = Decoder::new(DecoderConfig { max_attachments: 2, max_attachment_bytes: 10 });
+    let mut decoder = Decoder::new(DecoderConfig {
+        max_attachments: 2,
+        max_attachment_bytes: 10,
+    });
     assert_eq!(
         decoder.decode_text(r#"53-["hello",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1},{"_placeholder":true,"num":2}]"#),
         Err(ParseError::TooManyAttachments { count: 3, limit: 2 })
@@ -352,13 +544,19 @@ fn decoder_sequence_errors_and_limits() {
     assert!(!decoder.is_reconstructing());
     assert_eq!(decoder.decode_text(r#"52-["a"]"#), Ok(None));
     assert_eq!(decoder.decode_binary(Bytes::from(vec![0; 5])), Ok(None));
-    assert!(decoder.decode_binary(Bytes::from(vec![0; 5])).unwrap().is_some());
+    assert!(decoder
+        .decode_binary(Bytes::from(vec![0; 5]))
+        .unwrap()
+        .is_some());
 }
 
 #[test]
 fn encoder_renumbers_hand_built_placeholders() {
     let args = Args::from_parts(
-        vec![json!({"_placeholder":true,"num":1}), json!({"_placeholder":true,"num":0})],
+        vec![
+            json!({"_placeholder":true,"num":1}),
+            json!({"_placeholder":true,"num":0}),
+        ],
         vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")],
     );
     let encoded = Packet::event(Namespace::root(), "e", args).encode();
@@ -366,5 +564,8 @@ fn encoder_renumbers_hand_built_placeholders() {
         encoded.text,
         r#"52-["e",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#
     );
-    assert_eq!(encoded.attachments, [Bytes::from_static(b"b"), Bytes::from_static(b"a")]);
+    assert_eq!(
+        encoded.attachments,
+        [Bytes::from_static(b"b"), Bytes::from_static(b"a")]
+    );
 }

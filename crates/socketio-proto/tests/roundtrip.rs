@@ -1,6 +1,8 @@
 //! Property tests: every packet encodes and decodes back to itself, with both parsers; no
 //! input makes the decoder panic.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -73,12 +75,33 @@ fn object() -> impl Strategy<Value = Map<String, Value>> {
 
 fn packet() -> impl Strategy<Value = Packet> {
     prop_oneof![
-        (namespace(), prop::option::of(object())).prop_map(|(nsp, data)| Packet::Connect { nsp, data }),
+        (namespace(), prop::option::of(object()))
+            .prop_map(|(nsp, data)| Packet::Connect { nsp, data }),
         namespace().prop_map(|nsp| Packet::Disconnect { nsp }),
-        (namespace(), event_name(), args(), prop::option::of(any::<u64>()))
-            .prop_map(|(nsp, name, args, ack)| Packet::Event { nsp, name, args, ack: ack.map(AckId) }),
-        (namespace(), any::<u64>(), args()).prop_map(|(nsp, id, args)| Packet::Ack { nsp, id: AckId(id), args }),
-        (namespace(), prop_oneof![".{0,8}".prop_map(Value::String), object().prop_map(Value::Object)])
+        (
+            namespace(),
+            event_name(),
+            args(),
+            prop::option::of(any::<u64>())
+        )
+            .prop_map(|(nsp, name, args, ack)| Packet::Event {
+                nsp,
+                name,
+                args,
+                ack: ack.map(AckId)
+            }),
+        (namespace(), any::<u64>(), args()).prop_map(|(nsp, id, args)| Packet::Ack {
+            nsp,
+            id: AckId(id),
+            args
+        }),
+        (
+            namespace(),
+            prop_oneof![
+                ".{0,8}".prop_map(Value::String),
+                object().prop_map(Value::Object)
+            ]
+        )
             .prop_map(|(nsp, data)| Packet::ConnectError { nsp, data }),
     ]
 }
@@ -90,7 +113,9 @@ fn normalize(packet: &Packet) -> Value {
         Packet::Event { args, .. } | Packet::Ack { args, .. } => {
             Value::Array(args.values().iter().map(numbers_as_f64).collect())
         }
-        Packet::Connect { data: Some(data), .. } => numbers_as_f64(&Value::Object(data.clone())),
+        Packet::Connect {
+            data: Some(data), ..
+        } => numbers_as_f64(&Value::Object(data.clone())),
         Packet::ConnectError { data, .. } => numbers_as_f64(data),
         _ => Value::Null,
     }
@@ -100,19 +125,39 @@ fn numbers_as_f64(value: &Value) -> Value {
     match value {
         Value::Number(n) => Value::from(n.as_f64().unwrap_or(0.0)),
         Value::Array(items) => Value::Array(items.iter().map(numbers_as_f64).collect()),
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), numbers_as_f64(v))).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), numbers_as_f64(v)))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
 
 fn same(a: &Packet, b: &Packet) -> bool {
-    a.nsp() == b.nsp() && a.packet_type() == b.packet_type() && normalize(a) == normalize(b) && match (a, b) {
-        (Packet::Event { name: x, args: p, ack: i, .. }, Packet::Event { name: y, args: q, ack: j, .. }) => {
-            x.as_str() == y.as_str() && p.attachments() == q.attachments() && i == j
+    a.nsp() == b.nsp()
+        && a.packet_type() == b.packet_type()
+        && normalize(a) == normalize(b)
+        && match (a, b) {
+            (
+                Packet::Event {
+                    name: x,
+                    args: p,
+                    ack: i,
+                    ..
+                },
+                Packet::Event {
+                    name: y,
+                    args: q,
+                    ack: j,
+                    ..
+                },
+            ) => x.as_str() == y.as_str() && p.attachments() == q.attachments() && i == j,
+            (Packet::Ack { id: i, args: p, .. }, Packet::Ack { id: j, args: q, .. }) => {
+                i == j && p.attachments() == q.attachments()
+            }
+            _ => true,
         }
-        (Packet::Ack { id: i, args: p, .. }, Packet::Ack { id: j, args: q, .. }) => i == j && p.attachments() == q.attachments(),
-        _ => true,
-    }
 }
 
 proptest! {
