@@ -26,7 +26,7 @@ pub(crate) fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), 
     if auth.check_origin(headers).is_allowed() {
         return Ok(());
     }
-    state.metrics.auth_failures.inc();
+    state.metrics.auth_failure("origin");
     Err(ApiError(StatusCode::FORBIDDEN, "origin not allowed".into()))
 }
 
@@ -48,18 +48,18 @@ pub(crate) async fn identify_http(
         if auth.anonymous_allowed() {
             return Ok(None);
         }
-        state.metrics.auth_failures.inc();
+        state.metrics.auth_failure("missing");
         return Err(refusal(&AuthError::Missing));
     };
     if !cookie_origin_allowed(auth, headers, &credential) {
-        state.metrics.auth_failures.inc();
+        state.metrics.auth_failure("cookie_origin");
         return Err(cookie_from_other_origin());
     }
     let info = connect_info(headers, ip, transport);
     match auth.authenticate(&credential, &info).await {
         Ok(identity) => Ok(Some(identity)),
         Err(e) => {
-            state.metrics.auth_failures.inc();
+            state.metrics.auth_failure(e.metric_label());
             tracing::debug!(
                 reason = e.metric_label(),
                 source = credential.source().as_str(),
@@ -124,17 +124,17 @@ pub(crate) async fn websocket(
             // (May still send `auth {token}` before joining a room.)
             return WsAccess::Anonymous;
         }
-        state.metrics.auth_failures.inc();
+        state.metrics.auth_failure("missing");
         return WsAccess::Refused(AuthError::Missing);
     };
     if !cookie_origin_allowed(auth, headers, &credential) {
-        state.metrics.auth_failures.inc();
+        state.metrics.auth_failure("cookie_origin");
         return WsAccess::Forbidden(cookie_from_other_origin());
     }
     match auth.authenticate(&credential, info).await {
         Ok(identity) => WsAccess::Authenticated(identity),
         Err(e) => {
-            state.metrics.auth_failures.inc();
+            state.metrics.auth_failure(e.metric_label());
             tracing::debug!(
                 reason = e.metric_label(),
                 source = credential.source().as_str(),

@@ -212,6 +212,15 @@ pub struct RefusalLabels {
     pub reason: &'static str,
 }
 
+/// Why an authentication failed (`switchboard_auth::AuthError::metric_label`, or
+/// `timeout` (no first-message `auth` in time), `origin` (an origin not allowed),
+/// `cookie_origin` (a cookie sent by a page of another origin)).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthFailureLabels {
+    /// The reason.
+    pub reason: &'static str,
+}
+
 /// Every metric of one server.
 #[derive(Debug)]
 pub struct Metrics {
@@ -245,8 +254,8 @@ pub struct Metrics {
     pub overflow_closes: Counter,
     /// Messages refused by the per-connection rate limit.
     pub rate_limited: Counter,
-    /// Failed authentications (bad tokens, auth timeouts).
-    pub auth_failures: Counter,
+    /// Failed authentications (bad tokens, auth timeouts, refused origins), by reason.
+    pub auth_failures: Family<AuthFailureLabels, Counter>,
     /// Connections dropped because the request head (or the TLS handshake) did not arrive
     /// within `handshake_timeout` (slowloris).
     pub handshake_timeouts: Counter,
@@ -255,6 +264,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Count a failed authentication.
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&AuthFailureLabels { reason })
+            .inc();
+    }
+
     /// Every metric, registered under `switchboard_`, plus the channel count from `hub` and
     /// the process's memory, read at each scrape.
     pub fn new(hub: Arc<Hub>) -> Metrics {
@@ -274,7 +290,7 @@ impl Metrics {
             lagged: Counter::default(),
             overflow_closes: Counter::default(),
             rate_limited: Counter::default(),
-            auth_failures: Counter::default(),
+            auth_failures: Family::default(),
             handshake_timeouts: Counter::default(),
             broker_errors: Counter::default(),
             registry: Registry::default(),
@@ -345,7 +361,7 @@ impl Metrics {
         );
         r.register(
             "auth_failures",
-            "Failed authentications",
+            "Failed authentications, by reason",
             m.auth_failures.clone(),
         );
         r.register(

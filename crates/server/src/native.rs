@@ -120,7 +120,12 @@ impl Counts {
             metrics.overflow_closes.inc_by(self.overflow_closes);
         }
         if self.auth_failures > 0 {
-            metrics.auth_failures.inc_by(self.auth_failures);
+            metrics
+                .auth_failures
+                .get_or_create(&crate::metrics::AuthFailureLabels {
+                    reason: "first_message",
+                })
+                .inc_by(self.auth_failures);
         }
     }
 }

@@ -156,6 +156,12 @@ async fn websocket_handshakes_authenticate_or_close_4001_with_the_reason() {
             other => panic!("{path}: {other:?}"),
         }
     }
+    // Counted by reason.
+    let (_, metrics) = request(server.addr, "GET", "/metrics", "", "").await;
+    assert!(
+        metrics.contains("switchboard_auth_failures_total{reason=\"expired\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -262,7 +262,7 @@ pub async fn run<T: Transport, H: Handler>(
             if auth_deadline.is_some_and(|d| now >= d) {
                 auth_deadline = None;
                 if conn.is_open() {
-                    metrics.auth_failures.inc();
+                    metrics.auth_failure("timeout");
                     conn.close(CloseCode::Application(4000), "Authentication timeout");
                     continue;
                 }
@@ -700,7 +700,13 @@ mod tests {
         drop(stream);
         let ended = task.await.unwrap();
         assert_eq!(ended.close_code, Some(4000));
-        assert_eq!(metrics.auth_failures.get(), 1);
+        assert_eq!(
+            metrics
+                .auth_failures
+                .get_or_create(&crate::metrics::AuthFailureLabels { reason: "timeout" })
+                .get(),
+            1
+        );
     }
 
     #[tokio::test]
@@ -721,7 +727,13 @@ mod tests {
             next_event(&mut stream, &mut codec, &mut input).await,
             Event::Text("still open".into())
         );
-        assert_eq!(metrics.auth_failures.get(), 0);
+        assert_eq!(
+            metrics
+                .auth_failures
+                .get_or_create(&crate::metrics::AuthFailureLabels { reason: "timeout" })
+                .get(),
+            0
+        );
         drop(stream);
         assert_eq!(task.await.unwrap().reason, EndReason::PeerGone);
     }
