@@ -144,3 +144,46 @@ def test_a_fresh_stream_connection_is_served_off_hyper_and_parks_when_idle(switc
         raise AssertionError("the streams were not ended after their clients left")
     _, text = http_get(sb, "/metrics")
     assert metric(text, "switchboard_parked_connections") == 0.0, text
+
+
+def test_stream_request_heads_read_by_our_front_are_bounded(switchboard):
+    """The front that reads a fresh connection's `GET /events` head itself: a head over
+    16 KiB gets 431, a malformed one 400, one that never finishes is dropped at the header
+    timeout (counted), and none of it leaves memory behind."""
+    from test_operations import http_get, metric
+
+    sb = switchboard("--handshake-timeout", "1s")
+
+    def exchange(data, wait=5):
+        s = socket.create_connection(("127.0.0.1", sb.port))
+        s.settimeout(wait)
+        s.sendall(data)
+        out = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except (socket.timeout, ConnectionResetError):
+            pass
+        s.close()
+        return out
+
+    huge = b"GET /events?channels=a HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 20_000 + b"\r\n\r\n"
+    assert exchange(huge).startswith(b"HTTP/1.1 431"), "oversized head"
+    assert exchange(b"GET /events?channels=a HTTP/1.1\r\nBad Header\r\n\r\n").startswith(b"HTTP/1.1 400")
+    started = time.time()
+    assert exchange(b"GET /events?channels=a HTTP/1.1\r\nHost: x\r\n") == b"", "a head that never ends"
+    assert time.time() - started < 3, "dropped at the 1 s header timeout"
+    _, text = http_get(sb, "/metrics")
+    assert metric(text, "switchboard_handshake_timeouts_total") >= 1, text
+
+    before = sb.rss_bytes()
+    for _ in range(300):
+        exchange(huge, wait=2)
+    growth = sb.rss_bytes() - before
+    print(f"RSS grew {growth / MiB:.2f} MiB over 300 oversized stream heads")
+    assert growth < 2 * MiB
+    with urllib.request.urlopen(sb.http + "/health", timeout=5) as r:
+        assert json.loads(r.read())["connections"] == 0
