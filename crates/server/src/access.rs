@@ -185,8 +185,24 @@ pub(crate) fn authorize(
 /// instant of this process's clock; `None`: never.
 pub(crate) fn expiry(identity: &Identity) -> Option<std::time::Instant> {
     let at = identity.connection_expires_at()?;
-    let now = switchboard_auth::unix_now();
-    Some(std::time::Instant::now() + std::time::Duration::from_secs(at.saturating_sub(now)))
+    Some(instant_of(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(at),
+    ))
+}
+
+/// A wall-clock instant (credentials expire in unix time) on this process's monotonic
+/// clock, which timers use. Converted against one anchor taken at the first call, so the
+/// same wall-clock time always gives the same instant: a deadline compared with a `now`
+/// read earlier must not move later at every look (a past time read as "now" would never
+/// be due). Wall-clock jumps after the anchor are ignored, as a monotonic timer does.
+pub(crate) fn instant_of(at: std::time::SystemTime) -> std::time::Instant {
+    static ANCHOR: std::sync::LazyLock<(std::time::Instant, std::time::SystemTime)> =
+        std::sync::LazyLock::new(|| (std::time::Instant::now(), std::time::SystemTime::now()));
+    let (instant, wall) = *ANCHOR;
+    match at.duration_since(wall) {
+        Ok(ahead) => instant + ahead,
+        Err(behind) => instant.checked_sub(behind.duration()).unwrap_or(instant),
+    }
 }
 
 /// The hub user of a connection: the identity's `sub`.

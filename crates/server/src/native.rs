@@ -190,9 +190,7 @@ impl Handler for NativeSession {
     }
 
     fn expires_at(&self) -> Option<Instant> {
-        let at = self.session.expires_at()?;
-        let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-        Some(Instant::now() + left)
+        self.session.expires_at().map(crate::access::instant_of)
     }
 
     fn on_expired(&mut self, conn: &mut Connection) {

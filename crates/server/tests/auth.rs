@@ -500,3 +500,47 @@ async fn cookies_from_other_origins_count_only_where_explicitly_allowed() {
     .await;
     assert_eq!(status, 403, "{body}");
 }
+
+#[tokio::test]
+async fn a_parked_websocket_and_a_parked_stream_still_end_at_expiry() {
+    let config: AuthConfig = serde_json::from_value(json!({
+        "jwt": {"secrets": [std::str::from_utf8(SECRET).unwrap()], "leeway": 0},
+    }))
+    .unwrap();
+    let server = start(ServerConfig {
+        auth: Some(Arc::new(Authenticator::new(&config).unwrap())),
+        park_idle_after: Some(Duration::from_millis(200)),
+        ..ServerConfig::default()
+    })
+    .await;
+    let short = token("hal", Duration::from_secs(2));
+    let mut ws = TestClient::connect(server.addr, &format!("/ws?token={short}"), false).await;
+    ws.expect_type("welcome").await;
+    let started = std::time::Instant::now();
+    // (Idle: parked after 200 ms, long before the token expires.)
+    match ws.ending().await {
+        support::Ending::Close(Some(frame)) => {
+            assert_eq!(
+                (frame.code.as_u16(), frame.reason.as_str()),
+                (4001, "Token expired")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        started.elapsed() <= Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let text = sse_until(
+        server.addr,
+        &format!(
+            "/events?channels=news&token={}",
+            token("ida", Duration::from_secs(2))
+        ),
+        "",
+        "Token expired",
+    )
+    .await;
+    assert!(text.contains(r#""code":4001"#), "{text}");
+}

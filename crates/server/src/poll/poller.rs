@@ -100,7 +100,8 @@ impl Poller {
     pub(crate) fn end_if_expired(&mut self, now: Instant) -> bool {
         if self.expires.is_some_and(|at| now >= at) {
             self.expires = None;
-            self.end(4001, "Token expired");
+            let reason = CloseReason::TokenExpired;
+            self.end(reason.code(), reason.text());
         }
         self.ended.is_some()
     }

@@ -36,8 +36,6 @@ pub(crate) struct SseStream {
     /// Why the stream ends, once it must (the WebSocket close code it corresponds to).
     ended: Option<(u16, &'static str)>,
     finished: bool,
-    /// When the client's credentials expire: the stream ends then (4001 "Token expired").
-    expires: Option<Instant>,
 }
 
 impl SseStream {
@@ -54,7 +52,6 @@ impl SseStream {
         since: Vec<Option<Since>>,
     ) -> SseStream {
         let now = Instant::now();
-        let expires = identity.as_ref().and_then(access::expiry);
         let mut session = match identity {
             Some(identity) => Session::authenticated(state.native.clone(), identity, info, now),
             None => Session::anonymous(state.native.clone(), now),
@@ -67,7 +64,6 @@ impl SseStream {
             guard,
             ended: None,
             finished: false,
-            expires,
         };
         frame::write_retry(&mut stream.out, RETRY_MS);
         // `joined` replies that came at once set the positions the `connected` event carries.
@@ -104,15 +100,17 @@ impl SseStream {
 
     /// When the stream must end because the client's credentials expire.
     pub(crate) fn expires(&self) -> Option<Instant> {
-        self.expires
+        if self.ended.is_some() {
+            return None;
+        }
+        self.session.expires_at().map(access::instant_of)
     }
 
     /// The credentials expired: `event: disconnect` (4001 "Token expired"), then the end.
     /// The client reconnects with a fresh token and its last event id: nothing is lost.
     pub(crate) fn expire(&mut self) {
         if self.ended.is_none() {
-            self.expires = None;
-            self.end_with(4001, "Token expired");
+            self.end_for(CloseReason::TokenExpired);
         }
     }
 
@@ -233,18 +231,14 @@ impl SseStream {
         if reason == CloseReason::BufferOverflow {
             self.session.shared().transport.overflow_closes.inc();
         }
-        self.end_with(reason.code(), reason.text());
-    }
-
-    fn end_with(&mut self, code: u16, reason: &'static str) {
-        let data = feed::disconnect_message(code, reason);
+        let data = feed::disconnect_message(reason.code(), reason.text());
         frame::write_event(
             &mut self.out,
             None,
             Some("disconnect"),
             data.to_string().as_bytes(),
         );
-        self.ended = Some((code, reason));
+        self.ended = Some((reason.code(), reason.text()));
     }
 }
 

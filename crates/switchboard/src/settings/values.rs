@@ -19,28 +19,9 @@ use switchboard_server::rate::RateLimit;
 // ---------------------------------------------------------------------------------------------
 // Text forms (shared by the deserializers and by the rendering of the effective configuration)
 
-/// `25s`, `500ms`, `2m`, `1h`, `1d`, or bare integer seconds.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let err =
-        || format!("expected a duration like \"25s\", \"500ms\", \"2m\", \"1h\", got {text:?}");
-    let n: u64 = number.parse().map_err(|_| err())?;
-    let millis_per_unit: u64 = match unit.trim() {
-        "" | "s" => 1000,
-        "ms" => 1,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(err()),
-    };
-    n.checked_mul(millis_per_unit)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("duration {text:?} is too large"))
-}
+/// `25s`, `500ms`, `2m`, `1h`, `1d`, or bare integer seconds: the auth crate's parser, so a
+/// duration means the same in `[auth]` and everywhere else.
+pub(crate) use switchboard_auth::parse_duration;
 
 /// The shortest exact text form of a duration (whole milliseconds).
 pub(crate) fn format_duration(duration: Duration) -> String {
