@@ -482,6 +482,16 @@ async fn ticket(
                 Ok(Value::Object(o)) => o,
                 _ => return Err(bad_request("the body must be a JSON object with \"sub\"")),
             };
+            // Nothing a caller sent is ignored: a field we do not know (a `ttl`, say) is an
+            // error, not silently dropped.
+            if let Some(unknown) = body
+                .keys()
+                .find(|k| !matches!(k.as_str(), "sub" | "claims"))
+            {
+                return Err(bad_request(format!(
+                    "unknown field {unknown:?}: a ticket body has \"sub\" and \"claims\""
+                )));
+            }
             let Some(Value::String(sub)) = body.get("sub") else {
                 return Err(bad_request("missing string field \"sub\""));
             };

@@ -313,7 +313,7 @@ def test_refused_credentials_and_ticket_probes_leave_memory_flat(switchboard, tm
     # Malformed ticket requests from a backend: clear 400s.
     good = token(SECRET, "HS256")
     for body in [b"", b"[]", b'{"sub": 7}', b'{"sub": ""}', b'{"sub": "a", "claims": 3}',
-                 b'{"sub": "' + b"x" * 300 + b'"}', b"{" * 10_000]:
+                 b'{"sub": "' + b"x" * 300 + b'"}', b'{"sub": "a", "ttl": 60}', b"{" * 10_000]:
         conn = http.client.HTTPConnection("127.0.0.1", sb.port, timeout=10)
         conn.request("POST", "/api/ticket", body=body, headers={"Authorization": f"Bearer {API_KEY}"})
         r = conn.getresponse()
