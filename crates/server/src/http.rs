@@ -19,6 +19,7 @@ use crate::access::{self, WsAccess};
 use crate::api;
 use crate::engineio::{self, echo::EngineEcho, Endpoint as EngineEndpoint};
 use crate::native::NativeSession;
+use crate::socketio::SioConnection;
 use crate::state::AppState;
 use crate::ws::{self, handler};
 
@@ -40,6 +41,26 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(api::routes(browser));
+    if state.config.socketio.enabled {
+        let shared = crate::socketio::SioShared::new(&state);
+        let endpoint = EngineEndpoint::<SioConnection>::start(&state, engine_config(&state));
+        let socketio = move |State(state): State<Arc<AppState>>, req: Request<Body>| {
+            let (endpoint, shared) = (endpoint.clone(), shared.clone());
+            async move {
+                engineio::serve(&endpoint, &state, req, |handshake| {
+                    let state = state.clone();
+                    async move { Ok(SioConnection::open(&shared, &state, handshake).await) }
+                })
+                .await
+            }
+        };
+        let path = state.config.socketio.path.clone();
+        let bare = path.trim_end_matches('/');
+        if !bare.is_empty() && bare != path {
+            router = router.route(bare, browser(any(socketio.clone())));
+        }
+        router = router.route(&path, browser(any(socketio)));
+    }
     if state.config.echo {
         let engine_echo = EngineEndpoint::<EngineEcho>::start(&state, engine_config(&state));
         let engine_echo = move |State(state): State<Arc<AppState>>, req: Request<Body>| {

@@ -34,6 +34,7 @@ mod feed;
 mod front;
 mod poll;
 mod redact;
+mod socketio;
 mod sse;
 pub mod state;
 mod tls;

@@ -75,11 +75,6 @@ impl Out<'_> {
     pub(crate) fn close(&mut self) {
         self.session.close(self.now);
     }
-
-    /// Whether the session is closed or closing (sends are refused).
-    pub(crate) fn is_closed(&self) -> bool {
-        self.session.is_closed()
-    }
 }
 
 /// An Engine.IO session and the application above it.

@@ -32,8 +32,6 @@ pub(crate) struct Handshake {
     pub(crate) uri: Uri,
     /// The client's address.
     pub(crate) ip: Option<IpAddr>,
-    /// The transport the session starts on.
-    pub(crate) transport: Transport,
 }
 
 /// Serve one request to `endpoint`. `make_app` makes the application of a new session (it
@@ -70,7 +68,6 @@ where
                 headers: req.headers().clone(),
                 uri: req.uri().clone(),
                 ip,
-                transport,
             };
             let app = match make_app(handshake).await {
                 Ok(app) => app,

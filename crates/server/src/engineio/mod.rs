@@ -85,16 +85,10 @@ impl<A: App> Endpoint<A> {
         }
         false
     }
-
-    /// Sessions reachable by sid now.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.sessions().len()
-    }
 }
 
 /// A fresh random session id.
-fn new_sid() -> Option<switchboard_engineio_proto::Sid> {
+pub(crate) fn new_sid() -> Option<switchboard_engineio_proto::Sid> {
     let mut bytes = [0u8; 15];
     getrandom::getrandom(&mut bytes).ok()?;
     Some(switchboard_engineio_proto::Sid::from_random(bytes))

@@ -20,6 +20,9 @@ pub(crate) struct EngineWs<A> {
     inner: Inner<A>,
 }
 
+// The owned engine is the common case (every WebSocket-only client): boxing it would cost
+// every such connection an allocation to spare the rare upgraded one some bytes.
+#[allow(clippy::large_enum_variant)]
 enum Inner<A> {
     Owned(Engine<A>),
     Shared {
