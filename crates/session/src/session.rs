@@ -642,13 +642,16 @@ impl<X> Session<X> {
         let room = match (room, &*self.rooms) {
             (Some(r), _) => r,
             (None, [only]) => only.clone(),
-            (None, _) => return sink.send(parse_error(&ParseError::UnknownType)),
+            (None, _) => {
+                let e = ParseError::UnknownType;
+                return sink.send(ServerMessage::error_for(id, e.code(), e.to_string()));
+            }
         };
         if let Err(denied) = self.authorize(Action::Publish, &room) {
             return sink.send(denied_reply(id, &denied));
         }
         if !self.rooms.contains(&room) {
-            return sink.send(ServerMessage::error("not_in_room", "Not in room"));
+            return sink.send(ServerMessage::error_for(id, "not_in_room", "Not in room"));
         }
         let answer = Answer::new();
         publish(

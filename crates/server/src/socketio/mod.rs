@@ -10,7 +10,9 @@
 //! handshake request's header, query or cookie (refusals are `CONNECT_ERROR {"message":
 //! "Authentication failed"}`). Under `--echo` the root namespace also answers `message` with
 //! `message-back` and acknowledges `message-with-ack` with its arguments, and `/custom`
-//! exists; every namespace emits `auth` with the `CONNECT` payload (conformance runs).
+//! exists; every namespace emits `auth` with the `CONNECT` payload (conformance runs). For
+//! server → client acks, `emit-with-ack` makes the server emit `ack-request` with the same
+//! arguments and an ack id, and the client's answer comes back as `ack-response`.
 
 mod socket;
 
@@ -31,6 +33,9 @@ use crate::engineio::{App, Handshake, Out};
 use crate::native::NativeShared;
 use crate::state::AppState;
 use socket::{send_packet, Connect, NsSocket};
+
+/// How long the echo mode's `ack-request` waits for the client's ack.
+const ECHO_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What every Socket.IO connection of a server shares.
 pub(crate) struct SioShared {
@@ -267,6 +272,23 @@ impl SioConnection {
                     (true, "message-with-ack", Some(id)) => {
                         send_packet(out, Packet::Ack { nsp, id, args });
                     }
+                    // The other direction: the server asks for an ack, and says what came.
+                    (true, "emit-with-ack", _) => {
+                        let deadline = Some(out.now() + ECHO_ACK_TIMEOUT);
+                        if let Ok(id) = self.state.next_ack_id(&nsp, deadline) {
+                            let name = "ack-request".into();
+                            let ack = Some(id);
+                            send_packet(
+                                out,
+                                Packet::Event {
+                                    nsp,
+                                    name,
+                                    args,
+                                    ack,
+                                },
+                            );
+                        }
+                    }
                     _ => {
                         if let Some(socket) = self.socket(&nsp) {
                             socket.on_event(&name, args, ack, out);
@@ -274,8 +296,12 @@ impl SioConnection {
                     }
                 }
             }
-            // Nothing the server emits asks for an ack yet.
-            Incoming::Ack { .. } => {}
+            // Only the echo mode's `ack-request` asks for acks.
+            Incoming::Ack { nsp, args, .. } => {
+                if self.shared.echo {
+                    send_packet(out, Packet::event(nsp, "ack-response", args));
+                }
+            }
             Incoming::Disconnect { nsp } => self.sockets.retain(|s| s.nsp != nsp),
         }
         self.settle(out);

@@ -122,7 +122,13 @@ impl NsSocket {
                     "Too many requests waiting for an answer",
                 );
             }
-            self.awaited.push((awaited, ack));
+            self.awaited.push((awaited.clone(), ack));
+            let mut sink = SioSink::new(out, &self.nsp, &mut self.awaited);
+            // A refusal of this request that names no id still answers its ack.
+            sink.current = Some(awaited);
+            self.session.handle(incoming, &mut sink);
+            self.ended |= sink.closed;
+            return sink.finish(&self.session);
         }
         let mut sink = SioSink::new(out, &self.nsp, &mut self.awaited);
         self.session.handle(incoming, &mut sink);
@@ -363,6 +369,8 @@ struct SioSink<'a, 'o> {
     out: &'a mut Out<'o>,
     nsp: &'a Namespace,
     awaited: &'a mut Vec<(Await, AckId)>,
+    /// What the request being handled waits for (an `error` without an id answers it).
+    current: Option<Await>,
     closed: bool,
     counts: Counts,
 }
@@ -384,6 +392,7 @@ impl<'a, 'o> SioSink<'a, 'o> {
             out,
             nsp,
             awaited,
+            current: None,
             closed: false,
             counts: Counts::default(),
         }
@@ -458,7 +467,7 @@ impl Sink for SioSink<'_, '_> {
             ServerMessage::Error { id, .. } => {
                 let mut fields = fields_of(&message);
                 fields.remove("id");
-                let awaited = id.clone().map(Await::Id);
+                let awaited = id.clone().map(Await::Id).or_else(|| self.current.clone());
                 match awaited.and_then(|what| self.take(&what)) {
                     Some(ack) => {
                         let mut reply = Map::new();
