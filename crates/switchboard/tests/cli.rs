@@ -167,6 +167,57 @@ fn a_half_set_tls_pair_is_refused() {
     );
 }
 
+#[test]
+fn socketio_flags_reach_config_and_a_colliding_path_stops_serve() {
+    let output = switchboard(
+        &[
+            "config",
+            "--socketio-ping-interval",
+            "300ms",
+            "--socketio-ping-timeout",
+            "200ms",
+            "--no-socketio",
+        ],
+        &[("SWITCHBOARD_SOCKETIO__NAMESPACES", "/,/game")],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for line in [
+        "[socketio]",
+        "enabled = false  # from --no-socketio",
+        "ping_interval = \"300ms\"  # from --socketio-ping-interval",
+        "ping_timeout = \"200ms\"  # from --socketio-ping-timeout",
+        "namespaces = [\"/\", \"/game\"]  # from SWITCHBOARD_SOCKETIO__NAMESPACES",
+        "recovery = [\"/\", \"/game\"]",
+        "path = \"/socket.io/\"",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "no line {line:?} in:\n{text}"
+        );
+    }
+
+    let output = switchboard(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--socketio-path",
+            "/events/",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.contains(
+            "invalid configuration: socketio.path: \"/events/\" collides with the server's \
+             route /events"
+        ) && err.contains("(from --socketio-path)"),
+        "{err}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // switchboard token
 

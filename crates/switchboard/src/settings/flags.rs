@@ -9,8 +9,20 @@ use toml::Value;
 use super::keys::{Arity, Key, KEYS};
 use super::layers::{Layer, Source};
 
-/// `--no-deflate`: `deflate = false`, kept for scripts written before `--deflate=false`.
-const NO_DEFLATE: &str = "no-deflate";
+/// `--no-X` switches: (flag, key path, help). Each sets its key to `false` and conflicts with
+/// the key's own flag. `--no-deflate` is kept for scripts written before `--deflate=false`.
+const NEGATIONS: &[(&str, &str, &str)] = &[
+    (
+        "no-deflate",
+        "deflate",
+        "Disable permessage-deflate (same as --deflate=false)",
+    ),
+    (
+        "no-socketio",
+        "socketio.enabled",
+        "Do not serve Socket.IO (same as --socketio=false)",
+    ),
+];
 
 /// The settings flags the user gave.
 #[derive(Debug, Clone, Default)]
@@ -54,13 +66,16 @@ impl Args for Flags {
             };
             cmd = cmd.arg(arg);
         }
-        cmd.arg(
-            Arg::new(NO_DEFLATE)
-                .long(NO_DEFLATE)
-                .action(ArgAction::SetTrue)
-                .conflicts_with("deflate")
-                .help("Disable permessage-deflate (same as --deflate=false)"),
-        )
+        for (flag, path, help) in NEGATIONS {
+            cmd = cmd.arg(
+                Arg::new(*flag)
+                    .long(*flag)
+                    .action(ArgAction::SetTrue)
+                    .conflicts_with(*path)
+                    .help(*help),
+            );
+        }
+        cmd
     }
 
     fn augment_args_for_update(cmd: Command) -> Command {
@@ -86,10 +101,12 @@ impl FromArgMatches for Flags {
                 .unwrap_or_default();
             self.given.push((key, key.flag.to_owned(), values));
         }
-        if matches.get_flag(NO_DEFLATE) {
-            if let Some(deflate) = KEYS.iter().find(|k| k.path == "deflate") {
-                self.given
-                    .push((deflate, NO_DEFLATE.to_owned(), vec!["false".to_owned()]));
+        for (flag, path, _) in NEGATIONS {
+            if matches.get_flag(flag) {
+                if let Some(key) = KEYS.iter().find(|k| k.path == *path) {
+                    self.given
+                        .push((key, (*flag).to_owned(), vec!["false".to_owned()]));
+                }
             }
         }
         Ok(())

@@ -342,6 +342,80 @@ pub(crate) const KEYS: &[Key] = &[
              (repeatable; first match wins)",
         )
     },
+    // `[socketio]` (switchboard_server::SocketIoConfig; docs/configuration.md). Flags are the
+    // paths with a `socketio-` prefix; `--no-socketio` is `--socketio=false`.
+    Key {
+        arity: Arity::Switch,
+        ..key(
+            "socketio.enabled",
+            "socketio",
+            "BOOL",
+            "Serve Socket.IO (Engine.IO v4, Socket.IO v5) at --socketio-path \
+             (--no-socketio: off) [default: true]",
+        )
+    },
+    key(
+        "socketio.path",
+        "socketio-path",
+        "PATH",
+        "Socket.IO path (the client's path option); starts and ends with '/', clear of the \
+         server's routes [default: /socket.io/]",
+    ),
+    key(
+        "socketio.ping_interval",
+        "socketio-ping-interval",
+        "DURATION",
+        "Engine.IO pingInterval: ping a Socket.IO client this long after the handshake and \
+         each pong [default: 25s]",
+    ),
+    key(
+        "socketio.ping_timeout",
+        "socketio-ping-timeout",
+        "DURATION",
+        "Engine.IO pingTimeout: disconnect a client that does not answer a ping within this \
+         [default: 20s]",
+    ),
+    key(
+        "socketio.max_payload",
+        "socketio-max-payload",
+        "SIZE",
+        "Engine.IO maxPayload: largest WebSocket message or polling POST body; larger input \
+         closes the session [default: 1000000]",
+    ),
+    key(
+        "socketio.connect_timeout",
+        "socketio-connect-timeout",
+        "DURATION",
+        "Disconnect a client that has not connected to a namespace this long after the \
+         handshake [default: 45s]",
+    ),
+    Key {
+        arity: Arity::Many,
+        ..key(
+            "socketio.namespaces",
+            "socketio-namespace",
+            "NSP",
+            "Namespace clients may connect to, e.g. /chat (repeatable; others are refused) \
+             [default: / and /chat]",
+        )
+    },
+    Key {
+        arity: Arity::Many,
+        ..key(
+            "socketio.recovery",
+            "socketio-recovery",
+            "NSP",
+            "Namespace with connection state recovery, one of the namespaces (repeatable) \
+             [default: every namespace]",
+        )
+    },
+    key(
+        "socketio.recovery_window",
+        "socketio-recovery-window",
+        "DURATION",
+        "How long a disconnected socket's id, rooms and missed packets are kept for \
+         recovery [default: 2m]",
+    ),
     // `[auth]` (switchboard_auth::AuthConfig; docs/configuration.md). Flags are short
     // (`--jwt-secret` for `auth.jwt.secrets`), variables follow the paths
     // (`SWITCHBOARD_AUTH__JWT__SECRETS`).

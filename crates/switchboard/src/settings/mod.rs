@@ -11,6 +11,7 @@ mod flags;
 pub(crate) mod keys;
 mod layers;
 mod render;
+mod socketio;
 mod values;
 
 use std::ffi::OsString;
@@ -29,6 +30,7 @@ use switchboard_server::{ServerConfig, SessionConfig, TlsConfig};
 pub(crate) use auth::AuthSettings;
 pub(crate) use flags::Flags;
 pub(crate) use layers::Source;
+pub(crate) use socketio::SocketIoSettings;
 pub(crate) use values::LogFormat;
 
 use layers::Merged;
@@ -106,6 +108,7 @@ pub(crate) struct Settings {
     pub(crate) tls: TlsSettings,
     pub(crate) history: HistorySettings,
     pub(crate) overflow: OverflowSettings,
+    pub(crate) socketio: SocketIoSettings,
     pub(crate) auth: AuthSettings,
 }
 
@@ -179,6 +182,7 @@ impl Default for Settings {
             tls: TlsSettings::default(),
             history: HistorySettings::default(),
             overflow: OverflowSettings::default(),
+            socketio: SocketIoSettings::default(),
             auth: AuthSettings::default(),
         }
     }
@@ -209,8 +213,6 @@ impl Settings {
             Policy::Close => OverflowPolicy::Close,
         };
         ServerConfig {
-            // Settings keys for Socket.IO: next (the defaults meanwhile).
-            socketio: defaults.socketio.clone(),
             listen: self.listen,
             echo: self.echo,
             max_message_size: self.max_message_size,
@@ -283,22 +285,28 @@ impl Settings {
                 // never expires while it runs. A setting then.
                 presence_expiry: HubConfig::default().presence_expiry,
             },
+            socketio: self.socketio.config(),
         }
     }
 
     /// Checks that involve more than one key.
     fn validate(&self) -> Result<(), (String, String)> {
         match (&self.tls.cert, &self.tls.key) {
-            (Some(_), None) => Err((
-                "tls.key".to_owned(),
-                "missing: tls.cert is set, set both or neither".to_owned(),
-            )),
-            (None, Some(_)) => Err((
-                "tls.cert".to_owned(),
-                "missing: tls.key is set, set both or neither".to_owned(),
-            )),
-            _ => Ok(()),
+            (Some(_), None) => {
+                return Err((
+                    "tls.key".to_owned(),
+                    "missing: tls.cert is set, set both or neither".to_owned(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "tls.cert".to_owned(),
+                    "missing: tls.key is set, set both or neither".to_owned(),
+                ))
+            }
+            _ => {}
         }
+        self.socketio.validate()
     }
 }
 
@@ -441,6 +449,7 @@ fn suggestion(path: &str) -> Option<&'static str> {
             "tls",
             "history",
             "overflow",
+            "socketio",
             "auth",
             "auth.sources",
             "auth.jwt",

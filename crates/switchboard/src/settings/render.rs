@@ -185,6 +185,16 @@ pub(crate) fn value(s: &Settings, path: &str) -> Option<Value> {
                 })
                 .collect(),
         )),
+        "socketio.enabled" => Some(Value::Boolean(s.socketio.enabled)),
+        "socketio.path" => string(s.socketio.path.clone()),
+        "socketio.ping_interval" => duration(s.socketio.ping_interval),
+        "socketio.ping_timeout" => duration(s.socketio.ping_timeout),
+        "socketio.max_payload" => size(s.socketio.max_payload),
+        "socketio.connect_timeout" => duration(s.socketio.connect_timeout),
+        "socketio.namespaces" => strings(&s.socketio.namespaces),
+        // Effective: unset is every namespace.
+        "socketio.recovery" => strings(s.socketio.recovery()),
+        "socketio.recovery_window" => duration(s.socketio.recovery_window),
         _ => auth_value(s, path),
     }
 }

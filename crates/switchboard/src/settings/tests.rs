@@ -473,6 +473,13 @@ fn out_of_range_values_are_errors() {
         ("max_connections_per_ip = 0", "max_connections_per_ip"),
         ("max_connections = 0", "max_connections"),
         ("heartbeat_interval = 0", "heartbeat_interval"),
+        ("[socketio]\nping_interval = 0", "socketio.ping_interval"),
+        ("[socketio]\nping_timeout = \"0s\"", "socketio.ping_timeout"),
+        (
+            "[socketio]\nconnect_timeout = 0",
+            "socketio.connect_timeout",
+        ),
+        ("[socketio]\nmax_payload = 0", "socketio.max_payload"),
         ("max_message_size = 0", "max_message_size"),
         ("threads = 0", "threads"),
         ("dedup_capacity = -1", "dedup_capacity"),
@@ -626,6 +633,392 @@ fn the_documentation_covers_every_key() {
         assert!(docs.contains(&key.env()), "docs: {}", key.env());
         assert!(example.contains(key.name()), "example: {}", key.path);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// [socketio]
+
+fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+#[test]
+fn the_socketio_table_parses_from_the_file_into_the_servers_config() {
+    let toml = r#"
+[socketio]
+enabled = false
+path = "/rt/socket.io/"
+ping_interval = "10s"
+ping_timeout = 5
+max_payload = "64KiB"
+connect_timeout = "1m"
+namespaces = ["/", "/chat", "/admin"]
+recovery = ["/chat"]
+recovery_window = "30s"
+"#;
+    let c = settings(Some(toml), &[], &[]).server_config().socketio;
+    assert!(!c.enabled);
+    assert_eq!(c.path, "/rt/socket.io/");
+    assert_eq!(c.ping_interval, secs(10));
+    assert_eq!(c.ping_timeout, secs(5));
+    assert_eq!(c.max_payload, 64 << 10);
+    assert_eq!(c.connect_timeout, secs(60));
+    assert_eq!(c.namespaces, ["/", "/chat", "/admin"]);
+    assert_eq!(c.recovery, ["/chat"]);
+    assert_eq!(c.recovery_window, secs(30));
+    // max_payload takes the sizes of the other size keys; its default is a decimal megabyte.
+    let payload = |toml: &str| settings(Some(toml), &[], &[]).socketio.max_payload;
+    assert_eq!(payload("[socketio]\nmax_payload = \"1MB\""), 1_000_000);
+    assert_eq!(payload("[socketio]\nmax_payload = 2048"), 2048);
+    assert_eq!(Settings::default().socketio.max_payload, 1_000_000);
+}
+
+#[test]
+fn socketio_variables_and_flags_override_the_tables_fields() {
+    let toml = "[socketio]\nping_interval = \"10s\"\nping_timeout = \"10s\"\npath = \"/file/\"\n\
+                namespaces = [\"/file\"]\n";
+    let env = [
+        ("SWITCHBOARD_SOCKETIO__PING_INTERVAL", "1s"),
+        ("SWITCHBOARD_SOCKETIO__PATH", "/env/"),
+        ("SWITCHBOARD_SOCKETIO__NAMESPACES", "/, /env"),
+        ("SWITCHBOARD_SOCKETIO__RECOVERY", "/env"),
+        ("SWITCHBOARD_SOCKETIO__MAX_PAYLOAD", "1KiB"),
+        ("SWITCHBOARD_SOCKETIO__CONNECT_TIMEOUT", "3s"),
+        ("SWITCHBOARD_SOCKETIO__RECOVERY_WINDOW", "1h"),
+        ("SWITCHBOARD_SOCKETIO__ENABLED", "false"),
+    ];
+    let s = settings(Some(toml), &env, &[]).socketio;
+    assert!(!s.enabled);
+    assert_eq!(s.ping_interval, secs(1));
+    assert_eq!(s.ping_timeout, secs(10));
+    assert_eq!(s.path, "/env/");
+    assert_eq!(s.namespaces, ["/", "/env"]);
+    assert_eq!(s.recovery(), ["/env"]);
+    assert_eq!(s.max_payload, 1024);
+    assert_eq!(s.connect_timeout, secs(3));
+    assert_eq!(s.recovery_window, secs(3600));
+
+    // The flags a test server starts with.
+    let s = settings(
+        Some(toml),
+        &env,
+        &[
+            "--socketio-ping-interval",
+            "300ms",
+            "--socketio-ping-timeout",
+            "200ms",
+            "--socketio-max-payload",
+            "100KB",
+            "--socketio-connect-timeout",
+            "500ms",
+            "--socketio-path",
+            "/flag/",
+            "--socketio-namespace",
+            "/",
+            "--socketio-namespace",
+            "/flag",
+            "--socketio-recovery",
+            "/flag",
+            "--socketio-recovery-window",
+            "2s",
+            "--socketio",
+        ],
+    );
+    let c = s.server_config().socketio;
+    assert!(c.enabled);
+    assert_eq!(c.ping_interval, ms(300));
+    assert_eq!(c.ping_timeout, ms(200));
+    assert_eq!(c.max_payload, 100_000);
+    assert_eq!(c.connect_timeout, ms(500));
+    assert_eq!(c.path, "/flag/");
+    assert_eq!(c.namespaces, ["/", "/flag"]);
+    assert_eq!(c.recovery, ["/flag"]);
+    assert_eq!(c.recovery_window, secs(2));
+
+    // On and off, in every spelling.
+    let enabled = |toml: Option<&str>, env: &[(&str, &str)], args: &[&str]| {
+        settings(toml, env, args).server_config().socketio.enabled
+    };
+    assert!(enabled(None, &[], &[]));
+    assert!(!enabled(None, &[], &["--no-socketio"]));
+    assert!(!enabled(None, &[], &["--socketio=false"]));
+    assert!(!enabled(Some("[socketio]\nenabled = false"), &[], &[]));
+    assert!(enabled(
+        Some("[socketio]\nenabled = false"),
+        &[],
+        &["--socketio"]
+    ));
+    assert!(!enabled(
+        None,
+        &[("SWITCHBOARD_SOCKETIO__ENABLED", "true")],
+        &["--no-socketio"]
+    ));
+    let cmd = Flags::augment_args(clap::Command::new("serve").no_binary_name(true));
+    assert!(
+        cmd.try_get_matches_from(["--no-socketio", "--socketio"])
+            .is_err(),
+        "--no-socketio and --socketio conflict"
+    );
+    let e = error(
+        None,
+        &[],
+        &["--no-socketio", "--socketio-ping-interval", "0"],
+    );
+    assert!(
+        e.ends_with("(from --socketio-ping-interval)"),
+        "the other keys are still checked: {e}"
+    );
+}
+
+#[test]
+fn socketio_recovery_follows_the_namespaces_unless_set() {
+    let c = |toml: Option<&str>, env: &[(&str, &str)], args: &[&str]| {
+        settings(toml, env, args).server_config().socketio
+    };
+    // Default: every namespace, whichever they are.
+    assert_eq!(c(None, &[], &[]).recovery, ["/", "/chat"]);
+    let config = c(
+        Some("[socketio]\nnamespaces = [\"/\", \"/admin\"]"),
+        &[],
+        &[],
+    );
+    assert_eq!(config.recovery, ["/", "/admin"]);
+    let config = c(None, &[], &["--socketio-namespace", "/game"]);
+    assert_eq!(config.namespaces, ["/game"]);
+    assert_eq!(config.recovery, ["/game"]);
+    // Off: an empty list.
+    assert!(c(Some("[socketio]\nrecovery = []"), &[], &[])
+        .recovery
+        .is_empty());
+    assert!(c(None, &[("SWITCHBOARD_SOCKETIO__RECOVERY", "")], &[])
+        .recovery
+        .is_empty());
+    // A subset.
+    assert_eq!(
+        c(None, &[], &["--socketio-recovery", "/chat"]).recovery,
+        ["/chat"]
+    );
+    // Only namespaces that are served.
+    let e = error(
+        Some("[socketio]\nnamespaces = [\"/\"]"),
+        &[],
+        &["--socketio-recovery", "/", "--socketio-recovery", "/chat"],
+    );
+    assert_eq!(
+        e,
+        "invalid configuration: socketio.recovery[1]: \"/chat\" is not one of \
+         socketio.namespaces (\"/\") (from --socketio-recovery)"
+    );
+    let e = error(
+        None,
+        &[("SWITCHBOARD_SOCKETIO__NAMESPACES", "/a")],
+        &["--socketio-recovery", "/"],
+    );
+    assert!(
+        e.starts_with("invalid configuration: socketio.recovery[0]: \"/\" is not one of"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_socketio_settings_name_the_key_and_source() {
+    for (toml, env, args, expected) in [
+        (
+            None,
+            vec![],
+            vec!["--socketio-path", "/ws/"],
+            "invalid configuration: socketio.path: \"/ws/\" collides with the server's route /ws",
+        ),
+        (
+            None,
+            vec![("SWITCHBOARD_SOCKETIO__PATH", "/api/sio/")],
+            vec![],
+            "invalid configuration: socketio.path: \"/api/sio/\" collides with the server's \
+             route /api/",
+        ),
+        (
+            Some("[socketio]\npath = \"/engine.io/\""),
+            vec![],
+            vec![],
+            "invalid configuration: socketio.path: \"/engine.io/\" collides with the server's \
+             route /engine.io",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--socketio-path", "/metrics/"],
+            "invalid configuration: socketio.path: \"/metrics/\" collides",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--socketio-path", "/socket.io"],
+            "invalid configuration: socketio.path: must start and end with '/'",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--socketio-path", "socket.io/"],
+            "invalid configuration: socketio.path: must start and end with '/'",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--socketio-path", "/"],
+            "invalid configuration: socketio.path: \"/\" would take every route",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--socketio-path", "/a?b/"],
+            "invalid configuration: socketio.path: \"/a?b/\" is not a plain path",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--socketio-ping-interval", "0"],
+            "invalid configuration: socketio.ping_interval: must be greater than zero",
+        ),
+        (
+            None,
+            vec![("SWITCHBOARD_SOCKETIO__PING_TIMEOUT", "0ms")],
+            vec![],
+            "invalid configuration: socketio.ping_timeout: must be greater than zero",
+        ),
+        (
+            Some("[socketio]\nconnect_timeout = 0"),
+            vec![],
+            vec![],
+            "invalid configuration: socketio.connect_timeout: must be greater than zero",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--socketio-recovery-window", "0s"],
+            "invalid configuration: socketio.recovery_window: must be greater than zero",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--socketio-ping-interval", "soon"],
+            "invalid configuration: socketio.ping_interval: expected a duration",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--socketio-max-payload", "0"],
+            "invalid configuration: socketio.max_payload: must be at least 1",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--socketio-max-payload", "lots"],
+            "invalid configuration: socketio.max_payload: expected a size",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--socketio-namespace", "chat"],
+            "invalid configuration: socketio.namespaces: \"chat\" is not a namespace: namespace \
+             must start with '/'",
+        ),
+        (
+            Some("[socketio]\nnamespaces = [\"/a,b\"]"),
+            vec![],
+            vec![],
+            "invalid configuration: socketio.namespaces: \"/a,b\" is not a namespace: namespace \
+             must not contain a comma",
+        ),
+        (
+            None,
+            vec![("SWITCHBOARD_SOCKETIO__NAMESPACES", "/, /chat, /")],
+            vec![],
+            "invalid configuration: socketio.namespaces: \"/\" is listed twice",
+        ),
+        (
+            Some("[socketio]\nnamespaces = []"),
+            vec![],
+            vec![],
+            "invalid configuration: socketio.namespaces: empty",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--socketio-recovery", "chat"],
+            "invalid configuration: socketio.recovery: \"chat\" is not a namespace",
+        ),
+        (
+            Some("[socketio]\nenabled = \"yes\""),
+            vec![],
+            vec![],
+            "invalid configuration: socketio.enabled: expected true or false",
+        ),
+        (
+            Some("[socketio]\nping_intervall = \"1s\""),
+            vec![],
+            vec![],
+            "invalid configuration: socketio.ping_intervall: unknown key (did you mean \
+             socketio.ping_interval?)",
+        ),
+        (
+            None,
+            vec![("SWITCHBOARD_SOCKETIO__NAMESPACE", "/")],
+            vec![],
+            "invalid configuration: socketio.namespace: unknown key (did you mean \
+             socketio.namespaces?) (from SWITCHBOARD_SOCKETIO__NAMESPACE)",
+        ),
+    ] {
+        let e = error(toml, &env, &args);
+        assert!(e.starts_with(expected), "expected {expected:?}, got {e:?}");
+        if let Some((var, _)) = env.first() {
+            assert!(e.ends_with(&format!("(from {var})")), "{e}");
+        }
+        if let Some(flag) = args.first() {
+            assert!(e.ends_with(&format!("(from {flag})")), "{e}");
+        }
+    }
+}
+
+#[test]
+fn the_socketio_section_renders_effective_values_and_sources() {
+    let loaded = try_load(
+        Some("[socketio]\nnamespaces = [\"/\", \"/admin\"]"),
+        &[("SWITCHBOARD_SOCKETIO__MAX_PAYLOAD", "2MiB")],
+        &["--socketio-ping-interval", "300ms", "--no-socketio"],
+    )
+    .unwrap();
+    let text = loaded.render();
+    let at = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{text}"))
+    };
+    assert!(at("\n[overflow]\n") < at("\n[socketio]\n"));
+    assert!(at("\n[socketio]\n") < at("\n[auth]\n"));
+    for line in [
+        "enabled = false  # from --no-socketio",
+        "path = \"/socket.io/\"",
+        "ping_interval = \"300ms\"  # from --socketio-ping-interval",
+        "ping_timeout = \"20s\"",
+        "max_payload = \"2MiB\"  # from SWITCHBOARD_SOCKETIO__MAX_PAYLOAD",
+        "connect_timeout = \"45s\"",
+        "namespaces = [\"/\", \"/admin\"]  # from ",
+        // Unset: the namespaces, and no source.
+        "recovery = [\"/\", \"/admin\"]\n",
+        "recovery_window = \"2m\"",
+    ] {
+        assert!(
+            text.contains(&format!("\n{line}")),
+            "no {line:?} in:\n{text}"
+        );
+    }
+    // The default renders as a valid file that reads back the same.
+    let text = try_load(None, &[], &[]).unwrap().render();
+    assert!(text.contains("\nmax_payload = \"1000000\"\n"), "{text}");
+    let again = settings(Some(&text), &[], &[]);
+    assert_eq!(
+        format!("{:?}", again.server_config().socketio),
+        format!("{:?}", ServerConfig::default().socketio)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
