@@ -91,6 +91,57 @@ pub struct ServerConfig {
     pub auth: Option<std::sync::Arc<switchboard_auth::Authenticator>>,
     /// Rooms, history, presence and outbox settings.
     pub hub: HubConfig,
+    /// Socket.IO (SPEC §1.4).
+    pub socketio: SocketIoConfig,
+}
+
+/// Socket.IO settings (Engine.IO v4, Socket.IO v5; SPEC §1.4). The Engine.IO ones are
+/// announced to clients in the handshake.
+#[derive(Debug, Clone)]
+pub struct SocketIoConfig {
+    /// Serve Socket.IO at [`SocketIoConfig::path`]. Default on.
+    pub enabled: bool,
+    /// The Socket.IO path (`path` of the client options). Default `/socket.io/`.
+    pub path: String,
+    /// `pingInterval`: the server pings this long after the handshake and after each pong.
+    /// Default 25 s.
+    pub ping_interval: Duration,
+    /// `pingTimeout`: a client that does not answer a ping within this is disconnected
+    /// ("ping timeout"). Default 20 s. Bounds the life of dead and half-open sessions.
+    pub ping_timeout: Duration,
+    /// `maxPayload` (`maxHttpBufferSize`): the largest WebSocket message or polling POST
+    /// body, in bytes; larger input closes the session. Default 1 000 000.
+    pub max_payload: usize,
+    /// `connectTimeout`: a client that has not connected to a namespace this long after the
+    /// handshake is disconnected. Default 45 s.
+    pub connect_timeout: Duration,
+    /// The namespaces clients may connect to; others are refused (`Invalid namespace`).
+    /// Default `/` and `/chat`.
+    pub namespaces: Vec<String>,
+    /// Namespaces with connection state recovery (Socket.IO >= 4.6): their `CONNECT` reply
+    /// carries a `pid`, broadcasts carry an offset, and a client that reconnects within
+    /// [`SocketIoConfig::recovery_window`] gets its id, rooms and missed packets back.
+    /// Default: every namespace in `namespaces`.
+    pub recovery: Vec<String>,
+    /// How long a disconnected socket's state is kept for recovery. Default 2 min (the
+    /// reference's `maxDisconnectionDuration`).
+    pub recovery_window: Duration,
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        SocketIoConfig {
+            enabled: true,
+            path: "/socket.io/".to_owned(),
+            ping_interval: Duration::from_millis(25_000),
+            ping_timeout: Duration::from_millis(20_000),
+            max_payload: 1_000_000,
+            connect_timeout: Duration::from_millis(45_000),
+            namespaces: vec!["/".to_owned(), "/chat".to_owned()],
+            recovery: vec!["/".to_owned(), "/chat".to_owned()],
+            recovery_window: Duration::from_secs(120),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -121,6 +172,7 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             auth: None,
             hub: HubConfig::default(),
+            socketio: SocketIoConfig::default(),
         }
     }
 }

@@ -17,7 +17,9 @@ use switchboard_session::Session;
 
 use crate::access::{self, WsAccess};
 use crate::api;
+use crate::engineio::{self, echo::EngineEcho, Endpoint as EngineEndpoint};
 use crate::native::NativeSession;
+use crate::socketio::SioConnection;
 use crate::state::AppState;
 use crate::ws::{self, handler};
 
@@ -39,10 +41,49 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(api::routes(browser));
+    if state.config.socketio.enabled {
+        let shared = crate::socketio::SioShared::new(&state);
+        let endpoint = EngineEndpoint::<SioConnection>::start(&state, engine_config(&state));
+        let socketio = move |State(state): State<Arc<AppState>>, req: Request<Body>| {
+            let (endpoint, shared) = (endpoint.clone(), shared.clone());
+            async move {
+                engineio::serve(&endpoint, &state, req, |handshake| {
+                    let state = state.clone();
+                    async move { Ok(SioConnection::open(&shared, &state, handshake).await) }
+                })
+                .await
+            }
+        };
+        let path = state.config.socketio.path.clone();
+        let bare = path.trim_end_matches('/');
+        if !bare.is_empty() && bare != path {
+            router = router.route(bare, browser(any(socketio.clone())));
+        }
+        router = router.route(&path, browser(any(socketio)));
+    }
     if state.config.echo {
-        router = router.route("/echo", any(echo_endpoint));
+        let engine_echo = EngineEndpoint::<EngineEcho>::start(&state, engine_config(&state));
+        let engine_echo = move |State(state): State<Arc<AppState>>, req: Request<Body>| {
+            let endpoint = engine_echo.clone();
+            async move { engineio::serve(&endpoint, &state, req, |_| async { Ok(EngineEcho) }).await }
+        };
+        router = router
+            .route("/echo", any(echo_endpoint))
+            .route("/engine.io/", browser(any(engine_echo.clone())))
+            .route("/engine.io", browser(any(engine_echo)));
     }
     router.with_state(state)
+}
+
+/// The Engine.IO settings of the server's endpoints.
+fn engine_config(state: &AppState) -> switchboard_engineio_proto::Config {
+    let sio = &state.config.socketio;
+    switchboard_engineio_proto::Config {
+        ping_interval: sio.ping_interval,
+        ping_timeout: sio.ping_timeout,
+        max_payload: sio.max_payload,
+        ..Default::default()
+    }
 }
 
 async fn ws_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {

@@ -29,15 +29,17 @@ mod listener;
 pub mod metrics;
 mod native;
 pub use switchboard_session::rate;
+mod engineio;
 mod feed;
 mod front;
 mod poll;
 mod redact;
+mod socketio;
 mod sse;
 pub mod state;
 mod tls;
 pub mod ws;
 
-pub use config::{ServerConfig, TlsConfig};
+pub use config::{ServerConfig, SocketIoConfig, TlsConfig};
 pub use listener::{Embedded, Server};
 pub use switchboard_session::SessionConfig;

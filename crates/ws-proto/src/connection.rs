@@ -23,6 +23,9 @@ use crate::header::FrameHeader;
 use crate::mask::apply_mask;
 use crate::message::{Event, MessageKind};
 use crate::opcode::OpCode;
+
+/// The longest text frame [`Connection::is_only_heartbeats_with`] may count as a heartbeat.
+pub const MAX_TEXT_HEARTBEAT: usize = 16;
 use crate::prepared::PreparedMessage;
 use crate::role::Role;
 use crate::utf8::Utf8Validator;
@@ -186,6 +189,18 @@ impl Connection {
     /// without its application can let the codec handle them. An empty `buf` is not "only
     /// heartbeats".
     pub fn is_only_heartbeats(&self, buf: &[u8]) -> bool {
+        self.is_only_heartbeats_with(buf, |_| false)
+    }
+
+    /// [`Connection::is_only_heartbeats`], where a text frame also counts as a heartbeat when
+    /// it is final, uncompressed, at most [`MAX_TEXT_HEARTBEAT`] bytes, and `is_text_heartbeat`
+    /// accepts its (unmasked) payload: an application protocol's own heartbeat, such as
+    /// Engine.IO's pong `3`. Decoding such bytes yields `Message` events for those frames.
+    pub fn is_only_heartbeats_with(
+        &self,
+        buf: &[u8],
+        is_text_heartbeat: impl Fn(&[u8]) -> bool,
+    ) -> bool {
         if self.state != CloseState::Open || self.is_mid_message() || buf.is_empty() {
             return false;
         }
@@ -194,12 +209,26 @@ impl Connection {
             let Ok(Some((header, header_len))) = FrameHeader::parse(rest) else {
                 return false;
             };
-            let well_formed = matches!(header.opcode, OpCode::Ping | OpCode::Pong)
-                && !header.rsv1
-                && header.mask.is_some() == self.role.expects_masked_input();
-            // `parse` already refused long or fragmented control frames.
             let frame_len = header_len + header.payload_len as usize;
-            if !well_formed || rest.len() < frame_len {
+            let well_masked = header.mask.is_some() == self.role.expects_masked_input();
+            if !well_masked || header.rsv1 || rest.len() < frame_len {
+                return false;
+            }
+            let heartbeat = match header.opcode {
+                // `parse` already refused long or fragmented control frames.
+                OpCode::Ping | OpCode::Pong => true,
+                OpCode::Text if header.fin && header.payload_len <= MAX_TEXT_HEARTBEAT as u64 => {
+                    let mut payload = [0u8; MAX_TEXT_HEARTBEAT];
+                    let payload = &mut payload[..header.payload_len as usize];
+                    payload.copy_from_slice(&rest[header_len..frame_len]);
+                    if let Some(key) = header.mask {
+                        apply_mask(payload, key, 0);
+                    }
+                    is_text_heartbeat(payload)
+                }
+                _ => false,
+            };
+            if !heartbeat {
                 return false;
             }
             rest = &rest[frame_len..];

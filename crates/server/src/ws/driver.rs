@@ -245,8 +245,17 @@ pub async fn run<T: Transport, H: Handler>(
         // in these states), not in the timer branch, which merely wakes the loop: a client that
         // keeps the socket readable would never let that lower-priority branch run.
         let expiry = handler.expires_at().filter(|_| conn.is_open());
-        if close_deadline.is_some() || auth_deadline.is_some() || expiry.is_some() {
+        let timer = handler.timer().filter(|_| conn.is_open());
+        if close_deadline.is_some()
+            || auth_deadline.is_some()
+            || expiry.is_some()
+            || timer.is_some()
+        {
             let now = Instant::now();
+            if timer.is_some_and(|d| now >= d) {
+                handler.on_timer(&mut conn, now);
+                continue;
+            }
             if expiry.is_some_and(|d| now >= d) {
                 handler.on_expired(&mut conn);
                 let still_due = handler.expires_at().is_some_and(|d| Instant::now() >= d);
@@ -274,7 +283,7 @@ pub async fn run<T: Transport, H: Handler>(
             continue;
         }
         let mut deadline = keepalive.deadline(heartbeat);
-        for d in [close_deadline, auth_deadline, park_check, expiry]
+        for d in [close_deadline, auth_deadline, park_check, expiry, timer]
             .into_iter()
             .flatten()
         {
@@ -413,9 +422,13 @@ impl<H: Handler> Idle<H> {
         &self.socket
     }
 
-    /// The heartbeat deadline.
+    /// The heartbeat deadline, or the handler's timer when that is earlier.
     pub fn deadline(&self, limits: &DriverLimits) -> Instant {
-        self.keepalive.deadline(&limits.heartbeat)
+        let heartbeat = self.keepalive.deadline(&limits.heartbeat);
+        match self.handler.timer() {
+            Some(timer) => timer.min(heartbeat),
+            None => heartbeat,
+        }
     }
 
     /// See [`Handler::poll_outbound`].
@@ -433,7 +446,12 @@ impl<H: Handler> Idle<H> {
         // right behind the heartbeats (a peer that answers and leaves) gets no edge of its own.
         for _ in 0..4 {
             match self.socket.peek(&mut buf) {
-                Ok(n) if n < PEEK_LIMIT && self.conn.is_only_heartbeats(&buf[..n]) => {
+                Ok(n)
+                    if n < PEEK_LIMIT
+                        && self.conn.is_only_heartbeats_with(&buf[..n], |payload| {
+                            self.handler.is_text_heartbeat(payload)
+                        }) =>
+                {
                     // The bytes are in the socket's queue: this read takes exactly them.
                     if !matches!((&self.socket).read(&mut buf[..n]), Ok(read) if read == n) {
                         // Not expected; part of a frame would be gone: end the stream for
@@ -443,10 +461,16 @@ impl<H: Handler> Idle<H> {
                     }
                     metrics.bytes_in.add(n as u64);
                     self.keepalive.heard(Instant::now());
-                    // Only Ping and Pong events (see `is_only_heartbeats`); the codec queues
-                    // the Pongs that answer Pings.
+                    // Only Ping and Pong events (see `is_only_heartbeats`; the codec queues
+                    // the Pongs that answer Pings) and the handler's text heartbeats.
                     let mut input = BytesMut::from(&buf[..n]);
-                    while let Ok(Some(_)) = self.conn.handle_input(&mut input) {}
+                    while let Ok(Some(event)) = self.conn.handle_input(&mut input) {
+                        if let Event::Text(payload) = event {
+                            metrics.messages_in.add(1);
+                            let conn = &mut self.conn;
+                            self.handler.on_message(conn, MessageKind::Text, payload);
+                        }
+                    }
                     if !self.flush(metrics) {
                         return Verdict::Resume;
                     }
@@ -469,6 +493,13 @@ impl<H: Handler> Idle<H> {
         limits: &DriverLimits,
         metrics: &Metrics,
     ) -> Verdict {
+        if self.handler.timer().is_some_and(|at| now >= at) {
+            self.handler.on_timer(&mut self.conn, now);
+            // A close (a heartbeat that went unanswered) is the driver's to finish.
+            if !self.conn.is_open() || !self.flush(metrics) {
+                return Verdict::Resume;
+            }
+        }
         match self.keepalive.handle_timeout(now, &limits.heartbeat) {
             KeepaliveAction::Wait => Verdict::Stay,
             // The resumed driver finds the deadline passed and ends the connection.

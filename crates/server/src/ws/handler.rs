@@ -47,6 +47,20 @@ pub trait Handler: Send + Sync + 'static {
     }
     /// [`Handler::expires_at`] passed: close the connection (4001 "Token expired").
     fn on_expired(&mut self, _conn: &mut Connection) {}
+    /// When the handler's own timer is due (`None`: no timer): an application protocol's
+    /// heartbeat (Engine.IO's ping) or timeout. The driver calls [`Handler::on_timer`] once
+    /// it has passed, parked or not; the answer may change after any call.
+    fn timer(&self) -> Option<std::time::Instant> {
+        None
+    }
+    /// [`Handler::timer`] passed: act (queue a ping, close the connection).
+    fn on_timer(&mut self, _conn: &mut Connection, _now: std::time::Instant) {}
+    /// Whether a small text message is the application protocol's heartbeat (Engine.IO's
+    /// pong `3`): a parked connection then hands it to [`Handler::on_message`] in place
+    /// instead of resuming a task for it. Keep it cheap and side-effect free.
+    fn is_text_heartbeat(&self, _payload: &[u8]) -> bool {
+        false
+    }
 }
 
 /// Echoes every message back (the `/echo` endpoint).

@@ -47,9 +47,37 @@ pub fn upgrade<H: Handler>(
 /// counts it).
 pub fn upgrade_as<H: Handler>(
     state: &Arc<AppState>,
+    req: Request<Body>,
+    user: Option<&switchboard_hub::UserId>,
+    protocols: &[&str],
+    open: impl FnOnce(Option<&str>) -> (H, u64),
+) -> Response {
+    let options = UpgradeOptions {
+        kind: TransportKind::WebSocket,
+        max_message_size: state.config.max_message_size,
+        deflate: true,
+    };
+    upgrade_with(state, req, user, protocols, options, open)
+}
+
+/// How an endpoint's WebSocket connections differ from `/ws`'s.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UpgradeOptions {
+    /// What the connection counts as (limits, metrics).
+    pub kind: TransportKind,
+    /// The largest message accepted (larger ones close the connection with 1009).
+    pub max_message_size: usize,
+    /// Whether permessage-deflate may be negotiated (when the server enables it).
+    pub deflate: bool,
+}
+
+/// [`upgrade_as`] with the endpoint's own [`UpgradeOptions`].
+pub(crate) fn upgrade_with<H: Handler>(
+    state: &Arc<AppState>,
     mut req: Request<Body>,
     user: Option<&switchboard_hub::UserId>,
     protocols: &[&str],
+    options: UpgradeOptions,
     open: impl FnOnce(Option<&str>) -> (H, u64),
 ) -> Response {
     if req.version() > Version::HTTP_11 {
@@ -89,11 +117,12 @@ pub fn upgrade_as<H: Handler>(
     // slot is taken now, so that concurrent handshakes can not overshoot.
     let peer = peer_addr(&req);
     // Anonymous connections (no `user`) are each a user of their own for the per-user limit.
-    let guard = match state.admit(TransportKind::WebSocket, peer.map(|p| p.ip()), user) {
+    let guard = match state.admit(options.kind, peer.map(|p| p.ip()), user) {
         Ok(guard) => guard,
         Err(refusal) => return refusal.into_response(),
     };
-    let accepted = upgrade.accept(protocols, state.config.deflate.as_ref());
+    let deflate_policy = state.config.deflate.as_ref().filter(|_| options.deflate);
+    let accepted = upgrade.accept(protocols, deflate_policy);
     let (handler, conn_id) = open(accepted.protocol.as_deref());
     let deflate = accepted.deflate;
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -126,7 +155,7 @@ pub fn upgrade_as<H: Handler>(
         let stream = take_stream(upgraded, task_state.config.socket_send_buffer);
         let config = &task_state.config;
         let mut conn = Connection::server(&Config {
-            max_message_size: config.max_message_size,
+            max_message_size: options.max_message_size,
         });
         if let (Some(params), Some(policy)) = (deflate, config.deflate.as_ref()) {
             conn = conn.with_deflate(params, policy);

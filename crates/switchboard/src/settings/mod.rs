@@ -209,6 +209,8 @@ impl Settings {
             Policy::Close => OverflowPolicy::Close,
         };
         ServerConfig {
+            // Settings keys for Socket.IO: next (the defaults meanwhile).
+            socketio: defaults.socketio.clone(),
             listen: self.listen,
             echo: self.echo,
             max_message_size: self.max_message_size,

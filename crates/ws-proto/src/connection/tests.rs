@@ -420,3 +420,43 @@ fn only_complete_valid_pings_and_pongs_count_as_only_heartbeats() {
     closing.close(CloseCode::Normal, "");
     assert!(!closing.is_only_heartbeats(&pong));
 }
+
+#[test]
+fn small_text_frames_the_caller_accepts_count_as_heartbeats() {
+    let conn = Connection::server(&Config::default());
+    let is_pong = |p: &[u8]| p == b"3";
+    let pong3 = frame(0x81, b"3", true);
+    assert!(conn.is_only_heartbeats_with(&pong3, is_pong));
+    assert!(
+        !conn.is_only_heartbeats(&pong3),
+        "not without the predicate"
+    );
+    let mixed: Vec<u8> = [pong3.clone(), frame(0x8a, b"", true), pong3.clone()].concat();
+    assert!(conn.is_only_heartbeats_with(&mixed, is_pong));
+    assert!(!conn.is_only_heartbeats_with(&frame(0x81, b"4x", true), is_pong));
+    assert!(
+        !conn.is_only_heartbeats_with(&frame(0x82, b"3", true), is_pong),
+        "binary"
+    );
+    assert!(
+        !conn.is_only_heartbeats_with(&frame(0x01, b"3", true), is_pong),
+        "not final"
+    );
+    assert!(
+        !conn.is_only_heartbeats_with(&frame(0xc1, b"3", true), is_pong),
+        "compressed"
+    );
+    assert!(
+        !conn.is_only_heartbeats_with(&frame(0x81, b"3", false), is_pong),
+        "unmasked"
+    );
+    let long = vec![b'3'; MAX_TEXT_HEARTBEAT + 1];
+    assert!(
+        !conn.is_only_heartbeats_with(&frame(0x81, &long, true), |_| true),
+        "too long"
+    );
+    assert!(
+        !conn.is_only_heartbeats_with(&pong3[..pong3.len() - 1], is_pong),
+        "incomplete"
+    );
+}

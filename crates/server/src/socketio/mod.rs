@@ -1,0 +1,381 @@
+//! Socket.IO v5 on the Engine.IO endpoint at `/socket.io/` (SPEC §1.4): each connection's
+//! packets decoded by `switchboard-socketio-proto`, each connected namespace a socket on the
+//! session core ([`socket`]), so that Socket.IO rooms are Switchboard channels shared with
+//! every other transport, under the same limits, permissions and metrics.
+//!
+//! With no application code the server behaves like the seeds' Socket.IO servers:
+//! `join_room`/`subscribe` and `leave_room`/`unsubscribe` (acked `{status:"ok", room}`),
+//! events naming a room relayed to it (stamped with `userId`, `timestamp`, `offset`, `id`),
+//! `typing` to the others only. Credentials: `socket.handshake.auth.token`, else the
+//! handshake request's header, query or cookie (refusals are `CONNECT_ERROR {"message":
+//! "Authentication failed"}`). Under `--echo` the root namespace also answers `message` with
+//! `message-back` and acknowledges `message-with-ack` with its arguments, and `/custom`
+//! exists; every namespace emits `auth` with the `CONNECT` payload (conformance runs).
+
+mod socket;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+use switchboard_auth::{ConnectInfo, Identity};
+use switchboard_engineio_proto::{CloseReason as EngineClose, Message, Str};
+use switchboard_hub::Delivery;
+use switchboard_socketio_proto::{
+    Args, ConnectErrorReason, Decoder, DecoderConfig, Incoming, Namespace, Packet, SocketState,
+    StateConfig, StateEvent,
+};
+
+use crate::engineio::{App, Handshake, Out};
+use crate::native::NativeShared;
+use crate::state::AppState;
+use socket::{send_packet, Connect, NsSocket};
+
+/// What every Socket.IO connection of a server shares.
+pub(crate) struct SioShared {
+    native: Arc<NativeShared>,
+    namespaces: Vec<Namespace>,
+    state: StateConfig,
+    decoder: DecoderConfig,
+    /// The conformance behaviours of `--echo`.
+    echo: bool,
+}
+
+impl SioShared {
+    pub(crate) fn new(state: &AppState) -> Arc<SioShared> {
+        let config = &state.config.socketio;
+        let mut namespaces: Vec<Namespace> = config
+            .namespaces
+            .iter()
+            .filter_map(|n| Namespace::new(n.as_str()).ok())
+            .collect();
+        if state.config.echo {
+            for extra in ["/", "/custom"] {
+                let nsp = Namespace::new(extra).expect("valid");
+                if !namespaces.contains(&nsp) {
+                    namespaces.push(nsp);
+                }
+            }
+        }
+        Arc::new(SioShared {
+            native: state.native.clone(),
+            namespaces,
+            state: StateConfig {
+                connect_timeout: config.connect_timeout,
+                ..StateConfig::default()
+            },
+            decoder: DecoderConfig {
+                max_attachment_bytes: config.max_payload,
+                ..DecoderConfig::default()
+            },
+            echo: state.config.echo,
+        })
+    }
+}
+
+/// The credentials of the handshake request (header, query, cookie), checked once.
+enum HandshakeAuth {
+    /// None given.
+    None,
+    /// Valid: the user of every namespace connected without a token of its own.
+    Identity(Box<Identity>),
+    /// Given and refused.
+    Refused,
+}
+
+/// One Socket.IO connection (the application above its Engine.IO session).
+pub(crate) struct SioConnection {
+    shared: Arc<SioShared>,
+    state: SocketState,
+    decoder: Decoder,
+    handshake: HandshakeAuth,
+    info: Option<Box<ConnectInfo>>,
+    sockets: Vec<NsSocket>,
+}
+
+thread_local! {
+    /// Scratch for draining outboxes, per worker thread (a drain never nests).
+    static BATCH: std::cell::RefCell<Vec<Arc<Delivery>>> = const {
+        std::cell::RefCell::new(Vec::new())
+    };
+}
+
+impl SioConnection {
+    /// A connection for `handshake`: its credentials (if any) are verified now.
+    pub(crate) async fn open(
+        shared: &Arc<SioShared>,
+        state: &Arc<AppState>,
+        handshake: Handshake,
+    ) -> SioConnection {
+        let mut auth = HandshakeAuth::None;
+        let mut info = None;
+        if let Some(authenticator) = &state.config.auth {
+            let connect_info =
+                crate::access::connect_info(&handshake.headers, handshake.ip, "socketio");
+            if authenticator
+                .extract(&handshake.headers, &handshake.uri)
+                .is_some()
+            {
+                auth = match crate::access::identify_http(
+                    state,
+                    &handshake.headers,
+                    &handshake.uri,
+                    handshake.ip,
+                    "socketio",
+                )
+                .await
+                {
+                    Ok(Some(identity)) => HandshakeAuth::Identity(Box::new(identity)),
+                    Ok(None) => HandshakeAuth::None,
+                    Err(_) => HandshakeAuth::Refused,
+                };
+            }
+            info = Some(Box::new(connect_info));
+        }
+        SioConnection {
+            shared: shared.clone(),
+            state: SocketState::new(shared.state, Instant::now()),
+            decoder: Decoder::new(shared.decoder),
+            handshake: auth,
+            info,
+            sockets: Vec::new(),
+        }
+    }
+
+    fn socket(&mut self, nsp: &Namespace) -> Option<&mut NsSocket> {
+        self.sockets.iter_mut().find(|s| &s.nsp == nsp)
+    }
+
+    /// A `CONNECT` to `nsp` with `auth` (the client's `auth` option).
+    fn on_connect(&mut self, nsp: Namespace, auth: Option<Map<String, Value>>, out: &mut Out<'_>) {
+        if !self.shared.namespaces.contains(&nsp) {
+            return self.refuse(&nsp, ConnectErrorReason::InvalidNamespace, out);
+        }
+        let Some(sid) = super::engineio::new_sid() else {
+            return self.refuse(&nsp, ConnectErrorReason::Other("no randomness".into()), out);
+        };
+        let sid = Str::from(sid.as_str());
+        let native = self.shared.native.clone();
+        let now = out.now();
+        let token = auth
+            .as_ref()
+            .and_then(|a| a.get("token"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let authenticator = native.auth.clone();
+        let info = || self.info.as_deref().cloned().unwrap_or_default();
+        let session = match (&authenticator, token, &self.handshake) {
+            (None, _, _) => socket::SioSession::anonymous(native, now),
+            // A token in the `CONNECT` is verified like a first `auth` message.
+            (Some(_), Some(token), _) => {
+                let session = socket::SioSession::awaiting_auth(native, info(), now);
+                let mut socket = NsSocket::new(nsp, sid, session);
+                socket.authenticate(token, out);
+                return self.connected_or_pending(socket, auth, out);
+            }
+            (Some(_), None, HandshakeAuth::Identity(identity)) => {
+                socket::SioSession::authenticated(native, (**identity).clone(), info(), now)
+            }
+            (Some(auth), None, HandshakeAuth::None) if auth.anonymous_allowed() => {
+                socket::SioSession::anonymous(native, now).with_connect_info(info())
+            }
+            (Some(_), None, _) => {
+                self.count_auth_failure();
+                return self.refuse(&nsp, ConnectErrorReason::AuthenticationFailed, out);
+            }
+        };
+        let socket = NsSocket::new(nsp, sid, session);
+        self.connected_or_pending(socket, auth, out);
+    }
+
+    fn count_auth_failure(&self) {
+        self.shared
+            .native
+            .transport
+            .auth_failure("socketio_connect");
+    }
+
+    /// Answer the `CONNECT` of `socket` if its credentials are settled, else keep it waiting.
+    fn connected_or_pending(
+        &mut self,
+        mut socket: NsSocket,
+        auth: Option<Map<String, Value>>,
+        out: &mut Out<'_>,
+    ) {
+        match socket.connect_state() {
+            Connect::Accepted => {
+                self.accept(&mut socket, auth, out);
+                self.sockets.push(socket);
+            }
+            Connect::Refused => {
+                self.count_auth_failure();
+                self.refuse(&socket.nsp, ConnectErrorReason::AuthenticationFailed, out);
+            }
+            Connect::Pending => self.sockets.push(socket),
+        }
+    }
+
+    fn accept(
+        &mut self,
+        socket: &mut NsSocket,
+        auth: Option<Map<String, Value>>,
+        out: &mut Out<'_>,
+    ) {
+        let Ok(text) = self.state.accept_connect(&socket.nsp, &socket.sid, None) else {
+            return;
+        };
+        socket.connected = true;
+        out.send(Message::Text(Str::from(text)));
+        if self.shared.echo {
+            // The conformance suite's servers greet with the auth payload.
+            let payload = Value::Object(auth.unwrap_or_default());
+            let packet =
+                Packet::event(socket.nsp.clone(), "auth", Args::from_values(vec![payload]));
+            send_packet(out, packet);
+        }
+    }
+
+    fn refuse(&mut self, nsp: &Namespace, reason: ConnectErrorReason, out: &mut Out<'_>) {
+        if let Ok(text) = self.state.reject_connect(nsp, &reason, None) {
+            out.send(Message::Text(Str::from(text)));
+        }
+    }
+
+    /// One decoded packet.
+    fn on_packet(&mut self, packet: Packet, out: &mut Out<'_>) {
+        let incoming = match self.state.handle_packet(packet) {
+            Ok(Some(incoming)) => incoming,
+            Ok(None) => return,
+            // The reference server closes the connection on a packet out of place.
+            Err(_) => return out.close(),
+        };
+        match incoming {
+            Incoming::Connect { nsp, auth } => self.on_connect(nsp, auth, out),
+            Incoming::Event {
+                nsp,
+                name,
+                args,
+                ack,
+            } => {
+                let echo = self.shared.echo && nsp.is_root();
+                let name = name.as_str().into_owned();
+                match (echo, name.as_str(), ack) {
+                    (true, "message", _) => {
+                        send_packet(out, Packet::event(nsp, "message-back", args));
+                    }
+                    (true, "message-with-ack", Some(id)) => {
+                        send_packet(out, Packet::Ack { nsp, id, args });
+                    }
+                    _ => {
+                        if let Some(socket) = self.socket(&nsp) {
+                            socket.on_event(&name, args, ack, out);
+                        }
+                    }
+                }
+            }
+            // Nothing the server emits asks for an ack yet.
+            Incoming::Ack { .. } => {}
+            Incoming::Disconnect { nsp } => self.sockets.retain(|s| s.nsp != nsp),
+        }
+        self.settle(out);
+    }
+
+    /// Disconnect the sockets the core ended, and close the connection on the state's timeouts.
+    fn settle(&mut self, out: &mut Out<'_>) {
+        while let Some(event) = self.state.poll_event() {
+            if event == StateEvent::ConnectTimeout {
+                out.close();
+            }
+        }
+        let mut i = 0;
+        while i < self.sockets.len() {
+            if !self.sockets[i].ended {
+                i += 1;
+                continue;
+            }
+            let socket = self.sockets.remove(i);
+            if socket.connected {
+                if let Some(text) = self.state.disconnect(&socket.nsp) {
+                    out.send(Message::Text(Str::from(text)));
+                }
+            } else {
+                self.count_auth_failure();
+                self.refuse(&socket.nsp, ConnectErrorReason::AuthenticationFailed, out);
+            }
+        }
+    }
+}
+
+impl App for SioConnection {
+    fn on_message(&mut self, message: Message, out: &mut Out<'_>) {
+        let decoded = match message {
+            Message::Text(text) => self.decoder.decode_text(&text),
+            Message::Binary(data) => self.decoder.decode_binary(data),
+        };
+        match decoded {
+            Ok(Some(packet)) => self.on_packet(packet, out),
+            Ok(None) => {}
+            // An invalid packet closes the connection, as in the reference server.
+            Err(_) => out.close(),
+        }
+    }
+
+    fn poll_outbound(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Every socket's outbox gets the waker (no early return).
+        let mut ready = false;
+        for socket in &self.sockets {
+            ready |= socket.poll_outbound(cx);
+        }
+        if ready {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn write_outbound(&mut self, out: &mut Out<'_>) {
+        BATCH.with_borrow_mut(|batch| {
+            for i in 0..self.sockets.len() {
+                let was_connected = self.sockets[i].connected;
+                self.sockets[i].write_outbound(batch, out);
+                if !was_connected && !self.sockets[i].ended {
+                    if let Connect::Accepted = self.sockets[i].connect_state() {
+                        // A verification that finished later.
+                        let mut socket = self.sockets.remove(i);
+                        self.accept(&mut socket, None, out);
+                        self.sockets.insert(i, socket);
+                    }
+                }
+            }
+            if batch.capacity() > 4096 {
+                *batch = Vec::new();
+            }
+        });
+        self.settle(out);
+    }
+
+    fn timer(&self) -> Option<Instant> {
+        let expiry = self.sockets.iter().filter_map(NsSocket::expires_at).min();
+        match (self.state.poll_timeout(), expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn on_timer(&mut self, out: &mut Out<'_>) {
+        let now = out.now();
+        self.state.handle_timeout(now);
+        for socket in &mut self.sockets {
+            if socket.expires_at().is_some_and(|at| now >= at) {
+                socket.expire_if_due(out);
+            }
+        }
+        self.settle(out);
+    }
+
+    fn on_close(&mut self, _reason: EngineClose) {
+        // Leaving their rooms and the hub.
+        self.sockets.clear();
+    }
+}

@@ -1,0 +1,535 @@
+//! One Socket.IO socket (a client's connection to one namespace) on the session core: its
+//! events become native-protocol messages (`join_room` → `join`, an event whose argument
+//! names a `room` → a relay of that type), the core's replies become acknowledgements, and
+//! room deliveries become events (SPEC §1.4: Socket.IO rooms are Switchboard channels).
+
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+use switchboard_engineio_proto::{Message, Str};
+use switchboard_hub::{Body, Delivery, EncodingKey, RoomName};
+use switchboard_native_proto::{parse_value, ClientMessage, Incoming, ServerMessage, WireFormat};
+use switchboard_session::{encode_delivery, CloseReason, Note, Session, Sink};
+use switchboard_socketio_proto::{AckId, Args, Namespace, Packet};
+
+use crate::engineio::Out;
+use crate::metrics::Metrics;
+
+/// Most requests of one socket waiting for the core's answer (joins, relays with an ack);
+/// more are answered with an error at once. Bounds the bookkeeping of a client that floods.
+const MAX_AWAITED: usize = 64;
+
+/// A socket's session core.
+pub(crate) type SioSession = Session<Arc<Metrics>>;
+
+/// What a request waits for, to answer the client's ack with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Await {
+    /// A reply naming this message id (`ack`, `error`).
+    Id(String),
+    Joined(RoomName),
+    Left(RoomName),
+    Presence(RoomName),
+    History(RoomName),
+    Pong,
+    Refreshed,
+}
+
+/// One connected (or connecting) namespace of a connection.
+pub(crate) struct NsSocket {
+    pub(crate) nsp: Namespace,
+    /// The socket id (`socket.id` on the client).
+    pub(crate) sid: Str,
+    pub(crate) session: SioSession,
+    /// Whether the `CONNECT` was accepted (false while its credentials are verified).
+    pub(crate) connected: bool,
+    /// The core ended the socket (rate-limit flood, kick, expiry): disconnect it.
+    pub(crate) ended: bool,
+    awaited: Vec<(Await, AckId)>,
+    /// Ids for relays of events with an ack and no `id` of their own.
+    next_id: u64,
+}
+
+/// How a socket's `CONNECT` turned out.
+pub(crate) enum Connect {
+    Accepted,
+    Refused,
+    Pending,
+}
+
+impl NsSocket {
+    pub(crate) fn new(nsp: Namespace, sid: Str, session: SioSession) -> NsSocket {
+        NsSocket {
+            nsp,
+            sid,
+            session,
+            connected: false,
+            ended: false,
+            awaited: Vec::new(),
+            next_id: 0,
+        }
+    }
+
+    /// Where the socket's `CONNECT` stands (after the first-message `auth` of its token).
+    pub(crate) fn connect_state(&self) -> Connect {
+        if self.session.is_authenticated() {
+            Connect::Accepted
+        } else if self.ended {
+            Connect::Refused
+        } else {
+            Connect::Pending
+        }
+    }
+
+    /// Verify `token` as the socket's credential (the core's first-message flow).
+    pub(crate) fn authenticate(&mut self, token: String, out: &mut Out<'_>) {
+        let incoming = Incoming {
+            message: ClientMessage::Auth { token },
+            id: None,
+        };
+        let mut sink = SioSink::new(out, &self.nsp, &mut self.awaited);
+        self.session.handle(incoming, &mut sink);
+        self.ended |= sink.closed;
+        sink.finish(&self.session);
+    }
+
+    /// A client event (not one of the echo mode's).
+    pub(crate) fn on_event(
+        &mut self,
+        name: &str,
+        args: Args,
+        ack: Option<AckId>,
+        out: &mut Out<'_>,
+    ) {
+        let incoming = match self.native_of(name, args, ack) {
+            Ok(incoming) => incoming,
+            Err((code, message)) => {
+                return answer_error(out, &self.nsp, ack, code, &message);
+            }
+        };
+        if let Some(ack) = ack {
+            let Some(awaited) = awaited_by(&incoming) else {
+                // Nothing in the core answers it (`ack`): confirm at once.
+                return send_packet(out, ack_packet(&self.nsp, ack, ok_reply(None)));
+            };
+            if self.awaited.len() >= MAX_AWAITED {
+                return answer_error(
+                    out,
+                    &self.nsp,
+                    Some(ack),
+                    "too_many_pending",
+                    "Too many requests waiting for an answer",
+                );
+            }
+            self.awaited.push((awaited, ack));
+        }
+        let mut sink = SioSink::new(out, &self.nsp, &mut self.awaited);
+        self.session.handle(incoming, &mut sink);
+        self.ended |= sink.closed;
+        sink.finish(&self.session);
+    }
+
+    /// The native message an event stands for: its name is the type (`join_room`/`subscribe`
+    /// are `join`, `leave_room`/`unsubscribe` are `leave`), its one argument the room name or
+    /// the object with the room and the fields to relay.
+    fn native_of(
+        &mut self,
+        name: &str,
+        args: Args,
+        ack: Option<AckId>,
+    ) -> Result<Incoming, (&'static str, String)> {
+        if args.has_binary() {
+            return Err((
+                "invalid_format",
+                "Binary arguments are not relayed: send JSON".to_owned(),
+            ));
+        }
+        let kind = match name {
+            "join_room" | "join" | "subscribe" => "join",
+            "leave_room" | "leave" | "unsubscribe" => "leave",
+            other => other,
+        };
+        let (values, _) = args.into_parts();
+        if values.len() > 1 {
+            // Dropping the others would lose data silently.
+            return Err((
+                "invalid_format",
+                format!("Event \"{name}\" takes one argument (a room name or an object)"),
+            ));
+        }
+        let mut body = match values.into_iter().next() {
+            Some(Value::String(room)) => {
+                let mut body = Map::new();
+                body.insert("room".into(), Value::String(room));
+                body
+            }
+            Some(Value::Object(body)) => body,
+            None | Some(Value::Null) => Map::new(),
+            Some(_) => {
+                return Err((
+                    "invalid_format",
+                    format!("Event \"{name}\" takes a room name or an object"),
+                ))
+            }
+        };
+        body.insert("type".into(), Value::String(kind.to_owned()));
+        // A relay the client wants confirmed needs an id to match the core's `ack` to: its
+        // own, or one unique to this connection (never reused: the core deduplicates by id).
+        if ack.is_some() && !body.contains_key("id") {
+            self.next_id += 1;
+            let id = format!("sio-{}-{}", self.session.connection_id(), self.next_id);
+            body.insert("id".into(), Value::String(id));
+        }
+        parse_value(Value::Object(body)).map_err(|e| (e.code(), e.to_string()))
+    }
+
+    /// Ready when the core has deliveries or a late answer for the socket.
+    pub(crate) fn poll_outbound(&self, cx: &mut std::task::Context<'_>) -> bool {
+        self.session.poll_outbound(cx).is_ready()
+    }
+
+    /// Send the socket's deliveries (and apply late verification results).
+    pub(crate) fn write_outbound(&mut self, batch: &mut Vec<Arc<Delivery>>, out: &mut Out<'_>) {
+        let mut sink = SioSink::new(out, &self.nsp, &mut self.awaited);
+        self.session.resume(&mut sink);
+        self.session.drain(batch, &mut sink);
+        self.ended |= sink.closed;
+        let me = self.session.user().0.clone();
+        for delivery in batch.drain(..) {
+            if let Body::Reply(message) = delivery.body() {
+                sink.send(message.clone());
+                continue;
+            }
+            // `typing` goes to the others only.
+            if delivery.kind() == "typing" && sender_of(&delivery).as_deref() == Some(&*me) {
+                continue;
+            }
+            if let Some(text) = event_text(&delivery) {
+                let text = if sink.nsp.is_root() {
+                    text
+                } else {
+                    Str::from(with_namespace(&text, sink.nsp))
+                };
+                sink.out.send(Message::Text(text));
+            }
+        }
+        sink.finish(&self.session);
+    }
+
+    /// The socket's credentials expire at (for the connection's timer).
+    pub(crate) fn expires_at(&self) -> Option<Instant> {
+        self.session.expires_at().map(crate::access::instant_of)
+    }
+
+    /// End the socket if its credentials expired; whether it did.
+    pub(crate) fn expire_if_due(&mut self, out: &mut Out<'_>) -> bool {
+        let mut sink = SioSink::new(out, &self.nsp, &mut self.awaited);
+        let expired = self
+            .session
+            .expire_if_due(std::time::SystemTime::now(), &mut sink);
+        self.ended |= sink.closed || expired;
+        sink.finish(&self.session);
+        expired
+    }
+}
+
+/// Which reply answers a request with an ack.
+fn awaited_by(incoming: &Incoming) -> Option<Await> {
+    match &incoming.message {
+        ClientMessage::Join { room, .. } => Some(Await::Joined(room.clone())),
+        ClientMessage::Leave { room } => Some(Await::Left(room.clone())),
+        ClientMessage::Presence { room } => Some(Await::Presence(room.clone())),
+        ClientMessage::History { room, .. } => Some(Await::History(room.clone())),
+        ClientMessage::Ping => Some(Await::Pong),
+        ClientMessage::Refresh { .. } => Some(Await::Refreshed),
+        ClientMessage::Relay { .. } => incoming.id.clone().map(Await::Id),
+        ClientMessage::Auth { .. } | ClientMessage::Ack { .. } => None,
+    }
+}
+
+/// The user id a relayed message was stamped with (computed once per delivery).
+fn sender_of(delivery: &Delivery) -> Option<Arc<str>> {
+    static SENDER: LazyLock<EncodingKey<Option<Arc<str>>>> = LazyLock::new(EncodingKey::new);
+    delivery
+        .encoding(&SENDER, |d| {
+            let json = d.json()?;
+            let value: Value = serde_json::from_slice(json).ok()?;
+            value.get("userId")?.as_str().map(Arc::from)
+        })
+        .clone()
+}
+
+/// The event a delivery becomes in the root namespace, `2["<event>",<message>]`, encoded
+/// once per delivery and shared by every Socket.IO recipient. The event is the message's
+/// `type`, except `publish` (what the HTTP API and native `publish` send) which is Socket.IO's
+/// default event `message`, and `typing`, which the seeds' clients hear as `user_typing`.
+fn event_text(delivery: &Delivery) -> Option<Str> {
+    static EVENT: LazyLock<EncodingKey<Option<Str>>> = LazyLock::new(EncodingKey::new);
+    delivery
+        .encoding(&EVENT, |d| {
+            let json = encode_delivery(WireFormat::Json, d)?;
+            let name = match d.body() {
+                Body::Presence(change) if change.joined => "user_joined",
+                Body::Presence(_) => "user_left",
+                _ => event_name(d.kind()),
+            };
+            let name = serde_json::to_string(name).ok()?;
+            let mut text = String::with_capacity(4 + name.len() + json.len());
+            text.push_str("2[");
+            text.push_str(&name);
+            text.push(',');
+            text.push_str(std::str::from_utf8(&json).ok()?);
+            text.push(']');
+            Some(Str::from(text))
+        })
+        .clone()
+}
+
+/// The Socket.IO event of a message type.
+pub(crate) fn event_name(kind: &str) -> &str {
+    match kind {
+        "publish" => "message",
+        "typing" => "user_typing",
+        other => other,
+    }
+}
+
+/// A root-namespace packet text moved to `nsp` (`2[…]` → `2/chat,[…]`).
+fn with_namespace(text: &str, nsp: &Namespace) -> String {
+    let (head, rest) = text.split_at(1);
+    let mut out = String::with_capacity(text.len() + nsp.as_str().len() + 1);
+    out.push_str(head);
+    out.push_str(nsp.as_str());
+    out.push(',');
+    out.push_str(rest);
+    out
+}
+
+/// Send a packet (its attachments after it).
+pub(crate) fn send_packet(out: &mut Out<'_>, packet: Packet) {
+    let encoded = packet.encode();
+    if encoded.attachments.is_empty() {
+        out.send(Message::Text(Str::from(encoded.text)));
+    } else {
+        let mut messages = Vec::with_capacity(1 + encoded.attachments.len());
+        messages.push(Message::Text(Str::from(encoded.text)));
+        messages.extend(encoded.attachments.into_iter().map(Message::Binary));
+        out.send_all(messages);
+    }
+}
+
+fn ack_packet(nsp: &Namespace, id: AckId, reply: Value) -> Packet {
+    Packet::Ack {
+        nsp: nsp.clone(),
+        id,
+        args: Args::from_values(vec![reply]),
+    }
+}
+
+/// `{status: "ok", …fields}`.
+fn ok_reply(fields: Option<Map<String, Value>>) -> Value {
+    let mut reply = Map::new();
+    reply.insert("status".into(), Value::from("ok"));
+    if let Some(fields) = fields {
+        reply.extend(fields);
+    }
+    Value::Object(reply)
+}
+
+/// A refusal: the ack `{status: "error", code, message}`, or without one an `error` event
+/// `{code, message}`.
+fn answer_error(out: &mut Out<'_>, nsp: &Namespace, ack: Option<AckId>, code: &str, message: &str) {
+    let mut error = Map::new();
+    if ack.is_some() {
+        error.insert("status".into(), Value::from("error"));
+    }
+    error.insert("code".into(), Value::from(code));
+    error.insert("message".into(), Value::from(message));
+    let packet = match ack {
+        Some(id) => ack_packet(nsp, id, Value::Object(error)),
+        None => Packet::event(
+            nsp.clone(),
+            "error",
+            Args::from_values(vec![Value::Object(error)]),
+        ),
+    };
+    send_packet(out, packet);
+}
+
+/// The session core's output for one socket: replies become acks (or events), a close ends
+/// the socket.
+struct SioSink<'a, 'o> {
+    out: &'a mut Out<'o>,
+    nsp: &'a Namespace,
+    awaited: &'a mut Vec<(Await, AckId)>,
+    closed: bool,
+    counts: Counts,
+}
+
+#[derive(Default)]
+struct Counts {
+    rate_limited: u64,
+    dropped: u64,
+    lagged: u64,
+}
+
+impl<'a, 'o> SioSink<'a, 'o> {
+    fn new(
+        out: &'a mut Out<'o>,
+        nsp: &'a Namespace,
+        awaited: &'a mut Vec<(Await, AckId)>,
+    ) -> SioSink<'a, 'o> {
+        SioSink {
+            out,
+            nsp,
+            awaited,
+            closed: false,
+            counts: Counts::default(),
+        }
+    }
+
+    /// The ack waiting for `what`, if any (removed).
+    fn take(&mut self, what: &Await) -> Option<AckId> {
+        let i = self.awaited.iter().position(|(a, _)| a == what)?;
+        Some(self.awaited.remove(i).1)
+    }
+
+    fn ack_or_event(&mut self, what: Await, reply: Value, event: &str) {
+        match self.take(&what) {
+            Some(id) => send_packet(self.out, ack_packet(self.nsp, id, reply)),
+            None => send_packet(
+                self.out,
+                Packet::event(self.nsp.clone(), event, Args::from_values(vec![reply])),
+            ),
+        }
+    }
+
+    fn finish(self, session: &SioSession) {
+        let metrics = &session.shared().transport;
+        if self.counts.rate_limited > 0 {
+            metrics.rate_limited.inc_by(self.counts.rate_limited);
+        }
+        if self.counts.dropped > 0 {
+            metrics.dropped.add(self.counts.dropped);
+        }
+        if self.counts.lagged > 0 {
+            metrics.lagged.inc_by(self.counts.lagged);
+        }
+    }
+}
+
+/// `message` as a JSON object without its `type` (what an ack carries).
+fn fields_of(message: &ServerMessage) -> Map<String, Value> {
+    match serde_json::to_value(message) {
+        Ok(Value::Object(mut fields)) => {
+            fields.remove("type");
+            fields
+        }
+        _ => Map::new(),
+    }
+}
+
+impl Sink for SioSink<'_, '_> {
+    fn send(&mut self, message: ServerMessage) {
+        match &message {
+            ServerMessage::Joined { room, .. } => {
+                let mut fields = Map::new();
+                fields.insert("room".into(), Value::from(room.as_str()));
+                let what = Await::Joined(room.clone());
+                if let Some(id) = self.take(&what) {
+                    send_packet(self.out, ack_packet(self.nsp, id, ok_reply(Some(fields))));
+                }
+            }
+            ServerMessage::Left { room } => {
+                let mut fields = Map::new();
+                fields.insert("room".into(), Value::from(room.as_str()));
+                if let Some(id) = self.take(&Await::Left(room.clone())) {
+                    send_packet(self.out, ack_packet(self.nsp, id, ok_reply(Some(fields))));
+                }
+            }
+            ServerMessage::Ack { id, .. } => {
+                let what = Await::Id(id.clone());
+                if let Some(ack) = self.take(&what) {
+                    let reply = ok_reply(Some(fields_of(&message)));
+                    send_packet(self.out, ack_packet(self.nsp, ack, reply));
+                }
+            }
+            ServerMessage::Error { id, .. } => {
+                let mut fields = fields_of(&message);
+                fields.remove("id");
+                let awaited = id.clone().map(Await::Id);
+                match awaited.and_then(|what| self.take(&what)) {
+                    Some(ack) => {
+                        let mut reply = Map::new();
+                        reply.insert("status".into(), Value::from("error"));
+                        reply.extend(fields);
+                        send_packet(self.out, ack_packet(self.nsp, ack, Value::Object(reply)));
+                    }
+                    None => send_packet(
+                        self.out,
+                        Packet::event(
+                            self.nsp.clone(),
+                            "error",
+                            Args::from_values(vec![Value::Object(fields)]),
+                        ),
+                    ),
+                }
+            }
+            ServerMessage::Presence { room, .. } => {
+                let reply = ok_reply(Some(fields_of(&message)));
+                self.ack_or_event(Await::Presence(room.clone()), reply, "presence");
+            }
+            ServerMessage::History { room, .. } => {
+                let reply = ok_reply(Some(fields_of(&message)));
+                self.ack_or_event(Await::History(room.clone()), reply, "history");
+            }
+            ServerMessage::Pong => {
+                if let Some(id) = self.take(&Await::Pong) {
+                    send_packet(self.out, ack_packet(self.nsp, id, ok_reply(None)));
+                }
+            }
+            ServerMessage::Refreshed { .. } => {
+                let reply = ok_reply(Some(fields_of(&message)));
+                self.ack_or_event(Await::Refreshed, reply, "refreshed");
+            }
+            // The `CONNECT` reply stands for these.
+            ServerMessage::Welcome { .. } | ServerMessage::AuthSuccess { .. } => {}
+            ServerMessage::Lagged { .. } => {
+                let fields = fields_of(&message);
+                send_packet(
+                    self.out,
+                    Packet::event(
+                        self.nsp.clone(),
+                        "lagged",
+                        Args::from_values(vec![Value::Object(fields)]),
+                    ),
+                );
+            }
+            ServerMessage::UserJoined { .. } | ServerMessage::UserLeft { .. } => {
+                let name = if matches!(message, ServerMessage::UserJoined { .. }) {
+                    "user_joined"
+                } else {
+                    "user_left"
+                };
+                let value = serde_json::to_value(&message).unwrap_or(Value::Null);
+                send_packet(
+                    self.out,
+                    Packet::event(self.nsp.clone(), name, Args::from_values(vec![value])),
+                );
+            }
+        }
+    }
+
+    fn close(&mut self, _reason: CloseReason) {
+        self.closed = true;
+    }
+
+    fn note(&mut self, note: Note) {
+        match note {
+            Note::RateLimited => self.counts.rate_limited += 1,
+            Note::Dropped(n) => self.counts.dropped += n as u64,
+            Note::Lagged => self.counts.lagged += 1,
+        }
+    }
+}
