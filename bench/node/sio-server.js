@@ -5,14 +5,17 @@
 //
 // * `join_room` "<room>": joins the room; its ack is {"status":"ok","room":"<room>"}
 //   ({"status":"error",…} if the room is not a string);
-// * `publish` {room, data}: emits `message` with {type, room, data, userId, timestamp,
-//   offset, id} to every socket in the room, the sender included (`io.to(room)`);
+// * `publish` {room, data}: emits `message` with {type: "publish", room, data, userId, user,
+//   timestamp, offset, id} (switchboard's fields, so the deliveries are about as long) to
+//   every socket in the room, the sender included (`io.to(room)`);
 // * `message` <args>: answered with `message-back` <args>; `message-with-ack` <args>:
 //   acknowledged with <args> (the Socket.IO conformance events).
 //
 // Usage: node sio-server.js --listen 127.0.0.1:9001
 // Default server options otherwise (websocket and polling transports, no compression:
-// socket.io's default `perMessageDeflate: false`), TCP_NODELAY on accepted sockets.
+// socket.io's default `perMessageDeflate: false`), TCP_NODELAY on accepted sockets; `ws`
+// masks and unmasks with `bufferutil` (a dependency here, as socket.io's performance notes
+// advise; the start line says whether it loaded).
 "use strict";
 
 const http = require("node:http");
@@ -54,10 +57,11 @@ io.on("connection", (socket) => {
     offsets.set(room, offset);
     ids += 1;
     io.to(room).emit("message", {
-      type: "message",
+      type: "publish",
       room,
       data: message.data,
       userId: socket.id,
+      user: socket.id,
       timestamp: Date.now(),
       offset,
       id: ids.toString(16).padStart(16, "0"),
@@ -77,8 +81,14 @@ io.on("connection", (socket) => {
 
 httpServer.listen(port, host, () => {
   const address = httpServer.address();
+  let bufferutil = "no";
+  try {
+    require("bufferutil");
+    bufferutil = "yes";
+  } catch {}
   console.error(
     `node-socketio: socket.io ${require("socket.io/package.json").version} on node ` +
-      `${process.version}, listening on ${address.address}:${address.port}`,
+      `${process.version} (bufferutil: ${bufferutil}), listening on ` +
+      `${address.address}:${address.port}`,
   );
 });

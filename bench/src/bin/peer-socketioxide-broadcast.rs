@@ -5,8 +5,9 @@
 //!
 //! * `join_room` `"<room>"`: joins the room; its ack is `{"status":"ok","room":"<room>"}`
 //!   (`{"status":"error",…}` if the room is not a string);
-//! * `publish` `{"room","data"}`: emits `message` with `{type, room, data, userId,
-//!   timestamp, offset, id}` to every socket in the room (`within`: the sender included);
+//! * `publish` `{"room","data"}`: emits `message` with `{type: "publish", room, data,
+//!   userId, user, timestamp, offset, id}` (switchboard's fields, so the deliveries are about
+//!   as long) to every socket in the room (`within`: the sender included);
 //! * `message` `<args>`: answered with `message-back` `<args>`, and `message-with-ack`
 //!   `<args>` acknowledged with `<args>`, as in socketioxide's own echo example (the
 //!   Socket.IO conformance events), but with all the arguments ([`Args`]) where
@@ -43,6 +44,7 @@ struct Delivery<'a> {
     data: &'a Value,
     #[serde(rename = "userId")]
     user_id: &'a str,
+    user: &'a str,
     timestamp: u64,
     offset: u64,
     id: String,
@@ -139,10 +141,11 @@ fn main() -> anyhow::Result<()> {
                     (*offset, ids)
                 };
                 let delivery = Delivery {
-                    r#type: "message",
+                    r#type: "publish",
                     room: &publish.room,
                     data: &publish.data,
                     user_id: socket.id.as_str(),
+                    user: socket.id.as_str(),
                     timestamp: SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map_or(0, |d| d.as_millis() as u64),
