@@ -1,5 +1,6 @@
 //! Finds (and unless `--no-build`, builds) the binaries: loadgen, the peers, and
-//! switchboard from the root workspace. A server whose binary is missing is
+//! switchboard from the root workspace; for the Node peers, `node` (after `npm ci` in
+//! bench/node if needed). A server whose binary is missing is
 //! reported, not fatal: its column just says `failed`.
 
 use std::collections::HashMap;
@@ -90,13 +91,19 @@ impl Binaries {
                     .get(name)
                     .cloned()
                     .ok_or_else(|| format!("{name} was not built")),
+                Kind::Node { .. } => super::node::prepare(logs),
             };
             match bin.and_then(existing) {
                 Ok(bin) => {
                     bins.servers.insert(name, bin);
                 }
                 Err(reason) => {
-                    eprintln!("warning: {name}: {reason}");
+                    // A Node peer that cannot run is an error of the setup, not a warning.
+                    let level = match endpoint.kind {
+                        Kind::Node { .. } => "error",
+                        _ => "warning",
+                    };
+                    eprintln!("{level}: {name}: {reason}");
                     bins.broken.insert(name, reason);
                 }
             }

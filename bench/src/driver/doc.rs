@@ -66,6 +66,11 @@ pub fn render(
          - Fan-out rows count messages received by all subscribers per second; they run against \
          each server's broadcast endpoint (`socketioxide` has only that one; `tungstenite` and \
          `tcp-floor` have none). Lost copies (dropped, lagged or refused) are listed under *Notes*.\n\
+         - Socket.IO rows (`Socket.IO …`) run against each server's Socket.IO endpoint \
+         (`/socket.io/`, websocket transport): switchboard's built-in rooms (`--echo` for the \
+         echo row), socketioxide and the Node `socket.io` server (`node-socketio`) with the same \
+         events (`join_room` with an ack, `publish` → `message` to the room, \
+         `message-with-ack`), as bench/README.md describes.\n\
          - SSE and long-poll rows use switchboard's HTTP feeds (`/events`, `/poll`), which no \
          peer has (`n/a`); the same WebSocket publisher as the fan-out rows feeds them.\n\
          - `/ws session` rows are switchboard's native sessions (`n/a` for the peers), with and \

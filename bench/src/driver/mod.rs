@@ -13,6 +13,7 @@ pub mod cargo;
 pub mod doc;
 pub mod machine;
 pub mod measure;
+pub mod node;
 pub mod placement;
 pub mod runner;
 pub mod scenarios;
@@ -321,5 +322,8 @@ fn peer_versions(bench_dir: &Path) -> String {
     })
     .collect::<Vec<_>>()
     .join(", ")
-        + "; each peer on a current_thread tokio runtime, TCP_NODELAY on"
+        + "; each Rust peer on a current_thread tokio runtime, TCP_NODELAY on"
+        + &node::versions()
+            .map(|v| format!("; node-socketio: {v} (single-threaded event loop)"))
+            .unwrap_or_default()
 }

@@ -44,14 +44,27 @@ pub enum Load {
     },
     /// `idle --sse`: hold SSE streams on one room while the driver samples server memory.
     IdleSse,
+    /// `idle --protocol socketio` on the server's Socket.IO endpoint: hold Socket.IO
+    /// connections (namespace `/`, room `bench` joined) while the driver samples memory.
+    IdleSio,
     /// `fanout`: one publisher, `subscribers` subscribers in one room.
     Fanout {
         /// Subscriber connections.
         subscribers: usize,
         /// Publishes per second; 0 = max rate (window-paced).
         rate: u32,
-        /// Subscribers are SSE streams (`--transport sse`), not WebSocket members.
-        sse: bool,
+        /// Where publisher and subscribers connect.
+        feed: Feed,
+    },
+    /// `sio-echo` on the server's Socket.IO endpoint in echo mode: `connections` ×
+    /// `depth` acknowledged `message-with-ack` events in flight.
+    SioEcho {
+        /// Connections.
+        connections: usize,
+        /// Acknowledged events in flight per connection.
+        depth: usize,
+        /// Bytes of the event's string argument.
+        size: usize,
     },
     /// `fanout --transport poll --window 1`: long pollers, each answer carrying one message.
     PollRtt {
@@ -66,6 +79,18 @@ pub enum Load {
         /// How the connection authenticates.
         auth: Auth,
     },
+}
+
+/// Where a fan-out row's publisher and subscribers connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// Everyone on the server's broadcast endpoint, in its protocol (`fanout-*`).
+    Broadcast,
+    /// The publisher on the broadcast endpoint, the subscribers on switchboard's SSE streams
+    /// (`sse-fanout-*`).
+    Sse,
+    /// Everyone on the server's Socket.IO endpoint (`sio-fanout-*`).
+    SocketIo,
 }
 
 /// How a `/ws` session row authenticates, and so how its server is started
@@ -147,7 +172,7 @@ const fn fanout(id: &'static str, label: &'static str, subscribers: usize, rate:
         load: Load::Fanout {
             subscribers,
             rate,
-            sse: false,
+            feed: Feed::Broadcast,
         },
         metric: metric::DELIVERIES_PER_S,
         unit: Unit::PerSecond,
@@ -162,9 +187,21 @@ const fn sse_fanout(id: &'static str, label: &'static str, streams: usize) -> Sc
         load: Load::Fanout {
             subscribers: streams,
             rate: 0,
-            sse: true,
+            feed: Feed::Sse,
         },
         ..fanout(id, label, streams, 0)
+    }
+}
+
+/// A max-rate fan-out row on the Socket.IO endpoints.
+const fn sio_fanout(id: &'static str, label: &'static str, subscribers: usize) -> Scenario {
+    Scenario {
+        load: Load::Fanout {
+            subscribers,
+            rate: 0,
+            feed: Feed::SocketIo,
+        },
+        ..fanout(id, label, subscribers, 0)
     }
 }
 
@@ -185,7 +222,7 @@ pub const AUTH_COMPARISONS: [(&str, &str); 4] = [
 ];
 
 /// All scenarios, in row order.
-pub const SCENARIOS: [Scenario; 21] = [
+pub const SCENARIOS: [Scenario; 25] = [
     Scenario {
         id: "closed-20b",
         label: "closed loop, 20 B (msgs/s)",
@@ -345,6 +382,38 @@ pub const SCENARIOS: [Scenario; 21] = [
         1,
         Auth::FirstMessageHs256,
     ),
+    sio_fanout(
+        "sio-fanout-1k",
+        "Socket.IO fan-out 1k subs, max rate (deliveries/s)",
+        1_000,
+    ),
+    sio_fanout(
+        "sio-fanout-10k",
+        "Socket.IO fan-out 10k subs, max rate (deliveries/s)",
+        10_000,
+    ),
+    Scenario {
+        id: "sio-echo",
+        label: "Socket.IO echo, acks ×16 in flight, 20 B (round trips/s)",
+        load: Load::SioEcho {
+            connections: CONNECTIONS,
+            depth: DEPTH,
+            size: SMALL,
+        },
+        metric: metric::MSGS_PER_S,
+        unit: Unit::PerSecond,
+        raw: false,
+        latency: RTT,
+    },
+    Scenario {
+        id: "idle-sio",
+        label: "memory per idle Socket.IO room member",
+        load: Load::IdleSio,
+        metric: metric::BYTES_PER_CONN,
+        unit: Unit::Bytes,
+        raw: false,
+        latency: None,
+    },
 ];
 
 impl Scenario {
@@ -375,7 +444,7 @@ impl Scenario {
                 ]);
                 timing(&mut args);
             }
-            Load::Idle { .. } | Load::IdleSse => {
+            Load::Idle { .. } | Load::IdleSse | Load::IdleSio => {
                 args.extend([
                     "idle".into(),
                     "--connections".into(),
@@ -383,22 +452,26 @@ impl Scenario {
                 ]);
                 args.extend(["--settle".into(), p.settle.to_string()]);
                 args.extend(["--hold".into(), IDLE_HOLD.as_secs().to_string()]);
-                if matches!(self.load, Load::IdleSse) {
-                    args.push("--sse".into());
+                match self.load {
+                    Load::IdleSse => args.push("--sse".into()),
+                    Load::IdleSio => args.extend(["--protocol".into(), "socketio".into()]),
+                    _ => {}
                 }
             }
             Load::Fanout {
                 subscribers,
                 rate,
-                sse,
+                feed,
             } => {
                 args.extend([
                     "fanout".into(),
                     "--subscribers".into(),
                     subscribers.to_string(),
                 ]);
-                if sse {
-                    args.extend(["--transport".into(), "sse".into()]);
+                match feed {
+                    Feed::Broadcast => {}
+                    Feed::Sse => args.extend(["--transport".into(), "sse".into()]),
+                    Feed::SocketIo => args.extend(["--protocol".into(), "socketio".into()]),
                 }
                 args.extend(["--rate".into(), rate.to_string()]);
                 args.extend(["--window".into(), FANOUT_WINDOW.to_string()]);
@@ -412,6 +485,16 @@ impl Scenario {
                 // the publisher) got the last, so each answer carries exactly one message.
                 args.extend(["--rate".into(), "0".into(), "--window".into(), "1".into()]);
                 args.extend(["--size".into(), SMALL.to_string()]);
+                timing(&mut args);
+            }
+            Load::SioEcho {
+                connections,
+                depth,
+                size,
+            } => {
+                args.extend(["sio-echo".into(), "--size".into(), size.to_string()]);
+                args.extend(["--connections".into(), connections.to_string()]);
+                args.extend(["--depth".into(), depth.to_string()]);
                 timing(&mut args);
             }
             Load::Sessions { concurrency, auth } => {
@@ -449,14 +532,35 @@ impl Scenario {
         matches!(self.load, Load::Fanout { .. })
     }
 
-    /// Whether loadgen speaks the server's broadcast protocol (`--protocol`): fan-out
-    /// publishers and room members. Unless the row [uses the HTTP
+    /// Whether loadgen speaks the server's broadcast protocol (`--protocol`, the
+    /// endpoint's): fan-out publishers and room members. Unless the row [uses the HTTP
     /// feeds](Self::uses_http_feeds), it runs against the broadcast endpoint.
     pub fn uses_broadcast_endpoint(&self) -> bool {
         matches!(
             self.load,
-            Load::Fanout { .. } | Load::Idle { members: true } | Load::PollRtt { .. }
+            Load::Fanout {
+                feed: Feed::Broadcast | Feed::Sse,
+                ..
+            } | Load::Idle { members: true }
+                | Load::PollRtt { .. }
         )
+    }
+
+    /// Whether the row runs against a server's Socket.IO endpoint (`sio`): Socket.IO
+    /// fan-out and idle members, with `--protocol socketio` in its own arguments.
+    pub fn uses_sio_endpoint(&self) -> bool {
+        matches!(
+            self.load,
+            Load::Fanout {
+                feed: Feed::SocketIo,
+                ..
+            } | Load::IdleSio
+        )
+    }
+
+    /// Whether the row runs against a server's Socket.IO endpoint in echo mode (`sio_echo`).
+    pub fn uses_sio_echo_endpoint(&self) -> bool {
+        matches!(self.load, Load::SioEcho { .. })
     }
 
     /// Whether the row needs switchboard's HTTP feeds (SSE, long polling): it runs against
@@ -464,23 +568,31 @@ impl Scenario {
     pub fn uses_http_feeds(&self) -> bool {
         matches!(
             self.load,
-            Load::Fanout { sse: true, .. } | Load::IdleSse | Load::PollRtt { .. }
+            Load::Fanout {
+                feed: Feed::Sse,
+                ..
+            } | Load::IdleSse
+                | Load::PollRtt { .. }
         )
     }
 
     /// Whether the driver samples server memory before the run and at the hold.
     pub fn samples_memory(&self) -> bool {
-        matches!(self.load, Load::Idle { .. } | Load::IdleSse)
+        matches!(self.load, Load::Idle { .. } | Load::IdleSse | Load::IdleSio)
     }
 
     /// The longest a loadgen run of this scenario may take before it is killed.
     pub fn deadline(&self, p: &Profile) -> Duration {
         let run = match self.load {
             // Connection setup (bounded at 30 s by loadgen) plus the run.
-            Load::Closed { .. } | Load::Pipelined { .. } => 30.0 + p.warmup + p.duration,
+            Load::Closed { .. } | Load::Pipelined { .. } | Load::SioEcho { .. } => {
+                30.0 + p.warmup + p.duration
+            }
             Load::Handshakes { .. } | Load::Sessions { .. } => p.warmup + p.duration,
             // Opening (bounded at 120 s by loadgen), settling, and the longest hold.
-            Load::Idle { .. } | Load::IdleSse => 120.0 + p.settle + IDLE_HOLD.as_secs_f64(),
+            Load::Idle { .. } | Load::IdleSse | Load::IdleSio => {
+                120.0 + p.settle + IDLE_HOLD.as_secs_f64()
+            }
             // Setup (90 s at most) + sync (30 s) + the run + drain and flush (4 s).
             Load::Fanout { .. } | Load::PollRtt { .. } => 90.0 + 30.0 + p.warmup + p.duration + 4.0,
         };
@@ -532,12 +644,26 @@ impl Scenario {
             Load::Fanout {
                 subscribers,
                 rate: 0,
-                sse: true,
+                feed: Feed::Sse,
             } => format!(
                 "1 WebSocket publisher (native `publish`, as in `fanout-*`) + {subscribers} SSE \
                  streams (`GET /events?channels=bench`) on the room, {SMALL} B payloads, at most \
                  {FANOUT_WINDOW} broadcasts in flight (until every copy arrived), {} s warm-up + \
                  {} s: messages received by all streams per second, publish-to-receive latency",
+                p.warmup, p.duration
+            ),
+            Load::Fanout {
+                subscribers,
+                rate: 0,
+                feed: Feed::SocketIo,
+            } => format!(
+                "1 publisher + {subscribers} subscribers, all Socket.IO clients (websocket \
+                 transport, namespace `/`) in room `bench` (`join_room` with its ack), {SMALL} B \
+                 payloads published as `publish` {{room, data}} events and delivered to every \
+                 member, the publisher included, as `message` events carrying an object; at \
+                 most {FANOUT_WINDOW} broadcasts in flight (until every copy arrived), {} s \
+                 warm-up + {} s: messages received by all subscribers per second, \
+                 publish-to-receive latency",
                 p.warmup, p.duration
             ),
             Load::Fanout { subscribers, rate: 0, .. } => format!(
@@ -562,6 +688,23 @@ impl Scenario {
                 "(RSS with {} idle connections that joined the broadcast room (as fan-out \
                  subscribers do) − RSS before) ÷ connections, sampled {} s after the last join",
                 p.idle_connections, p.settle
+            ),
+            Load::IdleSio => format!(
+                "(RSS with {} idle Socket.IO clients (websocket transport, connected to namespace \
+                 `/`, room `bench` joined with its ack; Engine.IO pings answered) − RSS before) \
+                 ÷ connections, sampled {} s after the last join",
+                p.idle_connections, p.settle
+            ),
+            Load::SioEcho {
+                connections,
+                depth,
+                size,
+            } => format!(
+                "{connections} Socket.IO clients (websocket transport, namespace `/`) × {depth} \
+                 `message-with-ack` events with a {size} B string in flight, each acknowledged \
+                 by the server with the same arguments (switchboard with `--echo`), {} s \
+                 warm-up + {} s: round trips per second",
+                p.warmup, p.duration
             ),
             Load::IdleSse => format!(
                 "(RSS with {} idle SSE streams, all on one room (`GET /events?channels=bench`, \

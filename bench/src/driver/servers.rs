@@ -30,6 +30,10 @@ pub struct Server {
     /// Native sessions (the `/ws` session rows, with and without authentication;
     /// switchboard only).
     pub session: Option<Endpoint>,
+    /// Socket.IO with the bench's room events (`sio-fanout-*`, `idle-sio`).
+    pub sio: Option<Endpoint>,
+    /// Socket.IO in echo mode (`sio-echo`): `message-with-ack` acknowledged.
+    pub sio_echo: Option<Endpoint>,
     /// Run only the idle (memory) scenario.
     pub idle_only: bool,
 }
@@ -57,9 +61,20 @@ pub enum Kind {
         echo: bool,
         /// Park idle connections (the default); `false` passes `--park-idle-after 0`.
         park: bool,
+        /// Keep the per-connection message rate limit (the default); `false` passes
+        /// `--rate-limit off`.
+        limited: bool,
     },
     /// A peer binary of this package: `NAME --listen ADDR`.
     Peer(&'static str),
+    /// A Node.js peer: `node bench/node/SCRIPT --listen ADDR`, its npm dependencies
+    /// installed by `npm ci` in bench/node (see [`super::node`]).
+    Node {
+        /// The column's name, also the key of its binary (`node`).
+        name: &'static str,
+        /// The script, in bench/node.
+        script: &'static str,
+    },
 }
 
 impl Kind {
@@ -67,7 +82,7 @@ impl Kind {
     pub fn bin(&self) -> &'static str {
         match self {
             Kind::Switchboard { .. } => OURS,
-            Kind::Peer(name) => name,
+            Kind::Peer(name) | Kind::Node { name, .. } => name,
         }
     }
 }
@@ -90,14 +105,33 @@ const fn broadcast(kind: Kind, ws_path: &'static str, protocol: &'static str) ->
     })
 }
 
+/// The upgrade path of every Socket.IO endpoint: Engine.IO v4, websocket transport.
+pub const SIO_PATH: &str = "/socket.io/?EIO=4&transport=websocket";
+
+/// A Socket.IO endpoint (loadgen speaks `--protocol socketio` to it).
+const fn sio(kind: Kind) -> Option<Endpoint> {
+    broadcast(kind, SIO_PATH, "socketio")
+}
+
+/// The socketioxide peer serves the fan-out rows (its broadcast endpoint) and the Socket.IO
+/// rows with the same binary and events.
+const SOCKETIOXIDE: Kind = Kind::Peer("peer-socketioxide-broadcast");
+
+/// The Node.js socket.io peer.
+const NODE_SOCKETIO: Kind = Kind::Node {
+    name: "node-socketio",
+    script: "sio-server.js",
+};
+
 /// All servers, in column order.
-pub const SERVERS: [Server; 6] = [
+pub const SERVERS: [Server; 7] = [
     Server {
         name: OURS,
         echo: ws(
             Kind::Switchboard {
                 echo: true,
                 park: true,
+                limited: true,
             },
             "/echo",
         ),
@@ -105,6 +139,7 @@ pub const SERVERS: [Server; 6] = [
             Kind::Switchboard {
                 echo: false,
                 park: true,
+                limited: false,
             },
             "/ws",
             "native",
@@ -113,6 +148,7 @@ pub const SERVERS: [Server; 6] = [
             Kind::Switchboard {
                 echo: false,
                 park: true,
+                limited: false,
             },
             "/ws",
             "native",
@@ -121,10 +157,24 @@ pub const SERVERS: [Server; 6] = [
             Kind::Switchboard {
                 echo: false,
                 park: true,
+                limited: false,
             },
             "/ws",
             "native",
         ),
+        // Built-in rooms: `join_room`, `publish` (no application code).
+        sio: sio(Kind::Switchboard {
+            echo: false,
+            park: true,
+            limited: false,
+        }),
+        // Echo (conformance) mode: `message-with-ack` acknowledged. No rate limit either: the
+        // row's clients send far more than 100 messages / 10 s each.
+        sio_echo: sio(Kind::Switchboard {
+            echo: true,
+            park: true,
+            limited: false,
+        }),
         idle_only: false,
     },
     // Ours with parking off: what an idle connection costs before it is parked (its first
@@ -135,6 +185,7 @@ pub const SERVERS: [Server; 6] = [
             Kind::Switchboard {
                 echo: true,
                 park: false,
+                limited: true,
             },
             "/echo",
         ),
@@ -142,6 +193,7 @@ pub const SERVERS: [Server; 6] = [
             Kind::Switchboard {
                 echo: false,
                 park: false,
+                limited: false,
             },
             "/ws",
             "native",
@@ -149,18 +201,34 @@ pub const SERVERS: [Server; 6] = [
         // Parking is a WebSocket matter: the SSE rows are the same as ours.
         http: None,
         session: None,
+        sio: sio(Kind::Switchboard {
+            echo: false,
+            park: false,
+            limited: false,
+        }),
+        sio_echo: None,
         idle_only: true,
     },
     Server {
         name: "socketioxide",
         echo: None,
-        fanout: broadcast(
-            Kind::Peer("peer-socketioxide-broadcast"),
-            "/socket.io/?EIO=4&transport=websocket",
-            "socketio",
-        ),
+        fanout: sio(SOCKETIOXIDE),
         http: None,
         session: None,
+        sio: sio(SOCKETIOXIDE),
+        sio_echo: sio(SOCKETIOXIDE),
+        idle_only: false,
+    },
+    Server {
+        name: "node-socketio",
+        echo: None,
+        // Only the Socket.IO rows: not the paced fan-out rows, whose offered load node's
+        // unbounded per-socket buffers would hold in memory.
+        fanout: None,
+        http: None,
+        session: None,
+        sio: sio(NODE_SOCKETIO),
+        sio_echo: sio(NODE_SOCKETIO),
         idle_only: false,
     },
     Server {
@@ -169,6 +237,8 @@ pub const SERVERS: [Server; 6] = [
         fanout: None,
         http: None,
         session: None,
+        sio: None,
+        sio_echo: None,
         idle_only: false,
     },
     Server {
@@ -177,6 +247,8 @@ pub const SERVERS: [Server; 6] = [
         fanout: broadcast(Kind::Peer("peer-fastwebsockets-broadcast"), "/", "plain"),
         http: None,
         session: None,
+        sio: None,
+        sio_echo: None,
         idle_only: false,
     },
     Server {
@@ -190,6 +262,8 @@ pub const SERVERS: [Server; 6] = [
         fanout: None,
         http: None,
         session: None,
+        sio: None,
+        sio_echo: None,
         idle_only: false,
     },
 ];
@@ -202,6 +276,10 @@ impl Server {
         }
         if scenario.uses_session_endpoint() {
             self.session.as_ref()
+        } else if scenario.uses_sio_echo_endpoint() {
+            self.sio_echo.as_ref()
+        } else if scenario.uses_sio_endpoint() {
+            self.sio.as_ref()
         } else if scenario.uses_http_feeds() {
             self.http.as_ref()
         } else if scenario.uses_broadcast_endpoint() {
@@ -218,6 +296,8 @@ impl Server {
             .chain(self.fanout.iter())
             .chain(self.http.iter())
             .chain(self.session.iter())
+            .chain(self.sio.iter())
+            .chain(self.sio_echo.iter())
     }
 }
 
@@ -226,14 +306,19 @@ impl Endpoint {
     fn args(&self, addr: SocketAddr, extra: &[String]) -> Vec<String> {
         let addr = addr.to_string();
         match self.kind {
-            Kind::Switchboard { echo, park } => {
+            Kind::Switchboard {
+                echo,
+                park,
+                limited,
+            } => {
                 let mut args = vec!["serve".into(), "--listen".into(), addr];
                 if !park {
                     args.extend(["--park-idle-after".into(), "0".into()]);
                 }
                 if echo {
                     args.push("--echo".into());
-                } else {
+                }
+                if !limited {
                     // The fan-out publisher is one WebSocket client sending at full speed; the
                     // default per-client rate limit (100 msgs / 10 s) would cut it off. The
                     // peers have no such limit either.
@@ -243,6 +328,11 @@ impl Endpoint {
                 args
             }
             Kind::Peer(_) => vec!["--listen".into(), addr],
+            Kind::Node { script, .. } => vec![
+                super::node::dir().join(script).display().to_string(),
+                "--listen".into(),
+                addr,
+            ],
         }
     }
 }

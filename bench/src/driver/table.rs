@@ -92,7 +92,13 @@ pub fn median(mut values: Vec<f64>) -> Option<f64> {
 }
 
 /// The peers our server is divided by, in ratio-column order.
-const RATIO_PEERS: [&str; 4] = ["tcp-floor", "fastwebsockets", "tungstenite", "socketioxide"];
+const RATIO_PEERS: [&str; 5] = [
+    "tcp-floor",
+    "fastwebsockets",
+    "tungstenite",
+    "socketioxide",
+    "node-socketio",
+];
 
 /// The main table: one row per scenario, each server's median, then ratios.
 pub fn results_table(servers: &[Server], scenarios: &[Scenario], results: &Results) -> String {

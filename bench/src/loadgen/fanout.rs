@@ -12,7 +12,7 @@
 //!
 //! Receiving is built to stay far cheaper than any server: one shared read buffer
 //! for all subscribers, frames parsed in place, a delivery recognised by a fixed
-//! prefix (or, for the native protocol, one SIMD substring search), and the
+//! prefix (plain) or one SIMD substring search (native, Socket.IO), and the
 //! timestamp read as 16 hex digits. Every delivery's latency is recorded (no
 //! sampling): that costs a few nanoseconds per message.
 //!
@@ -41,7 +41,7 @@ use super::handshake::Rng;
 use super::latency::Latency;
 use super::target::Target;
 use super::window::Window;
-use super::{poll, sse};
+use super::{poll, socketio, sse};
 use crate::report::{metric, RunResult};
 
 /// How long opening and joining all connections may take.
@@ -65,7 +65,8 @@ pub const ROOM: &str = "bench";
 pub enum Protocol {
     /// switchboard's JSON protocol: `join`, `publish`, deliveries of type `publish`.
     Native,
-    /// Socket.IO v5 over Engine.IO v4, websocket transport only.
+    /// Socket.IO v5 over Engine.IO v4, websocket transport only: `join_room` with an ack,
+    /// `publish` events, deliveries as `message` events (see [`socketio`]).
     Socketio,
     /// Text frames: a frame starting with `P` is broadcast to every connection.
     Plain,
@@ -386,13 +387,10 @@ pub async fn member(target: &Target, protocol: Protocol) -> io::Result<(TcpStrea
             .await?;
         }
         Protocol::Socketio => {
-            // Engine.IO open, then Socket.IO CONNECT to "/" and its answer.
-            wait_for(&mut stream, &mut buf, |p| p.starts_with(b"0{")).await?;
-            stream.write_all(&client_frame(b"40", mask)).await?;
-            wait_for(&mut stream, &mut buf, |p| p.starts_with(b"40")).await?;
-            stream
-                .write_all(&client_frame(br#"42["join"]"#, mask))
-                .await?;
+            // Engine.IO open, Socket.IO CONNECT to "/", then `join_room` with an ack: the
+            // member counts as joined once the ack arrived.
+            socketio::connect(&mut stream, &mut buf, mask).await?;
+            socketio::join(&mut stream, &mut buf, mask, ROOM).await?;
         }
     }
     Ok((stream, buf))
@@ -488,7 +486,7 @@ pub(super) fn client_frame(payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
 }
 
 /// Appends a masked client frame.
-fn push_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
+pub(super) fn push_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
     out.push(0x80 | opcode);
     if payload.len() < 126 {
         out.push(0x80 | payload.len() as u8);
@@ -512,9 +510,12 @@ fn classify(protocol: Protocol, payload: &[u8]) -> Msg {
     match protocol {
         Protocol::Plain => app_payload(payload),
         Protocol::Socketio => {
-            if let Some(rest) = payload.strip_prefix(br#"42["msg",""#) {
-                app_payload(rest)
-            } else if payload == b"2" {
+            // `42["message",{…}]`: the object's key order is not fixed (and more arguments
+            // may follow it), so the payload is searched for, as in the native protocol.
+            if socketio::is_event(payload, "message") {
+                DATA.find(payload)
+                    .map_or(Msg::Other, |i| app_payload(&payload[i + DATA_KEY..]))
+            } else if payload == socketio::PING {
                 Msg::EioPing
             } else {
                 Msg::Other
@@ -578,7 +579,7 @@ fn publish_text(protocol: Protocol, payload: &[u8]) -> Vec<u8> {
         Protocol::Native => {
             format!(r#"{{"type":"publish","room":"{ROOM}","data":"{p}"}}"#).into_bytes()
         }
-        Protocol::Socketio => format!(r#"42["publish","{p}"]"#).into_bytes(),
+        Protocol::Socketio => socketio::publish(ROOM, p),
     }
 }
 
@@ -700,7 +701,15 @@ fn consume_frames(
     while let Some((opcode, payload, next)) = parse_frame(&data[at..])? {
         at += next;
         match opcode {
-            0x1 => tally.message(classify(protocol, payload), conn),
+            0x1 => {
+                let msg = classify(protocol, payload);
+                if msg == Msg::Other && protocol == Protocol::Socketio {
+                    if let Some(why) = socketio::ended(payload) {
+                        return Err(invalid(&why));
+                    }
+                }
+                tally.message(msg, conn);
+            }
             0x9 => push_frame(&mut conn.reply, 0xA, payload, conn.mask),
             _ => {}
         }
@@ -1018,11 +1027,27 @@ mod tests {
             classify(Protocol::Native, br#"{"type":"joined","room":"bench"}"#),
             Msg::Other
         );
-        let sio = format!(r#"42["msg","{}"]"#, std::str::from_utf8(&p).unwrap());
-        assert_eq!(
-            classify(Protocol::Socketio, sio.as_bytes()),
-            Msg::Delivery(0x1234)
-        );
+        let p = std::str::from_utf8(&p).unwrap();
+        for sio in [
+            format!(
+                r#"42["message",{{"type":"message","room":"bench","data":"{p}","userId":"u","timestamp":1,"offset":3,"id":"x"}}]"#
+            ),
+            format!(r#"42["message",{{"id":"x","data":"{p}","room":"bench"}},"3"]"#),
+        ] {
+            assert_eq!(
+                classify(Protocol::Socketio, sio.as_bytes()),
+                Msg::Delivery(0x1234)
+            );
+        }
+        let sync = br#"42["message",{"data":"PSYNCxxxxxxxxxxxxxxx"}]"#;
+        assert_eq!(classify(Protocol::Socketio, sync), Msg::Sync);
+        for other in [
+            format!(r#"42["message-back","{p}"]"#),
+            r#"431[{"status":"ok","room":"bench"}]"#.to_string(),
+            r#"40{"sid":"x"}"#.to_string(),
+        ] {
+            assert_eq!(classify(Protocol::Socketio, other.as_bytes()), Msg::Other);
+        }
         assert_eq!(classify(Protocol::Socketio, b"2"), Msg::EioPing);
         assert_eq!(classify(Protocol::Plain, &sync_payload(20)), Msg::Sync);
     }

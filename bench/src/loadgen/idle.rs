@@ -1,6 +1,7 @@
 //! `idle`: open and upgrade N connections (optionally joining the broadcast room, as
 //! idle room members, or as switchboard SSE streams on it), let the server settle, then hold them
-//! while the driver samples the server's memory. The hold ends when stdin reaches
+//! while the driver samples the server's memory. Socket.IO members are read while held, to
+//! answer the server's Engine.IO pings; the others are never read. The hold ends when stdin reaches
 //! EOF (the driver closes it after sampling) or after `hold` seconds.
 
 use std::time::{Duration, Instant};
@@ -58,8 +59,16 @@ pub async fn run(target: &Target, idle: &Idle) -> anyhow::Result<RunResult> {
         .map(|_| tokio::time::timeout(OPEN_TIMEOUT, open(target, idle)))
         .buffer_unordered(idle.concurrency.max(1));
     let mut held = Vec::with_capacity(idle.connections);
+    // Socket.IO members answer the server's Engine.IO pings (every 25 s by default), or it
+    // would drop them after its ping timeout: each is held by a task that reads.
+    let mut answering = Vec::new();
+    let socketio = idle.join == Some(Protocol::Socketio) && !idle.sse;
     loop {
         match tokio::time::timeout_at(deadline, opening.next()).await {
+            Ok(Some(Ok(Ok((stream, rest))))) if socketio => {
+                let mask = super::handshake::Rng::new().mask();
+                answering.push(tokio::spawn(super::socketio::hold(stream, rest, mask)));
+            }
             Ok(Some(Ok(Ok((stream, _))))) => held.push(stream),
             Ok(Some(Ok(Err(e)))) => result.error(e),
             Ok(Some(Err(_))) => result.error("open timed out"),
@@ -72,7 +81,8 @@ pub async fn run(target: &Target, idle: &Idle) -> anyhow::Result<RunResult> {
     }
     drop(opening);
     let connect_seconds = started.elapsed().as_secs_f64();
-    if held.is_empty() {
+    let opened = held.len() + answering.len();
+    if opened == 0 {
         anyhow::bail!(
             "no connection opened: {}",
             result.first_error.as_deref().unwrap_or("no error reported")
@@ -81,7 +91,7 @@ pub async fn run(target: &Target, idle: &Idle) -> anyhow::Result<RunResult> {
 
     tokio::time::sleep(Duration::from_secs_f64(idle.settle)).await;
     emit(&Event::Hold {
-        connections: held.len() as u64,
+        connections: opened as u64,
     });
     let _ = tokio::time::timeout(Duration::from_secs_f64(idle.hold), async {
         let mut stdin = tokio::io::stdin();
@@ -90,6 +100,18 @@ pub async fn run(target: &Target, idle: &Idle) -> anyhow::Result<RunResult> {
     })
     .await;
 
+    // A Socket.IO member whose task ended lost its connection during the hold.
+    for task in answering {
+        if task.is_finished() {
+            match task.await {
+                Ok(Err(e)) => result.error(format!("held Socket.IO connection: {e}")),
+                Ok(Ok(())) => result.error("held Socket.IO connection ended"),
+                Err(e) => result.error(e),
+            }
+        } else {
+            task.abort();
+        }
+    }
     result
         .params
         .insert("connections".into(), idle.connections as f64);
@@ -99,7 +121,7 @@ pub async fn run(target: &Target, idle: &Idle) -> anyhow::Result<RunResult> {
     result.params.insert("settle".into(), idle.settle);
     result
         .metrics
-        .insert(metric::CONNECTIONS.into(), held.len() as f64);
+        .insert(metric::CONNECTIONS.into(), opened as f64);
     result
         .metrics
         .insert(metric::CONNECT_SECONDS.into(), connect_seconds);

@@ -1,6 +1,7 @@
 //! `loadgen`: a load generator that speaks WebSocket itself, at the byte level, so
 //! that it costs far less per message than the servers it measures (and, for
-//! switchboard's HTTP feeds, just enough HTTP/1.1: `http`, `sse`, `poll`).
+//! switchboard's HTTP feeds, just enough HTTP/1.1: `http`, `sse`, `poll`; for the
+//! Socket.IO rows, just enough Engine.IO and Socket.IO: `socketio`).
 //!
 //! One subcommand per scenario; each prints JSON lines (see [`crate::report`]).
 //! A new scenario is a new module plus a variant of [`Command`].
@@ -13,6 +14,8 @@ pub mod http;
 pub mod idle;
 pub mod latency;
 pub mod poll;
+pub mod sio_echo;
+pub mod socketio;
 pub mod sse;
 pub mod target;
 pub mod throughput;
@@ -68,6 +71,29 @@ pub enum Command {
     Idle(IdleArgs),
     /// One publisher and N subscribers in one room: deliveries/s and latency.
     Fanout(FanoutArgs),
+    /// Socket.IO round trips: C connections each keeping --depth
+    /// `message-with-ack` events in flight, answered by the server's acks.
+    SioEcho(SioEchoArgs),
+}
+
+/// Options of `sio-echo`.
+#[derive(Debug, Args)]
+pub struct SioEchoArgs {
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 100)]
+    pub connections: usize,
+    /// Acknowledged events in flight per connection.
+    #[arg(long, default_value_t = 16)]
+    pub depth: usize,
+    /// Bytes of the event's string argument.
+    #[arg(long, default_value_t = 20)]
+    pub size: usize,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Seconds of measurement.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
 }
 
 /// Options of `fanout`.
@@ -245,6 +271,16 @@ async fn run(cli: Cli) -> anyhow::Result<crate::report::RunResult> {
                 duration: a.duration,
             };
             fanout::run(&target, &f).await
+        }
+        Command::SioEcho(a) => {
+            let e = sio_echo::SioEcho {
+                connections: a.connections,
+                depth: a.depth,
+                size: a.size,
+                warmup: a.warmup,
+                duration: a.duration,
+            };
+            sio_echo::run(&target, &e).await
         }
     }
 }
