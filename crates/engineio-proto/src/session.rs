@@ -335,6 +335,14 @@ impl Session {
         &self.heartbeat
     }
 
+    /// Give back the memory of empty queues (call before a session idles for long: an idle
+    /// connection should hold no capacity it is not using).
+    pub fn release_idle_memory(&mut self) {
+        for_empty(&mut self.queue);
+        for_empty(&mut self.transmits);
+        for_empty(&mut self.events);
+    }
+
     // ---- output ----
 
     /// The next bytes to write.
@@ -808,6 +816,13 @@ impl Session {
         self.get = None;
         self.mode = Mode::Closed(reason);
         self.events.push_back(Event::Closed(reason));
+    }
+}
+
+/// Drop an empty queue's allocation.
+fn for_empty<T>(queue: &mut VecDeque<T>) {
+    if queue.is_empty() && queue.capacity() > 0 {
+        *queue = VecDeque::new();
     }
 }
 

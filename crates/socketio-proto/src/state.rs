@@ -179,6 +179,17 @@ impl SocketState {
         }
     }
 
+    /// Give back the memory of empty queues (before the connection idles).
+    pub fn release_idle_memory(&mut self) {
+        if self.pending.is_empty() {
+            self.pending = VecDeque::new();
+        }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+        self.namespaces.shrink_to_fit();
+    }
+
     /// Whether `nsp` is connected.
     pub fn is_connected(&self, nsp: &Namespace) -> bool {
         self.phase(nsp) == Some(Phase::Connected)

@@ -120,6 +120,12 @@ impl<A: App> Engine<A> {
         })
     }
 
+    /// The connection is about to idle without a task: give back scratch memory.
+    pub(crate) fn on_park(&mut self) {
+        self.session.release_idle_memory();
+        self.app.on_park();
+    }
+
     /// Time passed: the session's deadlines (pings, the ping timeout, a stalled upgrade)
     /// and the application's.
     pub(crate) fn on_timer(&mut self, now: Instant) {

@@ -208,8 +208,8 @@ impl<A: App> Handler for EngineWs<A> {
 
     fn on_park(&mut self) {
         match &mut self.inner {
-            Inner::Owned(engine) => engine.app.on_park(),
-            Inner::Shared { slot, .. } => slot.lock().engine.app.on_park(),
+            Inner::Owned(engine) => engine.on_park(),
+            Inner::Shared { slot, .. } => slot.lock().engine.on_park(),
         }
     }
 

@@ -400,6 +400,14 @@ impl App for SioConnection {
         self.settle(out);
     }
 
+    fn on_park(&mut self) {
+        self.state.release_idle_memory();
+        self.sockets.shrink_to_fit();
+        for socket in &mut self.sockets {
+            socket.release_idle_memory();
+        }
+    }
+
     fn on_close(&mut self, _reason: EngineClose) {
         // Leaving their rooms and the hub.
         self.sockets.clear();

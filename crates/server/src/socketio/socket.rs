@@ -190,6 +190,13 @@ impl NsSocket {
         parse_value(Value::Object(body)).map_err(|e| (e.code(), e.to_string()))
     }
 
+    /// Before the connection idles: no capacity kept for requests that are answered.
+    pub(crate) fn release_idle_memory(&mut self) {
+        if self.awaited.is_empty() {
+            self.awaited = Vec::new();
+        }
+    }
+
     /// Ready when the core has deliveries or a late answer for the socket.
     pub(crate) fn poll_outbound(&self, cx: &mut std::task::Context<'_>) -> bool {
         self.session.poll_outbound(cx).is_ready()
