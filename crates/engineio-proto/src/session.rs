@@ -418,6 +418,29 @@ impl Session {
         }
     }
 
+    /// [`Session::send`] for a text message already framed as its packet, `4<text>` (see
+    /// [`encode_text_message`](crate::encode_text_message)): a broadcast framed once is sent
+    /// to every WebSocket recipient without a copy of its own. Text not starting with `4` is
+    /// refused as [`SendError::Closed`] is not: it is a caller bug, handed back as `Full`.
+    pub fn send_framed_text(&mut self, framed: Str) -> Result<(), SendError> {
+        if !framed.as_bytes().starts_with(b"4") {
+            return Err(SendError::Full(Message::Text(framed)));
+        }
+        match self.mode {
+            Mode::WebSocket { ws } => {
+                self.transmits.push_back(Transmit::Ws {
+                    ws,
+                    frame: WsFrame::Text(framed),
+                });
+                Ok(())
+            }
+            _ => {
+                let text = framed.slice_from(1).unwrap_or_default();
+                self.send(Message::Text(text))
+            }
+        }
+    }
+
     /// Send messages that belong together (a Socket.IO packet and its binary attachments):
     /// all are taken, or none (handed back when the session is closing or the queue would
     /// pass `max_queued_bytes`). On polling they go in the same payload.

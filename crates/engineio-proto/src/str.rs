@@ -41,6 +41,14 @@ impl Str {
         &self.0
     }
 
+    /// The text from byte `at` on, sharing the bytes (`None` if `at` is not a character
+    /// boundary).
+    pub fn slice_from(&self, at: usize) -> Option<Str> {
+        self.as_str()
+            .is_char_boundary(at)
+            .then(|| Str(self.0.slice(at..)))
+    }
+
     /// The UTF-8 bytes, by value.
     pub fn into_bytes(self) -> Bytes {
         self.0

@@ -567,9 +567,9 @@ impl Connection {
         }
         self.messages_sent += 1;
         let header = FrameHeader::server(kind.into(), false, payload.len());
-        let mut head = Vec::with_capacity(10);
-        header.encode(&mut head);
-        self.out.extend_from_slice(&head);
+        // Written in place: no allocation per frame.
+        header.encode(self.out.tail_mut());
+        self.out.grew(header.encoded_len());
         self.out.push_bytes(payload);
     }
 
@@ -644,17 +644,17 @@ impl Connection {
             mask,
             payload_len: payload.len() as u64,
         };
-        let mut head = Vec::with_capacity(14);
-        header.encode(&mut head);
+        // Written in place: no allocation per frame.
+        let head_len = header.encoded_len();
         let tail = self.out.tail_mut();
-        tail.reserve(head.len() + payload.len());
-        tail.extend_from_slice(&head);
+        tail.reserve(head_len + payload.len());
+        header.encode(tail);
         let start = tail.len();
         tail.extend_from_slice(payload);
         if let Some(key) = mask {
             apply_mask(&mut tail[start..], key, 0);
         }
-        self.out.grew(head.len() + payload.len());
+        self.out.grew(head_len + payload.len());
     }
 
     fn next_mask(&mut self) -> [u8; 4] {

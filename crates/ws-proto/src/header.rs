@@ -126,7 +126,7 @@ impl FrameHeader {
     }
 
     /// Append the encoded header to `out`, using the shortest length form.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    pub fn encode(&self, out: &mut impl bytes::BufMut) {
         let mut b0 = self.opcode.as_u8();
         if self.fin {
             b0 |= 0x80;
@@ -137,16 +137,16 @@ impl FrameHeader {
         let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
         let len = self.payload_len;
         if len < 126 {
-            out.extend_from_slice(&[b0, mask_bit | len as u8]);
+            out.put_slice(&[b0, mask_bit | len as u8]);
         } else if len <= u16::MAX as u64 {
-            out.extend_from_slice(&[b0, mask_bit | 126]);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
+            out.put_slice(&[b0, mask_bit | 126]);
+            out.put_slice(&(len as u16).to_be_bytes());
         } else {
-            out.extend_from_slice(&[b0, mask_bit | 127]);
-            out.extend_from_slice(&len.to_be_bytes());
+            out.put_slice(&[b0, mask_bit | 127]);
+            out.put_slice(&len.to_be_bytes());
         }
         if let Some(key) = self.mask {
-            out.extend_from_slice(&key);
+            out.put_slice(&key);
         }
     }
 

@@ -836,3 +836,30 @@ fn send_all_is_all_or_nothing() {
     assert_eq!(c.s.send_all(batch.clone()), Err(batch), "10 bytes > 8");
     assert_eq!(c.s.queued_bytes(), 0);
 }
+
+#[test]
+fn a_framed_text_goes_out_as_is_on_websocket_and_as_its_message_on_polling() {
+    let t0 = Instant::now();
+    let (mut ws_session, ws) = Session::websocket(Sid::new("w").unwrap(), Config::default(), t0);
+    let _open = ws_session.poll_transmit();
+    ws_session
+        .send_framed_text(Str::from("42[\"e\",1]"))
+        .unwrap();
+    assert_eq!(
+        ws_session.poll_transmit(),
+        Some(Transmit::Ws {
+            ws,
+            frame: WsFrame::Text(Str::from("42[\"e\",1]"))
+        })
+    );
+    assert!(
+        ws_session.send_framed_text(Str::from("x")).is_err(),
+        "not a message packet"
+    );
+    let (mut polling, _) = Session::polling(Sid::new("p").unwrap(), Config::default(), t0);
+    polling.send_framed_text(Str::from("42[\"e\",1]")).unwrap();
+    assert_eq!(
+        polling.handle_get(t0).unwrap(),
+        GetOutcome::Respond(bytes::Bytes::from_static(b"42[\"e\",1]"))
+    );
+}

@@ -4,7 +4,7 @@
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use switchboard_engineio_proto::{CloseReason, Event, Message, SendError, Session};
+use switchboard_engineio_proto::{CloseReason, Event, Message, SendError, Session, Str};
 
 /// The layer above Engine.IO: it gets the client's messages and sends its own through
 /// [`Out`]. Called under the session's lock (or by the WebSocket driver that owns it):
@@ -47,6 +47,18 @@ impl Out<'_> {
     /// full) is disconnected: returns false, and the message is dropped with the session.
     pub(crate) fn send(&mut self, message: Message) -> bool {
         match self.session.send(message) {
+            Ok(()) => true,
+            Err(SendError::Full(_)) => {
+                self.close();
+                false
+            }
+            Err(SendError::Closed(_)) => false,
+        }
+    }
+
+    /// [`Out::send`] for a text message framed once for many recipients (`4<text>`).
+    pub(crate) fn send_framed_text(&mut self, framed: Str) -> bool {
+        match self.session.send_framed_text(framed) {
             Ok(()) => true,
             Err(SendError::Full(_)) => {
                 self.close();

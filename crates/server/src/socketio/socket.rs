@@ -208,14 +208,14 @@ impl NsSocket {
         self.session.resume(&mut sink);
         self.session.drain(batch, &mut sink);
         self.ended |= sink.closed;
-        let me = self.session.user().0.clone();
+        let me: &str = &self.session.user().0;
         for delivery in batch.drain(..) {
             if let Body::Reply(message) = delivery.body() {
                 sink.send(message.clone());
                 continue;
             }
             // `typing` goes to the others only.
-            if delivery.kind() == "typing" && sender_of(&delivery).as_deref() == Some(&*me) {
+            if delivery.kind() == "typing" && sender_of(&delivery).as_deref() == Some(me) {
                 continue;
             }
             if let Some(text) = event_text(&delivery) {
@@ -224,7 +224,7 @@ impl NsSocket {
                 } else {
                     Str::from(with_namespace(&text, sink.nsp))
                 };
-                sink.out.send(Message::Text(text));
+                sink.out.send_framed_text(text);
             }
         }
         sink.finish(&self.session);
@@ -273,8 +273,9 @@ fn sender_of(delivery: &Delivery) -> Option<Arc<str>> {
         .clone()
 }
 
-/// The event a delivery becomes in the root namespace, `2["<event>",<message>]`, encoded
-/// once per delivery and shared by every Socket.IO recipient. The event is the message's
+/// The event a delivery becomes in the root namespace, framed as its Engine.IO message
+/// `42["<event>",<message>]`, encoded once per delivery and shared by every Socket.IO
+/// recipient. The event is the message's
 /// `type`, except `publish` (what the HTTP API and native `publish` send) which is Socket.IO's
 /// default event `message`, and `typing`, which the seeds' clients hear as `user_typing`.
 fn event_text(delivery: &Delivery) -> Option<Str> {
@@ -289,7 +290,7 @@ fn event_text(delivery: &Delivery) -> Option<Str> {
             };
             let name = serde_json::to_string(name).ok()?;
             let mut text = String::with_capacity(4 + name.len() + json.len());
-            text.push_str("2[");
+            text.push_str("42[");
             text.push_str(&name);
             text.push(',');
             text.push_str(std::str::from_utf8(&json).ok()?);
@@ -308,9 +309,9 @@ pub(crate) fn event_name(kind: &str) -> &str {
     }
 }
 
-/// A root-namespace packet text moved to `nsp` (`2[…]` → `2/chat,[…]`).
+/// A root-namespace framed event moved to `nsp` (`42[…]` → `42/chat,[…]`).
 fn with_namespace(text: &str, nsp: &Namespace) -> String {
-    let (head, rest) = text.split_at(1);
+    let (head, rest) = text.split_at(2);
     let mut out = String::with_capacity(text.len() + nsp.as_str().len() + 1);
     out.push_str(head);
     out.push_str(nsp.as_str());
