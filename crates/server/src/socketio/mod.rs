@@ -14,6 +14,7 @@
 //! server → client acks, `emit-with-ack` makes the server emit `ack-request` with the same
 //! arguments and an ack id, and the client's answer comes back as `ack-response`.
 
+pub(crate) mod recovery;
 mod socket;
 
 use std::sync::Arc;
@@ -45,6 +46,10 @@ pub(crate) struct SioShared {
     decoder: DecoderConfig,
     /// The conformance behaviours of `--echo`.
     echo: bool,
+    /// Namespaces with connection state recovery, the window, and the lost sockets.
+    recovery: Vec<Namespace>,
+    recovery_window: std::time::Duration,
+    records: recovery::Records,
 }
 
 impl SioShared {
@@ -75,6 +80,13 @@ impl SioShared {
                 ..DecoderConfig::default()
             },
             echo: state.config.echo,
+            recovery: config
+                .recovery
+                .iter()
+                .filter_map(|n| Namespace::new(n.as_str()).ok())
+                .collect(),
+            recovery_window: config.recovery_window,
+            records: recovery::Records::default(),
         })
     }
 }
@@ -210,6 +222,9 @@ impl SioConnection {
     ) {
         match socket.connect_state() {
             Connect::Accepted => {
+                if self.shared.recovery.contains(&socket.nsp) {
+                    self.recover(&mut socket, auth.as_ref(), out);
+                }
                 self.accept(&mut socket, auth, out);
                 self.sockets.push(socket);
             }
@@ -221,13 +236,57 @@ impl SioConnection {
         }
     }
 
+    /// Make `socket` recoverable, and recover the lost socket its `CONNECT` names (`pid`,
+    /// `offset`) when the server still has it and every room's history covers the gap.
+    fn recover(
+        &mut self,
+        socket: &mut NsSocket,
+        auth: Option<&Map<String, Value>>,
+        out: &mut Out<'_>,
+    ) {
+        let Some(pid) = super::engineio::new_sid() else {
+            return;
+        };
+        socket.recovery = Some(Box::new(socket::Recovery {
+            pid: Str::from(pid.as_str()),
+            track: recovery::Track::default(),
+        }));
+        let claim = auth.and_then(|a| a.get("pid")).and_then(Value::as_str);
+        let Some(claim) = claim else { return };
+        let offset = auth.and_then(|a| a.get("offset")).and_then(Value::as_str);
+        let Some(record) = self.shared.records.take(claim, out.now()) else {
+            return;
+        };
+        let user = socket
+            .session
+            .identity()
+            .map(|_| socket.session.user().clone());
+        if record.nsp != socket.nsp.as_str() || record.user != user {
+            return;
+        }
+        if socket.rejoin(record.joins(offset), out) {
+            socket.sid = Str::from(record.sid.as_str());
+            if let Some(r) = &mut socket.recovery {
+                r.pid = Str::from(claim);
+            }
+        } else {
+            // A gap the history no longer covers: a new socket (new id and pid, so the
+            // client sees `recovered: false`), in no room.
+            socket.leave_all(out);
+        }
+    }
+
     fn accept(
         &mut self,
         socket: &mut NsSocket,
         auth: Option<Map<String, Value>>,
         out: &mut Out<'_>,
     ) {
-        let Ok(text) = self.state.accept_connect(&socket.nsp, &socket.sid, None) else {
+        let pid = socket.recovery.as_ref().map(|r| r.pid.clone());
+        let Ok(text) = self
+            .state
+            .accept_connect(&socket.nsp, &socket.sid, pid.as_deref())
+        else {
             return;
         };
         socket.connected = true;
@@ -409,7 +468,30 @@ impl App for SioConnection {
     }
 
     fn on_close(&mut self, _reason: EngineClose) {
-        // Leaving their rooms and the hub.
-        self.sockets.clear();
+        // The connection is lost (the client's own DISCONNECTs removed their sockets
+        // before): recoverable sockets are kept for the window.
+        let now = Instant::now();
+        for socket in self.sockets.drain(..) {
+            if !socket.connected || socket.ended {
+                continue;
+            }
+            let Some(recovery) = socket.recovery else {
+                continue;
+            };
+            let user = socket
+                .session
+                .identity()
+                .map(|_| socket.session.user().clone());
+            self.shared.records.keep(
+                &recovery.pid,
+                socket.nsp.as_str(),
+                &socket.sid,
+                user,
+                recovery.track,
+                now,
+                self.shared.recovery_window,
+            );
+        }
+        // (Dropping the sockets left their rooms and the hub.)
     }
 }

@@ -9,10 +9,13 @@ use std::time::Instant;
 use serde_json::{Map, Value};
 use switchboard_engineio_proto::{Message, Str};
 use switchboard_hub::{Body, Delivery, EncodingKey, RoomName};
-use switchboard_native_proto::{parse_value, ClientMessage, Incoming, ServerMessage, WireFormat};
+use switchboard_native_proto::{
+    parse_value, ClientMessage, Incoming, ServerMessage, Since, WireFormat,
+};
 use switchboard_session::{encode_delivery, CloseReason, Note, Session, Sink};
 use switchboard_socketio_proto::{AckId, Args, Namespace, Packet};
 
+use super::recovery::Track;
 use crate::engineio::Out;
 use crate::metrics::Metrics;
 
@@ -49,6 +52,15 @@ pub(crate) struct NsSocket {
     awaited: Vec<(Await, AckId)>,
     /// Ids for relays of events with an ack and no `id` of their own.
     next_id: u64,
+    /// With connection state recovery: the private id and where the socket stands in its
+    /// rooms (see [`super::recovery`]).
+    pub(crate) recovery: Option<Box<Recovery>>,
+}
+
+/// A recoverable socket's private id and positions.
+pub(crate) struct Recovery {
+    pub(crate) pid: Str,
+    pub(crate) track: Track,
 }
 
 /// How a socket's `CONNECT` turned out.
@@ -68,6 +80,7 @@ impl NsSocket {
             ended: false,
             awaited: Vec::new(),
             next_id: 0,
+            recovery: None,
         }
     }
 
@@ -88,10 +101,67 @@ impl NsSocket {
             message: ClientMessage::Auth { token },
             id: None,
         };
-        let mut sink = SioSink::new(out, &self.nsp, &mut self.awaited);
+        let mut sink = SioSink::new(
+            out,
+            &self.nsp,
+            &mut self.awaited,
+            track_of(&mut self.recovery),
+        );
         self.session.handle(incoming, &mut sink);
         self.ended |= sink.closed;
         sink.finish(&self.session);
+    }
+
+    /// Join `rooms` again from the positions given (a recovery); whether every room's
+    /// history covered the gap at once.
+    pub(crate) fn rejoin(&mut self, rooms: Vec<(RoomName, Since)>, out: &mut Out<'_>) -> bool {
+        let expected = rooms.len();
+        let mut sink = SioSink::new(
+            out,
+            &self.nsp,
+            &mut self.awaited,
+            track_of(&mut self.recovery),
+        );
+        for (room, since) in rooms {
+            let incoming = Incoming {
+                message: ClientMessage::Join {
+                    room,
+                    since: Some(since),
+                    user: None,
+                },
+                id: None,
+            };
+            self.session.handle(incoming, &mut sink);
+        }
+        let covered = sink.rejoins.len() == expected && sink.rejoins.iter().all(|r| *r);
+        self.ended |= sink.closed;
+        sink.finish(&self.session);
+        covered
+    }
+
+    /// Leave every room (a recovery that could not be completed).
+    pub(crate) fn leave_all(&mut self, out: &mut Out<'_>) {
+        let rooms = match &self.recovery {
+            Some(r) => r.track.rooms_joined(),
+            None => return,
+        };
+        let mut sink = SioSink::new(
+            out,
+            &self.nsp,
+            &mut self.awaited,
+            track_of(&mut self.recovery),
+        );
+        for room in rooms {
+            let incoming = Incoming {
+                message: ClientMessage::Leave { room },
+                id: None,
+            };
+            self.session.handle(incoming, &mut sink);
+        }
+        sink.finish(&self.session);
+        if let Some(r) = &mut self.recovery {
+            r.track = Track::default();
+        }
     }
 
     /// A client event (not one of the echo mode's).
@@ -123,14 +193,24 @@ impl NsSocket {
                 );
             }
             self.awaited.push((awaited.clone(), ack));
-            let mut sink = SioSink::new(out, &self.nsp, &mut self.awaited);
+            let mut sink = SioSink::new(
+                out,
+                &self.nsp,
+                &mut self.awaited,
+                track_of(&mut self.recovery),
+            );
             // A refusal of this request that names no id still answers its ack.
             sink.current = Some(awaited);
             self.session.handle(incoming, &mut sink);
             self.ended |= sink.closed;
             return sink.finish(&self.session);
         }
-        let mut sink = SioSink::new(out, &self.nsp, &mut self.awaited);
+        let mut sink = SioSink::new(
+            out,
+            &self.nsp,
+            &mut self.awaited,
+            track_of(&mut self.recovery),
+        );
         self.session.handle(incoming, &mut sink);
         self.ended |= sink.closed;
         sink.finish(&self.session);
@@ -204,7 +284,12 @@ impl NsSocket {
 
     /// Send the socket's deliveries (and apply late verification results).
     pub(crate) fn write_outbound(&mut self, batch: &mut Vec<Arc<Delivery>>, out: &mut Out<'_>) {
-        let mut sink = SioSink::new(out, &self.nsp, &mut self.awaited);
+        let mut sink = SioSink::new(
+            out,
+            &self.nsp,
+            &mut self.awaited,
+            track_of(&mut self.recovery),
+        );
         self.session.resume(&mut sink);
         self.session.drain(batch, &mut sink);
         self.ended |= sink.closed;
@@ -218,7 +303,16 @@ impl NsSocket {
             if delivery.kind() == "typing" && sender_of(&delivery).as_deref() == Some(me) {
                 continue;
             }
-            if let Some(text) = event_text(&delivery) {
+            // Room messages of a recoverable socket carry its offset as their last argument.
+            let text = match sink.track.as_deref_mut() {
+                Some(track) => match track.advance(&delivery) {
+                    Some(_) if track.is_single_room() => event_text_with_position(&delivery),
+                    Some(_) => event_text(&delivery).map(|t| with_offset(&t, &track.cursor())),
+                    None => event_text(&delivery),
+                },
+                None => event_text(&delivery),
+            };
+            if let Some(text) = text {
                 let text = if sink.nsp.is_root() {
                     text
                 } else {
@@ -237,7 +331,12 @@ impl NsSocket {
 
     /// End the socket if its credentials expired; whether it did.
     pub(crate) fn expire_if_due(&mut self, out: &mut Out<'_>) -> bool {
-        let mut sink = SioSink::new(out, &self.nsp, &mut self.awaited);
+        let mut sink = SioSink::new(
+            out,
+            &self.nsp,
+            &mut self.awaited,
+            track_of(&mut self.recovery),
+        );
         let expired = self
             .session
             .expire_if_due(std::time::SystemTime::now(), &mut sink);
@@ -245,6 +344,10 @@ impl NsSocket {
         sink.finish(&self.session);
         expired
     }
+}
+
+fn track_of(recovery: &mut Option<Box<Recovery>>) -> Option<&mut Track> {
+    recovery.as_deref_mut().map(|r| &mut r.track)
 }
 
 /// Which reply answers a request with an ack.
@@ -298,6 +401,30 @@ fn event_text(delivery: &Delivery) -> Option<Str> {
             Some(Str::from(text))
         })
         .clone()
+}
+
+/// [`event_text`] with the delivery's own position as the offset argument (what every
+/// one-room recoverable socket sends: encoded once per delivery).
+fn event_text_with_position(delivery: &Delivery) -> Option<Str> {
+    static EVENT: LazyLock<EncodingKey<Option<Str>>> = LazyLock::new(EncodingKey::new);
+    delivery
+        .encoding(&EVENT, |d| {
+            let text = event_text(d)?;
+            let cursor = super::recovery::single_room_cursor(d)?;
+            Some(with_offset(&text, &cursor))
+        })
+        .clone()
+}
+
+/// `42[…]` with one more argument, the offset string.
+fn with_offset(text: &str, offset: &str) -> Str {
+    let body = text.strip_suffix(']').unwrap_or(text);
+    let mut out = String::with_capacity(body.len() + offset.len() + 4);
+    out.push_str(body);
+    out.push_str(",\"");
+    out.push_str(offset);
+    out.push_str("\"]");
+    Str::from(out)
 }
 
 /// The Socket.IO event of a message type.
@@ -377,8 +504,12 @@ struct SioSink<'a, 'o> {
     out: &'a mut Out<'o>,
     nsp: &'a Namespace,
     awaited: &'a mut Vec<(Await, AckId)>,
+    /// The socket's positions, when it is recoverable.
+    track: Option<&'a mut Track>,
     /// What the request being handled waits for (an `error` without an id answers it).
     current: Option<Await>,
+    /// The `recovered` flag of every `joined` reply of the call.
+    rejoins: Vec<bool>,
     closed: bool,
     counts: Counts,
 }
@@ -395,12 +526,15 @@ impl<'a, 'o> SioSink<'a, 'o> {
         out: &'a mut Out<'o>,
         nsp: &'a Namespace,
         awaited: &'a mut Vec<(Await, AckId)>,
+        track: Option<&'a mut Track>,
     ) -> SioSink<'a, 'o> {
         SioSink {
             out,
             nsp,
             awaited,
+            track,
             current: None,
+            rejoins: Vec::new(),
             closed: false,
             counts: Counts::default(),
         }
@@ -450,7 +584,16 @@ fn fields_of(message: &ServerMessage) -> Map<String, Value> {
 impl Sink for SioSink<'_, '_> {
     fn send(&mut self, message: ServerMessage) {
         match &message {
-            ServerMessage::Joined { room, .. } => {
+            ServerMessage::Joined {
+                room,
+                offset,
+                epoch,
+                recovered,
+            } => {
+                self.rejoins.push(*recovered);
+                if let Some(track) = self.track.as_deref_mut() {
+                    track.joined(room, *offset, epoch);
+                }
                 let mut fields = Map::new();
                 fields.insert("room".into(), Value::from(room.as_str()));
                 let what = Await::Joined(room.clone());
@@ -459,6 +602,9 @@ impl Sink for SioSink<'_, '_> {
                 }
             }
             ServerMessage::Left { room } => {
+                if let Some(track) = self.track.as_deref_mut() {
+                    track.left(room);
+                }
                 let mut fields = Map::new();
                 fields.insert("room".into(), Value::from(room.as_str()));
                 if let Some(id) = self.take(&Await::Left(room.clone())) {
