@@ -19,15 +19,24 @@ pub enum HeartbeatAction {
     TimedOut,
 }
 
+/// What the heartbeat waits for (one state at a time: smaller than two options, and the
+/// state of every idle connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// The next ping, at this instant.
+    Ping(Instant),
+    /// The pong of the outstanding ping, by this instant.
+    Pong(Instant),
+    /// Nothing: the session timed out.
+    Never,
+}
+
 /// Heartbeat state of one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heartbeat {
     interval: Duration,
     timeout: Duration,
-    /// When the next ping is due (`None` while one is outstanding).
-    next_ping: Option<Instant>,
-    /// When the outstanding ping times out.
-    pong_deadline: Option<Instant>,
+    due: Due,
     /// When the last packet came from the client.
     last_packet: Instant,
 }
@@ -39,42 +48,40 @@ impl Heartbeat {
         Heartbeat {
             interval,
             timeout,
-            next_ping: Some(now + interval),
-            pong_deadline: None,
+            due: Due::Ping(now + interval),
             last_packet: now,
         }
     }
 
     /// The next instant [`Heartbeat::on_deadline`] must be called at.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.next_ping.or(self.pong_deadline)
+        match self.due {
+            Due::Ping(at) | Due::Pong(at) => Some(at),
+            Due::Never => None,
+        }
     }
 
     /// Whether a ping waits for its pong.
     pub fn awaiting_pong(&self) -> bool {
-        self.pong_deadline.is_some()
+        matches!(self.due, Due::Pong(_))
     }
 
     /// Time passed. Early calls are harmless (`Wait`).
     pub fn on_deadline(&mut self, now: Instant) -> HeartbeatAction {
-        if let Some(at) = self.next_ping {
-            if now < at {
-                return HeartbeatAction::Wait;
+        match self.due {
+            Due::Ping(at) if now >= at => {
+                self.due = Due::Pong(now + self.timeout);
+                HeartbeatAction::SendPing
             }
-            self.next_ping = None;
-            self.pong_deadline = Some(now + self.timeout);
-            return HeartbeatAction::SendPing;
-        }
-        match self.pong_deadline {
-            Some(at) if now >= at => {
+            Due::Pong(at) if now >= at => {
                 // Any packet is a sign of life (as in the reference server): a client that
                 // sent something within `pingTimeout` gets until then plus `pingTimeout`.
                 let since = now.saturating_duration_since(self.last_packet);
                 if since < self.timeout {
-                    self.pong_deadline = Some(self.last_packet + self.timeout);
+                    self.due = Due::Pong(self.last_packet + self.timeout);
                     HeartbeatAction::Wait
                 } else {
-                    self.pong_deadline = None;
+                    self.due = Due::Never;
                     HeartbeatAction::TimedOut
                 }
             }
@@ -91,8 +98,8 @@ impl Heartbeat {
     /// from now. A pong with no ping outstanding changes nothing (it cannot postpone pings).
     pub fn on_pong(&mut self, now: Instant) {
         self.on_packet(now);
-        if self.pong_deadline.take().is_some() {
-            self.next_ping = Some(now + self.interval);
+        if let Due::Pong(_) = self.due {
+            self.due = Due::Ping(now + self.interval);
         }
     }
 }

@@ -38,6 +38,7 @@ mod tests;
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::num::NonZeroU64;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -59,15 +60,15 @@ pub const POST_OK: &[u8] = b"ok";
 
 /// Names a GET the server holds until the session answers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PollId(u64);
+pub struct PollId(NonZeroU64);
 
 /// Names a POST whose body the server is reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PostId(u64);
+pub struct PostId(NonZeroU64);
 
 /// Names a WebSocket attached to the session (the session's own, or one trying to upgrade).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct WsId(u64);
+pub struct WsId(NonZeroU64);
 
 /// The transport state, for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,7 +216,8 @@ struct Upgrade {
 #[derive(Debug)]
 pub struct Session {
     sid: Sid,
-    config: Config,
+    /// Shared by every session of an endpoint (one pointer, not a copy, in each).
+    config: std::sync::Arc<Config>,
     mode: Mode,
     /// Packets for the next GET (polling, upgrading).
     queue: VecDeque<Packet>,
@@ -230,7 +232,7 @@ pub struct Session {
 }
 
 impl Session {
-    fn new(sid: Sid, config: Config, mode: Mode, now: Instant) -> Session {
+    fn new(sid: Sid, config: std::sync::Arc<Config>, mode: Mode, now: Instant) -> Session {
         let heartbeat = Heartbeat::new(now, config.ping_interval, config.ping_timeout);
         Session {
             sid,
@@ -250,7 +252,12 @@ impl Session {
     /// A session opened by a polling handshake (a GET validated by
     /// [`classify`](crate::classify)). Answer that GET with the returned body (the open
     /// packet): `200`, [`POLL_CONTENT_TYPE`].
-    pub fn polling(sid: Sid, config: Config, now: Instant) -> (Session, Bytes) {
+    pub fn polling(
+        sid: Sid,
+        config: impl Into<std::sync::Arc<Config>>,
+        now: Instant,
+    ) -> (Session, Bytes) {
+        let config = config.into();
         let open = open_packet(&sid, Transport::Polling, &config);
         let session = Session::new(sid, config, Mode::Polling { upgrade: None }, now);
         (session, encode_payload([&open]))
@@ -258,10 +265,15 @@ impl Session {
 
     /// A session opened by a WebSocket handshake (no sid). The open packet is the first
     /// [`Transmit::Ws`] on the returned WebSocket.
-    pub fn websocket(sid: Sid, config: Config, now: Instant) -> (Session, WsId) {
+    pub fn websocket(
+        sid: Sid,
+        config: impl Into<std::sync::Arc<Config>>,
+        now: Instant,
+    ) -> (Session, WsId) {
+        let config = config.into();
         let open = open_packet(&sid, Transport::WebSocket, &config);
         // The session's first id; later ones count from it (`next_id`).
-        let ws = WsId(1);
+        let ws = WsId(NonZeroU64::MIN);
         let mut session = Session::new(sid, config, Mode::WebSocket { ws }, now);
         session.next_id = 1;
         session.transmits.push_back(Transmit::Ws {
@@ -271,9 +283,10 @@ impl Session {
         (session, ws)
     }
 
-    fn id(&mut self) -> u64 {
+    fn id(&mut self) -> NonZeroU64 {
         self.next_id += 1;
-        self.next_id
+        // Counted from 1: never zero (ids are `NonZero`, so an `Option` of one costs nothing).
+        NonZeroU64::new(self.next_id).unwrap_or(NonZeroU64::MIN)
     }
 
     // ---- getters ----

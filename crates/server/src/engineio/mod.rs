@@ -17,7 +17,7 @@ pub(crate) mod echo;
 mod http;
 mod slot;
 mod timers;
-mod ws;
+pub(crate) mod ws;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,7 +30,7 @@ use switchboard_engineio_proto::{Config, Transports};
 
 /// One Engine.IO endpoint: its settings, the sessions reachable by sid, their timer.
 pub(crate) struct Endpoint<A> {
-    pub(crate) config: Config,
+    pub(crate) config: Arc<Config>,
     pub(crate) transports: Transports,
     sessions: Mutex<HashMap<Arc<str>, Arc<Slot<A>>>>,
     timers: timers::Timers,
@@ -41,7 +41,7 @@ impl<A: App> Endpoint<A> {
     /// every polling session.
     pub(crate) fn start(state: &Arc<crate::state::AppState>, config: Config) -> Arc<Endpoint<A>> {
         let endpoint = Arc::new(Endpoint {
-            config,
+            config: Arc::new(config),
             transports: Transports::default(),
             sessions: Mutex::new(HashMap::new()),
             timers: timers::Timers::default(),

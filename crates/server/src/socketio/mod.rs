@@ -33,7 +33,7 @@ use switchboard_socketio_proto::{
 use crate::engineio::{App, Handshake, Out};
 use crate::native::NativeShared;
 use crate::state::AppState;
-use socket::{send_packet, Connect, NsSocket};
+use socket::{send_packet, Connect, NsSocket, ShortId};
 
 /// How long the echo mode's `ack-request` waits for the client's ack.
 const ECHO_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -101,13 +101,20 @@ enum HandshakeAuth {
     Refused,
 }
 
+/// What a connection keeps for authenticating its namespaces.
+struct AuthContext {
+    handshake: HandshakeAuth,
+    info: ConnectInfo,
+}
+
 /// One Socket.IO connection (the application above its Engine.IO session).
 pub(crate) struct SioConnection {
     shared: Arc<SioShared>,
     state: SocketState,
     decoder: Decoder,
-    handshake: HandshakeAuth,
-    info: Option<Box<ConnectInfo>>,
+    /// With authentication configured: the handshake's credentials and what the connect
+    /// proxy is told (one pointer: most of the state of an idle connection is paid per byte).
+    auth: Option<Box<AuthContext>>,
     sockets: Vec<NsSocket>,
 }
 
@@ -126,7 +133,7 @@ impl SioConnection {
         handshake: Handshake,
     ) -> SioConnection {
         let mut auth = HandshakeAuth::None;
-        let mut info = None;
+        let mut context = None;
         if let Some(authenticator) = &state.config.auth {
             let connect_info =
                 crate::access::connect_info(&handshake.headers, handshake.ip, "socketio");
@@ -148,14 +155,18 @@ impl SioConnection {
                     Err(_) => HandshakeAuth::Refused,
                 };
             }
-            info = Some(Box::new(connect_info));
+            context = Some(connect_info);
         }
         SioConnection {
             shared: shared.clone(),
             state: SocketState::new(shared.state, Instant::now()),
             decoder: Decoder::new(shared.decoder),
-            handshake: auth,
-            info,
+            auth: context.map(|info| {
+                Box::new(AuthContext {
+                    handshake: auth,
+                    info,
+                })
+            }),
             sockets: Vec::new(),
         }
     }
@@ -169,10 +180,9 @@ impl SioConnection {
         if !self.shared.namespaces.contains(&nsp) {
             return self.refuse(&nsp, ConnectErrorReason::InvalidNamespace, out);
         }
-        let Some(sid) = super::engineio::new_sid() else {
+        let Some(sid) = ShortId::random() else {
             return self.refuse(&nsp, ConnectErrorReason::Other("no randomness".into()), out);
         };
-        let sid = Str::from(sid.as_str());
         let native = self.shared.native.clone();
         let now = out.now();
         let token = auth
@@ -181,8 +191,17 @@ impl SioConnection {
             .and_then(Value::as_str)
             .map(str::to_owned);
         let authenticator = native.auth.clone();
-        let info = || self.info.as_deref().cloned().unwrap_or_default();
-        let session = match (&authenticator, token, &self.handshake) {
+        let info = || {
+            self.auth
+                .as_ref()
+                .map(|a| a.info.clone())
+                .unwrap_or_default()
+        };
+        let handshake = self
+            .auth
+            .as_ref()
+            .map_or(&HandshakeAuth::None, |a| &a.handshake);
+        let session = match (&authenticator, token, handshake) {
             (None, _, _) => socket::SioSession::anonymous(native, now),
             // A token in the `CONNECT` is verified like a first `auth` message.
             (Some(_), Some(token), _) => {
@@ -244,17 +263,19 @@ impl SioConnection {
         auth: Option<&Map<String, Value>>,
         out: &mut Out<'_>,
     ) {
-        let Some(pid) = super::engineio::new_sid() else {
+        let Some(pid) = ShortId::random() else {
             return;
         };
-        socket.recovery = Some(Box::new(socket::Recovery {
-            pid: Str::from(pid.as_str()),
+        socket.recovery = Some(socket::Recovery {
+            pid,
             track: recovery::Track::default(),
-        }));
+        });
         let claim = auth.and_then(|a| a.get("pid")).and_then(Value::as_str);
-        let Some(claim) = claim else { return };
+        let Some(claim) = claim.and_then(ShortId::parse) else {
+            return;
+        };
         let offset = auth.and_then(|a| a.get("offset")).and_then(Value::as_str);
-        let Some(record) = self.shared.records.take(claim, out.now()) else {
+        let Some(record) = self.shared.records.take(claim.as_str(), out.now()) else {
             return;
         };
         let user = socket
@@ -265,9 +286,11 @@ impl SioConnection {
             return;
         }
         if socket.rejoin(record.joins(offset), out) {
-            socket.sid = Str::from(record.sid.as_str());
+            if let Some(sid) = ShortId::parse(&record.sid) {
+                socket.sid = sid;
+            }
             if let Some(r) = &mut socket.recovery {
-                r.pid = Str::from(claim);
+                r.pid = claim;
             }
         } else {
             // A gap the history no longer covers: a new socket (new id and pid, so the
@@ -282,11 +305,12 @@ impl SioConnection {
         auth: Option<Map<String, Value>>,
         out: &mut Out<'_>,
     ) {
-        let pid = socket.recovery.as_ref().map(|r| r.pid.clone());
-        let Ok(text) = self
-            .state
-            .accept_connect(&socket.nsp, &socket.sid, pid.as_deref())
-        else {
+        let pid = socket.recovery.as_ref().map(|r| r.pid);
+        let Ok(text) = self.state.accept_connect(
+            &socket.nsp,
+            socket.sid.as_str(),
+            pid.as_ref().map(ShortId::as_str),
+        ) else {
             return;
         };
         socket.connected = true;
@@ -483,9 +507,9 @@ impl App for SioConnection {
                 .identity()
                 .map(|_| socket.session.user().clone());
             self.shared.records.keep(
-                &recovery.pid,
+                recovery.pid.as_str(),
                 socket.nsp.as_str(),
-                &socket.sid,
+                socket.sid.as_str(),
                 user,
                 recovery.track,
                 now,

@@ -129,7 +129,7 @@ impl Track {
         cursor::encode(&positions)
     }
 
-    fn release_idle_memory(&mut self) {
+    pub(crate) fn release_idle_memory(&mut self) {
         self.rooms.shrink_to_fit();
     }
 }

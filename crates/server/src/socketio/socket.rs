@@ -43,7 +43,7 @@ enum Await {
 pub(crate) struct NsSocket {
     pub(crate) nsp: Namespace,
     /// The socket id (`socket.id` on the client).
-    pub(crate) sid: Str,
+    pub(crate) sid: ShortId,
     pub(crate) session: SioSession,
     /// Whether the `CONNECT` was accepted (false while its credentials are verified).
     pub(crate) connected: bool,
@@ -54,13 +54,39 @@ pub(crate) struct NsSocket {
     next_id: u64,
     /// With connection state recovery: the private id and where the socket stands in its
     /// rooms (see [`super::recovery`]).
-    pub(crate) recovery: Option<Box<Recovery>>,
+    pub(crate) recovery: Option<Recovery>,
 }
 
 /// A recoverable socket's private id and positions.
 pub(crate) struct Recovery {
-    pub(crate) pid: Str,
+    pub(crate) pid: ShortId,
     pub(crate) track: Track,
+}
+
+/// A 20-character id (a socket id or a pid: 15 random bytes in base64url), held inline: no
+/// allocation in every idle socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ShortId([u8; 20]);
+
+impl ShortId {
+    /// A fresh random id.
+    pub(crate) fn random() -> Option<ShortId> {
+        ShortId::parse(crate::engineio::new_sid()?.as_str())
+    }
+
+    /// `text` if it has the form of our ids.
+    pub(crate) fn parse(text: &str) -> Option<ShortId> {
+        let bytes: [u8; 20] = text.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+            .then_some(ShortId(bytes))
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ASCII was let in.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// How a socket's `CONNECT` turned out.
@@ -71,7 +97,7 @@ pub(crate) enum Connect {
 }
 
 impl NsSocket {
-    pub(crate) fn new(nsp: Namespace, sid: Str, session: SioSession) -> NsSocket {
+    pub(crate) fn new(nsp: Namespace, sid: ShortId, session: SioSession) -> NsSocket {
         NsSocket {
             nsp,
             sid,
@@ -275,6 +301,9 @@ impl NsSocket {
         if self.awaited.is_empty() {
             self.awaited = Vec::new();
         }
+        if let Some(recovery) = &mut self.recovery {
+            recovery.track.release_idle_memory();
+        }
     }
 
     /// Ready when the core has deliveries or a late answer for the socket.
@@ -346,8 +375,8 @@ impl NsSocket {
     }
 }
 
-fn track_of(recovery: &mut Option<Box<Recovery>>) -> Option<&mut Track> {
-    recovery.as_deref_mut().map(|r| &mut r.track)
+fn track_of(recovery: &mut Option<Recovery>) -> Option<&mut Track> {
+    recovery.as_mut().map(|r| &mut r.track)
 }
 
 /// Which reply answers a request with an ack.
