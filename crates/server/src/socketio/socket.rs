@@ -650,8 +650,11 @@ impl Sink for SioSink<'_, '_> {
             ServerMessage::Error { id, .. } => {
                 let mut fields = fields_of(&message);
                 fields.remove("id");
-                let awaited = id.clone().map(Await::Id).or_else(|| self.current.clone());
-                match awaited.and_then(|what| self.take(&what)) {
+                // The request it refuses: by its id, else the one being handled (a refused
+                // join waits for `joined`, not for its id).
+                let by_id = id.clone().map(Await::Id).and_then(|what| self.take(&what));
+                let current = self.current.clone();
+                match by_id.or_else(|| current.and_then(|what| self.take(&what))) {
                     Some(ack) => {
                         let mut reply = Map::new();
                         reply.insert("status".into(), Value::from("error"));
