@@ -222,3 +222,48 @@ def test_refused_and_malformed_requests_in_a_loop_leave_memory_flat(switchboard)
     assert grown < 3 * 1024 * 1024, f"RSS grew {grown} bytes over 600 rounds"
     _, text = http_get(sb, "/metrics")
     assert metric(text, 'switchboard_connections{transport="socketio"}') == 0
+
+
+def test_invalid_msgpack_packets_close_only_their_connection(switchboard):
+    """The MessagePack parser: the first packet decides the codec (binary → MessagePack);
+    malformed MessagePack, deep nesting, lying lengths, unknown types and a text packet on a
+    MessagePack connection close that connection and nothing else."""
+    import msgpack
+
+    sb = switchboard()
+
+    def packed_connection():
+        ws = ws_open(sb)
+        ws.recv(timeout=5)
+        ws.send(msgpack.packb({"type": 0, "nsp": "/", "data": {}}))
+        reply = msgpack.unpackb(ws.recv(timeout=5))
+        assert reply["type"] == 0 and isinstance(reply["data"]["sid"], str), reply
+        return ws
+
+    good = packed_connection()
+    bads = [
+        b"\xc1",                                      # never-used byte
+        b"\x91" * 10000 + b"\x00",                    # nested arrays far past the depth limit
+        b"\xdd\xff\xff\xff\xff",                      # array32 claiming 4 G elements, no data
+        msgpack.packb({"type": 9, "nsp": "/", "data": []}),
+        msgpack.packb({"type": 2, "nsp": "/", "data": "not an array"}),
+        msgpack.packb({"type": 2, "nsp": 7, "data": ["x"]}),
+        msgpack.packb({"type": 2, "nsp": "/", "data": ["x"], "id": "1"}),
+        msgpack.packb({"type": 2, "nsp": "/", "data": ["x"]}) + b"\x00",  # trailing byte
+        '42["message"]',                              # text on a MessagePack connection
+    ]
+    for bad in bads:
+        ws = packed_connection()
+        ws.send(bad)
+        closed = False
+        try:
+            for _ in range(3):
+                ws.recv(timeout=3)
+        except ConnectionClosed:
+            closed = True
+        except TimeoutError:
+            pass
+        assert closed, f"{bad[:20]!r} did not close the connection"
+    good.send(msgpack.packb({"type": 2, "nsp": "/", "data": ["join_room", "still"], "id": 1}))
+    reply = msgpack.unpackb(good.recv(timeout=5))
+    assert reply == {"type": 3, "nsp": "/", "data": [{"room": "still", "status": "ok"}], "id": 1}, reply

@@ -6,6 +6,7 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
+use bytes::Bytes;
 use serde_json::{Map, Value};
 use switchboard_engineio_proto::{Message, Str};
 use switchboard_hub::{Body, Delivery, EncodingKey, RoomName};
@@ -13,7 +14,7 @@ use switchboard_native_proto::{
     parse_value, ClientMessage, Incoming, ServerMessage, Since, WireFormat,
 };
 use switchboard_session::{encode_delivery, CloseReason, Note, Session, Sink};
-use switchboard_socketio_proto::{AckId, Args, Namespace, Packet};
+use switchboard_socketio_proto::{msgpack, AckId, Args, Namespace, Packet};
 
 use super::recovery::Track;
 use crate::engineio::Out;
@@ -52,6 +53,8 @@ pub(crate) struct NsSocket {
     awaited: Vec<(Await, AckId)>,
     /// Ids for relays of events with an ack and no `id` of their own.
     next_id: u64,
+    /// The connection's parser.
+    pub(crate) codec: Codec,
     /// With connection state recovery: the private id and where the socket stands in its
     /// rooms (see [`super::recovery`]).
     pub(crate) recovery: Option<Recovery>,
@@ -61,6 +64,20 @@ pub(crate) struct NsSocket {
 pub(crate) struct Recovery {
     pub(crate) pid: ShortId,
     pub(crate) track: Track,
+}
+
+/// The connection's Socket.IO parser: the default one (text packets, binary attachments) or
+/// `socket.io-msgpack-parser` (one binary message per packet). Chosen by the client's first
+/// packet: a default-parser client always starts with a text `CONNECT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Codec {
+    /// Nothing received yet.
+    #[default]
+    Undecided,
+    /// The default parser.
+    Json,
+    /// The MessagePack parser.
+    MsgPack,
 }
 
 /// A 20-character id (a socket id or a pid: 15 random bytes in base64url), held inline: no
@@ -97,7 +114,7 @@ pub(crate) enum Connect {
 }
 
 impl NsSocket {
-    pub(crate) fn new(nsp: Namespace, sid: ShortId, session: SioSession) -> NsSocket {
+    pub(crate) fn new(nsp: Namespace, sid: ShortId, session: SioSession, codec: Codec) -> NsSocket {
         NsSocket {
             nsp,
             sid,
@@ -106,6 +123,7 @@ impl NsSocket {
             ended: false,
             awaited: Vec::new(),
             next_id: 0,
+            codec,
             recovery: None,
         }
     }
@@ -132,6 +150,7 @@ impl NsSocket {
             &self.nsp,
             &mut self.awaited,
             track_of(&mut self.recovery),
+            self.codec,
         );
         self.session.handle(incoming, &mut sink);
         self.ended |= sink.closed;
@@ -147,6 +166,7 @@ impl NsSocket {
             &self.nsp,
             &mut self.awaited,
             track_of(&mut self.recovery),
+            self.codec,
         );
         for (room, since) in rooms {
             let incoming = Incoming {
@@ -176,6 +196,7 @@ impl NsSocket {
             &self.nsp,
             &mut self.awaited,
             track_of(&mut self.recovery),
+            self.codec,
         );
         for room in rooms {
             let incoming = Incoming {
@@ -201,17 +222,18 @@ impl NsSocket {
         let incoming = match self.native_of(name, args, ack) {
             Ok(incoming) => incoming,
             Err((code, message)) => {
-                return answer_error(out, &self.nsp, ack, code, &message);
+                return answer_error(out, self.codec, &self.nsp, ack, code, &message);
             }
         };
         if let Some(ack) = ack {
             let Some(awaited) = awaited_by(&incoming) else {
                 // Nothing in the core answers it (`ack`): confirm at once.
-                return send_packet(out, ack_packet(&self.nsp, ack, ok_reply(None)));
+                return send_packet(out, self.codec, ack_packet(&self.nsp, ack, ok_reply(None)));
             };
             if self.awaited.len() >= MAX_AWAITED {
                 return answer_error(
                     out,
+                    self.codec,
                     &self.nsp,
                     Some(ack),
                     "too_many_pending",
@@ -224,6 +246,7 @@ impl NsSocket {
                 &self.nsp,
                 &mut self.awaited,
                 track_of(&mut self.recovery),
+                self.codec,
             );
             // A refusal of this request that names no id still answers its ack.
             sink.current = Some(awaited);
@@ -236,6 +259,7 @@ impl NsSocket {
             &self.nsp,
             &mut self.awaited,
             track_of(&mut self.recovery),
+            self.codec,
         );
         self.session.handle(incoming, &mut sink);
         self.ended |= sink.closed;
@@ -318,6 +342,7 @@ impl NsSocket {
             &self.nsp,
             &mut self.awaited,
             track_of(&mut self.recovery),
+            self.codec,
         );
         self.session.resume(&mut sink);
         self.session.drain(batch, &mut sink);
@@ -330,6 +355,20 @@ impl NsSocket {
             }
             // `typing` goes to the others only.
             if delivery.kind() == "typing" && sender_of(&delivery).as_deref() == Some(me) {
+                continue;
+            }
+            if sink.codec == Codec::MsgPack {
+                let offset = match sink.track.as_deref_mut() {
+                    Some(track) => match track.advance(&delivery) {
+                        Some(_) if track.is_single_room() => Offset::Own,
+                        Some(_) => Offset::Cursor(track.cursor()),
+                        None => Offset::None,
+                    },
+                    None => Offset::None,
+                };
+                if let Some(bytes) = msgpack_event(&delivery, sink.nsp, offset) {
+                    sink.out.send(Message::Binary(bytes));
+                }
                 continue;
             }
             // Room messages of a recoverable socket carry its offset as their last argument.
@@ -365,6 +404,7 @@ impl NsSocket {
             &self.nsp,
             &mut self.awaited,
             track_of(&mut self.recovery),
+            self.codec,
         );
         let expired = self
             .session
@@ -445,6 +485,47 @@ fn event_text_with_position(delivery: &Delivery) -> Option<Str> {
         .clone()
 }
 
+/// The offset argument of a message for a MessagePack client.
+enum Offset {
+    None,
+    /// The delivery's own position (a one-room socket).
+    Own,
+    /// The socket's cursor over all its rooms.
+    Cursor(String),
+}
+
+/// The event a delivery becomes for a MessagePack client: one binary message. Encoded once
+/// per delivery in the root namespace (with or without its own position), per recipient
+/// otherwise.
+fn msgpack_event(delivery: &Delivery, nsp: &Namespace, offset: Offset) -> Option<Bytes> {
+    static PLAIN: LazyLock<EncodingKey<Option<Bytes>>> = LazyLock::new(EncodingKey::new);
+    static WITH_POSITION: LazyLock<EncodingKey<Option<Bytes>>> = LazyLock::new(EncodingKey::new);
+    let encode = |d: &Delivery, nsp: &Namespace, offset: Option<String>| {
+        let json = encode_delivery(WireFormat::Json, d)?;
+        let value: Value = serde_json::from_slice(&json).ok()?;
+        let name = match d.body() {
+            Body::Presence(change) if change.joined => "user_joined",
+            Body::Presence(_) => "user_left",
+            _ => event_name(d.kind()),
+        };
+        let mut values = vec![value];
+        values.extend(offset.map(Value::String));
+        let packet = Packet::event(nsp.clone(), name, Args::from_values(values));
+        Some(msgpack::encode(&packet))
+    };
+    match (nsp.is_root(), offset) {
+        (true, Offset::None) => delivery.encoding(&PLAIN, |d| encode(d, nsp, None)).clone(),
+        (true, Offset::Own) => delivery
+            .encoding(&WITH_POSITION, |d| {
+                encode(d, nsp, super::recovery::single_room_cursor(d))
+            })
+            .clone(),
+        (_, Offset::None) => encode(delivery, nsp, None),
+        (_, Offset::Own) => encode(delivery, nsp, super::recovery::single_room_cursor(delivery)),
+        (_, Offset::Cursor(cursor)) => encode(delivery, nsp, Some(cursor)),
+    }
+}
+
 /// `42[…]` with one more argument, the offset string.
 fn with_offset(text: &str, offset: &str) -> Str {
     let body = text.strip_suffix(']').unwrap_or(text);
@@ -476,8 +557,12 @@ fn with_namespace(text: &str, nsp: &Namespace) -> String {
     out
 }
 
-/// Send a packet (its attachments after it).
-pub(crate) fn send_packet(out: &mut Out<'_>, packet: Packet) {
+/// Send a packet (its attachments after it) with the connection's parser.
+pub(crate) fn send_packet(out: &mut Out<'_>, codec: Codec, packet: Packet) {
+    if codec == Codec::MsgPack {
+        out.send(Message::Binary(msgpack::encode(&packet)));
+        return;
+    }
     let encoded = packet.encode();
     if encoded.attachments.is_empty() {
         out.send(Message::Text(Str::from(encoded.text)));
@@ -487,6 +572,18 @@ pub(crate) fn send_packet(out: &mut Out<'_>, packet: Packet) {
         messages.extend(encoded.attachments.into_iter().map(Message::Binary));
         out.send_all(messages);
     }
+}
+
+/// Send a packet the protocol state wrote as text (`CONNECT`, `CONNECT_ERROR`, `DISCONNECT`
+/// replies) with the connection's parser.
+pub(crate) fn send_text_packet(out: &mut Out<'_>, codec: Codec, text: String) {
+    if codec == Codec::MsgPack {
+        if let Ok(packet) = switchboard_socketio_proto::parse(&text) {
+            out.send(Message::Binary(msgpack::encode(&packet)));
+        }
+        return;
+    }
+    out.send(Message::Text(Str::from(text)));
 }
 
 fn ack_packet(nsp: &Namespace, id: AckId, reply: Value) -> Packet {
@@ -509,7 +606,14 @@ fn ok_reply(fields: Option<Map<String, Value>>) -> Value {
 
 /// A refusal: the ack `{status: "error", code, message}`, or without one an `error` event
 /// `{code, message}`.
-fn answer_error(out: &mut Out<'_>, nsp: &Namespace, ack: Option<AckId>, code: &str, message: &str) {
+fn answer_error(
+    out: &mut Out<'_>,
+    codec: Codec,
+    nsp: &Namespace,
+    ack: Option<AckId>,
+    code: &str,
+    message: &str,
+) {
     let mut error = Map::new();
     if ack.is_some() {
         error.insert("status".into(), Value::from("error"));
@@ -524,7 +628,7 @@ fn answer_error(out: &mut Out<'_>, nsp: &Namespace, ack: Option<AckId>, code: &s
             Args::from_values(vec![Value::Object(error)]),
         ),
     };
-    send_packet(out, packet);
+    send_packet(out, codec, packet);
 }
 
 /// The session core's output for one socket: replies become acks (or events), a close ends
@@ -535,6 +639,7 @@ struct SioSink<'a, 'o> {
     awaited: &'a mut Vec<(Await, AckId)>,
     /// The socket's positions, when it is recoverable.
     track: Option<&'a mut Track>,
+    codec: Codec,
     /// What the request being handled waits for (an `error` without an id answers it).
     current: Option<Await>,
     /// The `recovered` flag of every `joined` reply of the call.
@@ -556,12 +661,14 @@ impl<'a, 'o> SioSink<'a, 'o> {
         nsp: &'a Namespace,
         awaited: &'a mut Vec<(Await, AckId)>,
         track: Option<&'a mut Track>,
+        codec: Codec,
     ) -> SioSink<'a, 'o> {
         SioSink {
             out,
             nsp,
             awaited,
             track,
+            codec,
             current: None,
             rejoins: Vec::new(),
             closed: false,
@@ -577,9 +684,10 @@ impl<'a, 'o> SioSink<'a, 'o> {
 
     fn ack_or_event(&mut self, what: Await, reply: Value, event: &str) {
         match self.take(&what) {
-            Some(id) => send_packet(self.out, ack_packet(self.nsp, id, reply)),
+            Some(id) => send_packet(self.out, self.codec, ack_packet(self.nsp, id, reply)),
             None => send_packet(
                 self.out,
+                self.codec,
                 Packet::event(self.nsp.clone(), event, Args::from_values(vec![reply])),
             ),
         }
@@ -627,7 +735,11 @@ impl Sink for SioSink<'_, '_> {
                 fields.insert("room".into(), Value::from(room.as_str()));
                 let what = Await::Joined(room.clone());
                 if let Some(id) = self.take(&what) {
-                    send_packet(self.out, ack_packet(self.nsp, id, ok_reply(Some(fields))));
+                    send_packet(
+                        self.out,
+                        self.codec,
+                        ack_packet(self.nsp, id, ok_reply(Some(fields))),
+                    );
                 }
             }
             ServerMessage::Left { room } => {
@@ -637,14 +749,18 @@ impl Sink for SioSink<'_, '_> {
                 let mut fields = Map::new();
                 fields.insert("room".into(), Value::from(room.as_str()));
                 if let Some(id) = self.take(&Await::Left(room.clone())) {
-                    send_packet(self.out, ack_packet(self.nsp, id, ok_reply(Some(fields))));
+                    send_packet(
+                        self.out,
+                        self.codec,
+                        ack_packet(self.nsp, id, ok_reply(Some(fields))),
+                    );
                 }
             }
             ServerMessage::Ack { id, .. } => {
                 let what = Await::Id(id.clone());
                 if let Some(ack) = self.take(&what) {
                     let reply = ok_reply(Some(fields_of(&message)));
-                    send_packet(self.out, ack_packet(self.nsp, ack, reply));
+                    send_packet(self.out, self.codec, ack_packet(self.nsp, ack, reply));
                 }
             }
             ServerMessage::Error { id, .. } => {
@@ -659,10 +775,15 @@ impl Sink for SioSink<'_, '_> {
                         let mut reply = Map::new();
                         reply.insert("status".into(), Value::from("error"));
                         reply.extend(fields);
-                        send_packet(self.out, ack_packet(self.nsp, ack, Value::Object(reply)));
+                        send_packet(
+                            self.out,
+                            self.codec,
+                            ack_packet(self.nsp, ack, Value::Object(reply)),
+                        );
                     }
                     None => send_packet(
                         self.out,
+                        self.codec,
                         Packet::event(
                             self.nsp.clone(),
                             "error",
@@ -681,7 +802,11 @@ impl Sink for SioSink<'_, '_> {
             }
             ServerMessage::Pong => {
                 if let Some(id) = self.take(&Await::Pong) {
-                    send_packet(self.out, ack_packet(self.nsp, id, ok_reply(None)));
+                    send_packet(
+                        self.out,
+                        self.codec,
+                        ack_packet(self.nsp, id, ok_reply(None)),
+                    );
                 }
             }
             ServerMessage::Refreshed { .. } => {
@@ -694,6 +819,7 @@ impl Sink for SioSink<'_, '_> {
                 let fields = fields_of(&message);
                 send_packet(
                     self.out,
+                    self.codec,
                     Packet::event(
                         self.nsp.clone(),
                         "lagged",
@@ -710,6 +836,7 @@ impl Sink for SioSink<'_, '_> {
                 let value = serde_json::to_value(&message).unwrap_or(Value::Null);
                 send_packet(
                     self.out,
+                    self.codec,
                     Packet::event(self.nsp.clone(), name, Args::from_values(vec![value])),
                 );
             }
