@@ -126,6 +126,9 @@ pub struct SocketIoConfig {
     /// How long a disconnected socket's state is kept for recovery. Default 2 min (the
     /// reference's `maxDisconnectionDuration`).
     pub recovery_window: Duration,
+    /// The application's handlers (the library surface, [`crate::socketio`]). Default none:
+    /// the built-in room semantics only. Their namespaces are served too.
+    pub handlers: crate::socketio::Handlers,
 }
 
 impl Default for SocketIoConfig {
@@ -140,6 +143,7 @@ impl Default for SocketIoConfig {
             namespaces: vec!["/".to_owned(), "/chat".to_owned()],
             recovery: vec!["/".to_owned(), "/chat".to_owned()],
             recovery_window: Duration::from_secs(120),
+            handlers: crate::socketio::Handlers::default(),
         }
     }
 }

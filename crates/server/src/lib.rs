@@ -34,7 +34,7 @@ mod feed;
 mod front;
 mod poll;
 mod redact;
-mod socketio;
+pub mod socketio;
 mod sse;
 pub mod state;
 mod tls;

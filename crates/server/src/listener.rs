@@ -78,6 +78,11 @@ impl Embedded {
         &self.state
     }
 
+    /// The application's Socket.IO side: broadcasts into rooms ([`crate::socketio`]).
+    pub fn socketio(&self) -> crate::socketio::Io {
+        crate::socketio::Io::new(self.state.hub.clone(), self.state.metrics.clone())
+    }
+
     /// After `shutdown` was cancelled: wait for every connection to close, at most
     /// `shutdown_timeout`. Returns whether all finished in time.
     pub async fn drain(&self) -> bool {
@@ -134,6 +139,11 @@ impl Server {
     /// The shared state (connection counts, shutdown token).
     pub fn state(&self) -> &Arc<AppState> {
         &self.state
+    }
+
+    /// The application's Socket.IO side: broadcasts into rooms ([`crate::socketio`]).
+    pub fn socketio(&self) -> crate::socketio::Io {
+        crate::socketio::Io::new(self.state.hub.clone(), self.state.metrics.clone())
     }
 
     /// Accept connections until shutdown, then close every connection (WebSockets get 1001)

@@ -10,8 +10,8 @@ use switchboard_auth::{
     Action, Authenticator, ConnectInfo, Credential, CredentialSource, Denied, Identity,
 };
 use switchboard_hub::{
-    Delivery, Epoch, HistoryPage, Hub, HubConn, Joined, Kick, Offset, PresenceEntry, RoomName,
-    UserId,
+    Delivery, Epoch, HistoryPage, Hub, HubConn, Joined, Kick, Offset, Outbox, PresenceEntry,
+    RoomName, UserId,
 };
 use switchboard_native_proto::{
     ClientMessage, Incoming, ParseError, PresenceMember, ServerMessage, WireFormat,
@@ -299,8 +299,10 @@ impl<X> Session<X> {
         }
     }
 
-    /// The rate limit: whether to handle a message arriving at `now`.
-    fn admit(&mut self, now: Instant, sink: &mut impl Sink) -> bool {
+    /// The rate limit: whether to handle a message arriving at `now` (for transports that
+    /// parse messages themselves and then call [`handle`](Self::handle)). A refusal is
+    /// told to `sink` as the limit's policy says (`rate_limited` error, or a close).
+    pub fn admit(&mut self, now: Instant, sink: &mut impl Sink) -> bool {
         let (Some(limit), Some(bucket)) = (&self.shared.config.rate_limit, &mut self.bucket) else {
             return true;
         };
@@ -702,6 +704,17 @@ impl<X> Session<X> {
             let message = reply(room.clone(), value);
             outbox.push_reserved(&[Delivery::reply(room, message)]);
         })
+    }
+
+    /// Whether the session is in `room` (joined, possibly still waiting for the store's
+    /// answer).
+    pub fn is_in(&self, room: &RoomName) -> bool {
+        self.rooms.contains(room)
+    }
+
+    /// The connection's outbox (to wake its task from elsewhere: [`Outbox::notify`]).
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.conn.outbox
     }
 
     /// Ready when the hub has queued deliveries (or asked for a disconnect) since this last

@@ -34,14 +34,22 @@ function accepts(port) {
 /// Returns {base: 'http://127.0.0.1:PORT', port, stop()}; stop() sends SIGTERM and asserts
 /// the server exits 0 (SIGKILL and an error after 10 s).
 export async function startServer(args = []) {
+  return startProgram(binary, 'cargo build --release -p switchboard, or set SWITCHBOARD_BIN', (port) => {
+    const flags = typeof args === 'function' ? args(port) : args;
+    return ['serve', '--listen', `127.0.0.1:${port}`, ...flags];
+  });
+}
+
+/// Any server program: `argvOf(port)` gives its arguments for a free loopback port; the same
+/// startup wait and SIGTERM stop as [startServer]. `build` says how to build it when missing.
+export async function startProgram(program, build, argvOf) {
   try {
-    fs.accessSync(binary, fs.constants.X_OK);
+    fs.accessSync(program, fs.constants.X_OK);
   } catch {
-    throw new Error(`no switchboard binary at ${binary}: build it (cargo build --release -p switchboard) or set SWITCHBOARD_BIN`);
+    throw new Error(`no executable at ${program}: build it (${build})`);
   }
   const port = await freePort();
-  const flags = typeof args === 'function' ? args(port) : args;
-  const child = spawn(binary, ['serve', '--listen', `127.0.0.1:${port}`, ...flags], { stdio: 'inherit' });
+  const child = spawn(program, argvOf(port), { stdio: 'inherit' });
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
   let spawnError;
   child.on('error', (e) => { spawnError = e; });
@@ -91,4 +99,25 @@ export async function api(base, key, route, body) {
   });
   assert.equal(res.status, 200, `${route}: ${await res.clone().text()}`);
   return res.json();
+}
+
+/// The arguments of the next `event` on an event emitter (a socket.io-client socket), or an
+/// error after `ms`.
+export function nextEvent(emitter, event, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${event} within ${ms} ms`)), ms);
+    emitter.once(event, (...args) => {
+      clearTimeout(timer);
+      resolve(args);
+    });
+  });
+}
+
+/// Resolves once `check()` (sync or async) is true; fails after 5 s naming `what`.
+export async function until(what, check) {
+  const deadline = Date.now() + 5000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }

@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
 import msgpackParser from 'socket.io-msgpack-parser';
-import { startServer, api as post } from './server.mjs';
+import { startServer, api as post, nextEvent as next, until } from './server.mjs';
 
 const KEY = 'sio-msgpack-key';
 let server;
@@ -39,23 +39,7 @@ async function connect(nsp = '/', options = {}) {
   return socket;
 }
 
-function next(socket, event, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${event} within ${ms} ms`)), ms);
-    socket.once(event, (...args) => {
-      clearTimeout(timer);
-      resolve(args);
-    });
-  });
-}
 
-async function until(what, check) {
-  const deadline = Date.now() + 5000;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 function closeAll() {
   for (const s of sockets.splice(0)) s.close();

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
 import WebSocket from 'ws';
 import { EventSource } from 'eventsource';
-import { startServer, api as post } from './server.mjs';
+import { startServer, api as post, nextEvent as next, until } from './server.mjs';
 
 const KEY = 'sio-test-key';
 let server;
@@ -38,16 +38,6 @@ async function connect(nsp = '/', options = {}) {
   return socket;
 }
 
-/// The arguments of the next `event` on `socket`.
-function next(socket, event, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${event} within ${ms} ms`)), ms);
-    socket.once(event, (...args) => {
-      clearTimeout(timer);
-      resolve(args);
-    });
-  });
-}
 
 /// Resolves once the socket's transport is `name` (after an upgrade).
 async function onTransport(socket, name) {
@@ -205,4 +195,27 @@ test('refusals are answers, not silence: bad events get an error ack or event', 
   assert.equal(typeof e.message, 'string');
   assert.ok(socket.connected, 'the connection stays open');
   closeAll();
+});
+
+test('the rate limit applies to Socket.IO events: refusals answered, a flood disconnected', async () => {
+  // Three messages at once (the burst), then one per 10 s.
+  const limited = await startServer(['--rate-limit', '3/30s']);
+  try {
+    const socket = io(`${limited.base}/`, { forceNew: true, reconnection: false, transports: ['websocket'] });
+    await new Promise((r) => socket.once('connect', r));
+    const errors = [];
+    socket.on('error', (e) => errors.push(e.code));
+    const answers = [];
+    for (let i = 0; i < 5; i++) answers.push(await socket.emitWithAck('join_room', `r${i}`));
+    assert.deepEqual(answers.slice(0, 3).map((a) => a.status), ['ok', 'ok', 'ok']);
+    for (const refused of answers.slice(3)) assert.deepEqual([refused.status, refused.code], ['error', 'rate_limited']);
+    assert.deepEqual(errors, ['rate_limited'], 'the limit warns once');
+    // Going on past the burst ends the socket (its namespace), not silently.
+    const gone = next(socket, 'disconnect');
+    for (let i = 0; i < 10; i++) socket.emit('join_room', `flood${i}`);
+    assert.equal((await gone)[0], 'io server disconnect');
+    socket.close();
+  } finally {
+    await limited.stop();
+  }
 });

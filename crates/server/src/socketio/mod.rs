@@ -19,8 +19,12 @@
 //! decides which (`socket::Codec`), the other kind afterwards closes it. Public behaviour:
 //! docs/socketio.md.
 
+mod app;
 pub(crate) mod recovery;
 mod socket;
+
+pub use app::{Ack, AckError, Data, EmitError, Handlers, Io, RoomOperator, SocketRef};
+pub use switchboard_socketio_proto::Args;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -32,7 +36,7 @@ use switchboard_engineio_proto::{CloseReason as EngineClose, Message};
 use switchboard_hub::Delivery;
 use switchboard_socketio_proto::msgpack;
 use switchboard_socketio_proto::{
-    Args, ConnectErrorReason, Decoder, DecoderConfig, Incoming, Namespace, Packet, SocketState,
+    ConnectErrorReason, Decoder, DecoderConfig, Incoming, Namespace, Packet, SocketState,
     StateConfig, StateEvent,
 };
 
@@ -56,6 +60,8 @@ pub(crate) struct SioShared {
     recovery: Vec<Namespace>,
     recovery_window: std::time::Duration,
     records: recovery::Records,
+    /// The application's handlers (none: the built-in behaviour only).
+    handlers: Handlers,
 }
 
 impl SioShared {
@@ -66,9 +72,12 @@ impl SioShared {
             .iter()
             .filter_map(|n| Namespace::new(n.as_str()).ok())
             .collect();
+        let mut extra: Vec<&str> = config.handlers.namespaces().collect();
         if state.config.echo {
-            for extra in ["/", "/custom"] {
-                let nsp = Namespace::new(extra).expect("valid");
+            extra.extend(["/", "/custom"]);
+        }
+        for extra in extra {
+            if let Ok(nsp) = Namespace::new(extra) {
                 if !namespaces.contains(&nsp) {
                     namespaces.push(nsp);
                 }
@@ -93,6 +102,7 @@ impl SioShared {
                 .collect(),
             recovery_window: config.recovery_window,
             records: recovery::Records::default(),
+            handlers: config.handlers.clone(),
         })
     }
 }
@@ -339,6 +349,22 @@ impl SioConnection {
         };
         socket.connected = true;
         send_text_packet(out, self.codec, text);
+        if self.shared.handlers.covers(&socket.nsp) {
+            let app = app::SocketInner::new(
+                socket.sid.as_str(),
+                socket.nsp.clone(),
+                socket.session.user().clone(),
+                socket.session.identity().cloned(),
+                socket.session.outbox().clone(),
+                self.shared.handlers.clone(),
+                Io::new(
+                    self.shared.native.hub.clone(),
+                    self.shared.native.transport.clone(),
+                ),
+            );
+            self.shared.handlers.connected(&app);
+            socket.app = Some(app);
+        }
         if self.shared.echo {
             // The conformance suite's servers greet with the auth payload.
             let payload = Value::Object(auth.unwrap_or_default());
@@ -404,9 +430,11 @@ impl SioConnection {
                     }
                 }
             }
-            // Only the echo mode's `ack-request` asks for acks.
-            Incoming::Ack { nsp, args, .. } => {
-                if self.shared.echo {
+            // The application's `emit_with_ack`, or the echo mode's `ack-request`.
+            Incoming::Ack { nsp, id, args } => {
+                if let Some(app) = self.socket(&nsp).and_then(|s| s.app.clone()) {
+                    app.answer_ack(id, Ok(app::ack_value(args)));
+                } else if self.shared.echo {
                     send_packet(out, self.codec, Packet::event(nsp, "ack-response", args));
                 }
             }
@@ -419,11 +447,71 @@ impl SioConnection {
         self.settle(out);
     }
 
+    /// Carry out what the application's handlers asked of socket `i`, in order.
+    fn apply_commands(&mut self, i: usize, out: &mut Out<'_>) {
+        let Some(app) = self.sockets[i].app.clone() else {
+            return;
+        };
+        for command in app.take_commands() {
+            let socket = &mut self.sockets[i];
+            let nsp = socket.nsp.clone();
+            match command {
+                app::Command::Emit {
+                    event,
+                    args,
+                    answer,
+                } => {
+                    let mut ack = None;
+                    if let Some((timeout, answer)) = answer {
+                        match self.state.next_ack_id(&nsp, Some(out.now() + timeout)) {
+                            Ok(id) => {
+                                app.await_ack(id, answer);
+                                ack = Some(id);
+                            }
+                            Err(_) => {
+                                let _ = answer.send(Err(AckError::Disconnected));
+                                continue;
+                            }
+                        }
+                    }
+                    let name = event.into();
+                    let packet = Packet::Event {
+                        nsp,
+                        name,
+                        args,
+                        ack,
+                    };
+                    send_packet(out, socket.codec, packet);
+                }
+                app::Command::Ack(id, args) => {
+                    send_packet(out, socket.codec, Packet::Ack { nsp, id, args });
+                }
+                app::Command::Join(room, done) => {
+                    let _ = done.send(socket.join_or_leave(room, true, out));
+                }
+                app::Command::Leave(room, done) => {
+                    let _ = done.send(socket.join_or_leave(room, false, out));
+                }
+                app::Command::Disconnect => socket.ended = true,
+            }
+        }
+    }
+
     /// Disconnect the sockets the core ended, and close the connection on the state's timeouts.
     fn settle(&mut self, out: &mut Out<'_>) {
         while let Some(event) = self.state.poll_event() {
-            if event == StateEvent::ConnectTimeout {
-                out.close();
+            match event {
+                StateEvent::ConnectTimeout => out.close(),
+                StateEvent::AckTimeout { nsp, id } => {
+                    if let Some(app) = self.socket(&nsp).and_then(|s| s.app.as_ref()) {
+                        app.answer_ack(id, Err(AckError::Timeout));
+                    }
+                }
+                StateEvent::AckCancelled { nsp, id } => {
+                    if let Some(app) = self.socket(&nsp).and_then(|s| s.app.as_ref()) {
+                        app.answer_ack(id, Err(AckError::Disconnected));
+                    }
+                }
             }
         }
         let mut i = 0;
@@ -488,6 +576,7 @@ impl App for SioConnection {
     fn write_outbound(&mut self, out: &mut Out<'_>) {
         BATCH.with_borrow_mut(|batch| {
             for i in 0..self.sockets.len() {
+                self.apply_commands(i, out);
                 let was_connected = self.sockets[i].connected;
                 self.sockets[i].write_outbound(batch, out);
                 if !was_connected && !self.sockets[i].ended {
@@ -539,11 +628,11 @@ impl App for SioConnection {
         // The connection is lost (the client's own DISCONNECTs removed their sockets
         // before): recoverable sockets are kept for the window.
         let now = Instant::now();
-        for socket in std::mem::take(&mut self.sockets).into_vec() {
+        for mut socket in std::mem::take(&mut self.sockets).into_vec() {
             if !socket.connected || socket.ended {
                 continue;
             }
-            let Some(recovery) = socket.recovery else {
+            let Some(recovery) = socket.recovery.take() else {
                 continue;
             };
             let user = socket

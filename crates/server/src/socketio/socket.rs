@@ -16,6 +16,7 @@ use switchboard_native_proto::{
 use switchboard_session::{encode_delivery, CloseReason, Note, Session, Sink};
 use switchboard_socketio_proto::{msgpack, AckId, Args, Namespace, Packet};
 
+use super::app::{EmitError, SocketInner};
 use super::recovery::Track;
 use crate::engineio::Out;
 use crate::metrics::Metrics;
@@ -58,6 +59,20 @@ pub(crate) struct NsSocket {
     /// With connection state recovery: the private id and where the socket stands in its
     /// rooms (see [`super::recovery`]).
     pub(crate) recovery: Option<Recovery>,
+    /// With application handlers for the namespace: the socket's side shared with its
+    /// [`super::SocketRef`]s (set when the `CONNECT` is accepted).
+    pub(crate) app: Option<Arc<SocketInner>>,
+}
+
+impl Drop for NsSocket {
+    fn drop(&mut self) {
+        // Whichever way the socket ends (its client's DISCONNECT, a lost connection, the
+        // server): its handles stop working and the application hears of it.
+        if let Some(app) = self.app.take() {
+            app.close();
+            app.handlers.disconnected(&app);
+        }
+    }
 }
 
 /// A recoverable socket's private id and positions.
@@ -125,6 +140,7 @@ impl NsSocket {
             next_id: 0,
             codec,
             recovery: None,
+            app: None,
         }
     }
 
@@ -145,44 +161,24 @@ impl NsSocket {
             message: ClientMessage::Auth { token },
             id: None,
         };
-        let mut sink = SioSink::new(
-            out,
-            &self.nsp,
-            &mut self.awaited,
-            track_of(&mut self.recovery),
-            self.codec,
-        );
-        self.session.handle(incoming, &mut sink);
-        self.ended |= sink.closed;
-        sink.finish(&self.session);
+        self.with_core(out, |session, sink| session.handle(incoming, sink));
     }
 
     /// Join `rooms` again from the positions given (a recovery); whether every room's
     /// history covered the gap at once.
     pub(crate) fn rejoin(&mut self, rooms: Vec<(RoomName, Since)>, out: &mut Out<'_>) -> bool {
         let expected = rooms.len();
-        let mut sink = SioSink::new(
-            out,
-            &self.nsp,
-            &mut self.awaited,
-            track_of(&mut self.recovery),
-            self.codec,
-        );
-        for (room, since) in rooms {
-            let incoming = Incoming {
-                message: ClientMessage::Join {
+        self.with_core(out, |session, sink| {
+            for (room, since) in rooms {
+                let message = ClientMessage::Join {
                     room,
                     since: Some(since),
                     user: None,
-                },
-                id: None,
-            };
-            self.session.handle(incoming, &mut sink);
-        }
-        let covered = sink.rejoins.len() == expected && sink.rejoins.iter().all(|r| *r);
-        self.ended |= sink.closed;
-        sink.finish(&self.session);
-        covered
+                };
+                session.handle(Incoming { message, id: None }, sink);
+            }
+            sink.rejoins.len() == expected && sink.rejoins.iter().all(|r| *r)
+        })
     }
 
     /// Leave every room (a recovery that could not be completed).
@@ -191,21 +187,12 @@ impl NsSocket {
             Some(r) => r.track.rooms_joined(),
             None => return,
         };
-        let mut sink = SioSink::new(
-            out,
-            &self.nsp,
-            &mut self.awaited,
-            track_of(&mut self.recovery),
-            self.codec,
-        );
-        for room in rooms {
-            let incoming = Incoming {
-                message: ClientMessage::Leave { room },
-                id: None,
-            };
-            self.session.handle(incoming, &mut sink);
-        }
-        sink.finish(&self.session);
+        self.with_core(out, |session, sink| {
+            for room in rooms {
+                let message = ClientMessage::Leave { room };
+                session.handle(Incoming { message, id: None }, sink);
+            }
+        });
         if let Some(r) = &mut self.recovery {
             r.track = Track::default();
         }
@@ -219,6 +206,25 @@ impl NsSocket {
         ack: Option<AckId>,
         out: &mut Out<'_>,
     ) {
+        if !self.admit(out) {
+            // The limit's own warning is an `error` event; a request with an ack gets its
+            // answer too (refused, not silence), unless the socket is being closed.
+            if !self.ended {
+                let message = "Rate limit exceeded";
+                if ack.is_some() {
+                    answer_error(out, self.codec, &self.nsp, ack, "rate_limited", message);
+                }
+            }
+            return;
+        }
+        if let Some(app) = &self.app {
+            if app.handlers.has_event(&self.nsp, name) {
+                if let Err((code, message)) = app.handlers.dispatch(app, name, args, ack) {
+                    answer_error(out, self.codec, &self.nsp, ack, code, &message);
+                }
+                return;
+            }
+        }
         let incoming = match self.native_of(name, args, ack) {
             Ok(incoming) => incoming,
             Err((code, message)) => {
@@ -241,19 +247,22 @@ impl NsSocket {
                 );
             }
             self.awaited.push((awaited.clone(), ack));
-            let mut sink = SioSink::new(
-                out,
-                &self.nsp,
-                &mut self.awaited,
-                track_of(&mut self.recovery),
-                self.codec,
-            );
-            // A refusal of this request that names no id still answers its ack.
-            sink.current = Some(awaited);
-            self.session.handle(incoming, &mut sink);
-            self.ended |= sink.closed;
-            return sink.finish(&self.session);
+            return self.with_core(out, |session, sink| {
+                // A refusal of this request that names no id still answers its ack.
+                sink.current = Some(awaited);
+                session.handle(incoming, sink);
+            });
         }
+        self.with_core(out, |session, sink| session.handle(incoming, sink));
+    }
+
+    /// Run `f` with the socket's session and a sink writing to `out` (the core's replies as
+    /// Socket.IO packets); the socket ends if the core closed it.
+    fn with_core<'o, R>(
+        &mut self,
+        out: &mut Out<'o>,
+        f: impl FnOnce(&mut SioSession, &mut SioSink<'_, 'o>) -> R,
+    ) -> R {
         let mut sink = SioSink::new(
             out,
             &self.nsp,
@@ -261,9 +270,47 @@ impl NsSocket {
             track_of(&mut self.recovery),
             self.codec,
         );
-        self.session.handle(incoming, &mut sink);
+        let result = f(&mut self.session, &mut sink);
         self.ended |= sink.closed;
         sink.finish(&self.session);
+        result
+    }
+
+    /// The session's rate limit, for one event: refused ones are told (`error` event) or
+    /// end the socket, as the limit's policy says.
+    fn admit(&mut self, out: &mut Out<'_>) -> bool {
+        let now = out.now();
+        self.with_core(out, |session, sink| session.admit(now, sink))
+    }
+
+    /// Join or leave `room` for the application (no ack: a refusal is also an `error`
+    /// event to the client).
+    pub(crate) fn join_or_leave(
+        &mut self,
+        room: RoomName,
+        join: bool,
+        out: &mut Out<'_>,
+    ) -> Result<(), EmitError> {
+        let target = room.clone();
+        let message = if join {
+            ClientMessage::Join {
+                room,
+                since: None,
+                user: None,
+            }
+        } else {
+            ClientMessage::Leave { room }
+        };
+        let refusal = self.with_core(out, |session, sink| {
+            sink.refusal = Some(None);
+            session.handle(Incoming { message, id: None }, sink);
+            sink.refusal.take().flatten()
+        });
+        match (refusal, self.session.is_in(&target) == join) {
+            (_, true) => Ok(()),
+            (Some(message), false) => Err(EmitError::Refused(message)),
+            (None, false) => Err(EmitError::Refused("not applied".to_owned())),
+        }
     }
 
     /// The native message an event stands for: its name is the type (`join_room`/`subscribe`
@@ -399,18 +446,9 @@ impl NsSocket {
 
     /// End the socket if its credentials expired; whether it did.
     pub(crate) fn expire_if_due(&mut self, out: &mut Out<'_>) -> bool {
-        let mut sink = SioSink::new(
-            out,
-            &self.nsp,
-            &mut self.awaited,
-            track_of(&mut self.recovery),
-            self.codec,
-        );
-        let expired = self
-            .session
-            .expire_if_due(std::time::SystemTime::now(), &mut sink);
-        self.ended |= sink.closed || expired;
-        sink.finish(&self.session);
+        let now = std::time::SystemTime::now();
+        let expired = self.with_core(out, |session, sink| session.expire_if_due(now, sink));
+        self.ended |= expired;
         expired
     }
 }
@@ -644,6 +682,9 @@ struct SioSink<'a, 'o> {
     current: Option<Await>,
     /// The `recovered` flag of every `joined` reply of the call.
     rejoins: Vec<bool>,
+    /// `Some` while an application's join or leave is handled: the message of the error
+    /// that refused it, if one did.
+    refusal: Option<Option<String>>,
     closed: bool,
     counts: Counts,
 }
@@ -671,6 +712,7 @@ impl<'a, 'o> SioSink<'a, 'o> {
             codec,
             current: None,
             rejoins: Vec::new(),
+            refusal: None,
             closed: false,
             counts: Counts::default(),
         }
@@ -704,6 +746,14 @@ impl<'a, 'o> SioSink<'a, 'o> {
         if self.counts.lagged > 0 {
             metrics.lagged.inc_by(self.counts.lagged);
         }
+    }
+}
+
+/// An error message's text (its `message` field).
+fn error_text(message: &ServerMessage) -> String {
+    match fields_of(message).get("message") {
+        Some(Value::String(text)) => text.clone(),
+        _ => "refused".to_owned(),
     }
 }
 
@@ -764,6 +814,9 @@ impl Sink for SioSink<'_, '_> {
                 }
             }
             ServerMessage::Error { id, .. } => {
+                if let Some(refusal @ None) = &mut self.refusal {
+                    *refusal = Some(error_text(&message));
+                }
                 let mut fields = fields_of(&message);
                 fields.remove("id");
                 // The request it refuses: by its id, else the one being handled (a refused

@@ -237,7 +237,7 @@ pub(crate) const KEYS: &[Key] = &[
         "rate_limit",
         "rate-limit",
         "M/S[/B]|off",
-        "Per-connection message rate limit on /ws: MESSAGES/SECONDS[/BURST] or off \
+        "Per-connection message rate limit on /ws and per Socket.IO socket: MESSAGES/SECONDS[/BURST] or off \
          (error \"Rate limit exceeded\", then close 4002) [default: 100/10/20]",
     ),
     Key {

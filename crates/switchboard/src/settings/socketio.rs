@@ -52,6 +52,8 @@ impl Default for SocketIoSettings {
             namespaces,
             recovery,
             recovery_window,
+            // Code, not settings: the binary has no application handlers.
+            handlers: _,
         } = SocketIoConfig::default();
         SocketIoSettings {
             enabled,
@@ -86,6 +88,7 @@ impl SocketIoSettings {
             namespaces: self.namespaces.clone(),
             recovery: self.recovery().to_vec(),
             recovery_window: self.recovery_window,
+            handlers: Default::default(),
         }
     }
 

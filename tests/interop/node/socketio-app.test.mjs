@@ -1,0 +1,155 @@
+// The Socket.IO library surface (`switchboard_server::socketio`), through the example
+// application examples/socketio-app (an axum app with handlers on `/shop`), driven by the
+// official socket.io-client (default and MessagePack parsers), a native WebSocket client and
+// an SSE stream: typed events, acks both ways, binary, joins/leaves/disconnects from the
+// server side, broadcasts from handlers and from an HTTP route reaching every transport.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { io } from 'socket.io-client';
+import msgpackParser from 'socket.io-msgpack-parser';
+import WebSocket from 'ws';
+import { EventSource } from 'eventsource';
+import { root, startProgram, nextEvent as next, until } from './server.mjs';
+
+const program = process.env.SOCKETIO_APP_BIN ?? path.join(root, 'target/release/socketio-app');
+let app;
+
+before(async () => {
+  app = await startProgram(program, 'cargo build --release -p socketio-app', (port) => [`127.0.0.1:${port}`]);
+});
+
+after(async () => {
+  await app?.stop();
+});
+
+const sockets = [];
+
+async function shop(options = {}) {
+  const socket = io(`${app.base}/shop`, { forceNew: true, reconnection: false, transports: ['websocket'], ...options });
+  sockets.push(socket);
+  const welcome = next(socket, 'welcome');
+  await new Promise((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('connect_error', reject);
+  });
+  const [hello] = await welcome;
+  assert.equal(hello.id, socket.id, 'on_connect sees the socket id the client has');
+  return socket;
+}
+
+
+
+const stats = async () => (await fetch(`${app.base}/stats`)).json();
+
+for (const [mode, options] of Object.entries({ json: {}, msgpack: { parser: msgpackParser }, polling: { transports: ['polling'] } })) {
+  test(`${mode}: a typed handler acks, joins and broadcasts to every transport`, async () => {
+    const a = await shop(options);
+    const b = await shop(options);
+    // A native WebSocket client and an SSE stream in the room the handler joins.
+    const native = new WebSocket(`${app.base.replace('http', 'ws')}/ws`);
+    const nativeSeen = [];
+    native.on('message', (d) => {
+      const m = JSON.parse(d.toString());
+      if (m.type === 'order_placed' || m.type === 'shipped') nativeSeen.push(m);
+    });
+    await new Promise((r) => native.once('open', r));
+    native.send(JSON.stringify({ type: 'join', room: 'orders' }));
+    const sse = new EventSource(`${app.base}/events?channels=orders`);
+    const sseSeen = [];
+    for (const name of ['order_placed', 'shipped']) sse.addEventListener(name, (e) => sseSeen.push(JSON.parse(e.data)));
+    await new Promise((r) => sse.addEventListener('connected', r, { once: true }));
+    const bSeen = [];
+    b.on('order_placed', (m) => bSeen.push(m));
+    b.on('shipped', (m) => bSeen.push(m));
+    // b joins through its own order first.
+    const first = await b.emitWithAck('order', { item: 'tea', qty: 1 });
+    assert.equal(first.accepted, true);
+    await until('b to see its own order', () => bSeen.length === 1);
+    // a's order: acked with its offset, heard by b, the native client and SSE.
+    const ack = await a.emitWithAck('order', { item: 'cake', qty: 2 });
+    assert.deepEqual([ack.accepted, ack.item, ack.qty], [true, 'cake', 2]);
+    assert.equal(typeof ack.offset, 'number');
+    const cake = (seen) => seen.find((m) => m.item === 'cake');
+    await until('b, native and sse to see the order', () => cake(bSeen) && cake(nativeSeen) && cake(sseSeen));
+    assert.equal(bSeen.length, 2);
+    const placed = bSeen[1];
+    assert.deepEqual([placed.type, placed.item, placed.qty, placed.by, placed.offset, placed.userId],
+      ['order_placed', 'cake', 2, a.id, ack.offset, 'server']);
+    assert.deepEqual(cake(nativeSeen), placed, 'the same object on every transport');
+    assert.deepEqual(cake(sseSeen), placed);
+    // A broadcast from an HTTP route of the application.
+    const shipped = await (await fetch(`${app.base}/ship/orders`, { method: 'POST' })).json();
+    assert.equal(typeof shipped.offset, 'number');
+    await until('the shipment everywhere', () =>
+      bSeen.some((m) => m.type === 'shipped') && nativeSeen.some((m) => m.type === 'shipped'));
+    assert.equal(bSeen.find((m) => m.type === 'shipped').by, 'http');
+    // Refusals: arguments that are not an Order, a business refusal.
+    const bad = await a.emitWithAck('order', { item: 'x', qty: 'many' });
+    assert.deepEqual([bad.status, bad.code], ['error', 'invalid_format']);
+    assert.equal((await a.emitWithAck('order', { item: 'x', qty: 0 })).accepted, false);
+    // Without an ack, a refusal is an `error` event.
+    const error = next(a, 'error');
+    a.emit('order', 'not an object');
+    assert.equal((await error)[0].code, 'invalid_format');
+    // Leaving from a handler: b hears nothing more.
+    assert.equal(await b.emitWithAck('leave'), 'left');
+    const count = bSeen.length;
+    await a.emitWithAck('order', { item: 'pie', qty: 1 });
+    await until('native to see the pie', () => nativeSeen.some((m) => m.item === 'pie'));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(bSeen.length, count);
+    native.close();
+    sse.close();
+    for (const s of sockets.splice(0)) s.close();
+  });
+
+  test(`${mode}: the server asks and waits for the client's ack; binary both ways`, async () => {
+    const s = await shop(options);
+    s.once('confirm?', (what, callback) => callback({ ok: true, what }));
+    const confirmed = next(s, 'confirmed');
+    s.emit('confirm', 'order-7');
+    assert.deepEqual((await confirmed)[0], { ok: true, what: 'order-7' });
+    // A client that never answers: the handler's wait times out (2 s).
+    s.once('confirm?', () => {});
+    const timedOut = next(s, 'confirm_timeout', 5000);
+    s.emit('confirm', 'order-8');
+    assert.match((await timedOut)[0], /timeout/);
+    // Binary: (name, bytes) in, {name, size} and the bytes reversed out.
+    const [meta, bytes] = await new Promise((resolve) => {
+      s.emit('upload', 'pic.png', Buffer.from([1, 2, 3, 250]), (...args) => resolve(args));
+    });
+    assert.deepEqual(meta, { name: 'pic.png', size: 4 });
+    assert.deepEqual([...new Uint8Array(bytes)], [250, 3, 2, 1]);
+    for (const x of sockets.splice(0)) x.close();
+  });
+}
+
+test('server-side disconnect, and on_disconnect runs for every way a socket ends', async () => {
+  // The earlier tests' sockets are all gone first (their disconnects would count here).
+  await until('earlier sockets to be gone', async () => {
+    const { connects, disconnects } = await stats();
+    return connects === disconnects;
+  });
+  const before = await stats();
+  const s = await shop();
+  const gone = next(s, 'disconnect');
+  s.emit('bye');
+  assert.equal((await gone)[0], 'io server disconnect');
+  const t = await shop();
+  t.close(); // the client's DISCONNECT
+  const u = await shop();
+  u.io.engine.close(); // the transport lost
+  await until('three disconnects', async () => (await stats()).disconnects - before.disconnects === 3);
+  const after = await stats();
+  assert.equal(after.connects - before.connects, 3);
+  for (const x of sockets.splice(0)) x.close();
+});
+
+test('the built-in room semantics stay on namespaces without handlers', async () => {
+  const socket = io(`${app.base}/`, { forceNew: true, reconnection: false, transports: ['websocket'] });
+  sockets.push(socket);
+  await new Promise((r) => socket.once('connect', r));
+  assert.deepEqual(await socket.emitWithAck('join_room', 'lobby'), { status: 'ok', room: 'lobby' });
+  for (const x of sockets.splice(0)) x.close();
+});
