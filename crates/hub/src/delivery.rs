@@ -54,6 +54,8 @@ pub struct Delivery {
     body: Body,
     /// Place in the room's history (messages only).
     position: Option<(Offset, Epoch)>,
+    /// The connection it was published for, when it is not to be sent back to it.
+    origin: Option<ConnId>,
     timestamp_ms: u64,
     created: Instant,
     encodings: [OnceLock<Arc<dyn Any + Send + Sync>>; ENCODING_SLOTS],
@@ -84,17 +86,37 @@ impl Delivery {
             Body::Message { kind, json },
             Some((offset, epoch)),
             timestamp_ms,
+            None,
+        )
+    }
+
+    /// [`Delivery::message`] published on behalf of connection `origin`, which transports
+    /// that can address "everyone but the sender" (Socket.IO's `socket.to(room)`) skip.
+    pub fn message_from(
+        room: RoomName,
+        kind: Arc<str>,
+        json: Bytes,
+        position: (Offset, Epoch),
+        timestamp_ms: u64,
+        origin: Option<ConnId>,
+    ) -> Arc<Delivery> {
+        Delivery::make(
+            room,
+            Body::Message { kind, json },
+            Some(position),
+            timestamp_ms,
+            origin,
         )
     }
 
     /// A presence change in `room`.
     pub fn presence(room: RoomName, change: PresenceChange, timestamp_ms: u64) -> Arc<Delivery> {
-        Delivery::make(room, Body::Presence(change), None, timestamp_ms)
+        Delivery::make(room, Body::Presence(change), None, timestamp_ms, None)
     }
 
     /// A reply for one connection about `room` (see [`Body::Reply`]).
     pub fn reply(room: RoomName, message: ServerMessage) -> Arc<Delivery> {
-        Delivery::make(room, Body::Reply(message), None, crate::hub::now_ms())
+        Delivery::make(room, Body::Reply(message), None, crate::hub::now_ms(), None)
     }
 
     fn make(
@@ -102,15 +124,22 @@ impl Delivery {
         body: Body,
         position: Option<(Offset, Epoch)>,
         timestamp_ms: u64,
+        origin: Option<ConnId>,
     ) -> Arc<Delivery> {
         Arc::new(Delivery {
             room,
             body,
             position,
             timestamp_ms,
+            origin,
             created: Instant::now(),
             encodings: Default::default(),
         })
+    }
+
+    /// The connection that published it excluding itself ([`Delivery::message_from`]).
+    pub fn origin(&self) -> Option<ConnId> {
+        self.origin
     }
 
     /// The room it was published to.

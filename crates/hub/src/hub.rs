@@ -582,10 +582,26 @@ impl Hub {
         build: impl FnOnce(Offset, u64) -> Bytes + Send + 'static,
         done: impl FnOnce(Appended) + Send + 'static,
     ) {
+        self.publish_from(room, kind, once, None, build, done);
+    }
+
+    /// [`Hub::publish`] for everyone in the room but connection `origin` (it is stored and
+    /// replayed like any message; live, transports that honour [`Delivery::origin`] do not
+    /// send it back to `origin`).
+    pub fn publish_from(
+        &self,
+        room: &RoomName,
+        kind: &str,
+        once: Option<(&UserId, &str)>,
+        origin: Option<ConnId>,
+        build: impl FnOnce(Offset, u64) -> Bytes + Send + 'static,
+        done: impl FnOnce(Appended) + Send + 'static,
+    ) {
         let append = Append {
             room: room.clone(),
             kind: Arc::from(kind),
             once: once.map(|(sender, id)| (sender.clone(), Box::from(id))),
+            origin,
             build: Box::new(build),
         };
         self.store.append(append, &self.broker, Box::new(done));

@@ -12,6 +12,7 @@
 //! (docs: ARCHITECTURE.md, "The store answers later"). Callbacks, not futures: a sans-IO
 //! session cannot poll a future, and every transport already drains its outbox.
 
+use crate::ConnId;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -66,6 +67,8 @@ pub struct Append {
     /// `(sender, id)`: append only if this sender's `id` was not appended to the room within
     /// the dedup window. The check, the append and the record are one atomic step.
     pub once: Option<(UserId, Box<str>)>,
+    /// The connection that is not to get it back ([`Delivery::origin`]).
+    pub origin: Option<ConnId>,
     /// Its bytes, once its offset is assigned.
     pub build: Build,
 }
@@ -498,6 +501,7 @@ impl MemoryStore {
         &self,
         room: &RoomName,
         kind: Arc<str>,
+        origin: Option<ConnId>,
         build: Build,
         broker: &Arc<dyn Broker>,
     ) -> (Offset, Epoch, Fanout) {
@@ -511,13 +515,13 @@ impl MemoryStore {
             let (Some(build), Some(kind)) = (build.take(), kind.take()) else {
                 unreachable!("an append is built once")
             };
-            let delivery = Delivery::message(
+            let delivery = Delivery::message_from(
                 room.clone(),
                 kind,
                 build(offset, timestamp_ms),
-                offset,
-                st.epoch.clone(),
+                (offset, st.epoch.clone()),
                 timestamp_ms,
+                origin,
             );
             let limits = st.limits;
             st.history.push(Instant::now(), delivery.clone(), &limits);
@@ -543,11 +547,12 @@ impl Store for MemoryStore {
             room,
             kind,
             once,
+            origin,
             build,
         } = append;
         let appended = match once {
             None => {
-                let (offset, epoch, fanout) = self.append_now(&room, kind, build, broker);
+                let (offset, epoch, fanout) = self.append_now(&room, kind, origin, build, broker);
                 Appended::Published {
                     offset,
                     epoch,
@@ -559,7 +564,7 @@ impl Store for MemoryStore {
                     self.dedup
                         .once(&sender.0, room.as_str(), &id, Instant::now(), || {
                             let (offset, epoch, fanout) =
-                                self.append_now(&room, kind, build, broker);
+                                self.append_now(&room, kind, origin, build, broker);
                             ((offset, epoch.clone()), (offset, epoch, fanout))
                         });
                 match outcome {

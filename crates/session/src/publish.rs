@@ -6,7 +6,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use switchboard_auth::{Action, Authenticator, Denied, Identity};
-use switchboard_hub::{Appended, Epoch, Hub, Offset, RoomName, UserId};
+use switchboard_hub::{Appended, ConnId, Epoch, Hub, Offset, RoomName, UserId};
 use switchboard_native_proto::{stamp_relay, Stamp};
 
 /// A message to publish.
@@ -46,6 +46,17 @@ pub fn publish(
     request: PublishRequest<'_>,
     done: impl FnOnce(Published) + Send + 'static,
 ) {
+    publish_from(hub, request, None, done);
+}
+
+/// [`publish`] to everyone in the room but connection `origin` (see
+/// [`Hub::publish_from`]).
+pub fn publish_from(
+    hub: &Hub,
+    request: PublishRequest<'_>,
+    origin: Option<ConnId>,
+    done: impl FnOnce(Published) + Send + 'static,
+) {
     let PublishRequest {
         room,
         sender,
@@ -82,7 +93,7 @@ pub fn publish(
         )
     };
     let once = id.map(|id| (sender, id));
-    hub.publish(room, &kind, once, build, move |appended| {
+    hub.publish_from(room, &kind, once, origin, build, move |appended| {
         done(match appended {
             Appended::Published {
                 offset,

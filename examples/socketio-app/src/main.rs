@@ -7,6 +7,7 @@
 //!   `{accepted, item, qty, offset}`; `qty: 0` is answered `{accepted: false}`;
 //! - `confirm` asks the client (`emit_with_ack` "confirm?" within 2 s) and emits `confirmed`
 //!   with the client's answer, or `confirm_timeout`;
+//! - `chat` `text` goes to everyone in `orders` but the sender (`socket.to`), acked `true`;
 //! - `upload` `(name, bytes)` acks `{name, size}` and the bytes reversed (binary);
 //! - `leave` leaves `orders`; `bye` disconnects the socket from the server side;
 //! - `POST /ship/{room}` broadcasts `shipped` `{by: "http"}` into `room` from an HTTP handler;
@@ -85,6 +86,11 @@ fn handlers(stats: Arc<Stats>) -> Handlers {
             args.push(json!({"name": name, "size": bytes.len()}));
             args.push_binary(bytes.into_iter().rev().collect::<Vec<u8>>().into());
             let _ = ack.send_args(args);
+        })
+        .on("/shop", "chat", |socket: SocketRef, Data(text): Data<String>, ack: Ack| async move {
+            // Everyone in `orders` but the sender.
+            let sent = socket.to("orders").emit("chat", &json!({"text": text})).await;
+            let _ = ack.send(&sent.is_ok());
         })
         .on("/shop", "leave", |socket: SocketRef, Data(()): Data<()>, ack: Ack| async move {
             let _ = socket.leave("orders").await;

@@ -49,9 +49,11 @@ for (const [mode, options] of Object.entries({ json: {}, msgpack: { parser: msgp
     // A native WebSocket client and an SSE stream in the room the handler joins.
     const native = new WebSocket(`${app.base.replace('http', 'ws')}/ws`);
     const nativeSeen = [];
+    const nativeChat = [];
     native.on('message', (d) => {
       const m = JSON.parse(d.toString());
       if (m.type === 'order_placed' || m.type === 'shipped') nativeSeen.push(m);
+      if (m.type === 'chat') nativeChat.push(m);
     });
     await new Promise((r) => native.once('open', r));
     native.send(JSON.stringify({ type: 'join', room: 'orders' }));
@@ -84,6 +86,17 @@ for (const [mode, options] of Object.entries({ json: {}, msgpack: { parser: msgp
     await until('the shipment everywhere', () =>
       bSeen.some((m) => m.type === 'shipped') && nativeSeen.some((m) => m.type === 'shipped'));
     assert.equal(bSeen.find((m) => m.type === 'shipped').by, 'http');
+    // `socket.to(room)`: everyone in the room but the sender (b and the native client).
+    let aChat = 0;
+    a.on('chat', () => { aChat += 1; });
+    const bChat = next(b, 'chat');
+    assert.equal(await a.emitWithAck('chat', 'hi all'), true);
+    const [chat] = await bChat;
+    assert.deepEqual([chat.type, chat.text, chat.room], ['chat', 'hi all', 'orders']);
+    await until('native to see the chat', () => nativeChat.length === 1);
+    assert.deepEqual(nativeChat[0], chat, 'the same object on the native transport');
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(aChat, 0, 'the sender does not get its own broadcast');
     // Refusals: arguments that are not an Order, a business refusal.
     const bad = await a.emitWithAck('order', { item: 'x', qty: 'many' });
     assert.deepEqual([bad.status, bad.code], ['error', 'invalid_format']);

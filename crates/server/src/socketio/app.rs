@@ -51,8 +51,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use switchboard_auth::Identity;
-use switchboard_hub::{Hub, Outbox, RoomName, UserId};
-use switchboard_session::{publish, PublishRequest, Published};
+use switchboard_hub::{ConnId, Hub, Outbox, RoomName, UserId};
+use switchboard_session::{publish_from, PublishRequest, Published};
 use switchboard_socketio_proto::{AckId, Args, Namespace};
 use tokio::sync::oneshot;
 
@@ -194,6 +194,17 @@ impl SocketRef {
         &self.inner.io
     }
 
+    /// Address everyone in `room` but this socket (Socket.IO's `socket.to(room)`): a
+    /// publish stamped with this socket's user, on every transport. The socket need not be
+    /// a member.
+    pub fn to(&self, room: impl Into<String>) -> RoomOperator {
+        RoomOperator {
+            io: self.inner.io.clone(),
+            room: room.into(),
+            from: Some((self.inner.user.clone(), self.inner.conn)),
+        }
+    }
+
     /// Whether the socket is still connected.
     pub fn connected(&self) -> bool {
         !self.inner.lock().closed
@@ -288,6 +299,7 @@ impl Io {
         RoomOperator {
             io: self.clone(),
             room: room.into(),
+            from: None,
         }
     }
 
@@ -302,11 +314,14 @@ impl Io {
 pub struct RoomOperator {
     io: Io,
     room: String,
+    /// For [`SocketRef::to`]: the sending socket's user and connection.
+    from: Option<(UserId, ConnId)>,
 }
 
 impl RoomOperator {
     /// Publish `value` to the room as a message of type `event`: stamped (`userId` "server",
-    /// `timestamp`, `offset`, `id`), kept in the room's history, delivered to every member.
+    /// or the sending socket's user for [`SocketRef::to`]; `timestamp`, `offset`, `id`),
+    /// kept in the room's history, delivered to every member (but the sending socket).
     /// Socket.IO members get event `event` with the message object; an object `value` gives
     /// the message its fields, anything else is the message's `data`.
     pub async fn emit<T: Serialize + ?Sized>(
@@ -328,9 +343,12 @@ impl RoomOperator {
             }
         };
         body.insert("type".into(), Value::from(event));
-        let sender = UserId(Arc::from(SERVER_USER));
+        let (sender, origin) = match self.from {
+            Some((user, conn)) => (user, Some(conn)),
+            None => (UserId(Arc::from(SERVER_USER)), None),
+        };
         let (tx, rx) = oneshot::channel();
-        publish(
+        publish_from(
             &self.io.hub,
             PublishRequest {
                 room: &room,
@@ -339,6 +357,7 @@ impl RoomOperator {
                 body,
                 id: None,
             },
+            origin,
             move |published| {
                 let _ = tx.send(published);
             },
@@ -595,6 +614,8 @@ pub(crate) type AckSender = oneshot::Sender<Result<Value, AckError>>;
 /// A socket's side shared with its [`SocketRef`]s.
 pub(crate) struct SocketInner {
     id: String,
+    /// The connection (its hub id: broadcasts from this socket skip it).
+    conn: ConnId,
     nsp: Namespace,
     user: UserId,
     identity: Option<Identity>,
@@ -617,8 +638,10 @@ struct Mailbox {
 }
 
 impl SocketInner {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: &str,
+        conn: ConnId,
         nsp: Namespace,
         user: UserId,
         identity: Option<Identity>,
@@ -628,6 +651,7 @@ impl SocketInner {
     ) -> Arc<SocketInner> {
         Arc::new(SocketInner {
             id: id.to_owned(),
+            conn,
             nsp,
             user,
             identity,
@@ -786,6 +810,7 @@ mod tests {
     fn a_full_mailbox_refuses_and_a_closed_one_says_so() {
         let inner = SocketInner::new(
             "sid",
+            ConnId(1),
             Namespace::root(),
             UserId(Arc::from("u")),
             None,

@@ -352,6 +352,7 @@ impl SioConnection {
         if self.shared.handlers.covers(&socket.nsp) {
             let app = app::SocketInner::new(
                 socket.sid.as_str(),
+                switchboard_hub::ConnId(socket.session.connection_id()),
                 socket.nsp.clone(),
                 socket.session.user().clone(),
                 socket.session.identity().cloned(),

@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use switchboard_engineio_proto::{Message, Str};
-use switchboard_hub::{Body, Delivery, EncodingKey, RoomName};
+use switchboard_hub::{Body, ConnId, Delivery, EncodingKey, RoomName};
 use switchboard_native_proto::{
     parse_value, ClientMessage, Incoming, ServerMessage, Since, WireFormat,
 };
@@ -395,6 +395,7 @@ impl NsSocket {
         self.session.drain(batch, &mut sink);
         self.ended |= sink.closed;
         let me: &str = &self.session.user().0;
+        let my_conn = ConnId(self.session.connection_id());
         for delivery in batch.drain(..) {
             if let Body::Reply(message) = delivery.body() {
                 sink.send(message.clone());
@@ -402,6 +403,14 @@ impl NsSocket {
             }
             // `typing` goes to the others only.
             if delivery.kind() == "typing" && sender_of(&delivery).as_deref() == Some(me) {
+                continue;
+            }
+            // The application's `socket.to(room)`: everyone but the sending socket (whose
+            // position still moves past it).
+            if delivery.origin() == Some(my_conn) {
+                if let Some(track) = sink.track.as_deref_mut() {
+                    track.advance(&delivery);
+                }
                 continue;
             }
             if sink.codec == Codec::MsgPack {
