@@ -30,7 +30,9 @@ pub enum Pushed {
 struct Queue {
     items: VecDeque<Arc<Delivery>>,
     bytes: usize,
-    dropped: u64,
+    /// Deliveries dropped since the last drain (32 bits, saturating: the outbox is paid by
+    /// every idle connection, and 4 billion drops between two drains say the same as more).
+    dropped: u32,
     closed: bool,
     /// Why the connection must be closed, if it must.
     kick: Option<Kick>,
@@ -101,7 +103,7 @@ impl Outbox {
         if !q.items.is_empty() && q.bytes + cost > self.budget {
             return match policy {
                 OverflowPolicy::Drop => {
-                    q.dropped += 1;
+                    q.dropped = q.dropped.saturating_add(1);
                     Pushed::Dropped
                 }
                 OverflowPolicy::Close => {
@@ -165,7 +167,9 @@ impl Outbox {
     /// the store): the client is told it lagged at the next drain.
     pub fn count_dropped(&self, n: u64) {
         let mut q = self.lock();
-        q.dropped += n;
+        q.dropped = q
+            .dropped
+            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
         let waker = q.signal();
         drop(q);
         wake(waker);
@@ -185,7 +189,7 @@ impl Outbox {
         let mut q = self.lock();
         into.extend(q.items.drain(..));
         q.bytes = 0;
-        std::mem::take(&mut q.dropped)
+        u64::from(std::mem::take(&mut q.dropped))
     }
 
     /// Whether anything is queued.

@@ -1,13 +1,19 @@
 //! Namespaces (`/`, `/chat`, …) and acknowledgement ids.
 
 use std::fmt;
+use std::sync::{Arc, LazyLock};
 
 /// A Socket.IO namespace: `/` (the main namespace) or a path such as `/chat`.
 ///
 /// Invariant: starts with `/` and contains no `,` (a comma ends the namespace on the wire, so
 /// one inside it could not be decoded back).
+///
+/// Shared text (16 bytes, a clone is a reference count): every connection holds its
+/// namespaces, and the main one, `/`, is one allocation for the whole process.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Namespace(String);
+pub struct Namespace(Arc<str>);
+
+static ROOT: LazyLock<Namespace> = LazyLock::new(|| Namespace(Arc::from("/")));
 
 /// Why a string is not a namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -23,7 +29,7 @@ pub enum NamespaceError {
 impl Namespace {
     /// The main namespace, `/`.
     pub fn root() -> Namespace {
-        Namespace("/".to_owned())
+        ROOT.clone()
     }
 
     /// A namespace from its name.
@@ -35,14 +41,22 @@ impl Namespace {
         if name.contains(',') {
             return Err(NamespaceError::Comma);
         }
-        Ok(Namespace(name))
+        Ok(Namespace::shared(&name))
+    }
+
+    fn shared(name: &str) -> Namespace {
+        if name == "/" {
+            Namespace::root()
+        } else {
+            Namespace(Arc::from(name))
+        }
     }
 
     /// Caller guarantees the invariant (the text parser only cuts namespaces that start with
     /// `/` and stop before a `,`).
     pub(crate) fn new_unchecked(name: &str) -> Namespace {
         debug_assert!(name.starts_with('/') && !name.contains(','));
-        Namespace(name.to_owned())
+        Namespace::shared(name)
     }
 
     /// The name, e.g. `/chat`.
@@ -52,7 +66,7 @@ impl Namespace {
 
     /// Whether this is the main namespace `/` (omitted on the wire).
     pub fn is_root(&self) -> bool {
-        self.0 == "/"
+        &*self.0 == "/"
     }
 }
 
@@ -70,13 +84,13 @@ impl fmt::Display for Namespace {
 
 impl PartialEq<str> for Namespace {
     fn eq(&self, other: &str) -> bool {
-        self.0 == other
+        &*self.0 == other
     }
 }
 
 impl PartialEq<&str> for Namespace {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
+        &*self.0 == *other
     }
 }
 

@@ -137,9 +137,10 @@ impl Output {
     /// Free the buffers if nothing is queued (before the connection idles).
     pub fn release_if_empty(&mut self) {
         if self.len == 0 {
-            if self.tail.capacity() > 0 {
-                self.tail = BytesMut::new();
-            }
+            // Unconditionally: a tail advanced to the end of its buffer reports no capacity
+            // but still holds the allocation (measured: ~38 B per parked Socket.IO
+            // connection). An empty `BytesMut` allocates nothing.
+            self.tail = BytesMut::new();
             if self.chunks.capacity() > 0 {
                 self.chunks = VecDeque::new();
             }

@@ -653,3 +653,15 @@ impl App for SioConnection {
         // (Dropping the sockets left their rooms and the hub.)
     }
 }
+
+#[cfg(test)]
+mod size {
+    /// Every connected namespace of an idle Socket.IO connection is one of these, in its own
+    /// allocation: 224 B is a mimalloc size class, and 8 B more cost the next one (256 B)
+    /// per socket (`bench --only switchboard,idle-sio`). Make room before adding a field.
+    #[test]
+    fn a_socket_fits_its_allocation_class() {
+        let size = std::mem::size_of::<super::NsSocket>();
+        assert!(size <= 224, "a Socket.IO socket is {size} B");
+    }
+}

@@ -45,6 +45,25 @@ pub(crate) struct TrackedRoom {
     left: bool,
 }
 
+/// `epoch` as an [`Epoch`] shared with the other sockets that joined a room of that epoch
+/// lately (one allocation per epoch, not one per socket: this is paid by every idle
+/// recoverable socket). A few recent epochs are remembered; joins are rare, so a scan is
+/// fine.
+fn shared_epoch(epoch: &str) -> Epoch {
+    static RECENT: std::sync::Mutex<Vec<Epoch>> = std::sync::Mutex::new(Vec::new());
+    const REMEMBERED: usize = 64;
+    let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(known) = recent.iter().find(|e| e.as_str() == epoch) {
+        return known.clone();
+    }
+    let epoch = Epoch::from(epoch);
+    if recent.len() >= REMEMBERED {
+        recent.remove(0);
+    }
+    recent.push(epoch.clone());
+    epoch
+}
+
 /// Where a socket stands in its rooms (kept only on namespaces with recovery on).
 #[derive(Debug, Default)]
 pub(crate) struct Track {
@@ -54,7 +73,7 @@ pub(crate) struct Track {
 impl Track {
     /// A `joined` reply.
     pub(crate) fn joined(&mut self, room: &RoomName, offset: u64, epoch: &str) {
-        let epoch = Epoch::from(epoch);
+        let epoch = shared_epoch(epoch);
         match self.rooms.iter_mut().find(|r| &r.room == room) {
             Some(r) => {
                 if r.left || r.epoch != epoch {

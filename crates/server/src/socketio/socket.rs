@@ -52,8 +52,6 @@ pub(crate) struct NsSocket {
     /// The core ended the socket (rate-limit flood, kick, expiry): disconnect it.
     pub(crate) ended: bool,
     awaited: Vec<(Await, AckId)>,
-    /// Ids for relays of events with an ack and no `id` of their own.
-    next_id: u64,
     /// The connection's parser.
     pub(crate) codec: Codec,
     /// With connection state recovery: the private id and where the socket stands in its
@@ -137,7 +135,6 @@ impl NsSocket {
             connected: false,
             ended: false,
             awaited: Vec::new(),
-            next_id: 0,
             codec,
             recovery: None,
             app: None,
@@ -360,8 +357,8 @@ impl NsSocket {
         // A relay the client wants confirmed needs an id to match the core's `ack` to: its
         // own, or one unique to this connection (never reused: the core deduplicates by id).
         if ack.is_some() && !body.contains_key("id") {
-            self.next_id += 1;
-            let id = format!("sio-{}-{}", self.session.connection_id(), self.next_id);
+            let unique = self.session.shared().hub.unique_id();
+            let id = format!("sio-{}-{unique}", self.session.connection_id());
             body.insert("id".into(), Value::String(id));
         }
         parse_value(Value::Object(body)).map_err(|e| (e.code(), e.to_string()))
