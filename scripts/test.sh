@@ -45,6 +45,8 @@ apt_install() {
 command -v openssl >/dev/null || apt_install openssl
 # The HTTP/2 interop test drives the server with the curl CLI (Debian's is built with nghttp2).
 command -v curl >/dev/null || apt_install curl
+# The Redis backend's tests (crates/broker-redis/tests) start real redis-server processes.
+command -v redis-server >/dev/null || apt_install redis-server
 # The browser tests (tests/interop/node/browser-*.test.mjs) drive Debian's Chromium.
 [[ -x /usr/bin/chromium ]] || apt_install chromium
 

@@ -1,0 +1,230 @@
+//! Switchboard on Redis (issue 13, in progress; design: docs/scale-out.md).
+//!
+//! Landed: [`RedisLog`], a room's history, offsets and dedup window in Redis, appended by one
+//! server-side script per publish (dedup check, epoch, offset, `XADD`, `PUBLISH` in one
+//! atomic step: two nodes publishing at once can neither reorder nor duplicate), and read
+//! back by offset. Not yet: the hub's `Store`/`Broker` implementations on top of it, presence,
+//! wiring (`--broker redis://…`).
+
+pub mod envelope;
+pub mod template;
+
+pub use envelope::{parse as parse_envelope, Envelope};
+pub use template::{Template, TemplateError};
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use redis::streams::StreamRangeReply;
+
+/// Limits of the rooms a [`RedisLog`] keeps.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Messages kept per room (approximately: `XADD MAXLEN ~`).
+    pub history_len: usize,
+    /// How long a sender's message id is remembered for deduplication.
+    pub dedup_window: Duration,
+    /// A room with no publish for this long is forgotten (its keys expire; a later publish
+    /// starts a new epoch).
+    pub idle_expiry: Duration,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            history_len: 100,
+            dedup_window: Duration::from_secs(120),
+            idle_expiry: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored and published at `offset`.
+    Published {
+        /// Its offset.
+        offset: u64,
+        /// The room's epoch.
+        epoch: String,
+        /// The timestamp stamped into it (ms).
+        timestamp_ms: u64,
+    },
+    /// The sender published this id within the dedup window: nothing was done.
+    Duplicate {
+        /// The first publish's offset.
+        offset: u64,
+        /// The room's epoch.
+        epoch: String,
+    },
+}
+
+/// A page of a room's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// `(offset, message)`, oldest first.
+    pub messages: Vec<(u64, Bytes)>,
+    /// The room's epoch (`None`: the room does not exist).
+    pub epoch: Option<String>,
+    /// The room's last offset.
+    pub last_offset: u64,
+}
+
+/// Why a Redis operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Redis refused or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The message could not be templated (see [`TemplateError`]).
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    /// Redis answered something the script does not return.
+    #[error("unexpected answer from redis")]
+    Answer,
+}
+
+/// The pub/sub channel of `room` (its keys' hash slot: cluster-safe with `SPUBLISH`).
+pub fn channel(room: &str) -> String {
+    format!("sb:{{{room}}}")
+}
+
+fn key(room: &str, what: &str) -> String {
+    format!("sb:{{{room}}}:{what}")
+}
+
+/// Rooms' logs in one Redis (a connection that reconnects by itself).
+#[derive(Clone)]
+pub struct RedisLog {
+    conn: ConnectionManager,
+    publish: redis::Script,
+    config: LogConfig,
+}
+
+impl std::fmt::Debug for RedisLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLog")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl RedisLog {
+    /// Connect to the Redis at `url` (`redis://host:port/db`).
+    pub async fn connect(url: &str, config: LogConfig) -> Result<RedisLog, Error> {
+        let client = redis::Client::open(url)?;
+        let conn = ConnectionManager::new(client).await?;
+        Ok(RedisLog {
+            conn,
+            publish: redis::Script::new(include_str!("publish.lua")),
+            config,
+        })
+    }
+
+    /// Append a message of type `kind` to `room` and publish it on the room's channel:
+    /// `build(offset, timestamp_ms)` makes its bytes (called once, with placeholders: the
+    /// real values are filled in by Redis). With `once = (sender, id)`, nothing happens if
+    /// the sender published `id` to the room within the dedup window.
+    pub async fn append(
+        &self,
+        room: &str,
+        kind: &str,
+        origin: Option<u64>,
+        once: Option<(&str, &str)>,
+        build: impl FnOnce(u64, u64) -> Bytes,
+    ) -> Result<Appended, Error> {
+        let (offset_sentinel, ts_sentinel) = template::sentinels();
+        let template = template::cut(
+            &build(offset_sentinel, ts_sentinel),
+            offset_sentinel,
+            ts_sentinel,
+        )?;
+        let dedup_key = match once {
+            Some((sender, id)) => key(room, &format!("d:{}:{sender}:{id}", sender.len())),
+            None => key(room, "d"),
+        };
+        let window = match once {
+            Some(_) => self.config.dedup_window.as_millis().max(1),
+            None => 0,
+        };
+        let epoch_candidate = format!("{:x}", template::sentinels().0);
+        let mut conn = self.conn.clone();
+        let answer: redis::Value = self
+            .publish
+            .key(key(room, "m"))
+            .key(key(room, "s"))
+            .key(dedup_key)
+            .arg(epoch_candidate)
+            .arg(&template.prefix[..])
+            .arg(&template.between[..])
+            .arg(&template.suffix[..])
+            .arg(if template.offset_first { "1" } else { "0" })
+            .arg(self.config.history_len)
+            .arg(window.to_string())
+            .arg(channel(room))
+            .arg(envelope::head(origin, kind))
+            .arg(self.config.idle_expiry.as_millis().max(1).to_string())
+            .invoke_async(&mut conn)
+            .await?;
+        let redis::Value::Array(items) = answer else {
+            return Err(Error::Answer);
+        };
+        let int = |v: Option<&redis::Value>| match v {
+            Some(redis::Value::Int(i)) => u64::try_from(*i).ok(),
+            _ => None,
+        };
+        let text = |v: Option<&redis::Value>| match v {
+            Some(redis::Value::BulkString(b)) => String::from_utf8(b.clone()).ok(),
+            _ => None,
+        };
+        let (offset, epoch) = (int(items.get(1)), text(items.get(2)));
+        match (int(items.first()), offset, epoch) {
+            (Some(1), Some(offset), Some(epoch)) => Ok(Appended::Published {
+                offset,
+                epoch,
+                timestamp_ms: int(items.get(3)).ok_or(Error::Answer)?,
+            }),
+            (Some(0), Some(offset), Some(epoch)) => Ok(Appended::Duplicate { offset, epoch }),
+            _ => Err(Error::Answer),
+        }
+    }
+
+    /// Up to `limit` messages of `room` after offset `after`, oldest first, with the room's
+    /// epoch and last offset.
+    pub async fn read(&self, room: &str, after: u64, limit: usize) -> Result<Page, Error> {
+        let mut conn = self.conn.clone();
+        let (epoch, last): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+            .arg(key(room, "m"))
+            .arg("epoch")
+            .arg("offset")
+            .query_async(&mut conn)
+            .await?;
+        let range: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(key(room, "s"))
+            .arg(format!("(0-{after}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(&mut conn)
+            .await?;
+        let mut messages = Vec::with_capacity(range.ids.len());
+        for entry in range.ids {
+            let offset = entry
+                .id
+                .strip_prefix("0-")
+                .and_then(|o| o.parse().ok())
+                .ok_or(Error::Answer)?;
+            let Some(redis::Value::BulkString(data)) = entry.map.get("d") else {
+                return Err(Error::Answer);
+            };
+            messages.push((offset, Bytes::from(data.clone())));
+        }
+        Ok(Page {
+            messages,
+            epoch,
+            last_offset: last.unwrap_or(0),
+        })
+    }
+}

@@ -1,0 +1,279 @@
+//! The Redis log against a real `redis-server` (started on a free loopback port; the test
+//! fails, not skips, when the binary is missing — scripts/test.sh installs it).
+#![allow(clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use switchboard_broker_redis::{channel, parse_envelope, Appended, LogConfig, RedisLog};
+use switchboard_native_proto::{stamp_relay, Stamp};
+
+struct Redis {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn redis_server() -> Redis {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect(
+            "redis-server is required (apt-get install redis-server; scripts/test.sh installs it)",
+        );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Redis {
+        child,
+        url: format!("redis://127.0.0.1:{port}/"),
+    }
+}
+
+fn message(room: &str, body: Value) -> impl FnOnce(u64, u64) -> Bytes {
+    let room = room.to_owned();
+    move |offset, timestamp_ms| {
+        let Value::Object(body) = body else {
+            unreachable!()
+        };
+        stamp_relay(
+            body,
+            &Stamp {
+                user_id: "u1",
+                user: None,
+                room: &room,
+                timestamp_ms,
+                offset,
+                generated_id: "g",
+            },
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishers_get_one_gap_free_sequence_stored_and_published_in_order() {
+    let redis = redis_server();
+    let log = RedisLog::connect(&redis.url, LogConfig::default())
+        .await
+        .unwrap();
+    // A subscriber on the room's channel (as every node with members will be).
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(channel("race")).await.unwrap();
+
+    // Two "nodes" publish 150 messages each at once.
+    let mut tasks = Vec::new();
+    for node in 0..2 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut offsets = Vec::new();
+            for i in 0..150 {
+                let body = json!({"type": "chat", "node": node, "i": i});
+                match log
+                    .append("race", "chat", None, None, message("race", body))
+                    .await
+                    .unwrap()
+                {
+                    Appended::Published { offset, .. } => offsets.push(offset),
+                    other => panic!("{other:?}"),
+                }
+            }
+            offsets
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let offsets = t.await.unwrap();
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "each node's offsets increase"
+        );
+        all.extend(offsets);
+    }
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (1..=300).collect::<Vec<u64>>(),
+        "one sequence, no gap, no repeat"
+    );
+
+    // The history holds every message, stamped with its own offset, in offset order.
+    let page = log.read("race", 0, 1000).await.unwrap();
+    assert_eq!(page.last_offset, 300);
+    let epoch = page.epoch.clone().expect("the room has an epoch");
+    // `MAXLEN ~`: at least history_len of the newest, trimmed by whole stream nodes.
+    let kept: Vec<u64> = page.messages.iter().map(|m| m.0).collect();
+    assert!(
+        (100..=200).contains(&kept.len()),
+        "kept {} messages",
+        kept.len()
+    );
+    assert_eq!(
+        kept,
+        ((301 - kept.len() as u64)..=300).collect::<Vec<u64>>(),
+        "the newest, gap-free"
+    );
+    for (offset, bytes) in &page.messages {
+        let m: Value = serde_json::from_slice(bytes).unwrap();
+        assert_eq!(m["offset"], *offset);
+        assert!(m["timestamp"].as_u64().unwrap() > 1_700_000_000_000);
+        assert_eq!(
+            (m["type"].as_str(), m["room"].as_str()),
+            (Some("chat"), Some("race"))
+        );
+    }
+    let after = log.read("race", 295, 10).await.unwrap();
+    assert_eq!(
+        after.messages.iter().map(|m| m.0).collect::<Vec<_>>(),
+        vec![296, 297, 298, 299, 300]
+    );
+
+    // The channel saw all 300 envelopes in offset order, each matching the history.
+    let mut stream = pubsub.on_message();
+    let mut seen = Vec::new();
+    while seen.len() < 300 {
+        let msg = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("a published envelope")
+            .unwrap();
+        let payload: Vec<u8> = msg.get_payload().unwrap();
+        let envelope = parse_envelope(&Bytes::from(payload)).expect("an envelope");
+        assert_eq!(
+            (envelope.epoch.as_str(), envelope.kind.as_str()),
+            (epoch.as_str(), "chat")
+        );
+        let m: Value = serde_json::from_slice(&envelope.message).unwrap();
+        assert_eq!(m["offset"], envelope.offset);
+        assert_eq!(m["timestamp"], envelope.timestamp_ms);
+        seen.push(envelope.offset);
+    }
+    assert_eq!(seen, (1..=300).collect::<Vec<u64>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_id_is_published_once_and_answers_the_first_offset() {
+    let redis = redis_server();
+    let log = RedisLog::connect(&redis.url, LogConfig::default())
+        .await
+        .unwrap();
+    let first = log
+        .append(
+            "dedup",
+            "chat",
+            Some(9),
+            Some(("u1", "m-1")),
+            message("dedup", json!({"type": "chat", "id": "m-1"})),
+        )
+        .await
+        .unwrap();
+    let Appended::Published { offset, epoch, .. } = first else {
+        panic!("{first:?}")
+    };
+    // Two retries at once: both duplicates of the first.
+    let (a, b) = tokio::join!(
+        log.append(
+            "dedup",
+            "chat",
+            None,
+            Some(("u1", "m-1")),
+            message("dedup", json!({"type": "chat"}))
+        ),
+        log.append(
+            "dedup",
+            "chat",
+            None,
+            Some(("u1", "m-1")),
+            message("dedup", json!({"type": "chat"}))
+        ),
+    );
+    for retry in [a.unwrap(), b.unwrap()] {
+        assert_eq!(
+            retry,
+            Appended::Duplicate {
+                offset,
+                epoch: epoch.clone()
+            }
+        );
+    }
+    // Another sender's same id, and the same sender's other id, are new messages.
+    for once in [("u2", "m-1"), ("u1", "m-2")] {
+        let r = log
+            .append(
+                "dedup",
+                "chat",
+                None,
+                Some(once),
+                message("dedup", json!({"type": "chat"})),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(r, Appended::Published { .. }), "{once:?}: {r:?}");
+    }
+    assert_eq!(log.read("dedup", 0, 10).await.unwrap().messages.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_lost_by_redis_comes_back_in_a_new_epoch() {
+    let redis = redis_server();
+    let log = RedisLog::connect(&redis.url, LogConfig::default())
+        .await
+        .unwrap();
+    let publish = || {
+        log.append(
+            "lost",
+            "chat",
+            None,
+            None,
+            message("lost", json!({"type": "chat"})),
+        )
+    };
+    let Appended::Published { epoch: before, .. } = publish().await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        log.read("nothing", 0, 10).await.unwrap().epoch,
+        None,
+        "no room, no epoch"
+    );
+    // Redis loses everything (a restart without persistence).
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    let Appended::Published {
+        offset,
+        epoch: after,
+        ..
+    } = publish().await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(offset, 1, "offsets start over");
+    assert_ne!(after, before, "in a new epoch, so clients see the loss");
+}
