@@ -103,6 +103,11 @@ pub enum Appended {
         /// Its epoch.
         epoch: Epoch,
     },
+    /// The store could not confirm the append (a networked store that is down or did not
+    /// answer in time): it may or may not have been appended. The sender is told, and may
+    /// retry with the same id (deduplicated if it did get through). The memory store never
+    /// answers this.
+    Unavailable,
 }
 
 /// Which retained messages a read wants.

@@ -20,6 +20,9 @@ type Step = Box<dyn FnOnce() + Send>;
 pub struct LateStore {
     inner: Arc<MemoryStore>,
     queue: Arc<Mutex<VecDeque<Step>>>,
+    /// Appends answer [`Appended::Unavailable`] (and append nothing), as a store that is
+    /// down does.
+    unavailable: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for LateStore {
@@ -38,7 +41,14 @@ impl LateStore {
         Arc::new(LateStore {
             inner,
             queue: Arc::default(),
+            unavailable: Default::default(),
         })
+    }
+
+    /// From now on appends fail (`true`: [`Appended::Unavailable`], later) or work again.
+    pub fn set_unavailable(&self, down: bool) {
+        self.unavailable
+            .store(down, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Give every held answer (and those that giving them queues), oldest first; returns how
@@ -79,6 +89,9 @@ impl Store for LateStore {
     }
 
     fn append(&self, append: Append, broker: &Arc<dyn Broker>, done: Done<Appended>) {
+        if self.unavailable.load(std::sync::atomic::Ordering::Relaxed) {
+            return self.late(done)(Appended::Unavailable);
+        }
         self.inner.append(append, broker, self.late(done))
     }
 

@@ -303,7 +303,10 @@ async fn publish_one(
             done,
         )
     })
-    .await?;
+    .await?
+    // Not confirmed by the store: 503, and the caller may retry (with the same `id`, a
+    // message that did get through is not published twice).
+    .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     if published.dropped > 0 {
         state.metrics.dropped.add(published.dropped as u64);
     }

@@ -78,5 +78,7 @@ mod session;
 pub use auth::{MAX_HELD_BYTES, MAX_HELD_MESSAGES};
 pub use close::CloseReason;
 pub use encode::encode_delivery;
-pub use publish::{authorize, publish, publish_as, publish_from, PublishRequest, Published};
+pub use publish::{
+    authorize, publish, publish_as, publish_from, PublishRequest, Published, Unavailable,
+};
 pub use session::{Note, Session, SessionConfig, Shared, Sink};

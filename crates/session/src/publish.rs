@@ -24,6 +24,12 @@ pub struct PublishRequest<'a> {
     pub id: Option<&'a str>,
 }
 
+/// The store could not confirm a publish ([`Appended::Unavailable`]): it may or may not
+/// have been stored; a retry with the same id is safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the message store is unavailable: try again")]
+pub struct Unavailable;
+
 /// What a publish did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
@@ -40,11 +46,11 @@ pub struct Published {
 }
 
 /// Publish `request` to the hub; `done` gets what it did, at once (memory store) or later
-/// (a networked one).
+/// (a networked one), or [`Unavailable`].
 pub fn publish(
     hub: &Hub,
     request: PublishRequest<'_>,
-    done: impl FnOnce(Published) + Send + 'static,
+    done: impl FnOnce(Result<Published, Unavailable>) + Send + 'static,
 ) {
     publish_from(hub, request, None, done);
 }
@@ -55,7 +61,7 @@ pub fn publish_from(
     hub: &Hub,
     request: PublishRequest<'_>,
     origin: Option<ConnId>,
-    done: impl FnOnce(Published) + Send + 'static,
+    done: impl FnOnce(Result<Published, Unavailable>) + Send + 'static,
 ) {
     let PublishRequest {
         room,
@@ -99,20 +105,21 @@ pub fn publish_from(
                 offset,
                 epoch,
                 fanout,
-            } => Published {
+            } => Ok(Published {
                 offset,
                 epoch,
                 duplicate: false,
                 delivered: fanout.delivered,
                 dropped: fanout.dropped,
-            },
-            Appended::Duplicate { offset, epoch } => Published {
+            }),
+            Appended::Duplicate { offset, epoch } => Ok(Published {
                 offset,
                 epoch,
                 duplicate: true,
                 delivered: 0,
                 dropped: 0,
-            },
+            }),
+            Appended::Unavailable => Err(Unavailable),
         })
     });
 }
@@ -142,7 +149,7 @@ pub fn publish_as(
     auth: Option<&Authenticator>,
     who: &Identity,
     request: PublishRequest<'_>,
-    done: impl FnOnce(Published) + Send + 'static,
+    done: impl FnOnce(Result<Published, Unavailable>) + Send + 'static,
 ) -> Result<(), Denied> {
     authorize(auth, Some(who), Action::Publish, request.room)?;
     let sender = UserId(Arc::from(who.user_id()));

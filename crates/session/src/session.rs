@@ -23,7 +23,7 @@ use crate::auth::{
 };
 use crate::close::CloseReason;
 use crate::later::Answer;
-use crate::publish::{generated_id, publish, PublishRequest, Published};
+use crate::publish::{generated_id, publish, PublishRequest, Published, Unavailable};
 use crate::rate::{RateLimit, TokenBucket, Verdict};
 
 /// Settings of the session core.
@@ -667,27 +667,36 @@ impl<X> Session<X> {
             },
             answer.done(),
         );
-        let Some(id) = id else {
-            // Nothing to reply; drops are counted when the store answered at once (a late
-            // answer's fan-out happened on other nodes, which count their own).
-            if let Some(p) = answer.now_or_later(|_| {}) {
+        // Every outcome the client must hear of: an `ack` for a message with an id (a retry
+        // of one already accepted is acknowledged again, delivered once), and for any
+        // message the store could not take an `error` `unavailable` (with its id, if any):
+        // never silence.
+        let reply = move |id: Option<String>, outcome: Result<Published, Unavailable>| match outcome
+        {
+            Ok(p) => id.map(|id| ServerMessage::Ack {
+                id,
+                offset: p.offset.0,
+            }),
+            Err(e) => Some(ServerMessage::error_for(id, "unavailable", e.to_string())),
+        };
+        let late_id = id.clone();
+        let (outbox, late_room) = (self.conn.outbox.clone(), room.clone());
+        let now = answer.now_or_later(move |outcome| {
+            if let Some(message) = reply(late_id, outcome) {
+                outbox.push_reserved(&[Delivery::reply(late_room, message)]);
+            }
+        });
+        if let Some(outcome) = now {
+            // Drops are counted when the store answered at once (a late answer's fan-out
+            // happened on other nodes, which count their own).
+            if let Ok(p) = &outcome {
                 if p.dropped > 0 {
                     sink.note(Note::Dropped(p.dropped));
                 }
             }
-            return;
-        };
-        // A retry of a message already accepted is acknowledged again, delivered once.
-        let ack = |id: String, p: Published| ServerMessage::Ack {
-            id,
-            offset: p.offset.0,
-        };
-        let late_id = id.clone();
-        if let Some(p) = self.reply_now_or_later(&room, answer, move |_, p| ack(late_id, p)) {
-            if p.dropped > 0 {
-                sink.note(Note::Dropped(p.dropped));
+            if let Some(message) = reply(id, outcome) {
+                sink.send(message);
             }
-            sink.send(ack(id, p));
         }
     }
 

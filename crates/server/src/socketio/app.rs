@@ -134,6 +134,10 @@ pub enum EmitError {
     /// The server refused a join (permissions, the room limit).
     #[error("refused: {0}")]
     Refused(String),
+    /// The message store could not confirm a broadcast (a networked store that is down):
+    /// it may or may not have been delivered.
+    #[error("the message store is unavailable")]
+    Unavailable,
 }
 
 /// Why an [`SocketRef::emit_with_ack`] got no answer.
@@ -362,7 +366,10 @@ impl RoomOperator {
                 let _ = tx.send(published);
             },
         );
-        let published = rx.await.map_err(|_| EmitError::Closed)?;
+        let published = rx
+            .await
+            .map_err(|_| EmitError::Unavailable)?
+            .map_err(|_| EmitError::Unavailable)?;
         if published.dropped > 0 {
             self.io.metrics.dropped.add(published.dropped as u64);
         }

@@ -343,4 +343,60 @@ fn answers_the_store_gives_late_reach_the_client_through_the_outbox_in_order() {
     assert_eq!(out[0]["recovered"], true);
 }
 
+#[test]
+fn a_publish_the_store_could_not_confirm_is_answered_unavailable_never_silence() {
+    let config = HubConfig::default();
+    let store = switchboard_hub::testing::LateStore::new(switchboard_hub::MemoryStore::new(
+        config.memory_store(),
+        1,
+    ));
+    let hub = Hub::with_backends(config, store.clone(), switchboard_hub::MemoryBroker::new());
+    let shared = Arc::new(Shared {
+        hub,
+        config: unlimited(),
+        auth: None,
+        transport: (),
+    });
+    let mut jane = Client::new(&shared, "u-jane");
+    jane.send(json!({"type":"join","room":"r"}));
+    store.release();
+    assert_eq!(jane.deliveries()[0]["type"], "joined");
+
+    store.set_unavailable(true);
+    // With an id: the error names it (the client may retry it).
+    assert_eq!(
+        jane.send(json!({"type":"chat","id":"m1","text":"a"})),
+        [] as [Value; 0]
+    );
+    // Without: still told.
+    assert_eq!(
+        jane.send(json!({"type":"chat","text":"b"})),
+        [] as [Value; 0]
+    );
+    store.release();
+    let out = jane.deliveries();
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(
+        (&out[0]["type"], &out[0]["code"], &out[0]["id"]),
+        (&json!("error"), &json!("unavailable"), &json!("m1"))
+    );
+    assert_eq!(
+        (&out[1]["type"], &out[1]["code"]),
+        (&json!("error"), &json!("unavailable"))
+    );
+    assert!(out[1].get("id").is_none());
+
+    // Back up: the retry of m1 goes through once.
+    store.set_unavailable(false);
+    jane.send(json!({"type":"chat","id":"m1","text":"a"}));
+    store.release();
+    let out = jane.deliveries();
+    let types: Vec<&str> = out.iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["chat", "ack"], "{out:?}");
+    assert_eq!(
+        out[1]["offset"], 1,
+        "nothing was stored while the store was down"
+    );
+}
+
 mod auth;

@@ -642,7 +642,14 @@ fn the_http_api_authorizes_a_user_token_publish() {
     )
     .unwrap();
     assert_eq!(
-        published.lock().unwrap().as_ref().unwrap().offset,
+        published
+            .lock()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .offset,
         Offset(1)
     );
     let history =
