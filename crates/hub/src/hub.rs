@@ -18,6 +18,7 @@ use crate::outbox::{Outbox, Pushed};
 use crate::pattern::{first_match, RoomPattern};
 use crate::store::{
     Append, Appended, MemoryStore, MemoryStoreConfig, Page, PresenceChanged, Range, Store,
+    Unavailable,
 };
 
 const SHARDS: usize = 64;
@@ -512,10 +513,12 @@ impl Hub {
         self.store.read(
             room,
             range,
-            Box::new(move |page: Option<Page>| {
+            Box::new(move |page: Result<Option<Page>, Unavailable>| {
                 // The room is held while it has members, so it exists; a store that lost it
-                // (a networked one, restarted) answers like a new room.
-                let page = page.unwrap_or(Page {
+                // (a networked one, restarted) answers like a new room, and one that could
+                // not answer gives no position and no replay: the client is told
+                // `recovered: false` when it asked for one (never a silent gap).
+                let page = page.ok().flatten().unwrap_or(Page {
                     messages: Vec::new(),
                     more: false,
                     last_offset: Offset(0),
@@ -610,14 +613,14 @@ impl Hub {
     /// Retained messages of `room` after `since` (the newest `limit` of them), oldest first,
     /// as many as fit in `max_bytes` (at least one), with the room's latest offset and epoch,
     /// through `done`. Creates nothing: a room that does not exist has no messages, offset 0
-    /// and the store's void epoch.
+    /// and the store's void epoch. [`Unavailable`] when the store could not answer.
     pub fn history(
         &self,
         room: &RoomName,
         since: Option<Offset>,
         limit: Option<usize>,
         max_bytes: usize,
-        done: impl FnOnce(HistoryPage) + Send + 'static,
+        done: impl FnOnce(Result<HistoryPage, Unavailable>) + Send + 'static,
     ) {
         let range = Range {
             after: since.unwrap_or_default(),
@@ -629,8 +632,8 @@ impl Hub {
         self.store.read(
             room,
             range,
-            Box::new(move |page: Option<Page>| {
-                done(match page {
+            Box::new(move |page: Result<Option<Page>, Unavailable>| {
+                done(page.map(|page| match page {
                     Some(p) => HistoryPage {
                         messages: p.messages,
                         last_offset: p.last_offset,
@@ -643,7 +646,7 @@ impl Hub {
                         epoch: void,
                         more: false,
                     },
-                })
+                }))
             }),
         );
     }

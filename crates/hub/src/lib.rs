@@ -33,6 +33,6 @@ pub use outbox::{Kick, Outbox, Pushed};
 pub use pattern::RoomPattern;
 pub use store::{
     answered_at_once, Append, Appended, Build, Done, MemoryStore, MemoryStoreConfig, Page,
-    PresenceChanged, Range, Store,
+    PresenceChanged, Range, Store, Unavailable,
 };
 pub use switchboard_native_proto::RoomName;

@@ -83,6 +83,20 @@ impl fmt::Debug for Append {
     }
 }
 
+/// A networked store could not answer (down, or no answer in time). The memory store never
+/// fails. What it means depends on the call: an append may or may not have happened (see
+/// [`Appended::Unavailable`]); a read has no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the message store is unavailable: try again")
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
 /// What an append did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Appended {
@@ -166,8 +180,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// hand it to `broker` in offset order, then answer.
     fn append(&self, append: Append, broker: &Arc<dyn Broker>, done: Done<Appended>);
 
-    /// Read `room`'s log without creating it: `None` if the room does not exist.
-    fn read(&self, room: &RoomName, range: Range, done: Done<Option<Page>>);
+    /// Read `room`'s log without creating it: `None` if the room does not exist,
+    /// [`Unavailable`] if the store could not answer.
+    fn read(&self, room: &RoomName, range: Range, done: Done<Result<Option<Page>, Unavailable>>);
 
     /// `node` has local members in `room`: create the room if needed and keep its epoch even
     /// while its history is empty. Balanced by [`Store::release`].
@@ -585,9 +600,9 @@ impl Store for MemoryStore {
         done(appended);
     }
 
-    fn read(&self, room: &RoomName, range: Range, done: Done<Option<Page>>) {
+    fn read(&self, room: &RoomName, range: Range, done: Done<Result<Option<Page>, Unavailable>>) {
         let page = self.with_existing(room, |st| st.page(&range));
-        done(page);
+        done(Ok(page));
     }
 
     fn hold(&self, room: &RoomName, node: NodeId) {

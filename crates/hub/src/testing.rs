@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::broker::Broker;
 use crate::hub::PresenceEntry;
 use crate::ids::{Epoch, NodeId, UserId};
-use crate::store::{Append, Appended, Done, MemoryStore, Page, PresenceChanged, Range, Store};
+use crate::store::{
+    Append, Appended, Done, MemoryStore, Page, PresenceChanged, Range, Store, Unavailable,
+};
 use switchboard_native_proto::RoomName;
 
 type Step = Box<dyn FnOnce() + Send>;
@@ -20,8 +22,8 @@ type Step = Box<dyn FnOnce() + Send>;
 pub struct LateStore {
     inner: Arc<MemoryStore>,
     queue: Arc<Mutex<VecDeque<Step>>>,
-    /// Appends answer [`Appended::Unavailable`] (and append nothing), as a store that is
-    /// down does.
+    /// Appends answer [`Appended::Unavailable`] (and append nothing) and reads
+    /// [`Unavailable`], as a store that is down does.
     unavailable: std::sync::atomic::AtomicBool,
 }
 
@@ -45,7 +47,7 @@ impl LateStore {
         })
     }
 
-    /// From now on appends fail (`true`: [`Appended::Unavailable`], later) or work again.
+    /// From now on appends and reads fail (`true`, answered later) or work again.
     pub fn set_unavailable(&self, down: bool) {
         self.unavailable
             .store(down, std::sync::atomic::Ordering::Relaxed);
@@ -95,7 +97,10 @@ impl Store for LateStore {
         self.inner.append(append, broker, self.late(done))
     }
 
-    fn read(&self, room: &RoomName, range: Range, done: Done<Option<Page>>) {
+    fn read(&self, room: &RoomName, range: Range, done: Done<Result<Option<Page>, Unavailable>>) {
+        if self.unavailable.load(std::sync::atomic::Ordering::Relaxed) {
+            return self.later(move || done(Err(Unavailable)));
+        }
         let (inner, room) = (self.inner.clone(), room.clone());
         self.later(move || inner.read(&room, range, done));
     }

@@ -68,6 +68,11 @@ pub(crate) async fn answer<T: Send + 'static>(
     })
 }
 
+/// 503: the store could not answer (a networked one that is down); the caller may retry.
+pub(crate) fn unavailable(e: switchboard_hub::Unavailable) -> ApiError {
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
 pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
 }
@@ -306,7 +311,7 @@ async fn publish_one(
     .await?
     // Not confirmed by the store: 503, and the caller may retry (with the same `id`, a
     // message that did get through is not published twice).
-    .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    .map_err(unavailable)?;
     if published.dropped > 0 {
         state.metrics.dropped.add(published.dropped as u64);
     }
@@ -403,7 +408,8 @@ async fn history(
             .hub
             .history(&room, q.since.map(Offset), q.limit, max, done)
     })
-    .await?;
+    .await?
+    .map_err(unavailable)?;
     let head = json!({
         "channel": room.as_str(), "offset": page.last_offset.0, "epoch": page.epoch.as_str(),
         "more": page.more,

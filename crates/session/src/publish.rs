@@ -26,9 +26,7 @@ pub struct PublishRequest<'a> {
 
 /// The store could not confirm a publish ([`Appended::Unavailable`]): it may or may not
 /// have been stored; a retry with the same id is safe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the message store is unavailable: try again")]
-pub struct Unavailable;
+pub use switchboard_hub::Unavailable;
 
 /// What a publish did.
 #[derive(Debug, Clone, PartialEq, Eq)]

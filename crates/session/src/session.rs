@@ -431,9 +431,12 @@ impl<X> Session<X> {
                 self.shared
                     .hub
                     .history(&room, since, limit, max, answer.done());
-                let reply = self.reply_now_or_later(&room, answer, history_reply);
+                let late_id = id.clone();
+                let reply = self.reply_now_or_later(&room, answer, move |room, page| {
+                    history_reply(late_id, room, page)
+                });
                 if let Some(page) = reply {
-                    sink.send(history_reply(room, page));
+                    sink.send(history_reply(id, room, page));
                 }
             }
             ClientMessage::Presence { room } => {
@@ -792,7 +795,16 @@ fn denied_reply(id: Option<String>, denied: &Denied) -> ServerMessage {
     ServerMessage::error_for(id, denied.code(), denied.message())
 }
 
-fn history_reply(room: RoomName, page: HistoryPage) -> ServerMessage {
+/// The `history` reply, or the `error` `unavailable` when the store could not answer.
+fn history_reply(
+    id: Option<String>,
+    room: RoomName,
+    page: Result<HistoryPage, Unavailable>,
+) -> ServerMessage {
+    let page = match page {
+        Ok(page) => page,
+        Err(e) => return ServerMessage::error_for(id, "unavailable", e.to_string()),
+    };
     ServerMessage::History {
         room,
         offset: page.last_offset.0,

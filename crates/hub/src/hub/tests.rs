@@ -84,7 +84,9 @@ impl Now for Hub {
         limit: Option<usize>,
         max_bytes: usize,
     ) -> HistoryPage {
-        crate::answered_at_once(|done| self.history(r, since, limit, max_bytes, done)).unwrap()
+        crate::answered_at_once(|done| self.history(r, since, limit, max_bytes, done))
+            .unwrap()
+            .unwrap()
     }
 
     fn presence_now(&self, r: &RoomName) -> Vec<PresenceEntry> {
@@ -680,7 +682,7 @@ fn a_join_whose_store_answers_late_replays_without_gap_or_duplicate() {
     store.release();
     let epoch = later(|done| hub.history(&r, None, None, usize::MAX, done));
     store.release();
-    let epoch = epoch.recv().unwrap().epoch;
+    let epoch = epoch.recv().unwrap().unwrap().epoch;
 
     let late = hub.connect(user("late"));
     let joined = later(|done| hub.join(&late, &r, Some((Offset(1), epoch)), done));

@@ -72,7 +72,8 @@ pub(crate) async fn since_of(
                 .hub
                 .history(room, Some(Offset(u64::MAX)), Some(0), 0, done)
         })
-        .await?;
+        .await?
+        .map_err(crate::api::unavailable)?;
         let epoch = if epoch_tag(&page.epoch) == p.tag {
             page.epoch.to_string()
         } else {

@@ -95,6 +95,7 @@ fn the_seeds_chat_flow() {
     let general = RoomName::new("general").unwrap();
     let epoch = answered_at_once(|done| shared.hub.history(&general, None, None, 1, done))
         .unwrap()
+        .unwrap()
         .epoch;
     assert_eq!(
         bob.send(json!({"type":"join","room":"general","user":"bob"})),
@@ -138,6 +139,7 @@ fn the_seeds_chat_flow() {
 fn bob_epoch(shared: &Shared) -> String {
     let general = RoomName::new("general").unwrap();
     answered_at_once(|done| shared.hub.history(&general, None, None, 1, done))
+        .unwrap()
         .unwrap()
         .epoch
         .to_string()
@@ -385,6 +387,23 @@ fn a_publish_the_store_could_not_confirm_is_answered_unavailable_never_silence()
         (&json!("error"), &json!("unavailable"))
     );
     assert!(out[1].get("id").is_none());
+
+    // Reads: a history request is answered `unavailable`; a join that asked to resume is
+    // told `recovered: false` (no replay it cannot vouch for), and still joins.
+    jane.send(json!({"type":"history","room":"r"}));
+    let mut bob = Client::new(&shared, "u-bob");
+    bob.send(json!({"type":"join","room":"r","since":{"offset":0,"epoch":"e"}}));
+    store.release();
+    let history = jane.deliveries();
+    assert_eq!(
+        (&history[0]["type"], &history[0]["code"]),
+        (&json!("error"), &json!("unavailable"))
+    );
+    let joined = bob.deliveries();
+    assert_eq!(
+        (&joined[0]["type"], &joined[0]["recovered"]),
+        (&json!("joined"), &json!(false))
+    );
 
     // Back up: the retry of m1 goes through once.
     store.set_unavailable(false);

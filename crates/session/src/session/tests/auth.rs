@@ -128,6 +128,7 @@ fn stored(shared: &Shared, room: &str) -> usize {
     let room = RoomName::new(room).unwrap();
     answered_at_once(|done| shared.hub.history(&room, None, None, usize::MAX, done))
         .unwrap()
+        .unwrap()
         .messages
         .len()
 }
@@ -314,6 +315,7 @@ fn a_since_replay_needs_the_history_right() {
         );
     }
     let epoch = answered_at_once(|done| shared.hub.history(&room, None, None, 1, done))
+        .unwrap()
         .unwrap()
         .epoch
         .to_string();
@@ -654,7 +656,8 @@ fn the_http_api_authorizes_a_user_token_publish() {
     );
     let history =
         answered_at_once(|done| shared.hub.history(&own_room, None, None, 1 << 20, done)).unwrap();
-    let message: Value = serde_json::from_slice(history.messages[0].json().unwrap()).unwrap();
+    let message: Value =
+        serde_json::from_slice(history.unwrap().messages[0].json().unwrap()).unwrap();
     assert_eq!(
         message["userId"], "alice",
         "stamped as the token's user, not the request's"
