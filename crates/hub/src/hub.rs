@@ -656,13 +656,15 @@ impl Hub {
     pub fn presence(
         &self,
         room: &RoomName,
-        done: impl FnOnce(Vec<PresenceEntry>) + Send + 'static,
+        done: impl FnOnce(Result<Vec<PresenceEntry>, Unavailable>) + Send + 'static,
     ) {
         self.store.presence(
             room,
-            Box::new(move |mut entries: Vec<PresenceEntry>| {
-                entries.sort_by(|a, b| a.user.cmp(&b.user));
-                done(entries)
+            Box::new(move |entries: Result<Vec<PresenceEntry>, Unavailable>| {
+                done(entries.map(|mut entries| {
+                    entries.sort_by(|a, b| a.user.cmp(&b.user));
+                    entries
+                }))
             }),
         );
     }

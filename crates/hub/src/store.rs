@@ -212,7 +212,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Who is in `room` on every live node: users with connection counts and display names,
     /// unsorted (empty for a room that does not exist).
-    fn presence(&self, room: &RoomName, done: Done<Vec<PresenceEntry>>);
+    fn presence(&self, room: &RoomName, done: Done<Result<Vec<PresenceEntry>, Unavailable>>);
 
     /// The epoch reported for rooms that do not exist.
     fn void_epoch(&self) -> Epoch;
@@ -678,7 +678,7 @@ impl Store for MemoryStore {
         done(changed);
     }
 
-    fn presence(&self, room: &RoomName, done: Done<Vec<PresenceEntry>>) {
+    fn presence(&self, room: &RoomName, done: Done<Result<Vec<PresenceEntry>, Unavailable>>) {
         let entries = self
             .with_existing(room, |st| {
                 st.presence
@@ -691,7 +691,7 @@ impl Store for MemoryStore {
                     .collect()
             })
             .unwrap_or_default();
-        done(entries);
+        done(Ok(entries));
     }
 
     fn void_epoch(&self) -> Epoch {

@@ -135,7 +135,10 @@ impl Store for LateStore {
         self.inner.presence_leave(room, node, user, self.late(done))
     }
 
-    fn presence(&self, room: &RoomName, done: Done<Vec<PresenceEntry>>) {
+    fn presence(&self, room: &RoomName, done: Done<Result<Vec<PresenceEntry>, Unavailable>>) {
+        if self.unavailable.load(std::sync::atomic::Ordering::Relaxed) {
+            return self.later(move || done(Err(Unavailable)));
+        }
         let (inner, room) = (self.inner.clone(), room.clone());
         self.later(move || inner.presence(&room, done));
     }

@@ -436,6 +436,7 @@ async fn presence(
     caller.may(&state, Action::Presence, &room)?;
     let members: Vec<Value> = answer(|done| state.hub.presence(&room, done))
         .await?
+        .map_err(unavailable)?
         .into_iter()
         .map(|p| {
             let mut m = json!({"userId": &*p.user.0, "connections": p.connections});

@@ -445,8 +445,12 @@ impl<X> Session<X> {
                 }
                 let answer = Answer::new();
                 self.shared.hub.presence(&room, answer.done());
-                if let Some(entries) = self.reply_now_or_later(&room, answer, presence_reply) {
-                    sink.send(presence_reply(room, entries));
+                let late_id = id.clone();
+                let reply = self.reply_now_or_later(&room, answer, move |room, entries| {
+                    presence_reply(late_id, room, entries)
+                });
+                if let Some(entries) = reply {
+                    sink.send(presence_reply(id, room, entries));
                 }
             }
             // Acknowledgements of server messages: nothing asks for them yet.
@@ -819,7 +823,16 @@ fn history_reply(
     }
 }
 
-fn presence_reply(room: RoomName, entries: Vec<PresenceEntry>) -> ServerMessage {
+/// The `presence` reply, or the `error` `unavailable` when the store could not answer.
+fn presence_reply(
+    id: Option<String>,
+    room: RoomName,
+    entries: Result<Vec<PresenceEntry>, Unavailable>,
+) -> ServerMessage {
+    let entries = match entries {
+        Ok(entries) => entries,
+        Err(e) => return ServerMessage::error_for(id, "unavailable", e.to_string()),
+    };
     let members = entries
         .into_iter()
         .map(|p| PresenceMember {

@@ -90,7 +90,9 @@ impl Now for Hub {
     }
 
     fn presence_now(&self, r: &RoomName) -> Vec<PresenceEntry> {
-        crate::answered_at_once(|done| self.presence(r, done)).unwrap()
+        crate::answered_at_once(|done| self.presence(r, done))
+            .unwrap()
+            .unwrap()
     }
 
     fn publish_now(

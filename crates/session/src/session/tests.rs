@@ -281,6 +281,7 @@ fn a_panic_unwinding_through_the_owner_still_unregisters_the_session() {
     let r = RoomName::new("r").unwrap();
     assert!(answered_at_once(|done| shared.hub.presence(&r, done))
         .unwrap()
+        .unwrap()
         .is_empty());
 }
 
@@ -391,6 +392,7 @@ fn a_publish_the_store_could_not_confirm_is_answered_unavailable_never_silence()
     // Reads: a history request is answered `unavailable`; a join that asked to resume is
     // told `recovered: false` (no replay it cannot vouch for), and still joins.
     jane.send(json!({"type":"history","room":"r"}));
+    jane.send(json!({"type":"presence","room":"r"}));
     let mut bob = Client::new(&shared, "u-bob");
     bob.send(json!({"type":"join","room":"r","since":{"offset":0,"epoch":"e"}}));
     store.release();
@@ -398,6 +400,11 @@ fn a_publish_the_store_could_not_confirm_is_answered_unavailable_never_silence()
     assert_eq!(
         (&history[0]["type"], &history[0]["code"]),
         (&json!("error"), &json!("unavailable"))
+    );
+    assert_eq!(
+        (&history[1]["type"], &history[1]["code"]),
+        (&json!("error"), &json!("unavailable")),
+        "presence too: {history:?}"
     );
     let joined = bob.deliveries();
     assert_eq!(

@@ -119,6 +119,7 @@ fn members(shared: &Shared, room: &str) -> Vec<String> {
     let room = RoomName::new(room).unwrap();
     answered_at_once(|done| shared.hub.presence(&room, done))
         .unwrap()
+        .unwrap()
         .into_iter()
         .map(|p| p.user.0.to_string())
         .collect()
