@@ -72,6 +72,56 @@ pub struct Page {
     pub last_offset: u64,
 }
 
+/// A message as the history keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Its offset.
+    pub offset: u64,
+    /// When it was appended (ms).
+    pub timestamp_ms: u64,
+    /// Its `type`.
+    pub kind: String,
+    /// Its JSON.
+    pub message: Bytes,
+}
+
+/// An answer of [`RedisLog::read_range`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangePage {
+    /// The messages, oldest first.
+    pub entries: Vec<Stored>,
+    /// The byte bound left some out: ask again after the last one.
+    pub more: bool,
+    /// The room's last offset.
+    pub last_offset: u64,
+    /// The room's epoch.
+    pub epoch: String,
+    /// The epoch asked for is the room's and every message after the offset asked for is
+    /// still retained.
+    pub covered: bool,
+}
+
+fn stored(entry: &redis::streams::StreamId) -> Result<Stored, Error> {
+    let offset = entry
+        .id
+        .strip_prefix("0-")
+        .and_then(|o| o.parse().ok())
+        .ok_or(Error::Answer)?;
+    let bytes = |field: &str| match entry.map.get(field) {
+        Some(redis::Value::BulkString(b)) => Ok(b.clone()),
+        _ => Err(Error::Answer),
+    };
+    Ok(Stored {
+        offset,
+        timestamp_ms: String::from_utf8(bytes("t")?)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or(Error::Answer)?,
+        kind: String::from_utf8(bytes("k")?).map_err(|_| Error::Answer)?,
+        message: Bytes::from(bytes("d")?),
+    })
+}
+
 /// Why a Redis operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -166,6 +216,7 @@ impl RedisLog {
             .arg(channel(room))
             .arg(envelope::head(origin, kind))
             .arg(self.config.idle_expiry.as_millis().max(1).to_string())
+            .arg(kind)
             .invoke_async(&mut conn)
             .await?;
         let redis::Value::Array(items) = answer else {
@@ -189,6 +240,81 @@ impl RedisLog {
             (Some(0), Some(offset), Some(epoch)) => Ok(Appended::Duplicate { offset, epoch }),
             _ => Err(Error::Answer),
         }
+    }
+
+    /// What the hub's store reads ([`Stored`] entries): of the messages after `after`, the
+    /// newest `limit`, oldest first, cut to `max_bytes` (at least one; `more` says the cut
+    /// left some out), with the room's last offset and epoch, and whether the room's history
+    /// still covers everything after `after` in `epoch` (`covered`). One atomic snapshot
+    /// (`MULTI`). `None`: the room does not exist (never published, or lost by Redis).
+    pub async fn read_range(
+        &self,
+        room: &str,
+        after: u64,
+        epoch: Option<&str>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Option<RangePage>, Error> {
+        let mut conn = self.conn.clone();
+        let (meta, newest, oldest): (
+            (Option<String>, Option<u64>),
+            StreamRangeReply,
+            StreamRangeReply,
+        ) = redis::pipe()
+            .atomic()
+            .cmd("HMGET")
+            .arg(key(room, "m"))
+            .arg("epoch")
+            .arg("offset")
+            .cmd("XREVRANGE")
+            .arg(key(room, "s"))
+            .arg("+")
+            .arg(format!("(0-{after}"))
+            .arg("COUNT")
+            .arg(limit.max(1))
+            .cmd("XRANGE")
+            .arg(key(room, "s"))
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        let (Some(room_epoch), last) = meta else {
+            return Ok(None);
+        };
+        let last_offset = last.unwrap_or(0);
+        let mut entries = Vec::new();
+        if limit > 0 {
+            for entry in newest.ids.into_iter().rev() {
+                entries.push(stored(&entry)?);
+            }
+        }
+        // Oldest first, as many as fit (at least one).
+        let mut used = 0;
+        let mut kept = 0;
+        for e in &entries {
+            if kept > 0 && used + e.message.len() > max_bytes {
+                break;
+            }
+            used += e.message.len();
+            kept += 1;
+        }
+        let more = kept < entries.len();
+        entries.truncate(kept);
+        let oldest_retained = match oldest.ids.first() {
+            Some(entry) => Some(stored(entry)?.offset),
+            None => None,
+        };
+        let covered = epoch == Some(room_epoch.as_str())
+            && (after >= last_offset || oldest_retained.is_some_and(|o| o <= after + 1));
+        Ok(Some(RangePage {
+            entries,
+            more,
+            last_offset,
+            epoch: room_epoch,
+            covered,
+        }))
     }
 
     /// Up to `limit` messages of `room` after offset `after`, oldest first, with the room's

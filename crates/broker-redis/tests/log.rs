@@ -277,3 +277,80 @@ async fn a_room_lost_by_redis_comes_back_in_a_new_epoch() {
     assert_eq!(offset, 1, "offsets start over");
     assert_ne!(after, before, "in a new epoch, so clients see the loss");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_read_is_the_newest_within_bounds_and_says_whether_history_covers_the_gap() {
+    let redis = redis_server();
+    let config = LogConfig {
+        history_len: 10,
+        ..LogConfig::default()
+    };
+    let log = RedisLog::connect(&redis.url, config).await.unwrap();
+    assert_eq!(
+        log.read_range("none", 0, None, 10, 1 << 20).await.unwrap(),
+        None,
+        "no room"
+    );
+    let mut epoch = String::new();
+    for i in 0..200 {
+        let body = json!({"type": "tick", "i": i});
+        if let Appended::Published { epoch: e, .. } = log
+            .append("range", "tick", None, None, message("range", body))
+            .await
+            .unwrap()
+        {
+            epoch = e;
+        }
+    }
+    // The newest 3 after 150, oldest first, with kind and timestamp kept.
+    let page = log
+        .read_range("range", 150, Some(&epoch), 3, 1 << 20)
+        .await
+        .unwrap()
+        .unwrap();
+    let offsets: Vec<u64> = page.entries.iter().map(|e| e.offset).collect();
+    assert_eq!(offsets, [198, 199, 200]);
+    assert!(page
+        .entries
+        .iter()
+        .all(|e| e.kind == "tick" && e.timestamp_ms > 1_700_000_000_000));
+    let m: Value = serde_json::from_slice(&page.entries[0].message).unwrap();
+    assert_eq!(
+        (m["offset"].as_u64(), m["timestamp"].as_u64()),
+        (Some(198), Some(page.entries[0].timestamp_ms))
+    );
+    assert_eq!((page.last_offset, page.more), (200, false));
+    // 150 is long trimmed (history_len 10, ~): not covered; a recent position is.
+    assert!(!page.covered, "offset 150 is no longer retained");
+    let recent = log
+        .read_range("range", 199, Some(&epoch), 10, 1 << 20)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(recent.covered);
+    assert_eq!(recent.entries.len(), 1);
+    // Another epoch is never covered; the present position is covered with nothing to send.
+    assert!(
+        !log.read_range("range", 199, Some("other"), 10, 1 << 20)
+            .await
+            .unwrap()
+            .unwrap()
+            .covered
+    );
+    let now = log
+        .read_range("range", 200, Some(&epoch), 10, 1 << 20)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(now.covered && now.entries.is_empty());
+    // The byte bound keeps the oldest that fit (at least one) and says more follow.
+    let one = log
+        .read_range("range", 195, Some(&epoch), 10, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (one.entries.len(), one.entries[0].offset, one.more),
+        (1, 196, true)
+    );
+}
