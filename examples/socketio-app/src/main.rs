@@ -10,7 +10,8 @@
 //! - `chat` `text` goes to everyone in `orders` but the sender (`socket.to`), acked `true`;
 //! - `upload` `(name, bytes)` acks `{name, size}` and the bytes reversed (binary);
 //! - `leave` leaves `orders`; `bye` disconnects the socket from the server side;
-//! - `POST /ship/{room}` broadcasts `shipped` `{by: "http"}` into `room` from an HTTP handler;
+//! - `POST /ship/{room}` broadcasts `shipped` `{by: "http"}` into `room` from an HTTP handler
+//!   (400 with a message for a room name the server refuses);
 //! - `GET /stats` counts the `/shop` connects and disconnects the handlers saw.
 //!
 //! The rest of Switchboard is there too (`/ws`, `/events`, `/socket.io/` built-in rooms on
@@ -22,11 +23,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use switchboard_server::socketio::{Ack, Args, Data, Handlers, Io, SocketRef};
+use switchboard_server::socketio::{Ack, Args, Data, EmitError, Handlers, Io, SocketRef};
 use switchboard_server::{Embedded, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -122,8 +124,20 @@ async fn main() -> std::io::Result<()> {
             post(
                 |State(io): State<Io>, Path(room): Path<String>| async move {
                     match io.to(room).emit("shipped", &json!({"by": "http"})).await {
-                        Ok(p) => Json(json!({"offset": p.offset.0, "delivered": p.delivered})),
-                        Err(e) => Json(json!({"error": e.to_string()})),
+                        Ok(p) => (
+                            StatusCode::OK,
+                            Json(json!({"offset": p.offset.0, "delivered": p.delivered})),
+                        ),
+                        // A room name the server refuses is the caller's mistake; a store
+                        // that could not confirm is not.
+                        Err(e @ EmitError::InvalidRoom(_)) => (
+                            StatusCode::BAD_REQUEST,
+                            Json(json!({"error": e.to_string()})),
+                        ),
+                        Err(e) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            Json(json!({"error": e.to_string()})),
+                        ),
                     }
                 },
             ),

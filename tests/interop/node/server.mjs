@@ -68,6 +68,7 @@ export async function startProgram(program, build, argvOf) {
   let stopped;
   return {
     port,
+    pid: child.pid,
     base: `http://127.0.0.1:${port}`,
     /// SIGTERM; the server must exit 0 within 10 s. Idempotent.
     stop() {

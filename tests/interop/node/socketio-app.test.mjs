@@ -5,6 +5,7 @@
 // server side, broadcasts from handlers and from an HTTP route reaching every transport.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { io } from 'socket.io-client';
 import msgpackParser from 'socket.io-msgpack-parser';
@@ -165,4 +166,27 @@ test('the built-in room semantics stay on namespaces without handlers', async ()
   await new Promise((r) => socket.once('connect', r));
   assert.deepEqual(await socket.emitWithAck('join_room', 'lobby'), { status: 'ok', room: 'lobby' });
   for (const x of sockets.splice(0)) x.close();
+});
+
+test('the application route refuses bad room names with 400 and a message; a loop of them leaves memory flat', async () => {
+  const rss = () => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${app.pid}/status`, 'utf8'))[1]) * 1024;
+  const bad = ['%01', 'x'.repeat(300), '%E2%80%8B%00'];
+  for (const room of bad) {
+    const res = await fetch(`${app.base}/ship/${room}`, { method: 'POST' });
+    assert.equal(res.status, 400, room);
+    assert.match((await res.json()).error, /room/);
+  }
+  // Wrong methods and unknown routes are refused too.
+  assert.equal((await fetch(`${app.base}/ship/orders`)).status, 405);
+  const burst = async (n) => {
+    for (let i = 0; i < n; i++) {
+      await fetch(`${app.base}/ship/${bad[i % bad.length]}`, { method: 'POST' });
+      await fetch(`${app.base}/ship/orders`, { method: 'PUT', body: '{' });
+    }
+  };
+  await burst(200);
+  const before = rss();
+  await burst(1000);
+  const grown = rss() - before;
+  assert.ok(grown < 3 * 1024 * 1024, `RSS grew ${grown} bytes over 1000 rounds`);
 });

@@ -285,8 +285,9 @@ fn a_panic_unwinding_through_the_owner_still_unregisters_the_session() {
         .is_empty());
 }
 
-#[test]
-fn answers_the_store_gives_late_reach_the_client_through_the_outbox_in_order() {
+/// Sessions over a store that answers only when the test releases it (and can be made to
+/// fail, as a networked store that is down).
+fn late_store() -> (Arc<switchboard_hub::testing::LateStore>, Arc<Shared>) {
     let config = HubConfig::default();
     let store = switchboard_hub::testing::LateStore::new(switchboard_hub::MemoryStore::new(
         config.memory_store(),
@@ -299,6 +300,12 @@ fn answers_the_store_gives_late_reach_the_client_through_the_outbox_in_order() {
         auth: None,
         transport: (),
     });
+    (store, shared)
+}
+
+#[test]
+fn answers_the_store_gives_late_reach_the_client_through_the_outbox_in_order() {
+    let (store, shared) = late_store();
     let mut jane = Client::new(&shared, "u-jane");
     assert_eq!(
         jane.send(json!({"type":"join","room":"r"})),
@@ -348,18 +355,7 @@ fn answers_the_store_gives_late_reach_the_client_through_the_outbox_in_order() {
 
 #[test]
 fn a_publish_the_store_could_not_confirm_is_answered_unavailable_never_silence() {
-    let config = HubConfig::default();
-    let store = switchboard_hub::testing::LateStore::new(switchboard_hub::MemoryStore::new(
-        config.memory_store(),
-        1,
-    ));
-    let hub = Hub::with_backends(config, store.clone(), switchboard_hub::MemoryBroker::new());
-    let shared = Arc::new(Shared {
-        hub,
-        config: unlimited(),
-        auth: None,
-        transport: (),
-    });
+    let (store, shared) = late_store();
     let mut jane = Client::new(&shared, "u-jane");
     jane.send(json!({"type":"join","room":"r"}));
     store.release();
