@@ -7,9 +7,15 @@
 //! wiring (`--broker redis://…`).
 
 pub mod envelope;
+mod fanout;
+mod store;
 pub mod template;
+mod writer;
 
-pub use envelope::{parse as parse_envelope, Envelope};
+pub use fanout::RedisBroker;
+pub use store::{connect, Redis, RedisConfig, RedisStore};
+
+pub use envelope::{parse as parse_envelope, Envelope, Origin};
 pub use template::{Template, TemplateError};
 
 use std::time::Duration;
@@ -122,6 +128,43 @@ fn stored(entry: &redis::streams::StreamId) -> Result<Stored, Error> {
     })
 }
 
+/// A fresh random epoch (hex: never the presence mark of an envelope).
+pub fn new_epoch() -> String {
+    format!("{:x}", template::sentinels().0)
+}
+
+/// A prepared publish ([`RedisLog::append_call`]).
+#[derive(Debug, Clone)]
+pub struct AppendCall {
+    keys: [String; 3],
+    args: Vec<Vec<u8>>,
+}
+
+/// Read the publish script's answer.
+pub fn parse_appended(answer: redis::Value) -> Result<Appended, Error> {
+    let redis::Value::Array(items) = answer else {
+        return Err(Error::Answer);
+    };
+    let int = |v: Option<&redis::Value>| match v {
+        Some(redis::Value::Int(i)) => u64::try_from(*i).ok(),
+        _ => None,
+    };
+    let text = |v: Option<&redis::Value>| match v {
+        Some(redis::Value::BulkString(b)) => String::from_utf8(b.clone()).ok(),
+        _ => None,
+    };
+    let (offset, epoch) = (int(items.get(1)), text(items.get(2)));
+    match (int(items.first()), offset, epoch) {
+        (Some(1), Some(offset), Some(epoch)) => Ok(Appended::Published {
+            offset,
+            epoch,
+            timestamp_ms: int(items.get(3)).ok_or(Error::Answer)?,
+        }),
+        (Some(0), Some(offset), Some(epoch)) => Ok(Appended::Duplicate { offset, epoch }),
+        _ => Err(Error::Answer),
+    }
+}
+
 /// Why a Redis operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -141,7 +184,7 @@ pub fn channel(room: &str) -> String {
     format!("sb:{{{room}}}")
 }
 
-fn key(room: &str, what: &str) -> String {
+pub(crate) fn key(room: &str, what: &str) -> String {
     format!("sb:{{{room}}}:{what}")
 }
 
@@ -150,6 +193,7 @@ fn key(room: &str, what: &str) -> String {
 pub struct RedisLog {
     conn: ConnectionManager,
     publish: redis::Script,
+    presence: redis::Script,
     config: LogConfig,
 }
 
@@ -169,6 +213,7 @@ impl RedisLog {
         Ok(RedisLog {
             conn,
             publish: redis::Script::new(include_str!("publish.lua")),
+            presence: redis::Script::new(include_str!("presence.lua")),
             config,
         })
     }
@@ -181,10 +226,34 @@ impl RedisLog {
         &self,
         room: &str,
         kind: &str,
-        origin: Option<u64>,
+        origin: Option<Origin>,
         once: Option<(&str, &str)>,
         build: impl FnOnce(u64, u64) -> Bytes,
     ) -> Result<Appended, Error> {
+        let call = self.append_call(room, kind, origin, once, self.config.history_len, build)?;
+        let mut conn = self.conn.clone();
+        let mut invocation = self.publish.prepare_invoke();
+        for key in &call.keys {
+            invocation.key(key);
+        }
+        for arg in &call.args {
+            invocation.arg(&arg[..]);
+        }
+        let answer: redis::Value = invocation.invoke_async(&mut conn).await?;
+        parse_appended(answer)
+    }
+
+    /// One publish, ready to send (see [`RedisLog::append`]): the script's keys and
+    /// arguments. `build` is called here, once.
+    pub fn append_call(
+        &self,
+        room: &str,
+        kind: &str,
+        origin: Option<Origin>,
+        once: Option<(&str, &str)>,
+        history_len: usize,
+        build: impl FnOnce(u64, u64) -> Bytes,
+    ) -> Result<AppendCall, Error> {
         let (offset_sentinel, ts_sentinel) = template::sentinels();
         let template = template::cut(
             &build(offset_sentinel, ts_sentinel),
@@ -199,47 +268,97 @@ impl RedisLog {
             Some(_) => self.config.dedup_window.as_millis().max(1),
             None => 0,
         };
-        let epoch_candidate = format!("{:x}", template::sentinels().0);
-        let mut conn = self.conn.clone();
-        let answer: redis::Value = self
-            .publish
-            .key(key(room, "m"))
-            .key(key(room, "s"))
-            .key(dedup_key)
-            .arg(epoch_candidate)
-            .arg(&template.prefix[..])
-            .arg(&template.between[..])
-            .arg(&template.suffix[..])
-            .arg(if template.offset_first { "1" } else { "0" })
-            .arg(self.config.history_len)
-            .arg(window.to_string())
-            .arg(channel(room))
-            .arg(envelope::head(origin, kind))
-            .arg(self.config.idle_expiry.as_millis().max(1).to_string())
-            .arg(kind)
-            .invoke_async(&mut conn)
-            .await?;
-        let redis::Value::Array(items) = answer else {
-            return Err(Error::Answer);
-        };
-        let int = |v: Option<&redis::Value>| match v {
-            Some(redis::Value::Int(i)) => u64::try_from(*i).ok(),
-            _ => None,
-        };
-        let text = |v: Option<&redis::Value>| match v {
-            Some(redis::Value::BulkString(b)) => String::from_utf8(b.clone()).ok(),
-            _ => None,
-        };
-        let (offset, epoch) = (int(items.get(1)), text(items.get(2)));
-        match (int(items.first()), offset, epoch) {
-            (Some(1), Some(offset), Some(epoch)) => Ok(Appended::Published {
-                offset,
-                epoch,
-                timestamp_ms: int(items.get(3)).ok_or(Error::Answer)?,
-            }),
-            (Some(0), Some(offset), Some(epoch)) => Ok(Appended::Duplicate { offset, epoch }),
-            _ => Err(Error::Answer),
+        let epoch_candidate = new_epoch();
+        let text = |s: &str| s.as_bytes().to_vec();
+        Ok(AppendCall {
+            keys: [key(room, "m"), key(room, "s"), dedup_key],
+            args: vec![
+                text(&epoch_candidate),
+                template.prefix.to_vec(),
+                template.between.to_vec(),
+                template.suffix.to_vec(),
+                text(if template.offset_first { "1" } else { "0" }),
+                text(&history_len.to_string()),
+                text(&window.to_string()),
+                text(&channel(room)),
+                envelope::head(origin, kind),
+                text(&self.config.idle_expiry.as_millis().max(1).to_string()),
+                text(kind),
+            ],
+        })
+    }
+
+    /// The `EVALSHA` command of a prepared publish (answered `NOSCRIPT` until the script is
+    /// loaded: [`RedisLog::load_scripts`]).
+    pub fn append_command(&self, call: &AppendCall) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.publish.get_hash()).arg(call.keys.len());
+        for key in &call.keys {
+            cmd.arg(key);
         }
+        for arg in &call.args {
+            cmd.arg(&arg[..]);
+        }
+        cmd
+    }
+
+    /// Load the server-side scripts (after a Redis restart, which forgets them).
+    pub async fn load_scripts(&self) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        self.publish.load_async(&mut conn).await?;
+        self.presence.load_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The `EVALSHA` command of a presence change of `room` for `node` (`presence.lua`:
+    /// `args` starts with the operation).
+    pub fn presence_command(&self, room: &str, node: u32, args: &[&str]) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.presence.get_hash())
+            .arg(4)
+            .arg(key(room, "p"))
+            .arg(key(room, &format!("p:{node}")))
+            .arg(key(room, "n"))
+            .arg(key(room, "c"));
+        for arg in args {
+            cmd.arg(*arg);
+        }
+        cmd
+    }
+
+    /// Who is in `room`: `(user, connections on every node, display name)`.
+    pub async fn presence(&self, room: &str) -> Result<Vec<(String, u64, Option<String>)>, Error> {
+        let mut conn = self.conn.clone();
+        let (counts, names): (
+            std::collections::HashMap<String, i64>,
+            std::collections::HashMap<String, String>,
+        ) = redis::pipe()
+            .atomic()
+            .cmd("HGETALL")
+            .arg(key(room, "p"))
+            .cmd("HGETALL")
+            .arg(key(room, "n"))
+            .query_async(&mut conn)
+            .await?;
+        let mut names = names;
+        Ok(counts
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(user, n)| {
+                let name = names.remove(&user);
+                (user, n as u64, name)
+            })
+            .collect())
+    }
+
+    /// A connection to this Redis (multiplexed, reconnecting by itself).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
     }
 
     /// What the hub's store reads ([`Stored`] entries): of the messages after `after`, the
@@ -255,13 +374,55 @@ impl RedisLog {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Option<RangePage>, Error> {
+        self.read_range_or_open(room, None, after, epoch, limit, max_bytes)
+            .await
+    }
+
+    /// [`RedisLog::read_range`] of a room that has members: one that does not exist is
+    /// made first (in the same snapshot), in epoch `new_epoch`, so that its members learn the
+    /// epoch the next publish will use. Keeps the room from expiring for another idle expiry.
+    pub async fn open_range(
+        &self,
+        room: &str,
+        new_epoch: &str,
+        after: u64,
+        epoch: Option<&str>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<RangePage, Error> {
+        self.read_range_or_open(room, Some(new_epoch), after, epoch, limit, max_bytes)
+            .await?
+            .ok_or(Error::Answer)
+    }
+
+    async fn read_range_or_open(
+        &self,
+        room: &str,
+        open: Option<&str>,
+        after: u64,
+        epoch: Option<&str>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Option<RangePage>, Error> {
         let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if let Some(new_epoch) = open {
+            pipe.cmd("HSETNX")
+                .arg(key(room, "m"))
+                .arg("epoch")
+                .arg(new_epoch)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(key(room, "m"))
+                .arg(self.config.idle_expiry.as_millis().max(1).to_string())
+                .ignore();
+        }
         let (meta, newest, oldest): (
             (Option<String>, Option<u64>),
             StreamRangeReply,
             StreamRangeReply,
-        ) = redis::pipe()
-            .atomic()
+        ) = pipe
             .cmd("HMGET")
             .arg(key(room, "m"))
             .arg("epoch")

@@ -1,61 +1,16 @@
-//! The Redis log against a real `redis-server` (started on a free loopback port; the test
-//! fails, not skips, when the binary is missing — scripts/test.sh installs it).
+//! The Redis log against a real `redis-server` (tests/common).
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use common::redis_server;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use switchboard_broker_redis::{channel, parse_envelope, Appended, LogConfig, RedisLog};
 use switchboard_native_proto::{stamp_relay, Stamp};
-
-struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn redis_server() -> Redis {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect(
-            "redis-server is required (apt-get install redis-server; scripts/test.sh installs it)",
-        );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Redis {
-        child,
-        url: format!("redis://127.0.0.1:{port}/"),
-    }
-}
 
 fn message(room: &str, body: Value) -> impl FnOnce(u64, u64) -> Bytes {
     let room = room.to_owned();
@@ -187,7 +142,7 @@ async fn a_repeated_id_is_published_once_and_answers_the_first_offset() {
         .append(
             "dedup",
             "chat",
-            Some(9),
+            Some((1, 9)),
             Some(("u1", "m-1")),
             message("dedup", json!({"type": "chat", "id": "m-1"})),
         )

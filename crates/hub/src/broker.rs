@@ -20,6 +20,13 @@ pub trait Node: Send + Sync + 'static {
     /// Deliver `delivery` to this node's members of its room; how many were queued and how
     /// many outboxes were full.
     fn deliver(&self, delivery: &Arc<Delivery>) -> Fanout;
+
+    /// The broker lost `count` of the room's messages on their way to this node (a networked
+    /// broker whose connection broke, when the history no longer held them): every local
+    /// member is told it lagged, as if its outbox had dropped them.
+    fn missed(&self, count: u64) {
+        let _ = count;
+    }
 }
 
 /// What delivering a message did.

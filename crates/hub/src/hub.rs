@@ -241,6 +241,13 @@ impl Node for Room {
         }
         fanout
     }
+
+    fn missed(&self, count: u64) {
+        let st = lock(&self.state);
+        for (_, outbox) in st.members.values() {
+            outbox.count_dropped(count);
+        }
+    }
 }
 
 type UserConns = HashMap<UserId, Vec<(ConnId, Arc<Outbox>)>>;

@@ -30,7 +30,7 @@ pub use hub::{
 };
 pub use ids::{ConnId, Epoch, NodeId, Offset, UserId};
 pub use outbox::{Kick, Outbox, Pushed};
-pub use pattern::RoomPattern;
+pub use pattern::{first_match, RoomPattern};
 pub use store::{
     answered_at_once, Append, Appended, Build, Done, MemoryStore, MemoryStoreConfig, Page,
     PresenceChanged, Range, Store, Unavailable,

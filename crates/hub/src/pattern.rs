@@ -40,7 +40,7 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
 }
 
 /// The setting of the first rule whose pattern matches `room`, else `default`.
-pub(crate) fn first_match<T: Copy>(
+pub fn first_match<T: Copy>(
     rules: &[(RoomPattern, T)],
     room: &switchboard_native_proto::RoomName,
     default: T,

@@ -416,6 +416,25 @@ pub(crate) const KEYS: &[Key] = &[
         "How long a disconnected socket's id, rooms and missed packets are kept for \
          recovery [default: 2m]",
     ),
+    // `[broker]` (issue 13, docs/scale-out.md): `--broker` sets `broker.url`; the URL may
+    // hold a password.
+    Key {
+        redact: Redact::UrlCredentials,
+        ..key(
+            "broker.url",
+            "broker",
+            "URL",
+            "Redis URL for scale-out (redis://[user:password@]host:port[/db]): rooms, history, \
+             presence and fan-out shared by every node using it [default: none, one process]",
+        )
+    },
+    key(
+        "broker.timeout",
+        "broker-timeout",
+        "DURATION",
+        "How long a Redis operation may take before the request is answered 'unavailable' \
+         [default: 2s]",
+    ),
     // `[auth]` (switchboard_auth::AuthConfig; docs/configuration.md). Flags are short
     // (`--jwt-secret` for `auth.jwt.secrets`), variables follow the paths
     // (`SWITCHBOARD_AUTH__JWT__SECRETS`).

@@ -7,6 +7,7 @@
 //! protocol or server logic here.
 
 mod auth;
+mod broker;
 mod flags;
 pub(crate) mod keys;
 mod layers;
@@ -28,6 +29,7 @@ use switchboard_server::rate::RateLimit;
 use switchboard_server::{ServerConfig, SessionConfig, TlsConfig};
 
 pub(crate) use auth::AuthSettings;
+pub(crate) use broker::BrokerSettings;
 pub(crate) use flags::Flags;
 pub(crate) use layers::Source;
 pub(crate) use socketio::SocketIoSettings;
@@ -109,6 +111,8 @@ pub(crate) struct Settings {
     pub(crate) history: HistorySettings,
     pub(crate) overflow: OverflowSettings,
     pub(crate) socketio: SocketIoSettings,
+    /// Not part of [`ServerConfig`]: `main.rs` picks the store from it (issue 13).
+    pub(crate) broker: BrokerSettings,
     pub(crate) auth: AuthSettings,
 }
 
@@ -183,6 +187,7 @@ impl Default for Settings {
             history: HistorySettings::default(),
             overflow: OverflowSettings::default(),
             socketio: SocketIoSettings::default(),
+            broker: BrokerSettings::default(),
             auth: AuthSettings::default(),
         }
     }
@@ -450,6 +455,7 @@ fn suggestion(path: &str) -> Option<&'static str> {
             "history",
             "overflow",
             "socketio",
+            "broker",
             "auth",
             "auth.sources",
             "auth.jwt",

@@ -195,6 +195,8 @@ pub(crate) fn value(s: &Settings, path: &str) -> Option<Value> {
         // Effective: unset is every namespace.
         "socketio.recovery" => strings(s.socketio.recovery()),
         "socketio.recovery_window" => duration(s.socketio.recovery_window),
+        "broker.url" => s.broker.url.clone().and_then(string),
+        "broker.timeout" => duration(s.broker.timeout),
         _ => auth_value(s, path),
     }
 }

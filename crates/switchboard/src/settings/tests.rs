@@ -480,6 +480,7 @@ fn out_of_range_values_are_errors() {
             "socketio.connect_timeout",
         ),
         ("[socketio]\nmax_payload = 0", "socketio.max_payload"),
+        ("[broker]\ntimeout = 0", "broker.timeout"),
         ("max_message_size = 0", "max_message_size"),
         ("threads = 0", "threads"),
         ("dedup_capacity = -1", "dedup_capacity"),
@@ -560,7 +561,7 @@ fn rendering_shows_every_key_and_reads_back_as_the_same_configuration() {
     let jwks = file("{\"keys\": []}");
     let first = try_load(
         Some(
-            "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[[history.rooms]]\npattern = \"a:*\"\n[[overflow.rooms]]\npattern = \"b:*\"\npolicy = \"close\"\n[auth]\nanonymous = true\n[auth.jwt]\njwks_url = \"https://idp.example.com/jwks\"\n[auth.connect_proxy]\nurl = \"http://127.0.0.1:3000/connect\"",
+            "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[[history.rooms]]\npattern = \"a:*\"\n[[overflow.rooms]]\npattern = \"b:*\"\npolicy = \"close\"\n[auth]\nanonymous = true\n[auth.jwt]\njwks_url = \"https://idp.example.com/jwks\"\n[auth.connect_proxy]\nurl = \"http://127.0.0.1:3000/connect\"\n[broker]\nurl = \"redis://127.0.0.1:6379/1\"\ntimeout = \"1500ms\"",
         ),
         &[],
         &["--rate-limit", "3/500ms", "--heartbeat-timeout", "1500ms", "--threads", "4",
@@ -593,6 +594,7 @@ fn rendering_shows_every_key_and_reads_back_as_the_same_configuration() {
         );
         assert_eq!(again.auth, loaded.settings.auth);
         assert_eq!(again.threads, loaded.settings.threads);
+        assert_eq!(again.broker, loaded.settings.broker);
     }
     let _ = std::fs::remove_file(jwks);
 }
@@ -1018,6 +1020,250 @@ fn the_socketio_section_renders_effective_values_and_sources() {
     assert_eq!(
         format!("{:?}", again.server_config().socketio),
         format!("{:?}", ServerConfig::default().socketio)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// [broker]
+
+#[test]
+fn broker_url_comes_from_the_flag_the_variable_or_the_file() {
+    let url = |toml: Option<&str>, env: &[(&str, &str)], args: &[&str]| {
+        settings(toml, env, args).broker.url
+    };
+    // Unset: one process, the in-memory store.
+    assert_eq!(url(None, &[], &[]), None);
+    assert_eq!(Settings::default().broker.url, None);
+    let toml = Some("[broker]\nurl = \"redis://file:6379\"");
+    let env = [("SWITCHBOARD_BROKER__URL", "redis://env:6379/1")];
+    let args = ["--broker", "redis://:pw@flag:6379/2"];
+    assert_eq!(url(toml, &[], &[]).as_deref(), Some("redis://file:6379"));
+    assert_eq!(url(None, &env, &[]).as_deref(), Some("redis://env:6379/1"));
+    assert_eq!(
+        url(None, &[], &args).as_deref(),
+        Some("redis://:pw@flag:6379/2")
+    );
+    // flag > environment > file.
+    assert_eq!(
+        url(toml, &env, &args).as_deref(),
+        Some("redis://:pw@flag:6379/2")
+    );
+    assert_eq!(url(toml, &env, &[]).as_deref(), Some("redis://env:6379/1"));
+    // The section merges key by key: the URL from one layer, the timeout from another.
+    let s = settings(toml, &[("SWITCHBOARD_BROKER__TIMEOUT", "750ms")], &[]);
+    assert_eq!(s.broker.url.as_deref(), Some("redis://file:6379"));
+    assert_eq!(s.broker.timeout, ms(750));
+    // The variable is the path's: a single underscore is an unknown key, with a hint.
+    let e = error(None, &[("SWITCHBOARD_BROKER_URL", "redis://x:6379")], &[]);
+    assert_eq!(
+        e,
+        "invalid configuration: broker_url: unknown key (did you mean broker.url?) \
+         (from SWITCHBOARD_BROKER_URL)"
+    );
+}
+
+#[test]
+fn broker_timeout_defaults_to_two_seconds_and_parses_durations() {
+    assert_eq!(Settings::default().broker.timeout, secs(2));
+    assert_eq!(settings(None, &[], &[]).broker.timeout, secs(2));
+    let timeout = |toml: Option<&str>, env: &[(&str, &str)], args: &[&str]| {
+        settings(toml, env, args).broker.timeout
+    };
+    assert_eq!(timeout(Some("[broker]\ntimeout = 5"), &[], &[]), secs(5));
+    assert_eq!(
+        timeout(Some("[broker]\ntimeout = \"1m\""), &[], &[]),
+        secs(60)
+    );
+    assert_eq!(
+        timeout(None, &[("SWITCHBOARD_BROKER__TIMEOUT", "250ms")], &[]),
+        ms(250)
+    );
+    assert_eq!(
+        timeout(
+            Some("[broker]\ntimeout = 5"),
+            &[("SWITCHBOARD_BROKER__TIMEOUT", "250ms")],
+            &["--broker-timeout", "3s"]
+        ),
+        secs(3)
+    );
+    // It applies with or without a URL (nothing to time out without one).
+    assert_eq!(
+        timeout(
+            None,
+            &[],
+            &[
+                "--broker",
+                "redis://127.0.0.1:6379",
+                "--broker-timeout",
+                "100ms"
+            ]
+        ),
+        ms(100)
+    );
+}
+
+#[test]
+fn bad_broker_settings_name_the_key_and_source() {
+    for (toml, env, args, expected) in [
+        (
+            None,
+            vec![],
+            vec!["--broker", "http://127.0.0.1:6379"],
+            "invalid configuration: broker.url: expected a Redis URL like \
+             \"redis://[user:password@]host:port[/db]\", got \"http://127.0.0.1:6379\"",
+        ),
+        (
+            None,
+            vec![("SWITCHBOARD_BROKER__URL", "rediss://redis.example.com:6380")],
+            vec![],
+            "invalid configuration: broker.url: \"rediss://redis.example.com:6380\": TLS to \
+             Redis (rediss://) is not supported yet; use redis://",
+        ),
+        (
+            Some("[broker]\nurl = \"\""),
+            vec![],
+            vec![],
+            "invalid configuration: broker.url: expected a Redis URL like \
+             \"redis://[user:password@]host:port[/db]\", got an empty string",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--broker", ""],
+            "invalid configuration: broker.url: expected a Redis URL",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--broker", "127.0.0.1:6379"],
+            "invalid configuration: broker.url: expected a Redis URL",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--broker", "redis://"],
+            "invalid configuration: broker.url: \"redis://\" names no host",
+        ),
+        (
+            Some("[broker]\nurl = 6379"),
+            vec![],
+            vec![],
+            "invalid configuration: broker.url: invalid type",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--broker-timeout", "0"],
+            "invalid configuration: broker.timeout: must be greater than zero",
+        ),
+        (
+            None,
+            vec![("SWITCHBOARD_BROKER__TIMEOUT", "0ms")],
+            vec![],
+            "invalid configuration: broker.timeout: must be greater than zero",
+        ),
+        (
+            None,
+            vec![],
+            vec!["--broker-timeout", "soon"],
+            "invalid configuration: broker.timeout: expected a duration",
+        ),
+        (
+            Some("[broker]\ntimeuot = \"1s\""),
+            vec![],
+            vec![],
+            "invalid configuration: broker.timeuot: unknown key (did you mean broker.timeout?)",
+        ),
+    ] {
+        let e = error(toml, &env, &args);
+        assert!(e.starts_with(expected), "expected {expected:?}, got {e:?}");
+        if let Some((var, _)) = env.first() {
+            assert!(e.ends_with(&format!("(from {var})")), "{e}");
+        }
+        if let Some(flag) = args.first() {
+            assert!(e.ends_with(&format!("(from {flag})")), "{e}");
+        }
+        if toml.is_some() {
+            assert!(e.contains("(from ") && e.ends_with(".toml)"), "{e}");
+        }
+    }
+    // A misspelt section (its origin is known only for the keys under it, so no source).
+    let e = error(Some("[brokr]\nurl = \"redis://x\""), &[], &[]);
+    assert_eq!(
+        e,
+        "invalid configuration: brokr: unknown key (did you mean broker?)"
+    );
+    // A refused URL is quoted without its password.
+    for (args, expected) in [
+        (
+            ["--broker", "http://:hush@redis.internal:6379"],
+            "got \"http://[redacted]@redis.internal:6379\" (from --broker)",
+        ),
+        (
+            ["--broker", "rediss://app:hush@redis.internal:6380/1"],
+            "\"rediss://[redacted]@redis.internal:6380/1\": TLS to Redis",
+        ),
+    ] {
+        let e = error(None, &[], &args);
+        assert!(!e.contains("hush"), "{e}");
+        assert!(e.contains(expected), "expected {expected:?} in {e:?}");
+    }
+}
+
+#[test]
+fn the_broker_section_renders_with_the_password_redacted() {
+    let loaded = try_load(
+        Some("[broker]\nurl = \"redis://:file-hush@file.example:6379\""),
+        &[],
+        &[
+            "--broker",
+            "redis://app:hush@redis.internal:6379/2",
+            "--broker-timeout",
+            "500ms",
+        ],
+    )
+    .unwrap();
+    let text = loaded.render();
+    assert!(!text.contains("hush"), "{text}");
+    let at = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{text}"))
+    };
+    assert!(at("\n[socketio]\n") < at("\n[broker]\n"));
+    assert!(at("\n[broker]\n") < at("\n[auth]\n"));
+    let url = at("\nurl = \"redis://[redacted]@redis.internal:6379/2\"  # from --broker\n");
+    let timeout = at("\ntimeout = \"500ms\"  # from --broker-timeout\n");
+    assert!(at("\n[broker]\n") < url && url < timeout && timeout < at("\n[auth]\n"));
+    // The settings keep the real URL: only what is printed is redacted.
+    assert_eq!(
+        loaded.settings.broker.url.as_deref(),
+        Some("redis://app:hush@redis.internal:6379/2")
+    );
+
+    // Without a password: as it is.
+    let text = try_load(
+        None,
+        &[("SWITCHBOARD_BROKER__URL", "redis://10.0.0.5:6379/0")],
+        &[],
+    )
+    .unwrap()
+    .render();
+    assert!(
+        text.contains(
+            "\n[broker]\nurl = \"redis://10.0.0.5:6379/0\"  # from SWITCHBOARD_BROKER__URL\n\
+             timeout = \"2s\"\n"
+        ),
+        "{text}"
+    );
+    // Unset: a comment, and the default renders as a file that reads back the same.
+    let text = try_load(None, &[], &[]).unwrap().render();
+    assert!(
+        text.contains("\n[broker]\n# url = (unset)\ntimeout = \"2s\"\n"),
+        "{text}"
+    );
+    assert_eq!(
+        settings(Some(&text), &[], &[]).broker,
+        BrokerSettings::default()
     );
 }
 

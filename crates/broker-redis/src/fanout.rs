@@ -1,0 +1,487 @@
+//! [`RedisBroker`]: the hub's [`Broker`] over Redis pub/sub. A node subscribes to a room's
+//! channel while it has local members there (no firehose), and every node, the publishing
+//! one included, gets each message from Redis — one path, in the order the publish script
+//! ran, which is offset order.
+//!
+//! Gap-free across reconnections: the broker remembers the last offset it delivered per
+//! room. When its pub/sub connection breaks, it reconnects with backoff, subscribes again,
+//! and reads what the rooms missed from their history (holding live messages meanwhile),
+//! so members see no gap and no duplicate. What the history no longer holds is reported to
+//! the members as `lagged` ([`Node::missed`]), never skipped silently. A gap noticed on the
+//! live stream (an offset jumps) is filled the same way.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use switchboard_hub::{
+    Body, Broker, ConnId, Delivery, Epoch, Fanout, Node, NodeId, Offset, PresenceChange, RoomName,
+    UserId,
+};
+use tokio::sync::{oneshot, Notify};
+
+use crate::envelope::{self, Envelope, PresenceEnvelope, Received};
+use crate::writer::Writer;
+use crate::{channel, RedisLog};
+
+/// The connection id given to presence changes of other nodes' connections (a local
+/// member is never skipped because of them).
+const REMOTE: ConnId = ConnId(u64::MAX);
+
+/// A catch-up read takes at most this much history per round trip.
+const CATCH_UP_BYTES: usize = 4 << 20;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One room as this node's pub/sub connection sees it.
+#[derive(Default)]
+struct RoomSub {
+    /// The hub's side(s) of the room on this node.
+    nodes: Vec<Weak<dyn Node>>,
+    /// Its `SUBSCRIBE` is confirmed on the current connection.
+    active: bool,
+    /// Waiting for `active` (a join's history read must not start before it: a message
+    /// published between the read and the subscription would be lost).
+    waiters: Vec<oneshot::Sender<()>>,
+    /// The last message delivered: epoch and offset.
+    position: Option<(Epoch, u64)>,
+    /// While the history fills a gap: live messages, delivered after it.
+    held: Option<Vec<Envelope>>,
+}
+
+impl RoomSub {
+    fn deliver(&mut self, room: &RoomName, envelope: Envelope, me: u32) {
+        let epoch = match &self.position {
+            Some((epoch, _)) if epoch.as_str() == envelope.epoch => epoch.clone(),
+            _ => Epoch::from(envelope.epoch.as_str()),
+        };
+        let origin = envelope
+            .origin
+            .and_then(|(node, conn)| (node == me).then_some(ConnId(conn)));
+        let delivery = Delivery::message_from(
+            room.clone(),
+            Arc::from(envelope.kind.as_str()),
+            envelope.message,
+            (Offset(envelope.offset), epoch.clone()),
+            envelope.timestamp_ms,
+            origin,
+        );
+        self.position = Some((epoch, envelope.offset));
+        for node in &self.nodes {
+            if let Some(node) = node.upgrade() {
+                node.deliver(&delivery);
+            }
+        }
+    }
+
+    fn missed(&self, count: u64) {
+        if count == 0 {
+            return;
+        }
+        for node in &self.nodes {
+            if let Some(node) = node.upgrade() {
+                node.missed(count);
+            }
+        }
+    }
+
+    /// Deliver `envelope` in order, telling members about offsets nobody can give them.
+    fn deliver_after_gap(&mut self, room: &RoomName, envelope: Envelope, me: u32) {
+        match &self.position {
+            Some((epoch, last)) if epoch.as_str() == envelope.epoch => {
+                if envelope.offset <= *last {
+                    return; // already delivered
+                }
+                self.missed(envelope.offset - last - 1);
+            }
+            _ => {}
+        }
+        self.deliver(room, envelope, me);
+    }
+}
+
+/// What the broker and its subscriber task share.
+pub(crate) struct Subscriptions {
+    me: u32,
+    rooms: RwLock<HashMap<RoomName, Arc<Mutex<RoomSub>>>>,
+    /// Rooms whose wanted subscription changed since the subscriber task last looked.
+    changed: Mutex<HashSet<RoomName>>,
+    wake: Arc<Notify>,
+    log: RedisLog,
+}
+
+impl Subscriptions {
+    pub(crate) fn new(me: u32, log: RedisLog) -> Arc<Subscriptions> {
+        Arc::new(Subscriptions {
+            me,
+            rooms: RwLock::new(HashMap::new()),
+            changed: Mutex::new(HashSet::new()),
+            wake: Arc::new(Notify::new()),
+            log,
+        })
+    }
+
+    fn room(&self, room: &RoomName) -> Option<Arc<Mutex<RoomSub>>> {
+        self.rooms
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(room)
+            .cloned()
+    }
+
+    /// Resolves once `room`'s subscription is confirmed (or at once when this node does
+    /// not subscribe to it): `None` when there is nothing to wait for.
+    pub(crate) fn ready(&self, room: &RoomName) -> Option<oneshot::Receiver<()>> {
+        let sub = self.room(room)?;
+        let mut sub = lock(&sub);
+        if sub.active {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        sub.waiters.push(tx);
+        Some(rx)
+    }
+
+    fn changed(&self, room: &RoomName) {
+        lock(&self.changed).insert(room.clone());
+        self.wake.notify_one();
+    }
+
+    /// A message or presence change arrived on `channel_name`.
+    fn receive(self: &Arc<Self>, channel_name: &str, payload: bytes::Bytes) {
+        let Some(room) = channel_name
+            .strip_prefix("sb:{")
+            .and_then(|r| r.strip_suffix('}'))
+            .and_then(|r| RoomName::new(r).ok())
+        else {
+            return;
+        };
+        let Some(sub) = self.room(&room) else {
+            return; // unsubscribed meanwhile
+        };
+        let mut st = lock(&sub);
+        match envelope::parse_received(&payload) {
+            Some(Received::Message(envelope)) => {
+                if let Some(held) = &mut st.held {
+                    held.push(envelope);
+                    return;
+                }
+                if let Some((epoch, last)) = &st.position {
+                    if epoch.as_str() == envelope.epoch {
+                        if envelope.offset <= *last {
+                            return; // a repeat
+                        }
+                        if envelope.offset > last + 1 {
+                            // Messages went missing on the way: fill the gap from history.
+                            let from = (epoch.clone(), *last);
+                            st.held = Some(vec![envelope]);
+                            drop(st);
+                            tokio::spawn(self.clone().catch_up(room, from));
+                            return;
+                        }
+                    }
+                }
+                st.deliver(&room, envelope, self.me);
+            }
+            Some(Received::Presence(change)) => {
+                let origin = if change.origin.0 == self.me {
+                    ConnId(change.origin.1)
+                } else {
+                    REMOTE
+                };
+                let delivery = Delivery::presence(
+                    room,
+                    PresenceChange {
+                        joined: change.joined,
+                        user: UserId(Arc::from(change.user.as_str())),
+                        name: change.name.map(|n| Arc::from(n.as_str())),
+                        origin,
+                    },
+                    change.timestamp_ms,
+                );
+                for node in &st.nodes {
+                    if let Some(node) = node.upgrade() {
+                        node.deliver(&delivery);
+                    }
+                }
+            }
+            None => tracing::debug!(channel = channel_name, "redis: not an envelope, ignored"),
+        }
+    }
+
+    /// Deliver what `room` got after `from` from its history, then the held live messages,
+    /// in order; report what no one has any more.
+    async fn catch_up(self: Arc<Self>, room: RoomName, from: (Epoch, u64)) {
+        let (epoch, mut after) = from;
+        let mut failures = 0;
+        loop {
+            let page = self
+                .log
+                .read_range(
+                    room.as_str(),
+                    after,
+                    Some(epoch.as_str()),
+                    100_000,
+                    CATCH_UP_BYTES,
+                )
+                .await;
+            let Some(sub) = self.room(&room) else {
+                return; // nobody here any more
+            };
+            let mut st = lock(&sub);
+            let page = match page {
+                Ok(page) => page,
+                Err(e) if failures < 10 => {
+                    failures += 1;
+                    tracing::debug!(error = %e, room = room.as_str(), "redis: catch-up read failed");
+                    drop(st);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, room = room.as_str(), "redis: cannot fill a gap");
+                    st.missed(1);
+                    None
+                }
+            };
+            if let Some(page) = page.filter(|p| p.epoch == epoch.as_str()) {
+                for entry in page.entries {
+                    let envelope = Envelope {
+                        epoch: page.epoch.clone(),
+                        offset: entry.offset,
+                        timestamp_ms: entry.timestamp_ms,
+                        origin: None,
+                        kind: entry.kind,
+                        message: entry.message,
+                    };
+                    st.deliver_after_gap(&room, envelope, self.me);
+                }
+                if page.more {
+                    after = st.position.as_ref().map_or(after, |(_, o)| *o);
+                    drop(st);
+                    continue;
+                }
+                // Trimmed away before anyone read it: the live messages show how many.
+                if st.held.as_ref().is_some_and(Vec::is_empty) {
+                    let last = st.position.as_ref().map_or(after, |(_, o)| *o);
+                    st.missed(page.last_offset.saturating_sub(last));
+                }
+            }
+            for envelope in st.held.take().unwrap_or_default() {
+                st.deliver_after_gap(&room, envelope, self.me);
+            }
+            return;
+        }
+    }
+
+    /// The subscription of `rooms` is confirmed on this connection.
+    fn activated(self: &Arc<Self>, rooms: &[RoomName]) {
+        for room in rooms {
+            let Some(sub) = self.room(room) else { continue };
+            let mut st = lock(&sub);
+            st.active = true;
+            for waiter in st.waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+            // Subscribed again after a broken connection: fill what went by meanwhile.
+            if st.held.is_some() {
+                if let Some(from) = st.position.clone() {
+                    drop(st);
+                    tokio::spawn(self.clone().catch_up(room.clone(), from));
+                } else {
+                    st.held = None;
+                }
+            }
+        }
+    }
+
+    /// The connection broke: every room must be subscribed again, and what went by
+    /// meanwhile read from history.
+    fn interrupted(&self) {
+        let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
+        let mut changed = lock(&self.changed);
+        for (name, sub) in rooms.iter() {
+            let mut st = lock(sub);
+            st.active = false;
+            if st.held.is_none() {
+                st.held = Some(Vec::new());
+            }
+            changed.insert(name.clone());
+        }
+    }
+
+    /// No connection could be made: joins waiting for a subscription go on without one
+    /// (their history read fails the same way and says so).
+    fn release_waiters(&self) {
+        let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
+        for sub in rooms.values() {
+            lock(sub).waiters.clear();
+        }
+    }
+}
+
+/// Keep the pub/sub connection's subscriptions equal to the rooms with local members,
+/// reconnecting with backoff; hand what arrives to the rooms.
+pub(crate) async fn run_subscriber(
+    subs: Weak<Subscriptions>,
+    client: redis::Client,
+    timeout: Duration,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let connected = tokio::time::timeout(timeout, client.get_async_pubsub()).await;
+        let Some(s) = subs.upgrade() else { return };
+        let pubsub = match connected {
+            Ok(Ok(pubsub)) => pubsub,
+            failed => {
+                if let Ok(Err(e)) = failed {
+                    tracing::warn!(error = %e, "redis: cannot connect for pub/sub");
+                }
+                s.release_waiters();
+                drop(s);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        let (mut sink, mut stream) = pubsub.split();
+        let mut subscribed: HashSet<RoomName> = HashSet::new();
+        // Everything wanted is to be subscribed on this new connection.
+        {
+            let rooms = s.rooms.read().unwrap_or_else(|e| e.into_inner());
+            lock(&s.changed).extend(rooms.keys().cloned());
+        }
+        drop(s);
+        'connection: loop {
+            let Some(s) = subs.upgrade() else { return };
+            let changed: Vec<RoomName> = lock(&s.changed).drain().collect();
+            if !changed.is_empty() {
+                let (wanted, unwanted): (Vec<RoomName>, Vec<RoomName>) = {
+                    let rooms = s.rooms.read().unwrap_or_else(|e| e.into_inner());
+                    changed.into_iter().partition(|r| rooms.contains_key(r))
+                };
+                let add: Vec<RoomName> = wanted
+                    .into_iter()
+                    .filter(|r| !subscribed.contains(r))
+                    .collect();
+                let remove: Vec<RoomName> = unwanted
+                    .into_iter()
+                    .filter(|r| subscribed.contains(r))
+                    .collect();
+                for chunk in add.chunks(1000) {
+                    let channels: Vec<String> = chunk.iter().map(|r| channel(r.as_str())).collect();
+                    match tokio::time::timeout(timeout, sink.subscribe(&channels)).await {
+                        Ok(Ok(())) => {
+                            subscribed.extend(chunk.iter().cloned());
+                            s.activated(chunk);
+                        }
+                        _ => {
+                            // Unsure whether it took: try again on a new connection.
+                            lock(&s.changed).extend(chunk.iter().cloned());
+                            break 'connection;
+                        }
+                    }
+                }
+                for chunk in remove.chunks(1000) {
+                    let channels: Vec<String> = chunk.iter().map(|r| channel(r.as_str())).collect();
+                    match tokio::time::timeout(timeout, sink.unsubscribe(&channels)).await {
+                        Ok(Ok(())) => {
+                            for r in chunk {
+                                subscribed.remove(r);
+                            }
+                        }
+                        _ => break 'connection,
+                    }
+                }
+            }
+            let wake = s.wake.clone();
+            drop(s);
+            tokio::select! {
+                () = wake.notified() => {}
+                message = stream.next() => match message {
+                    Some(message) => {
+                        let Some(s) = subs.upgrade() else { return };
+                        let payload = bytes::Bytes::copy_from_slice(message.get_payload_bytes());
+                        s.receive(message.get_channel_name(), payload);
+                    }
+                    None => break 'connection,
+                },
+            }
+        }
+        tracing::warn!("redis: pub/sub connection lost; subscribing again");
+        let Some(s) = subs.upgrade() else { return };
+        s.interrupted();
+    }
+}
+
+/// The hub's broker over Redis pub/sub (see the module docs). Made by [`crate::connect`]
+/// together with the [`crate::RedisStore`] that publishes.
+pub struct RedisBroker {
+    pub(crate) subs: Arc<Subscriptions>,
+    pub(crate) writer: Writer,
+    pub(crate) node: NodeId,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker for RedisBroker {
+    fn subscribe(&self, room: &RoomName, node: Weak<dyn Node>) {
+        let mut rooms = self.subs.rooms.write().unwrap_or_else(|e| e.into_inner());
+        let sub = rooms.entry(room.clone()).or_default().clone();
+        drop(rooms);
+        let mut st = lock(&sub);
+        if !st.nodes.iter().any(|n| Weak::ptr_eq(n, &node)) {
+            st.nodes.push(node);
+        }
+        drop(st);
+        self.subs.changed(room);
+    }
+
+    fn unsubscribe(&self, room: &RoomName, node: &Weak<dyn Node>) {
+        let mut rooms = self.subs.rooms.write().unwrap_or_else(|e| e.into_inner());
+        let Some(sub) = rooms.get(room).cloned() else {
+            return;
+        };
+        let mut st = lock(&sub);
+        st.nodes.retain(|n| !Weak::ptr_eq(n, node));
+        if st.nodes.is_empty() {
+            rooms.remove(room);
+        }
+        drop(st);
+        drop(rooms);
+        self.subs.changed(room);
+    }
+
+    /// Presence changes go to every node through the room's channel; messages never come
+    /// here (the store's publish script sends them).
+    fn publish(&self, delivery: &Arc<Delivery>) -> Fanout {
+        match delivery.body() {
+            Body::Presence(change) => {
+                let payload = envelope::presence(&PresenceEnvelope {
+                    joined: change.joined,
+                    origin: (self.node.0, change.origin.0),
+                    timestamp_ms: delivery.timestamp_ms(),
+                    user: change.user.0.to_string(),
+                    name: change.name.as_ref().map(|n| n.to_string()),
+                });
+                let mut cmd = redis::cmd("PUBLISH");
+                cmd.arg(channel(delivery.room().as_str())).arg(payload);
+                self.writer.submit(cmd, Box::new(|_| {}));
+            }
+            other => {
+                tracing::error!(?other, "redis broker: only presence is published here");
+            }
+        }
+        Fanout::default()
+    }
+}

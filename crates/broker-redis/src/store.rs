@@ -1,0 +1,498 @@
+//! [`RedisStore`]: the hub's [`Store`] in Redis, shared by every node (process) that uses
+//! the same Redis: offsets, history and dedup (`publish.lua`, through [`RedisLog`]), presence
+//! per node (`presence.lua`), node liveness (heartbeat keys).
+//!
+//! The hub calls the store synchronously and gets answers through callbacks; here each call
+//! becomes Redis work on the runtime the store was made on. Publishes and presence changes
+//! keep their order (one pipelined queue, [`Writer`]); reads run concurrently.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use switchboard_hub::{
+    first_match, now_ms, Append, Appended, Broker, Delivery, Done, Epoch, Fanout,
+    MemoryStoreConfig, NodeId, Offset, Page, PresenceChanged, PresenceEntry, Range, RoomName,
+    Store, Unavailable, UserId,
+};
+use tokio::runtime::Handle;
+
+use crate::fanout::{run_subscriber, RedisBroker, Subscriptions};
+use crate::writer::Writer;
+use crate::{channel, envelope, new_epoch, Error, LogConfig, RedisLog};
+
+/// At most this many publishes and presence changes wait for Redis; more are answered
+/// `unavailable` at once.
+const MAX_QUEUED: usize = 100_000;
+
+/// Settings of the Redis backend.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// How long a Redis operation may take before it is answered [`Unavailable`].
+    pub timeout: Duration,
+    /// History limits by room pattern, the dedup window and the presence expiry (a node
+    /// whose heartbeat is older is taken for dead) — the hub's settings.
+    pub store: MemoryStoreConfig,
+    /// A room with neither a publish nor a join for this long is forgotten by Redis.
+    pub idle_expiry: Duration,
+}
+
+impl RedisConfig {
+    /// Settings for `url` with the hub's `store` settings and defaults for the rest.
+    pub fn new(url: impl Into<String>, store: MemoryStoreConfig) -> RedisConfig {
+        RedisConfig {
+            url: url.into(),
+            timeout: Duration::from_secs(2),
+            store,
+            idle_expiry: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// A store and a broker that share one node identity and one Redis.
+#[derive(Debug)]
+pub struct Redis {
+    /// The hub's store.
+    pub store: Arc<RedisStore>,
+    /// The hub's broker.
+    pub broker: Arc<RedisBroker>,
+}
+
+/// Connect to Redis, register this node, and start the tasks that keep it alive (on the
+/// current tokio runtime): the pipelined writer, the pub/sub subscriber, the heartbeat.
+pub async fn connect(config: RedisConfig) -> Result<Redis, Error> {
+    let log = RedisLog::connect(
+        &config.url,
+        LogConfig {
+            history_len: config.store.default_history.max_messages,
+            dedup_window: config.store.dedup_window,
+            idle_expiry: config.idle_expiry,
+        },
+    )
+    .await?;
+    log.load_scripts().await?;
+    let node = register(&log, config.store.presence_expiry).await?;
+    let writer = Writer::start(log.clone(), config.timeout, MAX_QUEUED);
+    let subs = Subscriptions::new(node.0, log.clone());
+    tokio::spawn(run_subscriber(
+        Arc::downgrade(&subs),
+        redis::Client::open(config.url.as_str())?,
+        config.timeout,
+    ));
+    let store = Arc::new(RedisStore {
+        log,
+        writer: writer.clone(),
+        subs: subs.clone(),
+        node,
+        held: Mutex::new(HashSet::new()),
+        runtime: Handle::current(),
+        config,
+    });
+    tokio::spawn(heartbeat(Arc::downgrade(&store)));
+    Ok(Redis {
+        store,
+        broker: Arc::new(RedisBroker { subs, writer, node }),
+    })
+}
+
+fn node_key(node: NodeId) -> String {
+    format!("sb:node:{}", node.0)
+}
+
+fn node_rooms_key(node: NodeId) -> String {
+    format!("sb:node:{}:rooms", node.0)
+}
+
+/// Every node's id, dead or alive (the sweep removes dead ones).
+const NODES_KEY: &str = "sb:nodes";
+
+/// A node id no live node has.
+async fn register(log: &RedisLog, expiry: Duration) -> Result<NodeId, Error> {
+    let mut conn = log.connection();
+    loop {
+        let node = NodeId(crate::template::sentinels().0 as u32);
+        let fresh: Option<String> = redis::cmd("SET")
+            .arg(node_key(node))
+            .arg(now_ms())
+            .arg("NX")
+            .arg("PX")
+            .arg(expiry.as_millis().max(1).to_string())
+            .query_async(&mut conn)
+            .await?;
+        if fresh.is_some() {
+            let _: i64 = redis::cmd("SADD")
+                .arg(NODES_KEY)
+                .arg(node.0)
+                .query_async(&mut conn)
+                .await?;
+            return Ok(node);
+        }
+    }
+}
+
+/// Refresh this node's heartbeat key while the store lives.
+async fn heartbeat(store: Weak<RedisStore>) {
+    loop {
+        let Some(s) = store.upgrade() else { return };
+        let expiry = s.config.store.presence_expiry;
+        let mut conn = s.log.connection();
+        let node = s.node;
+        drop(s);
+        let refreshed: Result<(), redis::RedisError> = redis::pipe()
+            .cmd("SET")
+            .arg(node_key(node))
+            .arg(now_ms())
+            .arg("PX")
+            .arg(expiry.as_millis().max(1).to_string())
+            .ignore()
+            .cmd("SADD")
+            .arg(NODES_KEY)
+            .arg(node.0)
+            .ignore()
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = refreshed {
+            tracing::warn!(error = %e, "redis: heartbeat failed");
+        }
+        tokio::time::sleep(expiry / 3).await;
+    }
+}
+
+/// The hub's store in Redis (see the module docs). Made by [`connect`].
+pub struct RedisStore {
+    log: RedisLog,
+    writer: Writer,
+    subs: Arc<Subscriptions>,
+    node: NodeId,
+    /// Rooms with local members.
+    held: Mutex<HashSet<RoomName>>,
+    runtime: Handle,
+    config: RedisConfig,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+fn held(store: &RedisStore) -> std::sync::MutexGuard<'_, HashSet<RoomName>> {
+    store.held.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Redis's `COUNT` takes a signed 64-bit number; the hub says `usize::MAX` for "all".
+const MAX_READ: usize = 1_000_000;
+
+impl RedisStore {
+    /// This node's id in the deployment.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    fn presence_change(&self, room: &RoomName, args: &[&str], done: Done<PresenceChanged>) {
+        let cmd = self.log.presence_command(room.as_str(), self.node.0, args);
+        self.writer.submit(
+            cmd,
+            Box::new(move |reply| {
+                let answer = match reply {
+                    Ok(redis::Value::Array(items)) => match (items.first(), items.get(1)) {
+                        (Some(redis::Value::Int(first)), Some(redis::Value::Int(conns))) => {
+                            Some(PresenceChanged {
+                                first_or_last: *first == 1,
+                                connections: usize::try_from(*conns).unwrap_or(0),
+                            })
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                // A change Redis did not confirm announces nothing (node heartbeats and the
+                // dead-node sweep correct the counts).
+                done(answer.unwrap_or(PresenceChanged {
+                    first_or_last: false,
+                    connections: 0,
+                }))
+            }),
+        );
+    }
+}
+
+impl Store for RedisStore {
+    fn register_node(&self) -> NodeId {
+        self.node
+    }
+
+    /// The store keeps its own heartbeat (a task, every third of the presence expiry).
+    fn heartbeat(&self, _node: NodeId) {}
+
+    fn append(&self, append: Append, _broker: &Arc<dyn Broker>, done: Done<Appended>) {
+        let Append {
+            room,
+            kind,
+            once,
+            origin,
+            build,
+        } = append;
+        let history_len = first_match(
+            &self.config.store.history,
+            &room,
+            self.config.store.default_history,
+        )
+        .max_messages;
+        let call = self.log.append_call(
+            room.as_str(),
+            &kind,
+            origin.map(|c| (self.node.0, c.0)),
+            once.as_ref().map(|(user, id)| (&*user.0, &**id)),
+            history_len,
+            move |offset, timestamp_ms| build(Offset(offset), timestamp_ms),
+        );
+        let call = match call {
+            Ok(call) => call,
+            Err(e) => {
+                tracing::warn!(error = %e, "redis: cannot prepare a publish");
+                return done(Appended::Unavailable);
+            }
+        };
+        // Not handed to the broker here: every node, this one included, gets it from Redis.
+        self.writer.submit(
+            self.log.append_command(&call),
+            Box::new(move |reply| {
+                let appended = reply.map_err(|_| None).and_then(|value| {
+                    crate::parse_appended(value).map_err(|e| Some(e.to_string()))
+                });
+                done(match appended {
+                    Ok(crate::Appended::Published { offset, epoch, .. }) => Appended::Published {
+                        offset: Offset(offset),
+                        epoch: Epoch::from(epoch),
+                        fanout: Fanout::default(),
+                    },
+                    Ok(crate::Appended::Duplicate { offset, epoch }) => Appended::Duplicate {
+                        offset: Offset(offset),
+                        epoch: Epoch::from(epoch),
+                    },
+                    Err(error) => {
+                        if let Some(error) = error {
+                            tracing::warn!(error, "redis: publish refused");
+                        }
+                        Appended::Unavailable
+                    }
+                })
+            }),
+        );
+    }
+
+    fn read(&self, room: &RoomName, range: Range, done: Done<Result<Option<Page>, Unavailable>>) {
+        let open = held(self).contains(room);
+        let ready = self.subs.ready(room);
+        let (log, room, timeout) = (self.log.clone(), room.clone(), self.config.timeout);
+        let max_age = first_match(
+            &self.config.store.history,
+            &room,
+            self.config.store.default_history,
+        )
+        .max_age;
+        self.runtime.spawn(async move {
+            // A member's read must see everything its subscription will not bring.
+            if let Some(ready) = ready {
+                let _ = tokio::time::timeout(timeout, ready).await;
+            }
+            let (after, epoch) = (range.after.0, range.epoch.as_ref().map(Epoch::as_str));
+            let limit = range.limit.min(MAX_READ);
+            let read = async {
+                if open {
+                    let fresh = new_epoch();
+                    log.open_range(room.as_str(), &fresh, after, epoch, limit, range.max_bytes)
+                        .await
+                        .map(Some)
+                } else {
+                    log.read_range(room.as_str(), after, epoch, limit, range.max_bytes)
+                        .await
+                }
+            };
+            let page = match tokio::time::timeout(timeout, read).await {
+                Ok(Ok(page)) => page,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "redis: read failed");
+                    return done(Err(Unavailable));
+                }
+                Err(_) => return done(Err(Unavailable)),
+            };
+            done(Ok(page.map(|page| {
+                let epoch = Epoch::from(page.epoch);
+                let oldest = now_ms().saturating_sub(max_age.as_millis() as u64);
+                let before = page.entries.len();
+                let messages: Vec<Arc<Delivery>> = page
+                    .entries
+                    .into_iter()
+                    .filter(|e| e.timestamp_ms >= oldest)
+                    .map(|e| {
+                        Delivery::message(
+                            room.clone(),
+                            Arc::from(e.kind.as_str()),
+                            e.message,
+                            Offset(e.offset),
+                            epoch.clone(),
+                            e.timestamp_ms,
+                        )
+                    })
+                    .collect();
+                // Expired by age: a replay that needed them is not complete.
+                let aged_out = messages.len() < before;
+                Page {
+                    covered: page.covered && !aged_out,
+                    messages,
+                    more: page.more,
+                    last_offset: Offset(page.last_offset),
+                    epoch,
+                }
+            })));
+        });
+    }
+
+    fn hold(&self, room: &RoomName, _node: NodeId) {
+        held(self).insert(room.clone());
+    }
+
+    fn release(&self, room: &RoomName, _node: NodeId) {
+        held(self).remove(room);
+        let mut cmd = redis::cmd("SREM");
+        cmd.arg(node_rooms_key(self.node)).arg(room.as_str());
+        self.writer.submit(cmd, Box::new(|_| {}));
+    }
+
+    fn presence_join(
+        &self,
+        room: &RoomName,
+        _node: NodeId,
+        user: &UserId,
+        name: Option<&Arc<str>>,
+        done: Done<PresenceChanged>,
+    ) {
+        // Where this node has entries, for the sweep of a node that died.
+        let mut cmd = redis::cmd("SADD");
+        cmd.arg(node_rooms_key(self.node)).arg(room.as_str());
+        self.writer.submit(cmd, Box::new(|_| {}));
+        let (flag, name) = match name {
+            Some(name) => ("1", &**name),
+            None => ("0", ""),
+        };
+        self.presence_change(room, &["join", &user.0, flag, name], done);
+    }
+
+    fn presence_leave(
+        &self,
+        room: &RoomName,
+        _node: NodeId,
+        user: &UserId,
+        done: Done<PresenceChanged>,
+    ) {
+        self.presence_change(room, &["leave", &user.0], done);
+    }
+
+    fn presence(&self, room: &RoomName, done: Done<Result<Vec<PresenceEntry>, Unavailable>>) {
+        let (log, room, timeout) = (self.log.clone(), room.clone(), self.config.timeout);
+        self.runtime.spawn(async move {
+            let entries = match tokio::time::timeout(timeout, log.presence(room.as_str())).await {
+                Ok(Ok(entries)) => entries,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "redis: presence read failed");
+                    return done(Err(Unavailable));
+                }
+                Err(_) => return done(Err(Unavailable)),
+            };
+            done(Ok(entries
+                .into_iter()
+                .map(|(user, connections, name)| PresenceEntry {
+                    user: UserId(Arc::from(user.as_str())),
+                    name: name.map(|n| Arc::from(n.as_str())),
+                    connections: connections as usize,
+                })
+                .collect()))
+        });
+    }
+
+    /// Rooms are never "void" in Redis: one that does not exist reads as epoch `0`, which no
+    /// real epoch is (they are random 64-bit numbers in hex).
+    fn void_epoch(&self) -> Epoch {
+        Epoch::from("0")
+    }
+
+    fn rooms(&self) -> Vec<RoomName> {
+        held(self).iter().cloned().collect()
+    }
+
+    /// History expires in Redis by itself; here the presence of dead nodes is dropped (in
+    /// the background: the count returned is always 0).
+    fn sweep(&self) -> usize {
+        let (log, writer) = (self.log.clone(), self.writer.clone());
+        self.runtime.spawn(async move {
+            if let Err(e) = sweep_dead_nodes(&log, &writer).await {
+                tracing::warn!(error = %e, "redis: sweep of dead nodes failed");
+            }
+        });
+        0
+    }
+}
+
+/// Drop the presence entries of nodes whose heartbeat expired, telling the rooms'
+/// members which users left with them. Idempotent: nodes may sweep at the same time.
+async fn sweep_dead_nodes(log: &RedisLog, writer: &Writer) -> Result<(), Error> {
+    let mut conn = log.connection();
+    let nodes: Vec<u32> = redis::cmd("SMEMBERS")
+        .arg(NODES_KEY)
+        .query_async(&mut conn)
+        .await?;
+    for node in nodes.into_iter().map(NodeId) {
+        let alive: bool = redis::cmd("EXISTS")
+            .arg(node_key(node))
+            .query_async(&mut conn)
+            .await?;
+        if alive {
+            continue;
+        }
+        let rooms: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(node_rooms_key(node))
+            .query_async(&mut conn)
+            .await?;
+        for room in rooms {
+            let gone: Vec<String> = log
+                .presence_command(&room, node.0, &["drop"])
+                .query_async(&mut conn)
+                .await?;
+            tracing::info!(
+                node = node.0,
+                room,
+                users = gone.len(),
+                "redis: dropped a dead node's presence"
+            );
+            for user in gone {
+                let payload = envelope::presence(&envelope::PresenceEnvelope {
+                    joined: false,
+                    origin: (node.0, 0),
+                    timestamp_ms: now_ms(),
+                    user,
+                    name: None,
+                });
+                let mut cmd = redis::cmd("PUBLISH");
+                cmd.arg(channel(&room)).arg(payload);
+                writer.submit(cmd, Box::new(|_| {}));
+            }
+        }
+        let _: () = redis::pipe()
+            .cmd("DEL")
+            .arg(node_rooms_key(node))
+            .ignore()
+            .cmd("SREM")
+            .arg(NODES_KEY)
+            .arg(node.0)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+    }
+    Ok(())
+}

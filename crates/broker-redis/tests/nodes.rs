@@ -1,0 +1,361 @@
+//! Hubs on one Redis behave as one deployment: two nodes (two hubs, each with its own
+//! `RedisStore` + `RedisBroker`, as two processes would have) against a real `redis-server`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::redis_server;
+use switchboard_broker_redis::{connect, RedisConfig};
+use switchboard_hub::{
+    Appended, Body, Hub, HubConfig, HubConn, Joined, Offset, PresenceEntry, RoomName, UserId,
+};
+
+fn room(s: &str) -> RoomName {
+    RoomName::new(s).unwrap()
+}
+
+fn user(s: &str) -> UserId {
+    UserId(Arc::from(s))
+}
+
+async fn node(url: &str, config: HubConfig) -> Arc<Hub> {
+    let redis = connect(RedisConfig::new(url, config.memory_store()))
+        .await
+        .unwrap();
+    Hub::with_backends(config, redis.store, redis.broker)
+}
+
+/// A callback's answer, awaited.
+fn answer<T: Send + 'static>() -> (
+    impl FnOnce(T) + Send + 'static,
+    tokio::sync::oneshot::Receiver<T>,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    (move |v| drop(tx.send(v)), rx)
+}
+
+async fn join(hub: &Hub, conn: &HubConn, r: &RoomName, since: Option<(u64, &str)>) -> Joined {
+    let (done, rx) = answer();
+    hub.join(
+        conn,
+        r,
+        since.map(|(o, e)| (Offset(o), switchboard_hub::Epoch::from(e))),
+        done,
+    );
+    tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn publish(hub: &Hub, r: &RoomName, text: &str, once: Option<(&UserId, &str)>) -> Appended {
+    let (done, rx) = answer();
+    let text = text.to_owned();
+    hub.publish(
+        r,
+        "test",
+        once,
+        move |offset, ts| {
+            Bytes::from(format!(
+                r#"{{"text":"{text}","offset":{offset},"timestamp":{ts}}}"#
+            ))
+        },
+        done,
+    );
+    tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn presence(hub: &Hub, r: &RoomName) -> Vec<PresenceEntry> {
+    let (done, rx) = answer();
+    hub.presence(r, done);
+    rx.await.unwrap().unwrap()
+}
+
+/// What `conn` got, as text: messages without their timestamp, presence as `+user`/`-user`;
+/// and the lagged count.
+#[derive(Default)]
+struct Received {
+    items: Vec<String>,
+    lagged: u64,
+}
+
+fn drain(conn: &HubConn, into: &Mutex<Received>) {
+    let mut v = Vec::new();
+    let lagged = conn.outbox.drain(&mut v);
+    let mut r = into.lock().unwrap();
+    r.lagged += lagged;
+    for d in v {
+        r.items.push(match d.body() {
+            Body::Message { json, .. } => {
+                let v: serde_json::Value = serde_json::from_slice(json).unwrap();
+                format!("{}@{}", v["text"].as_str().unwrap(), v["offset"])
+            }
+            Body::Presence(p) => format!("{}{}", if p.joined { "+" } else { "-" }, p.user),
+            Body::Reply(m) => format!("reply {m:?}"),
+        });
+    }
+}
+
+/// Drain `conn` until it has `n` items (or fail after 5 s).
+async fn received(conn: &HubConn, n: usize) -> Received {
+    let into = Mutex::new(Received::default());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        drain(conn, &into);
+        if into.lock().unwrap().items.len() >= n {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {:?}",
+            into.lock().unwrap().items
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Nothing more than expected arrives.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drain(conn, &into);
+    into.into_inner().unwrap()
+}
+
+fn published(a: &Appended) -> u64 {
+    match a {
+        Appended::Published { offset, .. } => offset.0,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_on_two_nodes_get_every_message_in_one_offset_order() {
+    let redis = redis_server();
+    let (a, b) = (
+        node(&redis.url, HubConfig::default()).await,
+        node(&redis.url, HubConfig::default()).await,
+    );
+    let lobby = room("lobby");
+    let (ann, bob) = (a.connect(user("ann")), b.connect(user("bob")));
+    let joined_a = join(&a, &ann, &lobby, None).await;
+    let joined_b = join(&b, &bob, &lobby, None).await;
+    // One room, one epoch, whichever node answered.
+    assert_eq!(joined_a.epoch, joined_b.epoch);
+    assert_eq!(joined_b.offset, Offset(0));
+    assert_ne!(joined_a.epoch.as_str(), "0");
+    // ann sees bob join: presence crosses nodes.
+    assert_eq!(received(&ann, 1).await.items, ["+bob"]);
+
+    // Both nodes publish, interleaved; each node's member sees one sequence.
+    let mut offsets = Vec::new();
+    for i in 0..20 {
+        let hub = if i % 2 == 0 { &a } else { &b };
+        offsets.push(published(
+            &publish(hub, &lobby, &format!("m{i}"), None).await,
+        ));
+    }
+    assert_eq!(offsets, (1..=20).collect::<Vec<_>>());
+    let expected: Vec<String> = (0..20).map(|i| format!("m{i}@{}", i + 1)).collect();
+    let got_a = received(&ann, 20).await;
+    assert_eq!(got_a.items, expected);
+    let got_b = received(&bob, 20).await;
+    assert_eq!(got_b.items, expected);
+    assert_eq!((got_a.lagged, got_b.lagged), (0, 0));
+
+    // Presence is the deployment's.
+    let users: Vec<_> = presence(&b, &lobby)
+        .await
+        .into_iter()
+        .map(|e| (e.user.0.to_string(), e.connections))
+        .collect();
+    assert_eq!(users, [("ann".to_owned(), 1), ("bob".to_owned(), 1)]);
+
+    // A leave on one node reaches the other.
+    assert!(b.leave(&bob, &lobby));
+    assert_eq!(received(&ann, 1).await.items, ["-bob"]);
+    let users = presence(&a, &lobby).await;
+    assert_eq!(users.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_resumes_on_another_node_without_gap_and_ids_dedup_across_nodes() {
+    let redis = redis_server();
+    let (a, b) = (
+        node(&redis.url, HubConfig::default()).await,
+        node(&redis.url, HubConfig::default()).await,
+    );
+    let news = room("news");
+    let ann = a.connect(user("ann"));
+    let joined = join(&a, &ann, &news, None).await;
+    for i in 0..5 {
+        publish(&a, &news, &format!("n{i}"), None).await;
+    }
+    assert_eq!(received(&ann, 5).await.items.len(), 5);
+    a.disconnect(&ann, std::slice::from_ref(&news));
+    // Missed while away: published on node a.
+    for i in 5..8 {
+        publish(&a, &news, &format!("n{i}"), None).await;
+    }
+    // Back on node b, from offset 5 of the epoch it knew.
+    let ann2 = b.connect(user("ann"));
+    let resumed = join(&b, &ann2, &news, Some((5, joined.epoch.as_str()))).await;
+    assert!(resumed.recovered);
+    assert_eq!((resumed.replayed, resumed.offset), (3, Offset(8)));
+    publish(&a, &news, "n8", None).await;
+    assert_eq!(
+        received(&ann2, 4).await.items,
+        ["n5@6", "n6@7", "n7@8", "n8@9"]
+    );
+    // A position of another epoch cannot be vouched for.
+    let ann3 = b.connect(user("ann"));
+    let stale = join(&b, &ann3, &news, Some((5, "123abc"))).await;
+    assert!(!stale.recovered);
+
+    // The same sender's id, retried through the other node: published once.
+    let sender = user("ann");
+    let first = publish(&a, &news, "once", Some((&sender, "id-1"))).await;
+    let again = publish(&b, &news, "once", Some((&sender, "id-1"))).await;
+    match again {
+        Appended::Duplicate { offset, .. } => assert_eq!(offset.0, published(&first)),
+        other => panic!("{other:?}"),
+    }
+    // Another sender may use the same id.
+    let other = publish(&b, &news, "once", Some((&user("bob"), "id-1"))).await;
+    assert_eq!(published(&other), published(&first) + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_pubsub_connection_is_resubscribed_and_the_gap_filled_from_history() {
+    let redis = redis_server();
+    let (a, b) = (
+        node(&redis.url, HubConfig::default()).await,
+        node(&redis.url, HubConfig::default()).await,
+    );
+    let feed = room("feed");
+    let bob = b.connect(user("bob"));
+    join(&b, &bob, &feed, None).await;
+    publish(&a, &feed, "before", None).await;
+    assert_eq!(received(&bob, 1).await.items, ["before@1"]);
+
+    // Redis drops every pub/sub connection; messages keep being published meanwhile.
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(killed >= 1, "no pub/sub connection to break");
+    for i in 0..30 {
+        publish(&a, &feed, &format!("during{i}"), None).await;
+    }
+    let mut expected: Vec<String> = (0..30).map(|i| format!("during{i}@{}", i + 2)).collect();
+    publish(&a, &feed, "after", None).await;
+    expected.push("after@32".to_owned());
+    let got = received(&bob, 31).await;
+    assert_eq!(got.items, expected, "no gap, no duplicate, in order");
+    assert_eq!(got.lagged, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_the_history_no_longer_holds_is_reported_as_lagged() {
+    let redis = redis_server();
+    let mut config = HubConfig::default();
+    config.default_history.max_messages = 5;
+    let (a, b) = (
+        node(&redis.url, config.clone()).await,
+        node(&redis.url, config).await,
+    );
+    let feed = room("tight");
+    let bob = b.connect(user("bob"));
+    join(&b, &bob, &feed, None).await;
+    publish(&a, &feed, "first", None).await;
+    assert_eq!(received(&bob, 1).await.items, ["first@1"]);
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // b's subscriber is cut off and cannot subscribe again for a while.
+    let acl = |rule: &'static str| {
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("default")
+            .arg(rule)
+            .clone()
+    };
+    let _: () = acl("-subscribe").query_async(&mut conn).await.unwrap();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Far more than the history keeps (5, trimmed approximately), while b is away.
+    for i in 0..500 {
+        publish(&a, &feed, &format!("x{i}"), None).await;
+    }
+    let _: () = acl("+subscribe").query_async(&mut conn).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let into = Mutex::new(Received::default());
+    // Whatever is still in history arrives in order, ending with the newest; the rest is
+    // counted as lagged: nothing is lost without the client being told.
+    loop {
+        drain(&bob, &into);
+        let finished = {
+            let r = into.lock().unwrap();
+            let done = r.items.last().is_some_and(|l| l == "x499@501");
+            if done {
+                let offsets: Vec<u64> = r
+                    .items
+                    .iter()
+                    .map(|i| i.rsplit_once('@').unwrap().1.parse().unwrap())
+                    .collect();
+                assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
+                let replayed = r.items.len() as u64;
+                assert_eq!(replayed + r.lagged, 500, "{offsets:?} lagged {}", r.lagged);
+                assert!(r.lagged > 0);
+            }
+            done
+        };
+        if finished {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_users_leave_presence_and_the_others_are_told() {
+    let redis = redis_server();
+    let config = HubConfig {
+        presence_expiry: Duration::from_millis(600),
+        ..HubConfig::default()
+    };
+    let a = node(&redis.url, config.clone()).await;
+    let lobby = room("lobby");
+    let ann = a.connect(user("ann"));
+    join(&a, &ann, &lobby, None).await;
+    {
+        let doomed = node(&redis.url, config.clone()).await;
+        let zed = doomed.connect(user("zed"));
+        join(&doomed, &zed, &lobby, None).await;
+        assert_eq!(received(&ann, 1).await.items, ["+zed"]);
+        assert_eq!(presence(&a, &lobby).await.len(), 2);
+        // The node goes away without a word (its heartbeat stops with it).
+        std::mem::forget(zed);
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    a.sweep();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while presence(&a, &lobby).await.len() != 1 {
+        assert!(Instant::now() < deadline, "zed is still present");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(received(&ann, 1).await.items, ["-zed"]);
+}
