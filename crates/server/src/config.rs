@@ -93,6 +93,28 @@ pub struct ServerConfig {
     pub hub: HubConfig,
     /// Socket.IO (SPEC §1.4).
     pub socketio: SocketIoConfig,
+    /// Where rooms' histories, offsets, presence and fan-out live when several servers
+    /// share them (scale-out: `switchboard_broker_redis`). Default `None`: this process's
+    /// memory ([`switchboard_hub::MemoryStore`], [`switchboard_hub::MemoryBroker`]).
+    pub backends: Option<Backends>,
+}
+
+/// A store and a broker shared with other servers ([`ServerConfig::backends`]).
+#[derive(Clone)]
+pub struct Backends {
+    /// Histories, offsets, dedup, presence.
+    pub store: std::sync::Arc<dyn switchboard_hub::Store>,
+    /// Carries messages to every node with members in their room.
+    pub broker: std::sync::Arc<dyn switchboard_hub::Broker>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends")
+            .field("store", &self.store)
+            .field("broker", &self.broker)
+            .finish()
+    }
 }
 
 /// Socket.IO settings (Engine.IO v4, Socket.IO v5; SPEC §1.4). The Engine.IO ones are
@@ -177,6 +199,7 @@ impl Default for ServerConfig {
             auth: None,
             hub: HubConfig::default(),
             socketio: SocketIoConfig::default(),
+            backends: None,
         }
     }
 }

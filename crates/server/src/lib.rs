@@ -40,6 +40,6 @@ pub mod state;
 mod tls;
 pub mod ws;
 
-pub use config::{ServerConfig, SocketIoConfig, TlsConfig};
+pub use config::{Backends, ServerConfig, SocketIoConfig, TlsConfig};
 pub use listener::{Embedded, Server};
 pub use switchboard_session::SessionConfig;

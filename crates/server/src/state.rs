@@ -132,7 +132,10 @@ pub struct AppState {
 impl AppState {
     /// New state for `config`.
     pub fn new(config: ServerConfig, shutdown: CancellationToken) -> Arc<AppState> {
-        let hub = Hub::new(config.hub.clone());
+        let hub = match &config.backends {
+            Some(b) => Hub::with_backends(config.hub.clone(), b.store.clone(), b.broker.clone()),
+            None => Hub::new(config.hub.clone()),
+        };
         let metrics = Arc::new(Metrics::new(hub.clone()));
         // One lot per worker thread.
         let workers = tokio::runtime::Handle::try_current()

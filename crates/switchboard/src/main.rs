@@ -137,7 +137,31 @@ fn serve(loaded: &settings::Loaded) -> anyhow::Result<()> {
         Some(a) if a.anonymous_allowed() => "optional",
         Some(_) => "required",
     };
+    let broker = settings.broker.clone();
+    let mut config = config;
     runtime.block_on(async move {
+        if let Some(url) = &broker.url {
+            // Scale-out: rooms, history, presence and fan-out shared through Redis.
+            let mut redis =
+                switchboard_broker_redis::RedisConfig::new(url.as_str(), config.hub.memory_store());
+            redis.timeout = broker.timeout;
+            let redis = switchboard_broker_redis::connect(redis)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot connect to the broker at {} (broker.url)",
+                        settings::redact_url(url)
+                    )
+                })?;
+            tracing::info!(
+                node = redis.store.node().0,
+                "connected to the broker (redis)"
+            );
+            config.backends = Some(switchboard_server::Backends {
+                store: redis.store,
+                broker: redis.broker,
+            });
+        }
         let shutdown = CancellationToken::new();
         // (A TLS error names its key and file; the context adds where we were listening.)
         let server = Server::bind(config, shutdown.clone())

@@ -1,8 +1,7 @@
 //! `[broker]`: the shared store that lets several nodes serve the same rooms (Redis; issue
 //! 13, docs/scale-out.md). Unset `url`: one process with the in-memory store.
 //!
-//! Read by `main.rs` once the Redis backend is wired; until then by `switchboard config` and
-//! the tests.
+//! Read by `main.rs`, which connects the Redis backend before the server starts.
 
 use std::time::Duration;
 

@@ -28,7 +28,7 @@ use switchboard_hub::{HistoryLimits, HubConfig, OverflowPolicy, RoomPattern};
 use switchboard_server::rate::RateLimit;
 use switchboard_server::{ServerConfig, SessionConfig, TlsConfig};
 
-pub(crate) use auth::AuthSettings;
+pub(crate) use auth::{redact_url, AuthSettings};
 pub(crate) use broker::BrokerSettings;
 pub(crate) use flags::Flags;
 pub(crate) use layers::Source;
@@ -291,6 +291,8 @@ impl Settings {
                 presence_expiry: HubConfig::default().presence_expiry,
             },
             socketio: self.socketio.config(),
+            // Connected by `main.rs` from `[broker]` (it needs the runtime).
+            backends: None,
         }
     }
 

@@ -1,0 +1,202 @@
+// Scale-out over Redis: two switchboard processes with `--broker redis://…` on one real
+// `redis-server` serve the same rooms. Third-party clients (ws, eventsource,
+// socket.io-client) on different nodes see one conversation: one offset sequence, shared
+// history and presence, and a stream cut on one node resumes on the other without a gap.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { EventSource } from 'eventsource';
+import WebSocket from 'ws';
+import { io } from 'socket.io-client';
+import { startServer, freePort, api as post } from './server.mjs';
+
+const KEY = 'scale-out-key';
+let redis;
+let a;
+let b;
+
+async function startRedis(port) {
+  port ??= await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  let spawnError;
+  child.on('error', (e) => { spawnError = e; });
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (spawnError) throw new Error(`redis-server is required (scripts/test.sh installs it): ${spawnError.message}`);
+    const up = await new Promise((resolve) => {
+      import('node:net').then(({ connect }) => {
+        const s = connect(port, '127.0.0.1', () => { s.destroy(); resolve(true); });
+        s.on('error', () => resolve(false));
+      });
+    });
+    if (up) break;
+    if (Date.now() > deadline) throw new Error('redis-server did not start');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}/`,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+before(async () => {
+  redis = await startRedis();
+  const flags = ['--api-key', KEY, '--broker', redis.url, '--broker-timeout', '1s'];
+  a = await startServer(flags);
+  b = await startServer(flags);
+});
+
+after(async () => {
+  await a?.stop();
+  await b?.stop();
+  await redis?.stop();
+});
+
+async function until(what, predicate, ms = 5000) {
+  const deadline = Date.now() + ms;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function get(base, route) {
+  const res = await fetch(base + route, { headers: { authorization: `Bearer ${KEY}` }, signal: AbortSignal.timeout(5000) });
+  assert.equal(res.status, 200, `${route}: ${await res.clone().text()}`);
+  return res.json();
+}
+
+test('clients on two nodes share rooms: one offset sequence across WebSocket, SSE and Socket.IO', async () => {
+  const room = 'lobby';
+  // A native WebSocket client on node a.
+  const ws = new WebSocket(`${a.base.replace('http', 'ws')}/ws`);
+  const wsSeen = [];
+  ws.on('message', (d) => {
+    const m = JSON.parse(d.toString());
+    if (m.room === room && ['note', 'chat_message', 'shout'].includes(m.type)) wsSeen.push(m);
+  });
+  await new Promise((r) => ws.once('open', r));
+  ws.send(JSON.stringify({ type: 'join', room }));
+  // An SSE stream and a Socket.IO client on node b.
+  const sse = new EventSource(`${b.base}/events?channels=${room}`);
+  const sseSeen = [];
+  for (const name of ['note', 'chat_message', 'shout']) sse.addEventListener(name, (e) => sseSeen.push(JSON.parse(e.data)));
+  await new Promise((r) => sse.addEventListener('connected', r, { once: true }));
+  const sio = io(b.base, { transports: ['websocket'], reconnection: false });
+  const sioSeen = [];
+  for (const ev of ['note', 'chat_message', 'shout']) sio.on(ev, (m) => sioSeen.push(m));
+  assert.deepEqual(await sio.emitWithAck('join_room', room), { status: 'ok', room });
+  await new Promise((r) => setTimeout(r, 100));
+
+  // 1. The HTTP API of node a. 2. The native client on a. 3. Socket.IO on b.
+  await post(a.base, KEY, '/api/publish', { channel: room, type: 'note', text: 'from the api' });
+  await until('the api message everywhere', () => wsSeen.length === 1 && sseSeen.length === 1 && sioSeen.length === 1);
+  ws.send(JSON.stringify({ type: 'shout', room, text: 'from ws on a' }));
+  await until('the ws message everywhere', () => wsSeen.length === 2 && sseSeen.length === 2 && sioSeen.length === 2);
+  const ack = await sio.emitWithAck('chat_message', { room, message: 'from socket.io on b' });
+  assert.equal(ack.status, 'ok');
+  await until('the socket.io message everywhere', () => wsSeen.length === 3 && sseSeen.length === 3);
+
+  for (const seen of [wsSeen, sseSeen]) {
+    assert.deepEqual(seen.map((m) => m.offset), [1, 2, 3], 'one offset sequence on every node');
+  }
+  assert.deepEqual(sioSeen.slice(0, 2).map((m) => m.offset), [1, 2]);
+  assert.equal(wsSeen[2].message, 'from socket.io on b');
+  assert.equal(ack.offset, 3);
+
+  // History and presence are the deployment's, whichever node answers.
+  const historyA = await get(a.base, `/api/history?channel=${room}`);
+  const historyB = await get(b.base, `/api/history?channel=${room}`);
+  assert.deepEqual(historyA.messages.map((m) => m.offset), [1, 2, 3]);
+  assert.deepEqual(historyB, historyA);
+  const presence = await get(a.base, `/api/presence?channel=${room}`);
+  assert.equal(presence.members.length, 3, JSON.stringify(presence));
+  ws.close();
+  sse.close();
+  sio.close();
+});
+
+test('an SSE stream cut on node a resumes on node b with exactly what it missed', async () => {
+  const room = 'ticker';
+  // A load balancer in front of both nodes: the stream goes where `target` says.
+  let target = a.base;
+  const viaBalancer = (input, init) => {
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    return fetch(target + url.pathname + url.search, init);
+  };
+  const source = new EventSource(`${a.base}/events?channels=${room}`, { fetch: viaBalancer });
+  const seen = [];
+  let connected = 0;
+  source.addEventListener('connected', (e) => { connected += 1; if (connected === 1) seen.userId = JSON.parse(e.data).userId; });
+  for (const name of ['tick', 'reset']) source.addEventListener(name, (e) => seen.push({ event: name, data: JSON.parse(e.data) }));
+  await until('connected', () => connected === 1);
+  await post(a.base, KEY, '/api/publish', { channel: room, type: 'tick', n: 1 });
+  await post(b.base, KEY, '/api/publish', { channel: room, type: 'tick', n: 2 });
+  await until('two ticks', () => seen.length === 2);
+
+  // Node a drops the stream; the balancer sends the reconnect to node b. Meanwhile both
+  // nodes publish.
+  target = b.base;
+  await post(a.base, KEY, '/api/disconnect', { userId: seen.userId });
+  for (let n = 3; n <= 6; n++) {
+    await post(n % 2 ? a.base : b.base, KEY, '/api/publish', { channel: room, type: 'tick', n });
+  }
+  await until('reconnected to b', () => connected === 2, 10_000);
+  await until('the replay', () => seen.length === 6);
+  await post(a.base, KEY, '/api/publish', { channel: room, type: 'tick', n: 7 });
+  await until('live after the replay', () => seen.length === 7);
+  assert.deepEqual(seen.map((e) => e.data.n), [1, 2, 3, 4, 5, 6, 7], 'no gap, no duplicate, in order');
+  assert.deepEqual(seen.map((e) => e.data.offset), [1, 2, 3, 4, 5, 6, 7]);
+  assert.ok(!seen.some((e) => e.event === 'reset'));
+  source.close();
+});
+
+test('Redis down: publishes are refused out loud (503, error unavailable); Redis back: served again', async () => {
+  const room = 'ops';
+  const ws = new WebSocket(`${b.base.replace('http', 'ws')}/ws`);
+  const seen = [];
+  ws.on('message', (d) => seen.push(JSON.parse(d.toString())));
+  await new Promise((r) => ws.once('open', r));
+  ws.send(JSON.stringify({ type: 'join', room }));
+  await until('joined', () => seen.some((m) => m.type === 'joined'));
+
+  await redis.stop();
+  const refused = await fetch(`${a.base}/api/publish`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ channel: room, type: 'note', n: 1 }),
+    signal: AbortSignal.timeout(5000),
+  });
+  assert.equal(refused.status, 503);
+  assert.match(await refused.text(), /unavailable/);
+  ws.send(JSON.stringify({ type: 'note', room, id: 'm-1', n: 1 }));
+  await until('the error', () => seen.some((m) => m.type === 'error'), 5000);
+  const error = seen.find((m) => m.type === 'error');
+  assert.equal(error.code, 'unavailable');
+  assert.equal(error.id, 'm-1');
+
+  // Redis restarts empty on the same port: both nodes reconnect and resubscribe by
+  // themselves, and the member on b hears what a publishes.
+  redis = await startRedis(redis.port);
+  const deadline = Date.now() + 15_000;
+  let published = false;
+  while (!published) {
+    assert.ok(Date.now() < deadline, 'publishing did not recover');
+    const res = await fetch(`${a.base}/api/publish`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ channel: room, type: 'note', n: 2 }),
+      signal: AbortSignal.timeout(5000),
+    });
+    published = res.status === 200;
+    if (!published) await new Promise((r) => setTimeout(r, 200));
+  }
+  await until('the message after recovery', () => seen.some((m) => m.type === 'note' && m.n === 2), 10_000);
+  assert.ok(!seen.some((m) => m.type === 'note' && m.n === 1), 'nothing refused was delivered');
+  ws.close();
+});
