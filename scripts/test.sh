@@ -47,6 +47,10 @@ command -v openssl >/dev/null || apt_install openssl
 command -v curl >/dev/null || apt_install curl
 # The Redis backend's tests (crates/broker-redis/tests) start real redis-server processes.
 command -v redis-server >/dev/null || apt_install redis-server
+# The proxy tests (tests/interop/node/scale-out-proxy.test.mjs) run the documented
+# configurations in deploy/ for real.
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || apt_install nginx-light
+command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || apt_install haproxy
 # The browser tests (tests/interop/node/browser-*.test.mjs) drive Debian's Chromium.
 [[ -x /usr/bin/chromium ]] || apt_install chromium
 

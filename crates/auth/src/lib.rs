@@ -61,4 +61,4 @@ pub use jwt::{mint, mint_at, secret_bytes, JwtVerifier, MintError};
 pub use origin::{OriginDecision, OriginPolicy};
 pub use permission::{Action, Allow, PermissionRule, Permissions};
 pub use proxy::{ConnectInfo, ConnectProxy};
-pub use ticket::{BoxFuture, MemoryTicketStore, TicketError, TicketStore};
+pub use ticket::{new_ticket, BoxFuture, MemoryTicketStore, TicketError, TicketStore};

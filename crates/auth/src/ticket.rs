@@ -35,10 +35,9 @@ pub enum TicketError {
 /// Where tickets live between issue and redemption.
 ///
 /// The in-process [`MemoryTicketStore`] only works when the ticket is redeemed on the node that
-/// issued it. A cluster needs a shared store: a Redis implementation would `SET ticket:<t>
-/// <identity json> NX PX <ttl>` to issue and `GETDEL ticket:<t>` to redeem (atomic, so still
-/// single-use across nodes). That is for the Redis issue; the trait is shaped for it (async,
-/// fallible, [`Identity`] is serde).
+/// issued it. A cluster needs a shared store: `switchboard_broker_redis::RedisTickets` does
+/// `SET sb:ticket:<t> <identity json> NX PX <ttl>` to issue and `GETDEL` to redeem (atomic,
+/// so still single-use across nodes).
 pub trait TicketStore: Send + Sync + 'static {
     /// Stores `identity` under a fresh unguessable ticket valid for `ttl`, and returns it.
     fn issue(
@@ -156,8 +155,9 @@ impl TicketStore for MemoryTicketStore {
     }
 }
 
-/// 32 random bytes (256 bits) from the OS, base64url without padding: 43 URL-safe characters.
-fn new_ticket() -> Result<String, TicketError> {
+/// A fresh ticket: 32 random bytes (256 bits) from the OS, base64url without padding (43
+/// URL-safe characters). For [`TicketStore`] implementations.
+pub fn new_ticket() -> Result<String, TicketError> {
     let mut bytes = [0u8; 32];
     getrandom::getrandom(&mut bytes).map_err(|e| TicketError::Random(e.to_string()))?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))

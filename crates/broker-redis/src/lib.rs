@@ -10,10 +10,12 @@ pub mod envelope;
 mod fanout;
 mod store;
 pub mod template;
+mod tickets;
 mod writer;
 
 pub use fanout::RedisBroker;
 pub use store::{connect, Redis, RedisConfig, RedisStore};
+pub use tickets::RedisTickets;
 
 pub use envelope::{parse as parse_envelope, Envelope, Origin};
 pub use template::{Template, TemplateError};

@@ -18,6 +18,7 @@ use switchboard_hub::{
 use tokio::runtime::Handle;
 
 use crate::fanout::{run_subscriber, RedisBroker, Subscriptions};
+use crate::tickets::RedisTickets;
 use crate::writer::Writer;
 use crate::{channel, envelope, new_epoch, Error, LogConfig, RedisLog};
 
@@ -58,6 +59,8 @@ pub struct Redis {
     pub store: Arc<RedisStore>,
     /// The hub's broker.
     pub broker: Arc<RedisBroker>,
+    /// One-time connection tickets, valid on every node.
+    pub tickets: Arc<RedisTickets>,
 }
 
 /// Connect to Redis, register this node, and start the tasks that keep it alive (on the
@@ -91,9 +94,14 @@ pub async fn connect(config: RedisConfig) -> Result<Redis, Error> {
         config,
     });
     tokio::spawn(heartbeat(Arc::downgrade(&store)));
+    let tickets = Arc::new(RedisTickets::new(
+        store.log.connection(),
+        store.config.timeout,
+    ));
     Ok(Redis {
         store,
         broker: Arc::new(RedisBroker { subs, writer, node }),
+        tickets,
     })
 }
 
@@ -132,14 +140,20 @@ async fn register(log: &RedisLog, expiry: Duration) -> Result<NodeId, Error> {
     }
 }
 
-/// Refresh this node's heartbeat key while the store lives.
+/// Refresh this node's heartbeat key while the store lives, and drop the presence of
+/// nodes whose heartbeat expired (so presence converges within the expiry, not at the next
+/// hub sweep).
 async fn heartbeat(store: Weak<RedisStore>) {
     loop {
         let Some(s) = store.upgrade() else { return };
         let expiry = s.config.store.presence_expiry;
         let mut conn = s.log.connection();
         let node = s.node;
+        let (log, writer) = (s.log.clone(), s.writer.clone());
         drop(s);
+        if let Err(e) = sweep_dead_nodes(&log, &writer).await {
+            tracing::warn!(error = %e, "redis: sweep of dead nodes failed");
+        }
         let refreshed: Result<(), redis::RedisError> = redis::pipe()
             .cmd("SET")
             .arg(node_key(node))
@@ -426,15 +440,9 @@ impl Store for RedisStore {
         held(self).iter().cloned().collect()
     }
 
-    /// History expires in Redis by itself; here the presence of dead nodes is dropped (in
-    /// the background: the count returned is always 0).
+    /// Nothing to do here: history expires in Redis by itself, and the heartbeat task drops
+    /// the presence of dead nodes (every third of the presence expiry).
     fn sweep(&self) -> usize {
-        let (log, writer) = (self.log.clone(), self.writer.clone());
-        self.runtime.spawn(async move {
-            if let Err(e) = sweep_dead_nodes(&log, &writer).await {
-                tracing::warn!(error = %e, "redis: sweep of dead nodes failed");
-            }
-        });
         0
     }
 }

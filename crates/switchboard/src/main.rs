@@ -6,6 +6,7 @@ mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -78,7 +79,7 @@ fn main() -> ExitCode {
             print!("{}", loaded.render());
             Ok(())
         }
-        Command::Serve(_) => serve(&loaded),
+        Command::Serve(_) => serve(loaded),
         Command::Token(args) => match token::mint(&args, &loaded.settings) {
             Ok(token) => {
                 println!("{token}");
@@ -115,10 +116,12 @@ fn init_tracing(settings: &Settings) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
 }
 
-fn serve(loaded: &settings::Loaded) -> anyhow::Result<()> {
+fn serve(mut loaded: settings::Loaded) -> anyhow::Result<()> {
+    // Owned here (not shared yet), so a shared ticket store can still be put in it.
+    let authenticator = loaded.authenticator.take();
     let settings = &loaded.settings;
     init_tracing(settings)?;
-    let config = loaded.server_config();
+    let mut config = loaded.server_config();
     let runtime = match settings.threads {
         Some(1) => tokio::runtime::Builder::new_current_thread()
             .on_thread_park(allocator::on_worker_idle)
@@ -131,17 +134,18 @@ fn serve(loaded: &settings::Loaded) -> anyhow::Result<()> {
     let echo = config.echo;
     let tls = config.tls.is_some();
     // What authentication does, never with what (secrets stay out of logs).
-    let auth = match &config.auth {
+    let auth = match &authenticator {
         None => "off",
         Some(a) if !a.has_verifier() => "anonymous",
         Some(a) if a.anonymous_allowed() => "optional",
         Some(_) => "required",
     };
     let broker = settings.broker.clone();
-    let mut config = config;
     runtime.block_on(async move {
+        let mut authenticator = authenticator;
         if let Some(url) = &broker.url {
-            // Scale-out: rooms, history, presence and fan-out shared through Redis.
+            // Scale-out: rooms, history, presence, fan-out and tickets shared through Redis.
+            config.hub.presence_expiry = broker.presence_ttl;
             let mut redis =
                 switchboard_broker_redis::RedisConfig::new(url.as_str(), config.hub.memory_store());
             redis.timeout = broker.timeout;
@@ -161,7 +165,13 @@ fn serve(loaded: &settings::Loaded) -> anyhow::Result<()> {
                 store: redis.store,
                 broker: redis.broker,
             });
+            authenticator = authenticator.map(|a| match Arc::try_unwrap(a) {
+                Ok(a) => Arc::new(a.with_ticket_store(redis.tickets)),
+                // Not reachable (nothing else holds it yet); tickets would stay per node.
+                Err(shared) => shared,
+            });
         }
+        config.auth = authenticator;
         let shutdown = CancellationToken::new();
         // (A TLS error names its key and file; the context adds where we were listening.)
         let server = Server::bind(config, shutdown.clone())

@@ -4,45 +4,19 @@
 // history and presence, and a stream cut on one node resumes on the other without a gap.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { EventSource } from 'eventsource';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import WebSocket from 'ws';
 import { io } from 'socket.io-client';
-import { startServer, freePort, api as post } from './server.mjs';
+import { startServer, startRedis, api as post } from './server.mjs';
 
 const KEY = 'scale-out-key';
 let redis;
 let a;
 let b;
-
-async function startRedis(port) {
-  port ??= await freePort();
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  let spawnError;
-  child.on('error', (e) => { spawnError = e; });
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    if (spawnError) throw new Error(`redis-server is required (scripts/test.sh installs it): ${spawnError.message}`);
-    const up = await new Promise((resolve) => {
-      import('node:net').then(({ connect }) => {
-        const s = connect(port, '127.0.0.1', () => { s.destroy(); resolve(true); });
-        s.on('error', () => resolve(false));
-      });
-    });
-    if (up) break;
-    if (Date.now() > deadline) throw new Error('redis-server did not start');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  const exited = new Promise((resolve) => child.on('exit', resolve));
-  return {
-    port,
-    url: `redis://127.0.0.1:${port}/`,
-    stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      await exited;
-    },
-  };
-}
 
 before(async () => {
   redis = await startRedis();
@@ -154,6 +128,59 @@ test('an SSE stream cut on node a resumes on node b with exactly what it missed'
   assert.deepEqual(seen.map((e) => e.data.offset), [1, 2, 3, 4, 5, 6, 7]);
   assert.ok(!seen.some((e) => e.event === 'reset'));
   source.close();
+});
+
+const SECRET = 'scale-out-secret-of-enough-length-012345';
+
+function jwt(sub) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const now = Math.floor(Date.now() / 1000);
+  const unsigned = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, iat: now, exp: now + 60 })}`;
+  return `${unsigned}.${crypto.createHmac('sha256', SECRET).update(unsigned).digest('base64url')}`;
+}
+
+/// The first message of a WebSocket on `url`, or its close code and reason.
+function firstOrClose(url) {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(url);
+    ws.once('message', (d) => { resolve({ message: JSON.parse(d.toString()) }); ws.close(); });
+    ws.once('close', (code, reason) => resolve({ close: [code, reason.toString()] }));
+    ws.once('error', () => {});
+  });
+}
+
+test('a one-time ticket issued by one node opens exactly one connection, on any node', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-tickets-'));
+  const config = path.join(dir, 'switchboard.toml');
+  fs.writeFileSync(config, `[auth.jwt]\nsecrets = ["${SECRET}"]\n`);
+  const flags = ['--config', config, '--broker', redis.url];
+  const [x, y] = [await startServer(flags), await startServer(flags)];
+  try {
+    const issue = async () => {
+      const res = await fetch(`${x.base}/api/ticket`, { method: 'POST', headers: { authorization: `Bearer ${jwt('alice')}` } });
+      assert.equal(res.status, 200);
+      return (await res.json()).ticket;
+    };
+    const ticket = await issue();
+    const wsOf = (node, t) => `${node.base.replace('http', 'ws')}/ws?ticket=${t}`;
+    // Issued on x, used on y; then refused everywhere.
+    const used = await firstOrClose(wsOf(y, ticket));
+    assert.equal(used.message?.userId, 'alice', JSON.stringify(used));
+    assert.deepEqual((await firstOrClose(wsOf(x, ticket))).close, [4001, 'Invalid token']);
+    assert.deepEqual((await firstOrClose(wsOf(y, ticket))).close, [4001, 'Invalid token']);
+    // Redeemed on both nodes at the same instant: exactly one connection opens.
+    for (let round = 0; round < 5; round++) {
+      const t = await issue();
+      const results = await Promise.all([firstOrClose(wsOf(x, t)), firstOrClose(wsOf(y, t))]);
+      assert.equal(results.filter((r) => r.message?.userId === 'alice').length, 1, JSON.stringify(results));
+    }
+    // Garbage tickets are refused without trouble.
+    assert.deepEqual((await firstOrClose(wsOf(y, 'x'.repeat(5000)))).close, [4001, 'Invalid token']);
+  } finally {
+    await x.stop();
+    await y.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('Redis down: publishes are refused out loud (503, error unavailable); Redis back: served again', async () => {

@@ -114,11 +114,36 @@ export function nextEvent(emitter, event, ms = 5000) {
   });
 }
 
-/// Resolves once `check()` (sync or async) is true; fails after 5 s naming `what`.
-export async function until(what, check) {
-  const deadline = Date.now() + 5000;
+/// Resolves once `check()` (sync or async) is true; fails after `ms` (5 s) naming `what`.
+export async function until(what, check, ms = 5000) {
+  const deadline = Date.now() + ms;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/// A real `redis-server` on a free loopback port (or `port`), without persistence: {port, url,
+/// stop()}. Fails loudly when the binary is missing (scripts/test.sh installs it).
+export async function startRedis(port) {
+  port ??= await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  let spawnError;
+  child.on('error', (e) => { spawnError = e; });
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (spawnError) throw new Error(`redis-server is required (scripts/test.sh installs it): ${spawnError.message}`);
+    if (await accepts(port)) break;
+    if (Date.now() > deadline) throw new Error('redis-server did not start');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}/`,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  };
 }

@@ -14,6 +14,9 @@ use super::values;
 /// A Redis operation slower than this is answered `unavailable`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The hub's presence expiry default (`HubConfig::presence_expiry`).
+const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(90);
+
 /// `[broker]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -24,6 +27,9 @@ pub(crate) struct BrokerSettings {
     pub(crate) url: Option<String>,
     #[serde(deserialize_with = "values::positive_duration")]
     pub(crate) timeout: Duration,
+    /// A node whose heartbeat is older is taken for dead (its presence entries dropped).
+    #[serde(deserialize_with = "values::positive_duration")]
+    pub(crate) presence_ttl: Duration,
 }
 
 impl Default for BrokerSettings {
@@ -31,6 +37,7 @@ impl Default for BrokerSettings {
         BrokerSettings {
             url: None,
             timeout: DEFAULT_TIMEOUT,
+            presence_ttl: DEFAULT_PRESENCE_TTL,
         }
     }
 }

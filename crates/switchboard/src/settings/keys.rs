@@ -435,6 +435,13 @@ pub(crate) const KEYS: &[Key] = &[
         "How long a Redis operation may take before the request is answered 'unavailable' \
          [default: 2s]",
     ),
+    key(
+        "broker.presence_ttl",
+        "broker-presence-ttl",
+        "DURATION",
+        "A node that has not refreshed its heartbeat in Redis for this long is taken for dead: \
+         its connections leave presence [default: 90s]",
+    ),
     // `[auth]` (switchboard_auth::AuthConfig; docs/configuration.md). Flags are short
     // (`--jwt-secret` for `auth.jwt.secrets`), variables follow the paths
     // (`SWITCHBOARD_AUTH__JWT__SECRETS`).

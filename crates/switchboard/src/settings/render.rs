@@ -197,6 +197,7 @@ pub(crate) fn value(s: &Settings, path: &str) -> Option<Value> {
         "socketio.recovery_window" => duration(s.socketio.recovery_window),
         "broker.url" => s.broker.url.clone().and_then(string),
         "broker.timeout" => duration(s.broker.timeout),
+        "broker.presence_ttl" => duration(s.broker.presence_ttl),
         _ => auth_value(s, path),
     }
 }

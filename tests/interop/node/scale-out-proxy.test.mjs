@@ -1,0 +1,165 @@
+// Three switchboard nodes on one real redis-server behind the documented proxy
+// configurations (deploy/nginx.conf, deploy/haproxy.cfg), run for real. WebSocket clients
+// spread over the nodes (from different loopback source addresses) each get every message
+// of a numbered stream once, in order; `kill -9` of a node sends its clients through the
+// proxy to the others, where they resume from their offsets with nothing lost; its users
+// leave presence within the presence TTL.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import WebSocket from 'ws';
+import { startServer, startRedis, freePort, root, api as post, until } from './server.mjs';
+
+const KEY = 'proxy-test-key';
+const ROOM = 'stream';
+const CLIENTS = 6;
+
+/// The documented configuration with this run's ports (and files in `dir`).
+function configure(file, dir, front, nodes) {
+  let text = fs.readFileSync(path.join(root, 'deploy', file), 'utf8');
+  text = text.replaceAll('127.0.0.1:8080', `127.0.0.1:${front}`);
+  nodes.forEach((node, i) => { text = text.replaceAll(`127.0.0.1:808${i + 1}`, `127.0.0.1:${node.port}`); });
+  text = text.replace('/tmp/switchboard-nginx.pid', path.join(dir, 'nginx.pid'));
+  const out = path.join(dir, file);
+  fs.writeFileSync(out, text);
+  return out;
+}
+
+const PROXIES = {
+  nginx: (config, dir) => spawn('nginx', ['-p', dir, '-c', config, '-g', 'daemon off;'], { stdio: 'inherit' }),
+  haproxy: (config) => spawn('haproxy', ['-db', '-f', config], { stdio: 'inherit' }),
+};
+
+async function startProxy(name, nodes) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `sb-${name}-`));
+  const front = await freePort();
+  const config = configure(name === 'nginx' ? 'nginx.conf' : 'haproxy.cfg', dir, front, nodes);
+  const child = PROXIES[name](config, dir);
+  let spawnError;
+  child.on('error', (e) => { spawnError = e; });
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  const base = `http://127.0.0.1:${front}`;
+  // Ready when it answers /health through to a node.
+  await until(`${name} to start`, async () => {
+    if (spawnError) throw new Error(`${name} is required (scripts/test.sh installs it): ${spawnError.message}`);
+    if (child.exitCode !== null) throw new Error(`${name} exited (${child.exitCode})`);
+    try {
+      return (await fetch(`${base}/health`, { signal: AbortSignal.timeout(1000) })).status === 200;
+    } catch {
+      return false;
+    }
+  });
+  return {
+    base,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/// A native WebSocket client through the proxy from `source`, in ROOM, that reconnects
+/// through the proxy and resumes from its last offset (`join … since`) when cut.
+function client(base, source) {
+  const c = { ticks: [], joins: [], epoch: null, offset: 0, closed: false };
+  const open = () => {
+    if (c.closed) return;
+    const ws = new WebSocket(`${base.replace('http', 'ws')}/ws`, { localAddress: source });
+    c.ws = ws;
+    ws.on('open', () => {
+      const join = { type: 'join', room: ROOM };
+      if (c.epoch) join.since = { offset: c.offset, epoch: c.epoch };
+      ws.send(JSON.stringify(join));
+    });
+    ws.on('message', (d) => {
+      const m = JSON.parse(d.toString());
+      if (m.type === 'joined') {
+        c.joins.push(m);
+        c.epoch ??= m.epoch;
+        if (!c.offset) c.offset = m.offset;
+      } else if (m.type === 'tick') {
+        c.ticks.push(m.n);
+        c.offset = m.offset;
+      }
+    });
+    ws.on('error', () => {});
+    ws.on('close', () => { if (!c.closed) setTimeout(open, 200); });
+  };
+  open();
+  c.close = () => { c.closed = true; c.ws.close(); };
+  return c;
+}
+
+/// Local members of ROOM on `node` (the node's own view).
+async function members(node) {
+  const res = await fetch(`${node.base}/api/channels`, { headers: { authorization: `Bearer ${KEY}` } });
+  const body = await res.json();
+  return body.channels.find((c) => c.channel === ROOM)?.members ?? 0;
+}
+
+async function presence(base) {
+  const res = await fetch(`${base}/api/presence?channel=${ROOM}`, { headers: { authorization: `Bearer ${KEY}` } });
+  return (await res.json()).members.length;
+}
+
+for (const name of Object.keys(PROXIES)) {
+  test(`${name} in front of three nodes: every message once, in order; kill -9 of a node loses nothing`, async () => {
+    // Everything started is stopped whatever fails (a process left running would keep
+    // the test runner waiting forever).
+    const started = [];
+    const clients = [];
+    try {
+      const redis = await startRedis();
+      started.push(() => redis.stop());
+      const flags = ['--api-key', KEY, '--broker', redis.url, '--broker-presence-ttl', '3s'];
+      const nodes = [];
+      for (let i = 0; i < 3; i++) {
+        const node = await startServer(flags);
+        nodes.push(node);
+        // A node killed by the test is not stopped again.
+        started.push(() => (node.killed ? undefined : node.stop()));
+      }
+      const proxy = await startProxy(name, nodes);
+      started.push(() => proxy.stop());
+      for (let i = 0; i < CLIENTS; i++) clients.push(client(proxy.base, `127.0.0.${10 + i}`));
+      await until('every client joined', () => clients.every((c) => c.joins.length === 1));
+      const spread = await Promise.all(nodes.map(members));
+      assert.equal(spread.reduce((a, b) => a + b, 0), CLIENTS, `members per node: ${spread}`);
+      assert.ok(spread.filter((n) => n > 0).length >= 2, `clients spread over the nodes: ${spread}`);
+      assert.equal(await presence(proxy.base), CLIENTS);
+
+      // A numbered stream published through the proxy (so through every node).
+      for (let n = 1; n <= 20; n++) await post(proxy.base, KEY, '/api/publish', { channel: ROOM, type: 'tick', n });
+      await until('the first 20 everywhere', () => clients.every((c) => c.ticks.length === 20));
+
+      // kill -9 the node with the most members; the stream goes on meanwhile.
+      const victim = spread.indexOf(Math.max(...spread));
+      nodes[victim].killed = true;
+      process.kill(nodes[victim].pid, 'SIGKILL');
+      const moved = spread[victim];
+      for (let n = 21; n <= 40; n++) await post(proxy.base, KEY, '/api/publish', { channel: ROOM, type: 'tick', n });
+      await until('all 40 everywhere', () => clients.every((c) => c.ticks.length >= 40), 15_000);
+      const expected = Array.from({ length: 40 }, (_, i) => i + 1);
+      for (const c of clients) assert.deepEqual(c.ticks, expected, 'no gap, no duplicate, in order');
+      const resumed = clients.filter((c) => c.joins.length > 1);
+      assert.equal(resumed.length, moved, 'the dead node\'s clients reconnected elsewhere');
+      for (const c of resumed) assert.equal(c.joins.at(-1).recovered, true);
+      // The dead node's users left presence, then came back through their new node: the
+      // presence converges to the clients that are connected (within the TTL).
+      await until('presence converges', async () => (await presence(proxy.base)) === CLIENTS, 10_000);
+      for (const c of clients) c.close();
+      await until('presence empties', async () => (await presence(proxy.base)) === 0, 10_000);
+    } finally {
+      for (const c of clients) c.close();
+      const errors = [];
+      for (const stop of started.reverse()) {
+        try { await stop(); } catch (e) { errors.push(e); }
+      }
+      if (errors.length) throw errors[0];
+    }
+  });
+}
