@@ -22,6 +22,7 @@ use switchboard_hub::{
 use tokio::sync::{oneshot, Notify};
 
 use crate::envelope::{self, Envelope, PresenceEnvelope, Received};
+use crate::stats::Stats;
 use crate::writer::Writer;
 use crate::{channel, RedisLog};
 
@@ -329,14 +330,17 @@ pub(crate) async fn run_subscriber(
     subs: Weak<Subscriptions>,
     client: redis::Client,
     timeout: Duration,
+    stats: Arc<Stats>,
 ) {
     let mut backoff = Duration::from_millis(50);
+    let mut first = true;
     loop {
         let connected = tokio::time::timeout(timeout, client.get_async_pubsub()).await;
         let Some(s) = subs.upgrade() else { return };
         let pubsub = match connected {
             Ok(Ok(pubsub)) => pubsub,
             failed => {
+                stats.error();
                 if let Ok(Err(e)) = failed {
                     tracing::warn!(error = %e, "redis: cannot connect for pub/sub");
                 }
@@ -348,6 +352,9 @@ pub(crate) async fn run_subscriber(
             }
         };
         backoff = Duration::from_millis(50);
+        if !std::mem::take(&mut first) {
+            stats.reconnect();
+        }
         let (mut sink, mut stream) = pubsub.split();
         let mut subscribed: HashSet<RoomName> = HashSet::new();
         // Everything wanted is to be subscribed on this new connection.

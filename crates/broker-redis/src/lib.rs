@@ -8,6 +8,7 @@
 
 pub mod envelope;
 mod fanout;
+mod stats;
 mod store;
 pub mod template;
 mod tickets;

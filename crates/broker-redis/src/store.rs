@@ -11,13 +11,14 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use switchboard_hub::{
-    first_match, now_ms, Append, Appended, Broker, Delivery, Done, Epoch, Fanout,
+    first_match, now_ms, Append, Appended, BackendStats, Broker, Delivery, Done, Epoch, Fanout,
     MemoryStoreConfig, NodeId, Offset, Page, PresenceChanged, PresenceEntry, Range, RoomName,
     Store, Unavailable, UserId,
 };
 use tokio::runtime::Handle;
 
 use crate::fanout::{run_subscriber, RedisBroker, Subscriptions};
+use crate::stats::Stats;
 use crate::tickets::RedisTickets;
 use crate::writer::Writer;
 use crate::{channel, envelope, new_epoch, Error, LogConfig, RedisLog};
@@ -77,12 +78,14 @@ pub async fn connect(config: RedisConfig) -> Result<Redis, Error> {
     .await?;
     log.load_scripts().await?;
     let node = register(&log, config.store.presence_expiry).await?;
-    let writer = Writer::start(log.clone(), config.timeout, MAX_QUEUED);
+    let stats = Arc::new(Stats::default());
+    let writer = Writer::start(log.clone(), config.timeout, MAX_QUEUED, stats.clone());
     let subs = Subscriptions::new(node.0, log.clone());
     tokio::spawn(run_subscriber(
         Arc::downgrade(&subs),
         redis::Client::open(config.url.as_str())?,
         config.timeout,
+        stats.clone(),
     ));
     let store = Arc::new(RedisStore {
         log,
@@ -92,6 +95,7 @@ pub async fn connect(config: RedisConfig) -> Result<Redis, Error> {
         held: Mutex::new(HashSet::new()),
         runtime: Handle::current(),
         config,
+        stats,
     });
     tokio::spawn(heartbeat(Arc::downgrade(&store)));
     let tickets = Arc::new(RedisTickets::new(
@@ -184,6 +188,7 @@ pub struct RedisStore {
     held: Mutex<HashSet<RoomName>>,
     runtime: Handle,
     config: RedisConfig,
+    stats: Arc<Stats>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -304,6 +309,7 @@ impl Store for RedisStore {
         let open = held(self).contains(room);
         let ready = self.subs.ready(room);
         let (log, room, timeout) = (self.log.clone(), room.clone(), self.config.timeout);
+        let stats = self.stats.clone();
         let max_age = first_match(
             &self.config.store.history,
             &room,
@@ -328,13 +334,21 @@ impl Store for RedisStore {
                         .await
                 }
             };
+            let started = std::time::Instant::now();
             let page = match tokio::time::timeout(timeout, read).await {
-                Ok(Ok(page)) => page,
+                Ok(Ok(page)) => {
+                    stats.observe(started.elapsed());
+                    page
+                }
                 Ok(Err(e)) => {
+                    stats.error();
                     tracing::warn!(error = %e, "redis: read failed");
                     return done(Err(Unavailable));
                 }
-                Err(_) => return done(Err(Unavailable)),
+                Err(_) => {
+                    stats.error();
+                    return done(Err(Unavailable));
+                }
             };
             done(Ok(page.map(|page| {
                 let epoch = Epoch::from(page.epoch);
@@ -410,14 +424,23 @@ impl Store for RedisStore {
 
     fn presence(&self, room: &RoomName, done: Done<Result<Vec<PresenceEntry>, Unavailable>>) {
         let (log, room, timeout) = (self.log.clone(), room.clone(), self.config.timeout);
+        let stats = self.stats.clone();
         self.runtime.spawn(async move {
+            let started = std::time::Instant::now();
             let entries = match tokio::time::timeout(timeout, log.presence(room.as_str())).await {
-                Ok(Ok(entries)) => entries,
+                Ok(Ok(entries)) => {
+                    stats.observe(started.elapsed());
+                    entries
+                }
                 Ok(Err(e)) => {
+                    stats.error();
                     tracing::warn!(error = %e, "redis: presence read failed");
                     return done(Err(Unavailable));
                 }
-                Err(_) => return done(Err(Unavailable)),
+                Err(_) => {
+                    stats.error();
+                    return done(Err(Unavailable));
+                }
             };
             done(Ok(entries
                 .into_iter()
@@ -444,6 +467,10 @@ impl Store for RedisStore {
     /// the presence of dead nodes (every third of the presence expiry).
     fn sweep(&self) -> usize {
         0
+    }
+
+    fn stats(&self) -> Option<BackendStats> {
+        Some(self.stats.snapshot())
     }
 }
 

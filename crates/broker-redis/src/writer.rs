@@ -14,6 +14,7 @@ use redis::{Cmd, Value};
 use switchboard_hub::Unavailable;
 use tokio::sync::mpsc;
 
+use crate::stats::Stats;
 use crate::RedisLog;
 
 /// How many commands go in one pipeline at most.
@@ -41,10 +42,15 @@ impl Writer {
     /// without an answer within `timeout` is answered [`Unavailable`]; at most `limit`
     /// commands wait (more are answered [`Unavailable`] at once: Redis is not keeping up,
     /// and an unbounded queue would only turn that into memory).
-    pub(crate) fn start(log: RedisLog, timeout: Duration, limit: usize) -> Writer {
+    pub(crate) fn start(
+        log: RedisLog,
+        timeout: Duration,
+        limit: usize,
+        stats: Arc<Stats>,
+    ) -> Writer {
         let (queue, receiver) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(run(log, receiver, queued.clone(), timeout));
+        tokio::spawn(run(log, receiver, queued.clone(), timeout, stats));
         Writer {
             queue,
             queued,
@@ -74,12 +80,13 @@ async fn run(
     mut receiver: mpsc::UnboundedReceiver<Op>,
     queued: Arc<AtomicUsize>,
     timeout: Duration,
+    stats: Arc<Stats>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
         queued.fetch_sub(batch.len(), Ordering::Relaxed);
         let pipe = pipeline(batch.iter().map(|op| &op.cmd));
-        let mut replies = send(&log, pipe, batch.len(), timeout).await;
+        let mut replies = send(&log, pipe, batch.len(), timeout, &stats).await;
         // Redis forgot the scripts (it restarted): nothing answered NOSCRIPT ran, so load
         // them and send those again, in order.
         if let Ok(values) = &replies {
@@ -88,9 +95,10 @@ async fn run(
                     .filter(|i| is_noscript(&values[*i]))
                     .collect();
                 let retry = pipeline(again.iter().map(|i| &batch[*i].cmd));
-                if let (Ok(mut values), Ok(retried)) =
-                    (replies, send(&log, retry, again.len(), timeout).await)
-                {
+                if let (Ok(mut values), Ok(retried)) = (
+                    replies,
+                    send(&log, retry, again.len(), timeout, &stats).await,
+                ) {
                     for (i, value) in again.into_iter().zip(retried) {
                         values[i] = value;
                     }
@@ -129,18 +137,20 @@ async fn send(
     pipe: redis::Pipeline,
     count: usize,
     timeout: Duration,
+    stats: &Stats,
 ) -> Result<Vec<Value>, Unavailable> {
     let mut conn = log.connection();
-    match tokio::time::timeout(timeout, pipe.query_async::<Vec<Value>>(&mut conn)).await {
-        Ok(Ok(values)) if values.len() == count => Ok(values),
-        Ok(Ok(_)) => Err(Unavailable),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "redis: pipeline failed");
-            Err(Unavailable)
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(timeout, pipe.query_async::<Vec<Value>>(&mut conn)).await;
+    match answer {
+        Ok(Ok(values)) if values.len() == count => {
+            stats.observe(started.elapsed());
+            return Ok(values);
         }
-        Err(_) => {
-            tracing::warn!(?timeout, "redis: no answer in time");
-            Err(Unavailable)
-        }
+        Ok(Ok(_)) => tracing::warn!("redis: a pipeline answered the wrong number of replies"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "redis: pipeline failed"),
+        Err(_) => tracing::warn!(?timeout, "redis: no answer in time"),
     }
+    stats.error();
+    Err(Unavailable)
 }

@@ -676,6 +676,11 @@ impl Hub {
         );
     }
 
+    /// How the store's backend is doing (a networked store; `None` with the memory store).
+    pub fn backend_stats(&self) -> Option<crate::store::BackendStats> {
+        self.store.stats()
+    }
+
     /// How many rooms exist (with members here or history in the store).
     pub fn channel_count(&self) -> usize {
         self.channels().len()

@@ -32,7 +32,7 @@ pub use ids::{ConnId, Epoch, NodeId, Offset, UserId};
 pub use outbox::{Kick, Outbox, Pushed};
 pub use pattern::{first_match, RoomPattern};
 pub use store::{
-    answered_at_once, Append, Appended, Build, Done, MemoryStore, MemoryStoreConfig, Page,
-    PresenceChanged, Range, Store, Unavailable,
+    answered_at_once, Append, Appended, BackendStats, Build, Done, MemoryStore, MemoryStoreConfig,
+    Page, PresenceChanged, Range, Store, Unavailable,
 };
 pub use switchboard_native_proto::RoomName;

@@ -163,6 +163,23 @@ pub struct PresenceChanged {
     pub connections: usize,
 }
 
+/// What a networked store reports about its backend, for metrics (read at each scrape).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BackendStats {
+    /// Round trips to the backend: `(upper bound in seconds, how many took longer than the
+    /// previous bound and at most this one)`, in increasing order of bound, the last one
+    /// `f64::INFINITY`.
+    pub latency_buckets: Vec<(f64, u64)>,
+    /// Their total time, in seconds.
+    pub latency_sum_seconds: f64,
+    /// How many round trips.
+    pub latency_count: u64,
+    /// Operations that failed or got no answer in time.
+    pub errors: u64,
+    /// Connections made again after one broke.
+    pub reconnects: u64,
+}
+
 /// The history store. Implementations: [`MemoryStore`] (default); Redis later.
 ///
 /// Ordering contract: a store hands each appended message to the broker before it appends
@@ -223,6 +240,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Expire old history, drop the presence of nodes that stopped heartbeating, and forget
     /// rooms with neither history nor holders; returns how many rooms were forgotten.
     fn sweep(&self) -> usize;
+
+    /// How the backend is doing (`None`: there is none, as with the memory store).
+    fn stats(&self) -> Option<BackendStats> {
+        None
+    }
 }
 
 /// Settings of the memory store.

@@ -259,8 +259,6 @@ pub struct Metrics {
     /// Connections dropped because the request head (or the TLS handshake) did not arrive
     /// within `handshake_timeout` (slowloris).
     pub handshake_timeouts: Counter,
-    /// Errors talking to the broker (always 0 with the in-memory broker).
-    pub broker_errors: Counter,
 }
 
 impl Metrics {
@@ -292,7 +290,6 @@ impl Metrics {
             rate_limited: Counter::default(),
             auth_failures: Family::default(),
             handshake_timeouts: Counter::default(),
-            broker_errors: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -364,11 +361,6 @@ impl Metrics {
             "Failed authentications, by reason",
             m.auth_failures.clone(),
         );
-        r.register(
-            "broker_errors",
-            "Errors talking to the broker",
-            m.broker_errors.clone(),
-        );
         r.register_collector(Box::new(ScrapeTime { hub }));
         Metrics { registry, ..m }
     }
@@ -406,6 +398,39 @@ impl prometheus_client::collector::Collector for ScrapeTime {
             "Channels with members or history",
             channels,
         )?;
+        // The shared store's backend (Redis), when there is one; 0 errors with the memory one.
+        let backend = self.hub.backend_stats().unwrap_or_default();
+        encoder
+            .encode_descriptor(
+                "broker_errors",
+                "Operations on the broker (Redis) that failed or got no answer in time",
+                None,
+                MetricType::Counter,
+            )?
+            .encode_counter::<NoLabelSet, _, u64>(&backend.errors, None)?;
+        if self.hub.backend_stats().is_some() {
+            encoder
+                .encode_descriptor(
+                    "broker_reconnects",
+                    "Broker (Redis pub/sub) connections made again after one broke",
+                    None,
+                    MetricType::Counter,
+                )?
+                .encode_counter::<NoLabelSet, _, u64>(&backend.reconnects, None)?;
+            encoder
+                .encode_descriptor(
+                    "broker_latency_seconds",
+                    "Round trips to the broker (Redis): publishes, presence changes, reads",
+                    None,
+                    MetricType::Histogram,
+                )?
+                .encode_histogram::<NoLabelSet>(
+                    backend.latency_sum_seconds,
+                    backend.latency_count,
+                    &backend.latency_buckets,
+                    None,
+                )?;
+        }
         if let Some(rss) = resident_memory_bytes() {
             gauge(
                 &mut encoder,

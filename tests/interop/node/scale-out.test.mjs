@@ -225,5 +225,16 @@ test('Redis down: publishes are refused out loud (503, error unavailable); Redis
   }
   await until('the message after recovery', () => seen.some((m) => m.type === 'note' && m.n === 2), 10_000);
   assert.ok(!seen.some((m) => m.type === 'note' && m.n === 1), 'nothing refused was delivered');
+  // The outage is in the metrics: errors on a (its refused publishes), a reconnection of
+  // b's pub/sub connection, round trips timed.
+  const metric = async (node, name) => {
+    const text = await (await fetch(`${node.base}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+    assert.ok(line, `${name} in /metrics`);
+    return Number(line.split(' ')[1]);
+  };
+  assert.ok((await metric(a, 'switchboard_broker_errors_total')) >= 1);
+  assert.ok((await metric(b, 'switchboard_broker_reconnects_total')) >= 1);
+  assert.ok((await metric(a, 'switchboard_broker_latency_seconds_count')) >= 1);
   ws.close();
 });
