@@ -8,6 +8,7 @@
 
 pub mod envelope;
 mod fanout;
+mod limits;
 mod stats;
 mod store;
 pub mod template;
@@ -15,6 +16,7 @@ mod tickets;
 mod writer;
 
 pub use fanout::RedisBroker;
+pub use limits::{Limited, RedisLimits};
 pub use store::{connect, Redis, RedisConfig, RedisStore};
 pub use tickets::RedisTickets;
 
@@ -197,6 +199,7 @@ pub struct RedisLog {
     conn: ConnectionManager,
     publish: redis::Script,
     presence: redis::Script,
+    limits: redis::Script,
     config: LogConfig,
 }
 
@@ -217,6 +220,7 @@ impl RedisLog {
             conn,
             publish: redis::Script::new(include_str!("publish.lua")),
             presence: redis::Script::new(include_str!("presence.lua")),
+            limits: redis::Script::new(include_str!("limits.lua")),
             config,
         })
     }
@@ -310,7 +314,21 @@ impl RedisLog {
         let mut conn = self.conn.clone();
         self.publish.load_async(&mut conn).await?;
         self.presence.load_async(&mut conn).await?;
+        self.limits.load_async(&mut conn).await?;
         Ok(())
+    }
+
+    /// The `EVALSHA` command of a shared connection count (`limits.lua`).
+    pub fn limits_command(&self, counter: &str, node_set: &str, args: &[&str]) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.limits.get_hash())
+            .arg(2)
+            .arg(counter)
+            .arg(node_set);
+        for arg in args {
+            cmd.arg(*arg);
+        }
+        cmd
     }
 
     /// The `EVALSHA` command of a presence change of `room` for `node` (`presence.lua`:

@@ -18,6 +18,7 @@ use switchboard_hub::{
 use tokio::runtime::Handle;
 
 use crate::fanout::{run_subscriber, RedisBroker, Subscriptions};
+use crate::limits::{node_limits_key, RedisLimits};
 use crate::stats::Stats;
 use crate::tickets::RedisTickets;
 use crate::writer::Writer;
@@ -62,6 +63,8 @@ pub struct Redis {
     pub broker: Arc<RedisBroker>,
     /// One-time connection tickets, valid on every node.
     pub tickets: Arc<RedisTickets>,
+    /// Connections per address and per user, counted over every node.
+    pub limits: Arc<RedisLimits>,
 }
 
 /// Connect to Redis, register this node, and start the tasks that keep it alive (on the
@@ -102,10 +105,16 @@ pub async fn connect(config: RedisConfig) -> Result<Redis, Error> {
         store.log.connection(),
         store.config.timeout,
     ));
+    let limits = Arc::new(RedisLimits {
+        log: store.log.clone(),
+        writer: writer.clone(),
+        node,
+    });
     Ok(Redis {
         store,
         broker: Arc::new(RedisBroker { subs, writer, node }),
         tickets,
+        limits,
     })
 }
 
@@ -518,9 +527,24 @@ async fn sweep_dead_nodes(log: &RedisLog, writer: &Writer) -> Result<(), Error> 
                 writer.submit(cmd, Box::new(|_| {}));
             }
         }
+        // Its share of the connection counts.
+        let counters: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(node_limits_key(node))
+            .query_async(&mut conn)
+            .await?;
+        for counter in counters {
+            let _: i64 = redis::cmd("HDEL")
+                .arg(&counter)
+                .arg(node.0)
+                .query_async(&mut conn)
+                .await?;
+        }
         let _: () = redis::pipe()
             .cmd("DEL")
             .arg(node_rooms_key(node))
+            .ignore()
+            .cmd("DEL")
+            .arg(node_limits_key(node))
             .ignore()
             .cmd("SREM")
             .arg(NODES_KEY)

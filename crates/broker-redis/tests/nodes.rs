@@ -359,3 +359,54 @@ async fn a_dead_nodes_users_leave_presence_and_the_others_are_told() {
     }
     assert_eq!(received(&ann, 1).await.items, ["-zed"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_count_every_node_and_a_dead_nodes_share_is_dropped() {
+    let redis = redis_server();
+    let config = HubConfig {
+        presence_expiry: Duration::from_millis(600),
+        ..HubConfig::default()
+    };
+    let connect_node = || connect(RedisConfig::new(&redis.url, config.memory_store()));
+    let (a, b) = (connect_node().await.unwrap(), connect_node().await.unwrap());
+    let (a, b) = (a.limits.clone(), b.limits.clone());
+    // Two per user, three per address, over both nodes.
+    assert_eq!(a.acquire(Some("10.0.0.1"), Some("ann"), 3, 2).await, Ok(true));
+    assert_eq!(b.acquire(Some("10.0.0.1"), Some("ann"), 3, 2).await, Ok(true));
+    assert_eq!(
+        a.acquire(Some("10.0.0.2"), Some("ann"), 3, 2).await,
+        Err(switchboard_broker_redis::Limited::User)
+    );
+    // The refusal counted nothing: the address has room for exactly one more.
+    assert_eq!(b.acquire(Some("10.0.0.1"), None, 3, 2).await, Ok(true));
+    assert_eq!(
+        a.acquire(Some("10.0.0.1"), Some("bob"), 3, 2).await,
+        Err(switchboard_broker_redis::Limited::Address)
+    );
+    // A release on one node makes room on the other.
+    b.release(Some("10.0.0.1"), Some("ann"));
+    assert_eq!(a.acquire(Some("10.0.0.3"), Some("ann"), 3, 2).await, Ok(true));
+
+    // A node that dies holding connections: its share goes with its heartbeat.
+    {
+        let doomed = connect_node().await.unwrap();
+        assert_eq!(
+            doomed.limits.acquire(None, Some("zed"), 3, 1).await,
+            Ok(true)
+        );
+        assert_eq!(
+            a.acquire(None, Some("zed"), 3, 1).await,
+            Err(switchboard_broker_redis::Limited::User)
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match a.acquire(None, Some("zed"), 3, 1).await {
+            Ok(true) => break,
+            other => {
+                assert!(Instant::now() < deadline, "zed's dead share is still counted: {other:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

@@ -106,6 +106,8 @@ pub struct Backends {
     pub store: std::sync::Arc<dyn switchboard_hub::Store>,
     /// Carries messages to every node with members in their room.
     pub broker: std::sync::Arc<dyn switchboard_hub::Broker>,
+    /// Connections per address and per user counted over every node (else per node).
+    pub limits: Option<std::sync::Arc<dyn crate::state::SharedLimits>>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -113,6 +115,7 @@ impl std::fmt::Debug for Backends {
         f.debug_struct("Backends")
             .field("store", &self.store)
             .field("broker", &self.broker)
+            .field("limits", &self.limits)
             .finish()
     }
 }

@@ -108,7 +108,8 @@ async fn ws_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> 
         };
         return ws::upgrade(&state, req, &WireFormat::SUBPROTOCOLS, |_| {
             (refuse, state.hub.unique_id())
-        });
+        })
+        .await;
     }
     // The wire format: a subprotocol (`switchboard.msgpack`) wins over `?format=msgpack`;
     // JSON by default.
@@ -148,10 +149,11 @@ async fn ws_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> 
             (session, conn_id)
         },
     )
+    .await
 }
 
 async fn echo_endpoint(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    ws::upgrade(&state, req, &[], |_| (handler::Echo, state.hub.unique_id()))
+    ws::upgrade(&state, req, &[], |_| (handler::Echo, state.hub.unique_id())).await
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {

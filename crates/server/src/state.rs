@@ -1,6 +1,7 @@
 //! State shared by every request handler of one server.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -188,6 +189,11 @@ impl AppState {
         })
     }
 
+    /// The deployment's shared connection counts, when there are (scale-out).
+    fn shared_limits(&self) -> Option<&Arc<dyn SharedLimits>> {
+        self.config.backends.as_ref()?.limits.as_ref()
+    }
+
     /// Open connections, every transport.
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
@@ -198,13 +204,26 @@ impl AppState {
     /// returned guard counts it until dropped. Anonymous connections have no user: each is a
     /// user of its own. Call this before creating anything for the connection (a session, a
     /// hub registration): a refused request must leave nothing behind.
-    pub fn admit(
+    pub async fn admit(
         self: &Arc<Self>,
         transport: TransportKind,
         ip: Option<IpAddr>,
         user: Option<&UserId>,
     ) -> Result<ConnectionGuard, Refusal> {
         let mut admitted = self.try_admit(transport, ip, user);
+        if let (Ok(guard), Some(limits)) = (&mut admitted, self.shared_limits()) {
+            let (max_ip, max_user) = (
+                self.config.max_connections_per_ip,
+                self.config.max_connections_per_user,
+            );
+            match limits.acquire(ip, user, max_ip, max_user).await {
+                // Counted for the guard's `ip` and `user`, which try_admit set from these.
+                Ok(true) => guard.shared = true,
+                Ok(false) => {}
+                Err(SharedRefusal::Address) => admitted = Err(Refusal::TooManyFromAddress),
+                Err(SharedRefusal::User) => admitted = Err(Refusal::TooManyForUser),
+            }
+        }
         match &mut admitted {
             Ok(guard) => {
                 let labels = transport.labels();
@@ -238,6 +257,7 @@ impl AppState {
             ip: None,
             user: None,
             in_gauge: false,
+            shared: false,
         };
         if self.config.max_connections.is_some_and(|max| total >= max) {
             return Err(Refusal::ServerFull);
@@ -286,6 +306,41 @@ fn release<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, u32>>, key: &K) {
     }
 }
 
+/// Which shared limit refused a connection ([`SharedLimits::acquire`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedRefusal {
+    /// `max_connections_per_ip`, counted over every node.
+    Address,
+    /// `max_connections_per_user`, counted over every node.
+    User,
+}
+
+/// A future of a [`SharedLimits`] answer: `Ok(true)` counted (to be released),
+/// `Ok(false)` admitted without counting (the backend could not answer).
+pub type LimitsFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<bool, SharedRefusal>> + Send + 'static>,
+>;
+
+/// Connection counts per address and per user shared by the nodes of a deployment (scale-out:
+/// `switchboard_broker_redis::RedisLimits`), so the per-address and per-user limits hold
+/// across nodes, not per node. Consulted after this node's own counts admitted a connection.
+pub trait SharedLimits: Send + Sync + fmt::Debug + 'static {
+    /// Count one more connection of `ip` and `user` (each optional) if neither reaches its
+    /// limit over the deployment; nothing is counted when it is refused. A backend that
+    /// cannot answer admits without counting (`Ok(false)`; the node's own limits still
+    /// hold): availability first.
+    fn acquire(
+        &self,
+        ip: Option<IpAddr>,
+        user: Option<&UserId>,
+        max_per_ip: usize,
+        max_per_user: usize,
+    ) -> LimitsFuture;
+
+    /// One connection counted by [`SharedLimits::acquire`] ended.
+    fn release(&self, ip: Option<IpAddr>, user: Option<&UserId>);
+}
+
 /// Counts a connection (in total, per address, per user) until dropped.
 #[derive(Debug)]
 pub struct ConnectionGuard {
@@ -295,6 +350,10 @@ pub struct ConnectionGuard {
     user: Option<UserId>,
     /// Counted in the `connections` gauge (admitted, not refused).
     in_gauge: bool,
+    /// Counted by the shared limits too (its `ip` and `user`), released on drop. (A flag,
+    /// not a copy of them: the guard lives in every parked connection, whose size is
+    /// budgeted to its allocation class.)
+    shared: bool,
 }
 
 impl ConnectionGuard {
@@ -339,6 +398,9 @@ impl Drop for ConnectionGuard {
         if let Some(user) = &self.user {
             release(&self.state.per_user, user);
         }
+        if let (true, Some(limits)) = (self.shared, self.state.shared_limits()) {
+            limits.release(self.ip, self.user.as_ref());
+        }
     }
 }
 
@@ -346,8 +408,8 @@ impl Drop for ConnectionGuard {
 mod tests {
     use super::*;
 
-    #[test]
-    fn limits_per_user_per_address_and_in_total_are_counted_and_released() {
+    #[tokio::test]
+    async fn limits_per_user_per_address_and_in_total_are_counted_and_released() {
         let state = AppState::new(
             ServerConfig {
                 max_connections: Some(4),
@@ -361,29 +423,38 @@ mod tests {
         let alice = UserId(Arc::from("alice"));
         let a1 = state
             .admit(TransportKind::WebSocket, Some(ip), Some(&alice))
+            .await
             .expect("first");
         let _a2 = state
             .admit(TransportKind::WebSocket, Some(ip), Some(&alice))
+            .await
             .expect("second");
         assert_eq!(
             state
                 .admit(TransportKind::WebSocket, Some(ip), Some(&alice))
+                .await
                 .err(),
             Some(Refusal::TooManyForUser)
         );
         let _anon = state
             .admit(TransportKind::WebSocket, Some(ip), None)
+            .await
             .expect("anonymous");
         assert_eq!(
-            state.admit(TransportKind::WebSocket, Some(ip), None).err(),
+            state
+                .admit(TransportKind::WebSocket, Some(ip), None)
+                .await
+                .err(),
             Some(Refusal::TooManyFromAddress)
         );
         let _other = state
             .admit(TransportKind::WebSocket, Some([10, 0, 0, 2].into()), None)
+            .await
             .expect("4th");
         assert_eq!(
             state
                 .admit(TransportKind::WebSocket, Some([10, 0, 0, 3].into()), None)
+                .await
                 .err(),
             Some(Refusal::ServerFull)
         );
@@ -395,8 +466,92 @@ mod tests {
                 Some([10, 0, 0, 4].into()),
                 Some(&alice),
             )
+            .await
             .expect("released");
         assert_eq!(lock(&state.per_user).get(&alice), Some(&2));
         assert_eq!(lock(&state.per_ip).get(&ip), Some(&2));
+    }
+
+    /// Shared limits that admit up to one connection per user over "the deployment", and
+    /// record what was released.
+    #[derive(Debug, Default)]
+    struct OnePerUser {
+        users: Mutex<HashMap<UserId, u32>>,
+        released: Mutex<Vec<Option<UserId>>>,
+    }
+
+    impl SharedLimits for OnePerUser {
+        fn acquire(
+            &self,
+            _ip: Option<IpAddr>,
+            user: Option<&UserId>,
+            _max_per_ip: usize,
+            _max_per_user: usize,
+        ) -> LimitsFuture {
+            let answer = match user {
+                Some(user) => {
+                    let mut users = lock(&self.users);
+                    let count = users.entry(user.clone()).or_insert(0);
+                    if *count >= 1 {
+                        Err(SharedRefusal::User)
+                    } else {
+                        *count += 1;
+                        Ok(true)
+                    }
+                }
+                None => Ok(true),
+            };
+            Box::pin(async move { answer })
+        }
+
+        fn release(&self, _ip: Option<IpAddr>, user: Option<&UserId>) {
+            if let Some(user) = user {
+                release(&self.users, user);
+            }
+            lock(&self.released).push(user.cloned());
+        }
+    }
+
+    #[tokio::test]
+    async fn shared_limits_refuse_over_the_deployment_and_are_released_with_the_connection() {
+        let shared = Arc::new(OnePerUser::default());
+        let state = AppState::new(
+            ServerConfig {
+                max_connections_per_user: 5,
+                backends: Some(crate::config::Backends {
+                    store: switchboard_hub::MemoryStore::new(
+                        switchboard_hub::HubConfig::default().memory_store(),
+                        1,
+                    ),
+                    broker: switchboard_hub::MemoryBroker::new(),
+                    limits: Some(shared.clone()),
+                }),
+                ..ServerConfig::default()
+            },
+            CancellationToken::new(),
+        );
+        let bob = UserId(Arc::from("bob"));
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let first = state
+            .admit(TransportKind::Sse, Some(ip), Some(&bob))
+            .await
+            .expect("first");
+        // This node would admit a second (limit 5), the deployment does not.
+        assert_eq!(
+            state
+                .admit(TransportKind::Sse, Some(ip), Some(&bob))
+                .await
+                .err(),
+            Some(Refusal::TooManyForUser)
+        );
+        // The refusal left no local count behind, nor a shared one to release.
+        assert_eq!(lock(&state.per_user).get(&bob), Some(&1));
+        assert!(lock(&shared.released).is_empty());
+        drop(first);
+        assert_eq!(*lock(&shared.released), [Some(bob.clone())]);
+        state
+            .admit(TransportKind::Sse, Some(ip), Some(&bob))
+            .await
+            .expect("released over the deployment");
     }
 }

@@ -164,6 +164,7 @@ fn serve(mut loaded: settings::Loaded) -> anyhow::Result<()> {
             config.backends = Some(switchboard_server::Backends {
                 store: redis.store,
                 broker: redis.broker,
+                limits: Some(Arc::new(SharedLimits(redis.limits))),
             });
             authenticator = authenticator.map(|a| match Arc::try_unwrap(a) {
                 Ok(a) => Arc::new(a.with_ticket_store(redis.tickets)),
@@ -183,6 +184,39 @@ fn serve(mut loaded: settings::Loaded) -> anyhow::Result<()> {
         tracing::info!(clean, "switchboard stopped");
         Ok(())
     })
+}
+
+/// The per-address and per-user connection limits counted in Redis, over every node.
+#[derive(Debug)]
+struct SharedLimits(Arc<switchboard_broker_redis::RedisLimits>);
+
+impl switchboard_server::state::SharedLimits for SharedLimits {
+    fn acquire(
+        &self,
+        ip: Option<std::net::IpAddr>,
+        user: Option<&switchboard_hub::UserId>,
+        max_per_ip: usize,
+        max_per_user: usize,
+    ) -> switchboard_server::state::LimitsFuture {
+        use switchboard_server::state::SharedRefusal;
+        let (limits, ip, user) = (self.0.clone(), ip.map(|ip| ip.to_string()), user.cloned());
+        Box::pin(async move {
+            let user = user.as_ref().map(|u| &*u.0);
+            match limits
+                .acquire(ip.as_deref(), user, max_per_ip, max_per_user)
+                .await
+            {
+                Ok(counted) => Ok(counted),
+                Err(switchboard_broker_redis::Limited::Address) => Err(SharedRefusal::Address),
+                Err(switchboard_broker_redis::Limited::User) => Err(SharedRefusal::User),
+            }
+        })
+    }
+
+    fn release(&self, ip: Option<std::net::IpAddr>, user: Option<&switchboard_hub::UserId>) {
+        self.0
+            .release(ip.map(|ip| ip.to_string()).as_deref(), user.map(|u| &*u.0));
+    }
 }
 
 /// How often (in scheduler ticks) a worker takes a task from the runtime's global queue

@@ -183,6 +183,40 @@ test('a one-time ticket issued by one node opens exactly one connection, on any 
   }
 });
 
+test('connections per address are limited over every node, and released', async () => {
+  const flags = ['--broker', redis.url, '--max-connections-per-ip', '2'];
+  const [x, y] = [await startServer(flags), await startServer(flags)];
+  const open = (node, source) => new Promise((resolve) => {
+    const ws = new WebSocket(`${node.base.replace('http', 'ws')}/ws`, { localAddress: source });
+    ws.once('open', () => resolve({ ws }));
+    ws.once('unexpected-response', (_, res) => resolve({ status: res.statusCode }));
+    ws.once('error', () => {});
+  });
+  try {
+    const first = await open(x, '127.0.0.5');
+    const second = await open(y, '127.0.0.5');
+    assert.ok(first.ws && second.ws);
+    // A third from the same address: refused on either node.
+    assert.equal((await open(x, '127.0.0.5')).status, 429);
+    assert.equal((await open(y, '127.0.0.5')).status, 429);
+    // Another address is not affected.
+    const other = await open(y, '127.0.0.6');
+    assert.ok(other.ws);
+    // A connection that ends on x makes room on y.
+    first.ws.close();
+    let again = { status: 429 };
+    for (let i = 0; i < 50 && !again.ws; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      again = await open(y, '127.0.0.5');
+    }
+    assert.ok(again.ws, 'the slot was released');
+    for (const c of [second, other, again]) c.ws.close();
+  } finally {
+    await x.stop();
+    await y.stop();
+  }
+});
+
 test('Redis down: publishes are refused out loud (503, error unavailable); Redis back: served again', async () => {
   const room = 'ops';
   const ws = new WebSocket(`${b.base.replace('http', 'ws')}/ws`);

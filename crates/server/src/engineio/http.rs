@@ -78,7 +78,7 @@ where
             };
             match transport {
                 Transport::Polling => {
-                    let guard = match state.admit(TransportKind::SocketIo, ip, None) {
+                    let guard = match state.admit(TransportKind::SocketIo, ip, None).await {
                         Ok(guard) => guard,
                         Err(refusal) => return refusal.into_response(),
                     };
@@ -100,6 +100,7 @@ where
                         let (session, ws) = Session::websocket(sid, config, Instant::now());
                         (EngineWs::owned(Engine { session, app }, ws), id)
                     })
+                    .await
                 }
             }
         }
@@ -131,6 +132,7 @@ where
             ws::upgrade_with(state, req, None, &[], options(&endpoint), move |_| {
                 (EngineWs::shared(endpoint, slot, key, ws_id), id)
             })
+            .await
         }
     }
 }

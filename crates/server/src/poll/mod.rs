@@ -194,7 +194,7 @@ pub(crate) async fn poll_endpoint(
     let slot = match resumed {
         Some(slot) => slot,
         None => {
-            let guard = match state.admit(TransportKind::Poll, ip, user.as_ref()) {
+            let guard = match state.admit(TransportKind::Poll, ip, user.as_ref()).await {
                 Ok(guard) => guard,
                 Err(refusal) => return Ok(refusal.into_response()),
             };

@@ -67,7 +67,7 @@ pub(crate) async fn events_endpoint(
         access::authorize(&state, identity.as_ref(), Action::Subscribe, room.as_str())?;
     }
     let user = identity.as_ref().map(access::user_of);
-    let guard = match state.admit(TransportKind::Sse, ip, user.as_ref()) {
+    let guard = match state.admit(TransportKind::Sse, ip, user.as_ref()).await {
         Ok(guard) => guard,
         Err(refusal) => return Ok(refusal.into_response()),
     };

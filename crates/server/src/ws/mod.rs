@@ -34,18 +34,18 @@ use transport::{TlsTransport, Transport};
 /// request creates no session and registers nothing. It returns the handler and the id that
 /// names the connection in logs (for `/ws`, the `connectionId` of `welcome`). It is told the
 /// subprotocol chosen: the first the client offered that `protocols` contains.
-pub fn upgrade<H: Handler>(
+pub async fn upgrade<H: Handler>(
     state: &Arc<AppState>,
     req: Request<Body>,
     protocols: &[&str],
     open: impl FnOnce(Option<&str>) -> (H, u64),
 ) -> Response {
-    upgrade_as(state, req, None, protocols, open)
+    upgrade_as(state, req, None, protocols, open).await
 }
 
 /// [`upgrade`] for a connection of an authenticated `user` (the per-user connection limit
 /// counts it).
-pub fn upgrade_as<H: Handler>(
+pub async fn upgrade_as<H: Handler>(
     state: &Arc<AppState>,
     req: Request<Body>,
     user: Option<&switchboard_hub::UserId>,
@@ -57,7 +57,7 @@ pub fn upgrade_as<H: Handler>(
         max_message_size: state.config.max_message_size,
         deflate: true,
     };
-    upgrade_with(state, req, user, protocols, options, open)
+    upgrade_with(state, req, user, protocols, options, open).await
 }
 
 /// How an endpoint's WebSocket connections differ from `/ws`'s.
@@ -72,7 +72,7 @@ pub(crate) struct UpgradeOptions {
 }
 
 /// [`upgrade_as`] with the endpoint's own [`UpgradeOptions`].
-pub(crate) fn upgrade_with<H: Handler>(
+pub(crate) async fn upgrade_with<H: Handler>(
     state: &Arc<AppState>,
     mut req: Request<Body>,
     user: Option<&switchboard_hub::UserId>,
@@ -117,7 +117,7 @@ pub(crate) fn upgrade_with<H: Handler>(
     // slot is taken now, so that concurrent handshakes can not overshoot.
     let peer = peer_addr(&req);
     // Anonymous connections (no `user`) are each a user of their own for the per-user limit.
-    let guard = match state.admit(options.kind, peer.map(|p| p.ip()), user) {
+    let guard = match state.admit(options.kind, peer.map(|p| p.ip()), user).await {
         Ok(guard) => guard,
         Err(refusal) => return refusal.into_response(),
     };
