@@ -30,6 +30,9 @@ use crate::{channel, RedisLog};
 /// member is never skipped because of them).
 const REMOTE: ConnId = ConnId(u64::MAX);
 
+/// Requests between nodes (`disconnect\n<node>\n<user>`): every node subscribes to it.
+const CONTROL: &str = "sb:control";
+
 /// A catch-up read takes at most this much history per round trip.
 const CATCH_UP_BYTES: usize = 4 << 20;
 
@@ -112,6 +115,8 @@ pub(crate) struct Subscriptions {
     changed: Mutex<HashSet<RoomName>>,
     wake: Arc<Notify>,
     log: RedisLog,
+    /// This node's hub (for what other nodes ask of it).
+    hub: std::sync::OnceLock<Weak<switchboard_hub::Hub>>,
 }
 
 impl Subscriptions {
@@ -122,6 +127,7 @@ impl Subscriptions {
             changed: Mutex::new(HashSet::new()),
             wake: Arc::new(Notify::new()),
             log,
+            hub: std::sync::OnceLock::new(),
         })
     }
 
@@ -151,8 +157,33 @@ impl Subscriptions {
         self.wake.notify_one();
     }
 
+    /// Another node's request (see [`CONTROL`]).
+    fn control(&self, payload: &[u8]) {
+        let text = String::from_utf8_lossy(payload);
+        let mut parts = text.splitn(3, '\n');
+        let (Some("disconnect"), Some(node), Some(user)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return tracing::debug!("redis: unknown control message ignored");
+        };
+        if node == self.me.to_string() {
+            return; // its own request: done locally already
+        }
+        if let Some(hub) = self.hub.get().and_then(Weak::upgrade) {
+            let n = hub.disconnect_local_user(&UserId(Arc::from(user)));
+            tracing::debug!(
+                user,
+                connections = n,
+                "disconnected at another node's request"
+            );
+        }
+    }
+
     /// A message or presence change arrived on `channel_name`.
     fn receive(self: &Arc<Self>, channel_name: &str, payload: bytes::Bytes) {
+        if channel_name == CONTROL {
+            return self.control(&payload);
+        }
         let Some(room) = channel_name
             .strip_prefix("sb:{")
             .and_then(|r| r.strip_suffix('}'))
@@ -356,6 +387,15 @@ pub(crate) async fn run_subscriber(
             stats.reconnect();
         }
         let (mut sink, mut stream) = pubsub.split();
+        if !matches!(
+            tokio::time::timeout(timeout, sink.subscribe(CONTROL)).await,
+            Ok(Ok(()))
+        ) {
+            stats.error();
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            continue;
+        }
         let mut subscribed: HashSet<RoomName> = HashSet::new();
         // Everything wanted is to be subscribed on this new connection.
         {
@@ -442,6 +482,17 @@ impl std::fmt::Debug for RedisBroker {
 }
 
 impl Broker for RedisBroker {
+    fn attach(&self, hub: Weak<switchboard_hub::Hub>) {
+        let _ = self.subs.hub.set(hub);
+    }
+
+    fn disconnect_user(&self, user: &UserId) {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(CONTROL)
+            .arg(format!("disconnect\n{}\n{}", self.node.0, user.0));
+        self.writer.submit(cmd, Box::new(|_| {}));
+    }
+
     fn subscribe(&self, room: &RoomName, node: Weak<dyn Node>) {
         let mut rooms = self.subs.rooms.write().unwrap_or_else(|e| e.into_inner());
         let sub = rooms.entry(room.clone()).or_default().clone();

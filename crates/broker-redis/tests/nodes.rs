@@ -371,8 +371,14 @@ async fn connection_limits_count_every_node_and_a_dead_nodes_share_is_dropped() 
     let (a, b) = (connect_node().await.unwrap(), connect_node().await.unwrap());
     let (a, b) = (a.limits.clone(), b.limits.clone());
     // Two per user, three per address, over both nodes.
-    assert_eq!(a.acquire(Some("10.0.0.1"), Some("ann"), 3, 2).await, Ok(true));
-    assert_eq!(b.acquire(Some("10.0.0.1"), Some("ann"), 3, 2).await, Ok(true));
+    assert_eq!(
+        a.acquire(Some("10.0.0.1"), Some("ann"), 3, 2).await,
+        Ok(true)
+    );
+    assert_eq!(
+        b.acquire(Some("10.0.0.1"), Some("ann"), 3, 2).await,
+        Ok(true)
+    );
     assert_eq!(
         a.acquire(Some("10.0.0.2"), Some("ann"), 3, 2).await,
         Err(switchboard_broker_redis::Limited::User)
@@ -383,9 +389,14 @@ async fn connection_limits_count_every_node_and_a_dead_nodes_share_is_dropped() 
         a.acquire(Some("10.0.0.1"), Some("bob"), 3, 2).await,
         Err(switchboard_broker_redis::Limited::Address)
     );
-    // A release on one node makes room on the other.
+    // A release on one node makes room on the other (once Redis has it: a release is sent
+    // without waiting, on b's connection).
     b.release(Some("10.0.0.1"), Some("ann"));
-    assert_eq!(a.acquire(Some("10.0.0.3"), Some("ann"), 3, 2).await, Ok(true));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.acquire(Some("10.0.0.3"), Some("ann"), 3, 2).await != Ok(true) {
+        assert!(Instant::now() < deadline, "the release never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // A node that dies holding connections: its share goes with its heartbeat.
     {
@@ -404,9 +415,43 @@ async fn connection_limits_count_every_node_and_a_dead_nodes_share_is_dropped() 
         match a.acquire(None, Some("zed"), 3, 1).await {
             Ok(true) => break,
             other => {
-                assert!(Instant::now() < deadline, "zed's dead share is still counted: {other:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "zed's dead share is still counted: {other:?}"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnecting_a_user_reaches_their_connections_on_every_node() {
+    let redis = redis_server();
+    let (a, b) = (
+        node(&redis.url, HubConfig::default()).await,
+        node(&redis.url, HubConfig::default()).await,
+    );
+    let (ann_a, ann_b, bob_b) = (
+        a.connect(user("ann")),
+        b.connect(user("ann")),
+        b.connect(user("bob")),
+    );
+    // Subscribed to the control channel once a room's subscription is confirmed.
+    join(&b, &bob_b, &room("any"), None).await;
+    assert_eq!(
+        a.disconnect_user(&user("ann")),
+        1,
+        "this node's connections"
+    );
+    assert!(ann_a.outbox.disconnect_requested().is_some());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ann_b.outbox.disconnect_requested().is_none() {
+        assert!(Instant::now() < deadline, "node b was not told");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        bob_b.outbox.disconnect_requested().is_none(),
+        "only that user"
+    );
 }

@@ -53,6 +53,18 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     fn unsubscribe(&self, room: &RoomName, node: &Weak<dyn Node>);
     /// Hand `delivery` to every node subscribed to its room (in the order of calls).
     fn publish(&self, delivery: &Arc<Delivery>) -> Fanout;
+
+    /// The hub on this node, for what other nodes ask of it ([`Broker::disconnect_user`]).
+    /// Called once, when the hub is made.
+    fn attach(&self, hub: Weak<crate::Hub>) {
+        let _ = hub;
+    }
+
+    /// Ask the other nodes to disconnect every connection of `user` (this node's are
+    /// already asked). Nothing to do when every node is in this process.
+    fn disconnect_user(&self, user: &crate::UserId) {
+        let _ = user;
+    }
 }
 
 /// Subscribers of one room.

@@ -302,15 +302,18 @@ impl Hub {
         store: Arc<dyn Store>,
         broker: Arc<dyn Broker>,
     ) -> Arc<Hub> {
-        Arc::new(Hub {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            users: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            config,
-            node: store.register_node(),
-            store,
-            broker,
-            // Connection ids are unique per process: nodes in one process share none.
-            next_conn: AtomicU64::new(NEXT_NODE_BASE.fetch_add(1 << 40, Ordering::Relaxed)),
+        Arc::new_cyclic(|hub| {
+            broker.attach(hub.clone());
+            Hub {
+                shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+                users: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+                config,
+                node: store.register_node(),
+                store,
+                broker,
+                // Connection ids are unique per process: nodes in one process share none.
+                next_conn: AtomicU64::new(NEXT_NODE_BASE.fetch_add(1 << 40, Ordering::Relaxed)),
+            }
         })
     }
 
@@ -352,8 +355,15 @@ impl Hub {
         conn.outbox.close();
     }
 
-    /// Ask every connection of `user` to disconnect; returns how many there were.
+    /// Ask every connection of `user` to disconnect, on every node; returns how many there
+    /// were on this one (the other nodes are told through the broker).
     pub fn disconnect_user(&self, user: &UserId) -> usize {
+        self.broker.disconnect_user(user);
+        self.disconnect_local_user(user)
+    }
+
+    /// [`Hub::disconnect_user`] on this node only (what another node's request does here).
+    pub fn disconnect_local_user(&self, user: &UserId) -> usize {
         let outboxes: Vec<Arc<Outbox>> = lock(self.user_shard(user))
             .get(user)
             .map(|l| l.iter().map(|(_, o)| o.clone()).collect())
