@@ -9,6 +9,7 @@
 pub mod envelope;
 mod fanout;
 mod limits;
+mod records;
 mod stats;
 mod store;
 pub mod template;
@@ -17,6 +18,7 @@ mod writer;
 
 pub use fanout::RedisBroker;
 pub use limits::{Limited, RedisLimits};
+pub use records::RedisRecords;
 pub use store::{connect, Redis, RedisConfig, RedisStore};
 pub use tickets::RedisTickets;
 

@@ -19,6 +19,7 @@ use tokio::runtime::Handle;
 
 use crate::fanout::{run_subscriber, RedisBroker, Subscriptions};
 use crate::limits::{node_limits_key, RedisLimits};
+use crate::records::{node_records_key, record_key, RedisRecords};
 use crate::stats::Stats;
 use crate::tickets::RedisTickets;
 use crate::writer::Writer;
@@ -40,6 +41,8 @@ pub struct RedisConfig {
     pub store: MemoryStoreConfig,
     /// A room with neither a publish nor a join for this long is forgotten by Redis.
     pub idle_expiry: Duration,
+    /// How long a lost Socket.IO socket's record is kept (`socketio.recovery_window`).
+    pub recovery_window: Duration,
 }
 
 impl RedisConfig {
@@ -50,6 +53,7 @@ impl RedisConfig {
             timeout: Duration::from_secs(2),
             store,
             idle_expiry: Duration::from_secs(24 * 3600),
+            recovery_window: Duration::from_secs(120),
         }
     }
 }
@@ -65,6 +69,8 @@ pub struct Redis {
     pub tickets: Arc<RedisTickets>,
     /// Connections per address and per user, counted over every node.
     pub limits: Arc<RedisLimits>,
+    /// Socket.IO recovery records, valid on every node.
+    pub records: Arc<RedisRecords>,
 }
 
 /// Connect to Redis, register this node, and start the tasks that keep it alive (on the
@@ -110,11 +116,19 @@ pub async fn connect(config: RedisConfig) -> Result<Redis, Error> {
         writer: writer.clone(),
         node,
     });
+    let records = Arc::new(RedisRecords {
+        log: store.log.clone(),
+        writer: writer.clone(),
+        node,
+        window: store.config.recovery_window,
+        timeout: store.config.timeout,
+    });
     Ok(Redis {
         store,
         broker: Arc::new(RedisBroker { subs, writer, node }),
         tickets,
         limits,
+        records,
     })
 }
 
@@ -163,8 +177,9 @@ async fn heartbeat(store: Weak<RedisStore>) {
         let mut conn = s.log.connection();
         let node = s.node;
         let (log, writer) = (s.log.clone(), s.writer.clone());
+        let window = s.config.recovery_window;
         drop(s);
-        if let Err(e) = sweep_dead_nodes(&log, &writer).await {
+        if let Err(e) = sweep_dead_nodes(&log, &writer, window).await {
             tracing::warn!(error = %e, "redis: sweep of dead nodes failed");
         }
         let refreshed: Result<(), redis::RedisError> = redis::pipe()
@@ -485,7 +500,7 @@ impl Store for RedisStore {
 
 /// Drop the presence entries of nodes whose heartbeat expired, telling the rooms'
 /// members which users left with them. Idempotent: nodes may sweep at the same time.
-async fn sweep_dead_nodes(log: &RedisLog, writer: &Writer) -> Result<(), Error> {
+async fn sweep_dead_nodes(log: &RedisLog, writer: &Writer, window: Duration) -> Result<(), Error> {
     let mut conn = log.connection();
     let nodes: Vec<u32> = redis::cmd("SMEMBERS")
         .arg(NODES_KEY)
@@ -527,6 +542,18 @@ async fn sweep_dead_nodes(log: &RedisLog, writer: &Writer) -> Result<(), Error> 
                 writer.submit(cmd, Box::new(|_| {}));
             }
         }
+        // Its Socket.IO sockets: recoverable elsewhere for the window, from now.
+        let pids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(node_records_key(node))
+            .query_async(&mut conn)
+            .await?;
+        for pid in pids {
+            let _: i64 = redis::cmd("PEXPIRE")
+                .arg(record_key(&pid))
+                .arg(window.as_millis().max(1).to_string())
+                .query_async(&mut conn)
+                .await?;
+        }
         // Its share of the connection counts.
         let counters: Vec<String> = redis::cmd("SMEMBERS")
             .arg(node_limits_key(node))
@@ -545,6 +572,9 @@ async fn sweep_dead_nodes(log: &RedisLog, writer: &Writer) -> Result<(), Error> 
             .ignore()
             .cmd("DEL")
             .arg(node_limits_key(node))
+            .ignore()
+            .cmd("DEL")
+            .arg(node_records_key(node))
             .ignore()
             .cmd("SREM")
             .arg(NODES_KEY)

@@ -108,6 +108,8 @@ pub struct Backends {
     pub broker: std::sync::Arc<dyn switchboard_hub::Broker>,
     /// Connections per address and per user counted over every node (else per node).
     pub limits: Option<std::sync::Arc<dyn crate::state::SharedLimits>>,
+    /// Socket.IO recovery records shared by every node (else this node's only).
+    pub records: Option<std::sync::Arc<dyn crate::socketio::SharedRecords>>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -116,6 +118,7 @@ impl std::fmt::Debug for Backends {
             .field("store", &self.store)
             .field("broker", &self.broker)
             .field("limits", &self.limits)
+            .field("records", &self.records)
             .finish()
     }
 }

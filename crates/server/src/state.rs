@@ -525,6 +525,7 @@ mod tests {
                     ),
                     broker: switchboard_hub::MemoryBroker::new(),
                     limits: Some(shared.clone()),
+                    records: None,
                 }),
                 ..ServerConfig::default()
             },

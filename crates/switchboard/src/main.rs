@@ -149,6 +149,7 @@ fn serve(mut loaded: settings::Loaded) -> anyhow::Result<()> {
             let mut redis =
                 switchboard_broker_redis::RedisConfig::new(url.as_str(), config.hub.memory_store());
             redis.timeout = broker.timeout;
+            redis.recovery_window = config.socketio.recovery_window;
             let redis = switchboard_broker_redis::connect(redis)
                 .await
                 .with_context(|| {
@@ -165,6 +166,7 @@ fn serve(mut loaded: settings::Loaded) -> anyhow::Result<()> {
                 store: redis.store,
                 broker: redis.broker,
                 limits: Some(Arc::new(SharedLimits(redis.limits))),
+                records: Some(Arc::new(SharedRecords(redis.records))),
             });
             authenticator = authenticator.map(|a| match Arc::try_unwrap(a) {
                 Ok(a) => Arc::new(a.with_ticket_store(redis.tickets)),
@@ -216,6 +218,32 @@ impl switchboard_server::state::SharedLimits for SharedLimits {
     fn release(&self, ip: Option<std::net::IpAddr>, user: Option<&switchboard_hub::UserId>) {
         self.0
             .release(ip.map(|ip| ip.to_string()).as_deref(), user.map(|u| &*u.0));
+    }
+}
+
+/// Socket.IO recovery records kept in Redis, so a socket recovers on any node.
+#[derive(Debug)]
+struct SharedRecords(Arc<switchboard_broker_redis::RedisRecords>);
+
+impl switchboard_server::socketio::SharedRecords for SharedRecords {
+    fn put(&self, pid: &str, record: String) {
+        self.0.put(pid, &record);
+    }
+
+    fn expire(&self, pid: &str) {
+        self.0.expire(pid);
+    }
+
+    fn delete(&self, pid: &str) {
+        self.0.delete(pid);
+    }
+
+    fn take(
+        &self,
+        pid: &str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>> {
+        let (records, pid) = (self.0.clone(), pid.to_owned());
+        Box::pin(async move { records.take(&pid).await })
     }
 }
 

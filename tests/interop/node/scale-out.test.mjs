@@ -217,6 +217,58 @@ test('connections per address are limited over every node, and released', async 
   }
 });
 
+test('Socket.IO recovery on another node, also after the first one was killed', async () => {
+  const flags = ['--api-key', KEY, '--broker', redis.url, '--socketio-recovery-window', '10s'];
+  const [x, y] = [await startServer(flags), await startServer(flags)];
+  try {
+    const socket = io(x.base, { transports: ['websocket'], reconnectionDelay: 50, reconnectionDelayMax: 100 });
+    const seen = [];
+    socket.on('message', (m) => seen.push(m.data.n));
+    await new Promise((resolve, reject) => { socket.once('connect', resolve); socket.once('connect_error', reject); });
+    assert.deepEqual(await socket.emitWithAck('join_room', 'sio-moves'), { status: 'ok', room: 'sio-moves' });
+    const id = socket.id;
+    await post(y.base, KEY, '/api/publish', { room: 'sio-moves', data: { n: 1 } });
+    await until('message 1', () => seen.length === 1);
+
+    // 1. The connection is cut (node x alive); the client comes back through node y.
+    let reconnected = new Promise((resolve) => socket.once('connect', resolve));
+    socket.io.uri = y.base;
+    socket.io.engine.close();
+    await post(x.base, KEY, '/api/publish', { room: 'sio-moves', data: { n: 2 } });
+    await reconnected;
+    assert.equal(socket.recovered, true, 'recovered on the other node');
+    assert.equal(socket.id, id);
+    await until('message 2, replayed', () => seen.length === 2);
+
+    // 2. Node y is killed (no goodbye); the client comes back through node x.
+    reconnected = new Promise((resolve) => socket.once('connect', resolve));
+    socket.io.uri = x.base;
+    process.kill(y.pid, 'SIGKILL');
+    y.killed = true;
+    await post(x.base, KEY, '/api/publish', { room: 'sio-moves', data: { n: 3 } });
+    await reconnected;
+    assert.equal(socket.recovered, true, 'recovered after its node died');
+    assert.equal(socket.id, id);
+    await until('message 3, replayed', () => seen.length === 3);
+    // Still in the room, live.
+    await post(x.base, KEY, '/api/publish', { room: 'sio-moves', data: { n: 4 } });
+    await until('message 4', () => seen.length === 4);
+    assert.deepEqual(seen, [1, 2, 3, 4]);
+
+    // 3. A client that disconnects on purpose leaves nothing to recover.
+    const pid = socket._pid;
+    socket.disconnect();
+    const again = io(x.base, { transports: ['websocket'], auth: { pid, offset: socket._lastOffset } });
+    await new Promise((resolve) => again.once('connect', resolve));
+    assert.equal(again.recovered, false);
+    assert.notEqual(again.id, id);
+    again.close();
+  } finally {
+    await x.stop();
+    if (!y.killed) await y.stop();
+  }
+});
+
 test('Redis down: publishes are refused out loud (503, error unavailable); Redis back: served again', async () => {
   const room = 'ops';
   const ws = new WebSocket(`${b.base.replace('http', 'ws')}/ws`);

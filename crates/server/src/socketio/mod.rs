@@ -24,6 +24,7 @@ pub(crate) mod recovery;
 mod socket;
 
 pub use app::{Ack, AckError, Data, EmitError, Handlers, Io, RoomOperator, SocketRef};
+pub use recovery::SharedRecords;
 pub use switchboard_socketio_proto::Args;
 
 use std::sync::Arc;
@@ -101,7 +102,13 @@ impl SioShared {
                 .filter_map(|n| Namespace::new(n.as_str()).ok())
                 .collect(),
             recovery_window: config.recovery_window,
-            records: recovery::Records::default(),
+            records: recovery::Records::new(
+                state
+                    .config
+                    .backends
+                    .as_ref()
+                    .and_then(|b| b.records.clone()),
+            ),
             handlers: config.handlers.clone(),
         })
     }
@@ -275,8 +282,11 @@ impl SioConnection {
     ) {
         match socket.connect_state() {
             Connect::Accepted => {
-                if self.shared.recovery.contains(&socket.nsp) {
-                    self.recover(&mut socket, auth.as_ref(), out);
+                if self.shared.recovery.contains(&socket.nsp)
+                    && self.recover(&mut socket, auth.as_ref(), out)
+                {
+                    // Its record is asked of the shared store: answered when it is back.
+                    return self.push_socket(socket);
                 }
                 self.accept(&mut socket, auth, out);
                 self.push_socket(socket);
@@ -291,14 +301,17 @@ impl SioConnection {
 
     /// Make `socket` recoverable, and recover the lost socket its `CONNECT` names (`pid`,
     /// `offset`) when the server still has it and every room's history covers the gap.
+    /// `true`: the `CONNECT` waits — for the shared store's record of the `pid`, or for the
+    /// store's answers to the rejoins — and is answered in `write_outbound` when they are in
+    /// ([`recovery::Records::progress`]).
     fn recover(
         &mut self,
         socket: &mut NsSocket,
         auth: Option<&Map<String, Value>>,
         out: &mut Out<'_>,
-    ) {
+    ) -> bool {
         let Some(pid) = ShortId::random() else {
-            return;
+            return false;
         };
         socket.recovery = Some(socket::Recovery {
             pid,
@@ -306,31 +319,59 @@ impl SioConnection {
         });
         let claim = auth.and_then(|a| a.get("pid")).and_then(Value::as_str);
         let Some(claim) = claim.and_then(ShortId::parse) else {
-            return;
+            return false;
         };
         let offset = auth.and_then(|a| a.get("offset")).and_then(Value::as_str);
         let Some(record) = self.shared.records.take(claim.as_str(), out.now()) else {
-            return;
+            let outbox = socket.session.outbox().clone();
+            let claim = recovery::Claim {
+                pid: claim.as_str().to_owned(),
+                offset: offset.map(str::to_owned),
+            };
+            return self.shared.records.start_remote(
+                socket.session.connection_id(),
+                socket.nsp.as_str(),
+                claim,
+                self.shared.recovery_window,
+                move || outbox.notify(),
+            );
         };
+        self.apply_record(socket, record, claim, offset, out)
+    }
+
+    /// Recover `socket` as the lost one of `record` (claimed with `claim` and `offset`) when
+    /// it is the same namespace and user and every room's history covers the gap; else it
+    /// stays a new socket. `true`: the rejoins are answered later (a networked store), the
+    /// `CONNECT` waits for them.
+    fn apply_record(
+        &mut self,
+        socket: &mut NsSocket,
+        record: recovery::Record,
+        claim: ShortId,
+        offset: Option<&str>,
+        out: &mut Out<'_>,
+    ) -> bool {
         let user = socket
             .session
             .identity()
             .map(|_| socket.session.user().clone());
         if record.nsp != socket.nsp.as_str() || record.user != user {
-            return;
+            return false;
         }
-        if socket.rejoin(record.joins(offset), out) {
-            if let Some(sid) = ShortId::parse(&record.sid) {
-                socket.sid = sid;
-            }
-            if let Some(r) = &mut socket.recovery {
-                r.pid = claim;
-            }
-        } else {
-            // A gap the history no longer covers: a new socket (new id and pid, so the
-            // client sees `recovered: false`), in no room.
-            socket.leave_all(out);
+        let (expected, answers) = socket.rejoin(record.joins(offset), out);
+        if answers.len() < expected {
+            self.shared.records.await_rejoins(
+                socket.session.connection_id(),
+                socket.nsp.as_str(),
+                expected,
+                answers,
+                record.sid,
+                claim.as_str().to_owned(),
+            );
+            return true;
         }
+        finish_rejoin(socket, answers.iter().all(|r| *r), &record.sid, claim, out);
+        false
     }
 
     fn accept(
@@ -349,6 +390,7 @@ impl SioConnection {
         };
         socket.connected = true;
         send_text_packet(out, self.codec, text);
+        self.share_record(socket);
         if self.shared.handlers.covers(&socket.nsp) {
             let app = app::SocketInner::new(
                 socket.sid.as_str(),
@@ -441,6 +483,12 @@ impl SioConnection {
             }
             Incoming::Disconnect { nsp } => {
                 let mut sockets = std::mem::take(&mut self.sockets).into_vec();
+                for socket in sockets.iter().filter(|s| s.nsp == nsp) {
+                    if let Some(recovery) = &socket.recovery {
+                        // On purpose: nothing to recover, on any node.
+                        self.shared.records.forget(recovery.pid.as_str());
+                    }
+                }
                 sockets.retain(|s| s.nsp != nsp);
                 self.sockets = sockets.into_boxed_slice();
             }
@@ -499,7 +547,72 @@ impl SioConnection {
     }
 
     /// Disconnect the sockets the core ended, and close the connection on the state's timeouts.
+    /// Socket `i`'s `CONNECT` is accepted but not answered yet: its credentials were
+    /// verified later, or its recovery waited (for the shared store's record, or for the
+    /// answers to its rejoins, `rejoined` being those that just arrived). Answer it once
+    /// nothing is waited for.
+    fn connect_later(&mut self, i: usize, rejoined: &[bool], out: &mut Out<'_>) {
+        let conn = self.sockets[i].session.connection_id();
+        let progress = self
+            .shared
+            .records
+            .progress(conn, self.sockets[i].nsp.as_str(), rejoined);
+        // (Taken out and put back: `accept` borrows the connection.)
+        let mut socket = self.remove_socket(i);
+        let waits = match progress {
+            recovery::Progress::Waiting => true,
+            recovery::Progress::None => false,
+            recovery::Progress::Record(None, _) => false,
+            recovery::Progress::Record(Some(record), claim) => match ShortId::parse(&claim.pid) {
+                Some(pid) => {
+                    self.apply_record(&mut socket, record, pid, claim.offset.as_deref(), out)
+                }
+                None => false,
+            },
+            recovery::Progress::Rejoined {
+                recovered,
+                sid,
+                pid,
+            } => {
+                if let Some(pid) = ShortId::parse(&pid) {
+                    finish_rejoin(&mut socket, recovered, &sid, pid, out);
+                }
+                false
+            }
+        };
+        if !waits {
+            self.accept(&mut socket, None, out);
+        }
+        let mut sockets = std::mem::take(&mut self.sockets).into_vec();
+        sockets.insert(i, socket);
+        self.sockets = sockets.into_boxed_slice();
+    }
+
+    /// The shared store's copy of `socket`'s record (recoverable sockets, with a shared
+    /// store): so another node can recover it if this one dies.
+    fn share_record(&self, socket: &NsSocket) {
+        let Some(recovery) = &socket.recovery else {
+            return;
+        };
+        let user = socket
+            .session
+            .identity()
+            .map(|_| socket.session.user().clone());
+        self.shared.records.share(
+            recovery.pid.as_str(),
+            socket.nsp.as_str(),
+            socket.sid.as_str(),
+            user.as_ref(),
+            &recovery.track,
+        );
+    }
+
     fn settle(&mut self, out: &mut Out<'_>) {
+        if socket::ROOMS_CHANGED.replace(false) {
+            for socket in self.sockets.iter().filter(|s| s.connected && !s.ended) {
+                self.share_record(socket);
+            }
+        }
         while let Some(event) = self.state.poll_event() {
             match event {
                 StateEvent::ConnectTimeout => out.close(),
@@ -522,6 +635,10 @@ impl SioConnection {
                 continue;
             }
             let socket = self.remove_socket(i);
+            if let Some(recovery) = &socket.recovery {
+                // Ended by the server: a reconnect is a new socket, anywhere.
+                self.shared.records.forget(recovery.pid.as_str());
+            }
             if socket.connected {
                 if let Some(text) = self.state.disconnect(&socket.nsp) {
                     send_text_packet(out, self.codec, text);
@@ -579,16 +696,10 @@ impl App for SioConnection {
             for i in 0..self.sockets.len() {
                 self.apply_commands(i, out);
                 let was_connected = self.sockets[i].connected;
-                self.sockets[i].write_outbound(batch, out);
+                let rejoined = self.sockets[i].write_outbound(batch, out);
                 if !was_connected && !self.sockets[i].ended {
                     if let Connect::Accepted = self.sockets[i].connect_state() {
-                        // A verification that finished later.
-                        // (Taken out and put back: `accept` borrows the connection.)
-                        let mut socket = self.remove_socket(i);
-                        self.accept(&mut socket, None, out);
-                        let mut sockets = std::mem::take(&mut self.sockets).into_vec();
-                        sockets.insert(i, socket);
-                        self.sockets = sockets.into_boxed_slice();
+                        self.connect_later(i, &rejoined, out);
                     }
                 }
             }
@@ -630,6 +741,12 @@ impl App for SioConnection {
         // before): recoverable sockets are kept for the window.
         let now = Instant::now();
         for mut socket in std::mem::take(&mut self.sockets).into_vec() {
+            if !socket.connected {
+                // Perhaps waiting for the shared store: not any more.
+                self.shared
+                    .records
+                    .forget_pending(socket.session.connection_id());
+            }
             if !socket.connected || socket.ended {
                 continue;
             }
@@ -651,6 +768,28 @@ impl App for SioConnection {
             );
         }
         // (Dropping the sockets left their rooms and the hub.)
+    }
+}
+
+/// A recovery's rejoins are all answered: `socket` is the lost one again (its id and pid)
+/// when every room recovered; else a new socket (new id and pid, so the client sees
+/// `recovered: false`) in no room.
+fn finish_rejoin(
+    socket: &mut NsSocket,
+    recovered: bool,
+    sid: &str,
+    pid: ShortId,
+    out: &mut Out<'_>,
+) {
+    if recovered {
+        if let Some(sid) = ShortId::parse(sid) {
+            socket.sid = sid;
+        }
+        if let Some(r) = &mut socket.recovery {
+            r.pid = pid;
+        }
+    } else {
+        socket.leave_all(out);
     }
 }
 

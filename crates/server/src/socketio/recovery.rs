@@ -16,17 +16,54 @@
 //! passed, the record is unknown, or a room's history no longer covers the gap, the socket is
 //! a new one (new id and `pid`, `recovered: false`): never a silent gap.
 //!
-//! Records live in this node's memory (issue 13 moves them to the store, so that a socket
-//! recovers on another node after the one holding it died).
+//! Records live in this node's memory and, with a shared store ([`SharedRecords`]: Redis
+//! when the server scales out), in the store too — written while the socket lives (at its
+//! `CONNECT` and whenever its rooms change), given the recovery window as expiry when its
+//! connection is lost (or, for a node that died, by the other nodes' sweep), deleted when the
+//! client disconnects on purpose. A `CONNECT` whose `pid` this node does not know waits for
+//! the store's answer ([`Records::start_remote`]) before it is answered, so a socket
+//! recovers on any node, also after the one that held it died.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use switchboard_hub::{Delivery, Epoch, Offset, RoomName, UserId};
 use switchboard_native_proto::Since;
 
 use crate::feed::cursor::{self, epoch_tag, Position};
+
+/// Lost sockets shared by the nodes of a deployment (see the module docs). Implemented over
+/// Redis by `switchboard_broker_redis::RedisRecords`. Records are opaque text here.
+pub trait SharedRecords: Send + Sync + std::fmt::Debug + 'static {
+    /// The live socket `pid`'s record is now `record` (kept until [`SharedRecords::expire`]
+    /// or [`SharedRecords::delete`]; a dead node's are expired by the others).
+    fn put(&self, pid: &str, record: String);
+    /// The socket's connection was lost: keep its record for the recovery window only.
+    fn expire(&self, pid: &str);
+    /// The client disconnected on purpose: nothing to recover.
+    fn delete(&self, pid: &str);
+    /// Take `pid`'s record (once: a pid recovers once); `None` if there is none.
+    fn take(&self, pid: &str) -> Pin<Box<dyn Future<Output = Option<String>> + Send>>;
+}
+
+/// A record as the shared store keeps it.
+#[derive(Debug, Serialize, Deserialize)]
+struct SharedRecord {
+    nsp: String,
+    sid: String,
+    user: Option<String>,
+    /// `(room, epoch, offset at join, left)`.
+    rooms: Vec<(String, String, u64, bool)>,
+}
+
+/// At most this many `CONNECT`s wait for the shared store at once (more recover locally
+/// only: a flood of made-up pids cannot pile up waiting requests).
+const MAX_PENDING: usize = 10_000;
 
 /// Most records kept at once; beyond it the oldest go first. Bounds memory when many
 /// clients drop at once (each record is a few hundred bytes).
@@ -202,13 +239,114 @@ impl Record {
     }
 }
 
+impl Record {
+    fn from_shared(text: &str, window: Duration, now: Instant) -> Option<Record> {
+        let shared: SharedRecord = serde_json::from_str(text).ok()?;
+        let rooms = shared
+            .rooms
+            .into_iter()
+            .map(|(room, epoch, base, left)| {
+                Some(TrackedRoom {
+                    room: RoomName::new(&room).ok()?,
+                    epoch: shared_epoch(&epoch),
+                    base: Offset(base),
+                    sent: Offset(base),
+                    left,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Record {
+            nsp: shared.nsp,
+            sid: shared.sid,
+            user: shared.user.map(|u| UserId(u.into())),
+            rooms,
+            expires: now + window,
+        })
+    }
+}
+
+/// The shared store's text of a live socket's record.
+pub(crate) fn shared_text(nsp: &str, sid: &str, user: Option<&UserId>, track: &Track) -> String {
+    let record = SharedRecord {
+        nsp: nsp.to_owned(),
+        sid: sid.to_owned(),
+        user: user.map(|u| u.0.to_string()),
+        rooms: track
+            .rooms
+            .iter()
+            .map(|r| {
+                (
+                    r.room.as_str().to_owned(),
+                    r.epoch.as_str().to_owned(),
+                    r.base.0,
+                    r.left,
+                )
+            })
+            .collect(),
+    };
+    serde_json::to_string(&record).unwrap_or_default()
+}
+
+/// A `CONNECT` waiting for the shared store: `None` until it answered.
+type Waiting = Arc<Mutex<Option<Option<Record>>>>;
+
+/// What a waiting `CONNECT` claimed: its `pid` and `offset`.
+#[derive(Debug, Clone)]
+pub(crate) struct Claim {
+    pub(crate) pid: String,
+    pub(crate) offset: Option<String>,
+}
+
 /// The records of one server's lost sockets.
 #[derive(Debug, Default)]
 pub(crate) struct Records {
     records: Mutex<HashMap<String, Record>>,
+    /// The deployment's records (scale-out), if any.
+    shared: Option<Arc<dyn SharedRecords>>,
+    /// `CONNECT`s waiting for the shared store, by connection id and namespace.
+    pending: Mutex<HashMap<(u64, String), Pending>>,
+}
+
+/// A `CONNECT` that is not answered yet because its recovery waits.
+#[derive(Debug)]
+enum Pending {
+    /// For the shared store's record.
+    Record(Waiting, Claim),
+    /// For the store's answers to the rejoins (a networked store answers them later).
+    Joins {
+        expected: usize,
+        answers: Vec<bool>,
+        sid: String,
+        pid: String,
+    },
+}
+
+/// Where a waiting `CONNECT` stands ([`Records::progress`]).
+#[derive(Debug)]
+pub(crate) enum Progress {
+    /// Nothing waits for this socket.
+    None,
+    /// Still waiting.
+    Waiting,
+    /// The shared store answered: the record (if any) and what was claimed.
+    Record(Option<Record>, Claim),
+    /// Every rejoin was answered: whether all recovered, and the lost socket's id and pid.
+    Rejoined {
+        recovered: bool,
+        sid: String,
+        pid: String,
+    },
 }
 
 impl Records {
+    /// Records of this node, and of the deployment in `shared` when there is one.
+    pub(crate) fn new(shared: Option<Arc<dyn SharedRecords>>) -> Records {
+        Records {
+            shared,
+            ..Records::default()
+        }
+    }
+
     /// Keep `track` of socket `sid` (`pid`) for `window`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn keep(
@@ -222,6 +360,12 @@ impl Records {
         window: Duration,
     ) {
         track.release_idle_memory();
+        if let Some(shared) = &self.shared {
+            // The deployment's copy is the one: a local one could go stale once another
+            // node recovered the socket (and the client came back here later).
+            shared.expire(pid);
+            return;
+        }
         let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
         // Now and then (amortized), forget the expired ones.
         if records.len() % 1024 == 1023 {
@@ -253,10 +397,141 @@ impl Records {
     }
 
     /// The record of `pid`, if it is still within its window (taken: a pid recovers once).
+    /// With a shared store there is none here: [`Records::start_remote`] asks the store.
     pub(crate) fn take(&self, pid: &str, now: Instant) -> Option<Record> {
         let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
         let record = records.remove(pid)?;
         (record.expires > now).then_some(record)
+    }
+
+    /// Ask the shared store for `pid` (a `CONNECT` of namespace `nsp` on connection `conn`
+    /// that this node has no record for); `wake` is called once it answered. `false`: there
+    /// is no shared store, or too many wait already (recover locally only).
+    pub(crate) fn start_remote(
+        &self,
+        conn: u64,
+        nsp: &str,
+        claim: Claim,
+        window: Duration,
+        wake: impl FnOnce() + Send + 'static,
+    ) -> bool {
+        let Some(shared) = &self.shared else {
+            return false;
+        };
+        let waiting: Waiting = Arc::new(Mutex::new(None));
+        let answer = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if pending.len() >= MAX_PENDING {
+                return false;
+            }
+            let answer = shared.take(&claim.pid);
+            pending.insert(
+                (conn, nsp.to_owned()),
+                Pending::Record(waiting.clone(), claim),
+            );
+            answer
+        };
+        tokio::spawn(async move {
+            let record = answer
+                .await
+                .and_then(|text| Record::from_shared(&text, window, Instant::now()));
+            *waiting.lock().unwrap_or_else(|e| e.into_inner()) = Some(record);
+            wake();
+        });
+        true
+    }
+
+    /// The rejoins of a recovery (`expected` of them, `answers` so far) are answered later:
+    /// the `CONNECT` of `nsp` on `conn` waits for them ([`Records::progress`]).
+    pub(crate) fn await_rejoins(
+        &self,
+        conn: u64,
+        nsp: &str,
+        expected: usize,
+        answers: Vec<bool>,
+        sid: String,
+        pid: String,
+    ) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.insert(
+            (conn, nsp.to_owned()),
+            Pending::Joins {
+                expected,
+                answers,
+                sid,
+                pid,
+            },
+        );
+    }
+
+    /// Where the waiting `CONNECT` of `nsp` on `conn` stands, given the rejoin answers
+    /// (`joined` replies' `recovered`) that arrived since the last call. A final answer
+    /// ends the wait.
+    pub(crate) fn progress(&self, conn: u64, nsp: &str, rejoined: &[bool]) -> Progress {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.is_empty() {
+            return Progress::None;
+        }
+        let key = (conn, nsp.to_owned());
+        let done = match pending.get_mut(&key) {
+            None => return Progress::None,
+            Some(Pending::Record(waiting, _)) => {
+                waiting.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+            }
+            Some(Pending::Joins {
+                expected, answers, ..
+            }) => {
+                answers.extend_from_slice(rejoined);
+                answers.len() >= *expected
+            }
+        };
+        if !done {
+            return Progress::Waiting;
+        }
+        match pending.remove(&key) {
+            Some(Pending::Record(waiting, claim)) => {
+                let record = waiting.lock().unwrap_or_else(|e| e.into_inner()).take();
+                Progress::Record(record.flatten(), claim)
+            }
+            Some(Pending::Joins {
+                answers, sid, pid, ..
+            }) => Progress::Rejoined {
+                recovered: answers.iter().all(|r| *r),
+                sid,
+                pid,
+            },
+            None => Progress::None,
+        }
+    }
+
+    /// Socket `pid` is live with `track` in namespace `nsp` (as `sid`, of `user`): the
+    /// shared store's copy of its record, so another node can recover it if this one dies.
+    pub(crate) fn share(
+        &self,
+        pid: &str,
+        nsp: &str,
+        sid: &str,
+        user: Option<&UserId>,
+        track: &Track,
+    ) {
+        if let Some(shared) = &self.shared {
+            shared.put(pid, shared_text(nsp, sid, user, track));
+        }
+    }
+
+    /// The client disconnected socket `pid` on purpose: nothing to recover anywhere.
+    pub(crate) fn forget(&self, pid: &str) {
+        if let Some(shared) = &self.shared {
+            shared.delete(pid);
+        }
+    }
+
+    /// Connection `conn` ended: it waits for nothing any more.
+    pub(crate) fn forget_pending(&self, conn: u64) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if !pending.is_empty() {
+            pending.retain(|(c, _), _| *c != conn);
+        }
     }
 }
 

@@ -163,7 +163,11 @@ impl NsSocket {
 
     /// Join `rooms` again from the positions given (a recovery); whether every room's
     /// history covered the gap at once.
-    pub(crate) fn rejoin(&mut self, rooms: Vec<(RoomName, Since)>, out: &mut Out<'_>) -> bool {
+    pub(crate) fn rejoin(
+        &mut self,
+        rooms: Vec<(RoomName, Since)>,
+        out: &mut Out<'_>,
+    ) -> (usize, Vec<bool>) {
         let expected = rooms.len();
         self.with_core(out, |session, sink| {
             for (room, since) in rooms {
@@ -174,7 +178,7 @@ impl NsSocket {
                 };
                 session.handle(Incoming { message, id: None }, sink);
             }
-            sink.rejoins.len() == expected && sink.rejoins.iter().all(|r| *r)
+            (expected, std::mem::take(&mut sink.rejoins))
         })
     }
 
@@ -379,8 +383,14 @@ impl NsSocket {
         self.session.poll_outbound(cx).is_ready()
     }
 
-    /// Send the socket's deliveries (and apply late verification results).
-    pub(crate) fn write_outbound(&mut self, batch: &mut Vec<Arc<Delivery>>, out: &mut Out<'_>) {
+    /// Send the socket's deliveries (and apply late verification results). Returns the
+    /// `recovered` flags of the `joined` replies among them (a recovery's rejoins answered
+    /// late).
+    pub(crate) fn write_outbound(
+        &mut self,
+        batch: &mut Vec<Arc<Delivery>>,
+        out: &mut Out<'_>,
+    ) -> Vec<bool> {
         let mut sink = SioSink::new(
             out,
             &self.nsp,
@@ -442,7 +452,9 @@ impl NsSocket {
                 sink.out.send_framed_text(text);
             }
         }
+        let rejoins = std::mem::take(&mut sink.rejoins);
         sink.finish(&self.session);
+        rejoins
     }
 
     /// The socket's credentials expire at (for the connection's timer).
@@ -457,6 +469,14 @@ impl NsSocket {
         self.ended |= expired;
         expired
     }
+}
+
+thread_local! {
+    /// A recoverable socket's rooms changed (a `joined` or `left` reply went through a sink
+    /// on this thread): the connection shares its record again
+    /// ([`super::SioConnection`]'s `settle`). A flag here, not in the socket, whose size is
+    /// budgeted.
+    pub(crate) static ROOMS_CHANGED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn track_of(recovery: &mut Option<Recovery>) -> Option<&mut Track> {
@@ -786,6 +806,7 @@ impl Sink for SioSink<'_, '_> {
                 self.rejoins.push(*recovered);
                 if let Some(track) = self.track.as_deref_mut() {
                     track.joined(room, *offset, epoch);
+                    ROOMS_CHANGED.set(true);
                 }
                 let mut fields = Map::new();
                 fields.insert("room".into(), Value::from(room.as_str()));
@@ -801,6 +822,7 @@ impl Sink for SioSink<'_, '_> {
             ServerMessage::Left { room } => {
                 if let Some(track) = self.track.as_deref_mut() {
                     track.left(room);
+                    ROOMS_CHANGED.set(true);
                 }
                 let mut fields = Map::new();
                 fields.insert("room".into(), Value::from(room.as_str()));
