@@ -227,6 +227,28 @@ fn held(store: &RedisStore) -> std::sync::MutexGuard<'_, HashSet<RoomName>> {
     store.held.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Run one Redis operation (`what`, for the log) within `timeout`, timing it in `stats`;
+/// a failure or no answer in time is counted and is [`Unavailable`].
+async fn timed<T>(
+    stats: &Stats,
+    timeout: Duration,
+    what: &str,
+    operation: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Unavailable> {
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(timeout, operation).await;
+    match result {
+        Ok(Ok(answer)) => {
+            stats.observe(started.elapsed());
+            return Ok(answer);
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "redis: {what} failed"),
+        Err(_) => tracing::warn!(?timeout, "redis: {what} got no answer in time"),
+    }
+    stats.error();
+    Err(Unavailable)
+}
+
 /// Redis's `COUNT` takes a signed 64-bit number; the hub says `usize::MAX` for "all".
 const MAX_READ: usize = 1_000_000;
 
@@ -358,21 +380,8 @@ impl Store for RedisStore {
                         .await
                 }
             };
-            let started = std::time::Instant::now();
-            let page = match tokio::time::timeout(timeout, read).await {
-                Ok(Ok(page)) => {
-                    stats.observe(started.elapsed());
-                    page
-                }
-                Ok(Err(e)) => {
-                    stats.error();
-                    tracing::warn!(error = %e, "redis: read failed");
-                    return done(Err(Unavailable));
-                }
-                Err(_) => {
-                    stats.error();
-                    return done(Err(Unavailable));
-                }
+            let Ok(page) = timed(&stats, timeout, "read", read).await else {
+                return done(Err(Unavailable));
             };
             done(Ok(page.map(|page| {
                 let epoch = Epoch::from(page.epoch);
@@ -450,21 +459,15 @@ impl Store for RedisStore {
         let (log, room, timeout) = (self.log.clone(), room.clone(), self.config.timeout);
         let stats = self.stats.clone();
         self.runtime.spawn(async move {
-            let started = std::time::Instant::now();
-            let entries = match tokio::time::timeout(timeout, log.presence(room.as_str())).await {
-                Ok(Ok(entries)) => {
-                    stats.observe(started.elapsed());
-                    entries
-                }
-                Ok(Err(e)) => {
-                    stats.error();
-                    tracing::warn!(error = %e, "redis: presence read failed");
-                    return done(Err(Unavailable));
-                }
-                Err(_) => {
-                    stats.error();
-                    return done(Err(Unavailable));
-                }
+            let Ok(entries) = timed(
+                &stats,
+                timeout,
+                "presence read",
+                log.presence(room.as_str()),
+            )
+            .await
+            else {
+                return done(Err(Unavailable));
             };
             done(Ok(entries
                 .into_iter()

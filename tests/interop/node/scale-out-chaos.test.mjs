@@ -9,25 +9,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import WebSocket from 'ws';
-import { binary, freePort } from './server.mjs';
+import { binary, freePort, jwt, resumingMember } from './server.mjs';
 
 const SECRET = 'chaos-secret-of-enough-length-0123456789';
 const ROOM = 'chaos';
 const PER_PUBLISHER = 150;
 const EVENTS = 6;
-
-function jwt(sub) {
-  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-  const now = Math.floor(Date.now() / 1000);
-  const unsigned = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, iat: now, exp: now + 600 })}`;
-  return `${unsigned}.${crypto.createHmac('sha256', SECRET).update(unsigned).digest('base64url')}`;
-}
 
 /// A small seeded generator: the same chaos every run.
 function random(seed) {
@@ -87,39 +78,13 @@ test('chaos: nodes and Redis killed and restarted during two numbered streams; n
     // A client of the deployment: connects to node `home`, or the next one up; on a cut it
     // reconnects (elsewhere if need be) and resumes from its offset.
     const connect = (sub, home, onOpen, onMessage) => {
-      const c = { sub, joins: [], offset: 0, epoch: null, closed: false, ws: null };
-      let attempt = 0;
-      const open = () => {
-        if (c.closed) return;
-        const i = (home + attempt) % 3;
-        attempt += 1;
-        const ws = new WebSocket(`ws://127.0.0.1:${ports[i]}/ws?token=${jwt(sub)}`);
-        c.ws = ws;
-        ws.on('open', () => {
-          const join = { type: 'join', room: ROOM };
-          if (c.epoch) join.since = { offset: c.offset, epoch: c.epoch };
-          ws.send(JSON.stringify(join));
-        });
-        ws.on('message', (d) => {
-          const m = JSON.parse(d.toString());
-          if (m.type === 'joined') {
-            c.joins.push(m);
-            if (!m.recovered || !c.epoch) {
-              c.epoch = m.epoch;
-              c.offset = m.offset;
-            }
-            onOpen?.(c);
-          } else {
-            if (typeof m.offset === 'number' && m.room === ROOM && m.type === 'n') c.offset = m.offset;
-            onMessage(c, m);
-          }
-        });
-        ws.on('error', () => {});
-        ws.on('close', () => setTimeout(open, 100));
-      };
-      open();
-      c.close = () => { c.closed = true; c.ws?.close(); };
-      c.send = (m) => { if (c.ws?.readyState === WebSocket.OPEN) c.ws.send(JSON.stringify(m)); };
+      const c = resumingMember({
+        url: (attempt) => `ws://127.0.0.1:${ports[(home + attempt) % 3]}/ws?token=${jwt(SECRET, sub)}`,
+        room: ROOM,
+        onJoined: (member) => onOpen?.(member),
+        onMessage,
+      });
+      c.sub = sub;
       clients.push(c);
       return c;
     };

@@ -10,8 +10,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import WebSocket from 'ws';
-import { startServer, startRedis, freePort, root, api as post, until } from './server.mjs';
+import { startServer, startRedis, freePort, root, api as post, until, resumingMember } from './server.mjs';
 
 const KEY = 'proxy-test-key';
 const ROOM = 'stream';
@@ -62,35 +61,15 @@ async function startProxy(name, nodes) {
   };
 }
 
-/// A native WebSocket client through the proxy from `source`, in ROOM, that reconnects
-/// through the proxy and resumes from its last offset (`join … since`) when cut.
+/// A member of ROOM through the proxy from `source`, resuming from its offset when cut.
 function client(base, source) {
-  const c = { ticks: [], joins: [], epoch: null, offset: 0, closed: false };
-  const open = () => {
-    if (c.closed) return;
-    const ws = new WebSocket(`${base.replace('http', 'ws')}/ws`, { localAddress: source });
-    c.ws = ws;
-    ws.on('open', () => {
-      const join = { type: 'join', room: ROOM };
-      if (c.epoch) join.since = { offset: c.offset, epoch: c.epoch };
-      ws.send(JSON.stringify(join));
-    });
-    ws.on('message', (d) => {
-      const m = JSON.parse(d.toString());
-      if (m.type === 'joined') {
-        c.joins.push(m);
-        c.epoch ??= m.epoch;
-        if (!c.offset) c.offset = m.offset;
-      } else if (m.type === 'tick') {
-        c.ticks.push(m.n);
-        c.offset = m.offset;
-      }
-    });
-    ws.on('error', () => {});
-    ws.on('close', () => { if (!c.closed) setTimeout(open, 200); });
-  };
-  open();
-  c.close = () => { c.closed = true; c.ws.close(); };
+  const c = resumingMember({
+    url: () => `${base.replace('http', 'ws')}/ws`,
+    room: ROOM,
+    options: { localAddress: source },
+    onMessage: (member, m) => { if (m.type === 'tick') member.ticks.push(m.n); },
+  });
+  c.ticks = [];
   return c;
 }
 

@@ -5,13 +5,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventSource } from 'eventsource';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import WebSocket from 'ws';
 import { io } from 'socket.io-client';
-import { startServer, startRedis, api as post } from './server.mjs';
+import { startServer, startRedis, api as post, jwt } from './server.mjs';
 
 const KEY = 'scale-out-key';
 let redis;
@@ -132,13 +131,6 @@ test('an SSE stream cut on node a resumes on node b with exactly what it missed'
 
 const SECRET = 'scale-out-secret-of-enough-length-012345';
 
-function jwt(sub) {
-  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-  const now = Math.floor(Date.now() / 1000);
-  const unsigned = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, iat: now, exp: now + 60 })}`;
-  return `${unsigned}.${crypto.createHmac('sha256', SECRET).update(unsigned).digest('base64url')}`;
-}
-
 /// The first message of a WebSocket on `url`, or its close code and reason.
 function firstOrClose(url) {
   return new Promise((resolve) => {
@@ -157,7 +149,7 @@ test('a one-time ticket issued by one node opens exactly one connection, on any 
   const [x, y] = [await startServer(flags), await startServer(flags)];
   try {
     const issue = async () => {
-      const res = await fetch(`${x.base}/api/ticket`, { method: 'POST', headers: { authorization: `Bearer ${jwt('alice')}` } });
+      const res = await fetch(`${x.base}/api/ticket`, { method: 'POST', headers: { authorization: `Bearer ${jwt(SECRET, 'alice')}` } });
       assert.equal(res.status, 200);
       return (await res.json()).ticket;
     };

@@ -3,10 +3,12 @@
 // exit 0); and the HTTP API helper.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const binary = process.env.SWITCHBOARD_BIN ?? path.join(root, 'target/release/switchboard');
@@ -146,4 +148,53 @@ export async function startRedis(port) {
       await exited;
     },
   };
+}
+
+/// An HS256 JWT for `sub`, signed with `secret`, valid for `ttl` seconds.
+export function jwt(secret, sub, ttl = 600) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const now = Math.floor(Date.now() / 1000);
+  const unsigned = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, iat: now, exp: now + ttl })}`;
+  return `${unsigned}.${crypto.createHmac('sha256', secret).update(unsigned).digest('base64url')}`;
+}
+
+/// A native WebSocket member of `room` that reconnects whenever it is cut (to `url(attempt)`,
+/// asked again for every attempt, with the `ws` `options`) and resumes from the last offset
+/// it got (`join … since`); a `recovered: false` answer moves its position to the room's.
+/// Every message but `joined` goes to `onMessage(member, message)`; `onJoined(member)` runs
+/// after each `joined`. Returns the member: {joins, send(message), close()}.
+export function resumingMember({ url, room, options = {}, onMessage = () => {}, onJoined = () => {} }) {
+  const c = { joins: [], offset: 0, epoch: null, closed: false, ws: null };
+  let attempt = 0;
+  const open = () => {
+    if (c.closed) return;
+    const ws = new WebSocket(url(attempt), options);
+    attempt += 1;
+    c.ws = ws;
+    ws.on('open', () => {
+      const join = { type: 'join', room };
+      if (c.epoch) join.since = { offset: c.offset, epoch: c.epoch };
+      ws.send(JSON.stringify(join));
+    });
+    ws.on('message', (d) => {
+      const m = JSON.parse(d.toString());
+      if (m.type === 'joined') {
+        c.joins.push(m);
+        if (!m.recovered || !c.epoch) {
+          c.epoch = m.epoch;
+          c.offset = m.offset;
+        }
+        onJoined(c);
+        return;
+      }
+      if (m.room === room && typeof m.offset === 'number') c.offset = m.offset;
+      onMessage(c, m);
+    });
+    ws.on('error', () => {});
+    ws.on('close', () => setTimeout(open, 100));
+  };
+  open();
+  c.send = (m) => { if (c.ws?.readyState === WebSocket.OPEN) c.ws.send(JSON.stringify(m)); };
+  c.close = () => { c.closed = true; c.ws?.close(); };
+  return c;
 }
