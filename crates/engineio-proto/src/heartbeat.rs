@@ -31,11 +31,11 @@ enum Due {
     Never,
 }
 
-/// Heartbeat state of one session.
+/// Heartbeat state of one session. `pingInterval` and `pingTimeout` are not copied in: the
+/// owner passes them (they are its endpoint's, shared by every session; this is the state of
+/// every idle connection, paid per byte).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heartbeat {
-    interval: Duration,
-    timeout: Duration,
     due: Due,
     /// When the last packet came from the client.
     last_packet: Instant,
@@ -44,10 +44,8 @@ pub struct Heartbeat {
 impl Heartbeat {
     /// A heartbeat for a session opened at `now`: the first ping is due `interval` later (not
     /// at once).
-    pub fn new(now: Instant, interval: Duration, timeout: Duration) -> Heartbeat {
+    pub fn new(now: Instant, interval: Duration) -> Heartbeat {
         Heartbeat {
-            interval,
-            timeout,
             due: Due::Ping(now + interval),
             last_packet: now,
         }
@@ -66,19 +64,19 @@ impl Heartbeat {
         matches!(self.due, Due::Pong(_))
     }
 
-    /// Time passed. Early calls are harmless (`Wait`).
-    pub fn on_deadline(&mut self, now: Instant) -> HeartbeatAction {
+    /// Time passed (`timeout`: `pingTimeout`). Early calls are harmless (`Wait`).
+    pub fn on_deadline(&mut self, now: Instant, timeout: Duration) -> HeartbeatAction {
         match self.due {
             Due::Ping(at) if now >= at => {
-                self.due = Due::Pong(now + self.timeout);
+                self.due = Due::Pong(now + timeout);
                 HeartbeatAction::SendPing
             }
             Due::Pong(at) if now >= at => {
                 // Any packet is a sign of life (as in the reference server): a client that
                 // sent something within `pingTimeout` gets until then plus `pingTimeout`.
                 let since = now.saturating_duration_since(self.last_packet);
-                if since < self.timeout {
-                    self.due = Due::Pong(self.last_packet + self.timeout);
+                if since < timeout {
+                    self.due = Due::Pong(self.last_packet + timeout);
                     HeartbeatAction::Wait
                 } else {
                     self.due = Due::Never;
@@ -95,11 +93,12 @@ impl Heartbeat {
     }
 
     /// A pong arrived: the outstanding ping is answered and the next one is due `interval`
-    /// from now. A pong with no ping outstanding changes nothing (it cannot postpone pings).
-    pub fn on_pong(&mut self, now: Instant) {
+    /// (`pingInterval`) from now. A pong with no ping outstanding changes nothing (it cannot
+    /// postpone pings).
+    pub fn on_pong(&mut self, now: Instant, interval: Duration) {
         self.on_packet(now);
         if let Due::Pong(_) = self.due {
-            self.due = Due::Ping(now + self.interval);
+            self.due = Due::Ping(now + interval);
         }
     }
 }
@@ -113,17 +112,20 @@ mod tests {
     #[test]
     fn ping_every_interval_after_the_pong() {
         let t0 = Instant::now();
-        let mut hb = Heartbeat::new(t0, 25 * S, 20 * S);
+        let mut hb = Heartbeat::new(t0, 25 * S);
         assert_eq!(
             hb.next_deadline(),
             Some(t0 + 25 * S),
             "first ping one interval after open"
         );
-        assert_eq!(hb.on_deadline(t0 + 24 * S), HeartbeatAction::Wait);
-        assert_eq!(hb.on_deadline(t0 + 25 * S), HeartbeatAction::SendPing);
+        assert_eq!(hb.on_deadline(t0 + 24 * S, 20 * S), HeartbeatAction::Wait);
+        assert_eq!(
+            hb.on_deadline(t0 + 25 * S, 20 * S),
+            HeartbeatAction::SendPing
+        );
         assert!(hb.awaiting_pong());
         assert_eq!(hb.next_deadline(), Some(t0 + 45 * S));
-        hb.on_pong(t0 + 26 * S);
+        hb.on_pong(t0 + 26 * S, 25 * S);
         assert!(!hb.awaiting_pong());
         assert_eq!(hb.next_deadline(), Some(t0 + 51 * S));
     }
@@ -131,29 +133,41 @@ mod tests {
     #[test]
     fn no_pong_times_out() {
         let t0 = Instant::now();
-        let mut hb = Heartbeat::new(t0, 25 * S, 20 * S);
-        assert_eq!(hb.on_deadline(t0 + 25 * S), HeartbeatAction::SendPing);
-        assert_eq!(hb.on_deadline(t0 + 44 * S), HeartbeatAction::Wait);
-        assert_eq!(hb.on_deadline(t0 + 45 * S), HeartbeatAction::TimedOut);
+        let mut hb = Heartbeat::new(t0, 25 * S);
+        assert_eq!(
+            hb.on_deadline(t0 + 25 * S, 20 * S),
+            HeartbeatAction::SendPing
+        );
+        assert_eq!(hb.on_deadline(t0 + 44 * S, 20 * S), HeartbeatAction::Wait);
+        assert_eq!(
+            hb.on_deadline(t0 + 45 * S, 20 * S),
+            HeartbeatAction::TimedOut
+        );
         assert_eq!(hb.next_deadline(), None);
     }
 
     #[test]
     fn other_packets_extend_the_pong_wait() {
         let t0 = Instant::now();
-        let mut hb = Heartbeat::new(t0, 25 * S, 20 * S);
-        assert_eq!(hb.on_deadline(t0 + 25 * S), HeartbeatAction::SendPing);
+        let mut hb = Heartbeat::new(t0, 25 * S);
+        assert_eq!(
+            hb.on_deadline(t0 + 25 * S, 20 * S),
+            HeartbeatAction::SendPing
+        );
         hb.on_packet(t0 + 40 * S);
-        assert_eq!(hb.on_deadline(t0 + 45 * S), HeartbeatAction::Wait);
+        assert_eq!(hb.on_deadline(t0 + 45 * S, 20 * S), HeartbeatAction::Wait);
         assert_eq!(hb.next_deadline(), Some(t0 + 60 * S));
-        assert_eq!(hb.on_deadline(t0 + 60 * S), HeartbeatAction::TimedOut);
+        assert_eq!(
+            hb.on_deadline(t0 + 60 * S, 20 * S),
+            HeartbeatAction::TimedOut
+        );
     }
 
     #[test]
     fn unsolicited_pong_does_not_postpone_pings() {
         let t0 = Instant::now();
-        let mut hb = Heartbeat::new(t0, 25 * S, 20 * S);
-        hb.on_pong(t0 + 10 * S);
+        let mut hb = Heartbeat::new(t0, 25 * S);
+        hb.on_pong(t0 + 10 * S, 25 * S);
         assert_eq!(hb.next_deadline(), Some(t0 + 25 * S));
     }
 }

@@ -219,29 +219,40 @@ pub struct Session {
     /// Shared by every session of an endpoint (one pointer, not a copy, in each).
     config: std::sync::Arc<Config>,
     mode: Mode,
-    /// Packets for the next GET (polling, upgrading).
-    queue: VecDeque<Packet>,
-    /// Their encoded size, separators included.
-    queued_bytes: usize,
-    get: Option<PollId>,
-    post: Option<PostId>,
+    /// The polling transport's state: made when the session first polls, dropped once it
+    /// idles on a WebSocket (a WebSocket-only session never has one: this is the state of
+    /// every idle connection, paid per byte).
+    polling: Option<Box<Polling>>,
     next_id: u64,
     heartbeat: Heartbeat,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
 
+/// What only the polling transport needs.
+#[derive(Debug, Default)]
+struct Polling {
+    /// Packets for the next GET (polling, upgrading).
+    queue: VecDeque<Packet>,
+    /// Their encoded size, separators included.
+    queued_bytes: usize,
+    get: Option<PollId>,
+    post: Option<PostId>,
+}
+
 impl Session {
+    /// The polling state, made if missing.
+    fn polling_mut(&mut self) -> &mut Polling {
+        self.polling.get_or_insert_with(Box::default)
+    }
+
     fn new(sid: Sid, config: std::sync::Arc<Config>, mode: Mode, now: Instant) -> Session {
-        let heartbeat = Heartbeat::new(now, config.ping_interval, config.ping_timeout);
+        let heartbeat = Heartbeat::new(now, config.ping_interval);
         Session {
             sid,
             config,
             mode,
-            queue: VecDeque::new(),
-            queued_bytes: 0,
-            get: None,
-            post: None,
+            polling: None,
             next_id: 0,
             heartbeat,
             transmits: VecDeque::new(),
@@ -335,12 +346,16 @@ impl Session {
 
     /// The GET the session holds, if any.
     pub fn held_get(&self) -> Option<PollId> {
-        self.get
+        self.polling.as_ref().and_then(|p| p.get)
+    }
+
+    fn held_post(&self) -> Option<PostId> {
+        self.polling.as_ref().and_then(|p| p.post)
     }
 
     /// Bytes queued for the next GET.
     pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes
+        self.polling.as_ref().map_or(0, |p| p.queued_bytes)
     }
 
     /// The heartbeat state.
@@ -351,7 +366,14 @@ impl Session {
     /// Give back the memory of empty queues (call before a session idles for long: an idle
     /// connection should hold no capacity it is not using).
     pub fn release_idle_memory(&mut self) {
-        for_empty(&mut self.queue);
+        if let Some(polling) = &mut self.polling {
+            let idle = polling.queue.is_empty() && polling.get.is_none() && polling.post.is_none();
+            if idle && matches!(self.mode, Mode::WebSocket { .. }) {
+                self.polling = None;
+            } else {
+                for_empty(&mut polling.queue);
+            }
+        }
         for_empty(&mut self.transmits);
         for_empty(&mut self.events);
     }
@@ -399,7 +421,7 @@ impl Session {
             Mode::Polling { upgrade: Some(up) } if now >= up.deadline => self.abort_upgrade(),
             _ => {}
         }
-        match self.heartbeat.on_deadline(now) {
+        match self.heartbeat.on_deadline(now, self.config.ping_timeout) {
             HeartbeatAction::Wait => {}
             HeartbeatAction::SendPing => self.send_packet(Packet::Ping(Str::new())),
             HeartbeatAction::TimedOut => self.terminate(CloseReason::PingTimeout, Packet::Close),
@@ -421,7 +443,9 @@ impl Session {
                 Ok(())
             }
             Mode::Polling { .. } => {
-                if self.queued_bytes + message_queued_len(&message) > self.config.max_queued_bytes {
+                if self.polling_mut().queued_bytes + message_queued_len(&message)
+                    > self.config.max_queued_bytes
+                {
                     return Err(SendError::Full(message));
                 }
                 self.enqueue(Packet::Message(message));
@@ -472,7 +496,7 @@ impl Session {
             Mode::Polling { .. } => {}
         }
         let size: usize = messages.iter().map(message_queued_len).sum();
-        if self.queued_bytes + size > self.config.max_queued_bytes {
+        if self.polling_mut().queued_bytes + size > self.config.max_queued_bytes {
             return Err(messages);
         }
         for m in messages {
@@ -491,7 +515,7 @@ impl Session {
             Mode::WebSocket { .. } => self.terminate(CloseReason::ForcedClose, Packet::Close),
             Mode::Polling { .. } => {
                 self.abort_upgrade();
-                if let Some(id) = self.get.take() {
+                if let Some(id) = self.polling.as_mut().and_then(|p| p.get.take()) {
                     self.enqueue(Packet::Close);
                     let body = self.drain_queue();
                     self.transmits.push_back(Transmit::Poll { id, body });
@@ -523,7 +547,7 @@ impl Session {
                 Ok(GetOutcome::Respond(body))
             }
             Mode::Polling { upgrade } => {
-                if self.get.is_some() {
+                if self.held_get().is_some() {
                     self.terminate(
                         CloseReason::TransportError(TransportError::PollOverlap),
                         Packet::Close,
@@ -533,11 +557,11 @@ impl Session {
                 if upgrade.is_some_and(|up| up.probed) {
                     return Ok(GetOutcome::Respond(encode_payload([&Packet::Noop])));
                 }
-                if !self.queue.is_empty() {
+                if !self.polling.as_ref().is_none_or(|p| p.queue.is_empty()) {
                     return Ok(GetOutcome::Respond(self.drain_queue()));
                 }
                 let id = PollId(self.id());
-                self.get = Some(id);
+                self.polling_mut().get = Some(id);
                 Ok(GetOutcome::Wait(id))
             }
         }
@@ -546,8 +570,8 @@ impl Session {
     /// The held GET `id` ended before it was answered (the client went away): the session
     /// closes. Stale ids (already answered) are ignored.
     pub fn handle_poll_gone(&mut self, id: PollId, _now: Instant) {
-        if self.get == Some(id) {
-            self.get = None;
+        if self.held_get() == Some(id) {
+            self.polling_mut().get = None;
             self.terminate(
                 CloseReason::TransportError(TransportError::PollCancelled),
                 Packet::Close,
@@ -565,7 +589,7 @@ impl Session {
             Mode::Closed(_) => Err(RequestError::UnknownSid),
             Mode::WebSocket { .. } => Err(RequestError::BadRequest),
             Mode::Polling { .. } | Mode::Closing { .. } => {
-                if self.post.is_some() {
+                if self.held_post().is_some() {
                     self.terminate(
                         CloseReason::TransportError(TransportError::PostOverlap),
                         Packet::Close,
@@ -573,7 +597,7 @@ impl Session {
                     return Err(RequestError::BadRequest);
                 }
                 let id = PostId(self.id());
-                self.post = Some(id);
+                self.polling_mut().post = Some(id);
                 Ok(id)
             }
         }
@@ -591,13 +615,13 @@ impl Session {
         binary: bool,
         now: Instant,
     ) -> Result<(), RequestError> {
-        if self.post != Some(id) {
+        if self.held_post() != Some(id) {
             return Err(match self.mode {
                 Mode::Closed(_) => RequestError::UnknownSid,
                 _ => RequestError::BadRequest,
             });
         }
-        self.post = None;
+        self.polling_mut().post = None;
         match self.mode {
             Mode::Closed(_) => return Err(RequestError::UnknownSid),
             // The reference ignores packets once the server closed.
@@ -636,8 +660,8 @@ impl Session {
 
     /// POST `id`'s connection closed before its body was read: the session closes.
     pub fn handle_post_aborted(&mut self, id: PostId, _now: Instant) {
-        if self.post == Some(id) {
-            self.post = None;
+        if self.held_post() == Some(id) {
+            self.polling_mut().post = None;
             self.terminate(
                 CloseReason::TransportError(TransportError::PostCancelled),
                 Packet::Close,
@@ -648,8 +672,8 @@ impl Session {
     /// POST `id`'s body passed `max_payload` while it was read: the session closes; answer
     /// the returned error (`413`).
     pub fn handle_post_too_large(&mut self, id: PostId, _now: Instant) -> RequestError {
-        if self.post == Some(id) {
-            self.post = None;
+        if self.held_post() == Some(id) {
+            self.polling_mut().post = None;
             self.terminate(
                 CloseReason::TransportError(TransportError::PayloadTooLarge),
                 Packet::Close,
@@ -728,7 +752,7 @@ impl Session {
         self.heartbeat.on_packet(now);
         match packet {
             Packet::Message(m) => self.events.push_back(Event::Message(m)),
-            Packet::Pong(_) => self.heartbeat.on_pong(now),
+            Packet::Pong(_) => self.heartbeat.on_pong(now, self.config.ping_interval),
             Packet::Ping(_) => {
                 self.terminate(
                     CloseReason::TransportError(TransportError::HeartbeatDirection),
@@ -760,8 +784,8 @@ impl Session {
             Ok(Packet::Upgrade) if up.probed => {
                 self.answer_get_with(Packet::Noop);
                 self.mode = Mode::WebSocket { ws: up.ws };
-                self.queued_bytes = 0;
-                for packet in std::mem::take(&mut self.queue) {
+                self.polling_mut().queued_bytes = 0;
+                for packet in std::mem::take(&mut self.polling_mut().queue) {
                     self.transmits.push_back(Transmit::Ws {
                         ws: up.ws,
                         frame: packet.encode_ws(),
@@ -782,7 +806,7 @@ impl Session {
     }
 
     fn answer_get_with(&mut self, packet: Packet) {
-        if let Some(id) = self.get.take() {
+        if let Some(id) = self.polling.as_mut().and_then(|p| p.get.take()) {
             self.transmits.push_back(Transmit::Poll {
                 id,
                 body: encode_payload([&packet]),
@@ -806,14 +830,14 @@ impl Session {
     }
 
     fn enqueue(&mut self, packet: Packet) {
-        self.queued_bytes += queued_len(&packet);
-        self.queue.push_back(packet);
+        self.polling_mut().queued_bytes += queued_len(&packet);
+        self.polling_mut().queue.push_back(packet);
     }
 
     fn drain_queue(&mut self) -> Bytes {
-        let body = encode_payload(&self.queue);
-        self.queue.clear();
-        self.queued_bytes = 0;
+        let body = encode_payload(&self.polling_mut().queue);
+        self.polling_mut().queue.clear();
+        self.polling_mut().queued_bytes = 0;
         body
     }
 
@@ -821,10 +845,10 @@ impl Session {
     /// for the WebSocket).
     fn flush_poll(&mut self) {
         let probed = matches!(self.mode, Mode::Polling { upgrade: Some(up) } if up.probed);
-        if probed || self.queue.is_empty() {
+        if probed || self.polling.as_ref().is_none_or(|p| p.queue.is_empty()) {
             return;
         }
-        if let Some(id) = self.get.take() {
+        if let Some(id) = self.polling.as_mut().and_then(|p| p.get.take()) {
             let body = self.drain_queue();
             self.transmits.push_back(Transmit::Poll { id, body });
         }
@@ -847,9 +871,12 @@ impl Session {
     }
 
     fn finish(&mut self, reason: CloseReason) {
-        self.queue.clear();
-        self.queued_bytes = 0;
-        self.get = None;
+        // Nothing more is sent: the queue and the held GET go (the POST may still finish).
+        if let Some(polling) = &mut self.polling {
+            polling.queue.clear();
+            polling.queued_bytes = 0;
+            polling.get = None;
+        }
         self.mode = Mode::Closed(reason);
         self.events.push_back(Event::Closed(reason));
     }

@@ -4,7 +4,6 @@
 //! for the next deadline, calls [`SocketState::handle_timeout`] when it passes and drains
 //! [`SocketState::poll_event`].
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
@@ -157,35 +156,50 @@ struct PendingAck {
 /// 6. [`SocketState::disconnect`] to close a namespace from the server side.
 #[derive(Debug)]
 pub struct SocketState {
-    config: StateConfig,
+    /// The limits of [`StateConfig`], compact (the timeout is used once, at `new`): this is
+    /// the state of every idle connection, paid per byte.
+    limits: Limits,
     connect_deadline: Option<Instant>,
     namespaces: Vec<(Namespace, Phase)>,
     next_ack: u64,
-    /// Sorted by id (ids are handed out in increasing order).
-    pending: VecDeque<PendingAck>,
-    events: VecDeque<StateEvent>,
+    /// Sorted by id (ids are handed out in increasing order). `Vec`s, not `VecDeque`s: 8
+    /// bytes fewer each in every idle connection; both are short (≤ `max_pending_acks`, and
+    /// events are rare).
+    pending: Vec<PendingAck>,
+    events: Vec<StateEvent>,
+}
+
+/// [`StateConfig`]'s limits, saturated to 32 bits.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_namespaces: u32,
+    max_pending_acks: u32,
 }
 
 impl SocketState {
     /// The state of a connection opened at `now`.
     pub fn new(config: StateConfig, now: Instant) -> SocketState {
+        let saturate = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         SocketState {
-            config,
+            limits: Limits {
+                max_namespaces: saturate(config.max_namespaces),
+                max_pending_acks: saturate(config.max_pending_acks),
+            },
             connect_deadline: Some(now + config.connect_timeout),
             namespaces: Vec::new(),
             next_ack: 0,
-            pending: VecDeque::new(),
-            events: VecDeque::new(),
+            pending: Vec::new(),
+            events: Vec::new(),
         }
     }
 
     /// Give back the memory of empty queues (before the connection idles).
     pub fn release_idle_memory(&mut self) {
         if self.pending.is_empty() {
-            self.pending = VecDeque::new();
+            self.pending = Vec::new();
         }
         if self.events.is_empty() {
-            self.events = VecDeque::new();
+            self.events = Vec::new();
         }
         self.namespaces.shrink_to_fit();
     }
@@ -227,7 +241,7 @@ impl SocketState {
         let events = &mut self.events;
         self.pending.retain(|p| {
             if &p.nsp == nsp {
-                events.push_back(StateEvent::AckCancelled {
+                events.push(StateEvent::AckCancelled {
                     nsp: p.nsp.clone(),
                     id: p.id,
                 });
@@ -248,9 +262,9 @@ impl SocketState {
                 if self.phase(&nsp).is_some() {
                     return Err(StateError::AlreadyConnected(nsp));
                 }
-                if self.namespaces.len() >= self.config.max_namespaces {
+                if self.namespaces.len() >= self.limits.max_namespaces as usize {
                     return Err(StateError::TooManyNamespaces {
-                        limit: self.config.max_namespaces,
+                        limit: self.limits.max_namespaces as usize,
                     });
                 }
                 self.namespaces.push((nsp.clone(), Phase::Connecting));
@@ -349,14 +363,14 @@ impl SocketState {
         deadline: Option<Instant>,
     ) -> Result<AckId, StateError> {
         self.require_connected(nsp)?;
-        if self.pending.len() >= self.config.max_pending_acks {
+        if self.pending.len() >= self.limits.max_pending_acks as usize {
             return Err(StateError::TooManyPendingAcks {
-                limit: self.config.max_pending_acks,
+                limit: self.limits.max_pending_acks as usize,
             });
         }
         let id = AckId(self.next_ack);
         self.next_ack += 1;
-        self.pending.push_back(PendingAck {
+        self.pending.push(PendingAck {
             id,
             nsp: nsp.clone(),
             deadline,
@@ -379,13 +393,13 @@ impl SocketState {
         if self.connect_deadline.is_some_and(|d| d <= now) {
             self.connect_deadline = None;
             if self.connected().next().is_none() {
-                self.events.push_back(StateEvent::ConnectTimeout);
+                self.events.push(StateEvent::ConnectTimeout);
             }
         }
         let events = &mut self.events;
         self.pending.retain(|p| {
             if p.deadline.is_some_and(|d| d <= now) {
-                events.push_back(StateEvent::AckTimeout {
+                events.push(StateEvent::AckTimeout {
                     nsp: p.nsp.clone(),
                     id: p.id,
                 });
@@ -398,6 +412,6 @@ impl SocketState {
 
     /// The next event caused by a deadline or a namespace's end.
     pub fn poll_event(&mut self) -> Option<StateEvent> {
-        self.events.pop_front()
+        (!self.events.is_empty()).then(|| self.events.remove(0))
     }
 }
