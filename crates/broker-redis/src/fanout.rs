@@ -33,6 +33,14 @@ const REMOTE: ConnId = ConnId(u64::MAX);
 /// Requests between nodes (`disconnect\n<node>\n<user>`): every node subscribes to it.
 const CONTROL: &str = "sb:control";
 
+/// At most this many live messages are held per room while a gap is filled; more are
+/// dropped and reported to the members as missed (`lagged`).
+const MAX_HELD: usize = 10_000;
+
+/// The epoch of a position taken before the room had one (it did not exist yet): a catch-up
+/// from it takes whatever epoch the room has, from its first message.
+const NO_EPOCH: &str = "";
+
 /// A catch-up read takes at most this much history per round trip.
 const CATCH_UP_BYTES: usize = 4 << 20;
 
@@ -54,6 +62,8 @@ struct RoomSub {
     position: Option<(Epoch, u64)>,
     /// While the history fills a gap: live messages, delivered after it.
     held: Option<Vec<Envelope>>,
+    /// Live messages not held because `held` was full: reported as missed after the gap.
+    held_dropped: u64,
 }
 
 impl RoomSub {
@@ -90,6 +100,26 @@ impl RoomSub {
                 node.missed(count);
             }
         }
+    }
+
+    /// Hold a live message while a gap is filled (bounded: beyond it, counted as missed).
+    fn hold(&mut self, envelope: Envelope) {
+        if let Some(held) = &mut self.held {
+            if held.len() < MAX_HELD {
+                held.push(envelope);
+            } else {
+                self.held_dropped += 1;
+            }
+        }
+    }
+
+    /// The gap is filled (or given up on): deliver what was held, report what was not.
+    fn release_held(&mut self, room: &RoomName, me: u32) {
+        for envelope in self.held.take().unwrap_or_default() {
+            self.deliver_after_gap(room, envelope, me);
+        }
+        let dropped = std::mem::take(&mut self.held_dropped);
+        self.missed(dropped);
     }
 
     /// Deliver `envelope` in order, telling members about offsets nobody can give them.
@@ -197,24 +227,28 @@ impl Subscriptions {
         let mut st = lock(&sub);
         match envelope::parse_received(&payload) {
             Some(Received::Message(envelope)) => {
-                if let Some(held) = &mut st.held {
-                    held.push(envelope);
-                    return;
+                if st.held.is_some() {
+                    return st.hold(envelope);
                 }
-                if let Some((epoch, last)) = &st.position {
-                    if epoch.as_str() == envelope.epoch {
+                let gap_from = match &st.position {
+                    Some((epoch, last)) if epoch.as_str() == envelope.epoch => {
                         if envelope.offset <= *last {
                             return; // a repeat
                         }
-                        if envelope.offset > last + 1 {
-                            // Messages went missing on the way: fill the gap from history.
-                            let from = (epoch.clone(), *last);
-                            st.held = Some(vec![envelope]);
-                            drop(st);
-                            tokio::spawn(self.clone().catch_up(room, from));
-                            return;
-                        }
+                        (envelope.offset > last + 1).then(|| (epoch.clone(), *last))
                     }
+                    // A new epoch (Redis lost the room): its first messages may have gone by.
+                    Some(_) if envelope.offset > 1 => {
+                        Some((Epoch::from(envelope.epoch.as_str()), 0))
+                    }
+                    _ => None,
+                };
+                if let Some(from) = gap_from {
+                    // Messages went missing on the way: fill the gap from history.
+                    st.held = Some(vec![envelope]);
+                    drop(st);
+                    tokio::spawn(self.clone().catch_up(room, from));
+                    return;
                 }
                 st.deliver(&room, envelope, self.me);
             }
@@ -247,18 +281,13 @@ impl Subscriptions {
     /// Deliver what `room` got after `from` from its history, then the held live messages,
     /// in order; report what no one has any more.
     async fn catch_up(self: Arc<Self>, room: RoomName, from: (Epoch, u64)) {
-        let (epoch, mut after) = from;
+        let (mut epoch, mut after) = from;
         let mut failures = 0;
         loop {
+            let known = (epoch.as_str() != NO_EPOCH).then(|| epoch.as_str());
             let page = self
                 .log
-                .read_range(
-                    room.as_str(),
-                    after,
-                    Some(epoch.as_str()),
-                    100_000,
-                    CATCH_UP_BYTES,
-                )
+                .read_range(room.as_str(), after, known, 100_000, CATCH_UP_BYTES)
                 .await;
             let Some(sub) = self.room(&room) else {
                 return; // nobody here any more
@@ -279,7 +308,19 @@ impl Subscriptions {
                     None
                 }
             };
-            if let Some(page) = page.filter(|p| p.epoch == epoch.as_str()) {
+            if let Some(page) = page {
+                if page.epoch != epoch.as_str() {
+                    // The room is in another epoch now: what the old one had after our
+                    // position is gone (say so, unless we had none), and the new one is read
+                    // from its start.
+                    if epoch.as_str() != NO_EPOCH {
+                        st.missed(1);
+                    }
+                    epoch = Epoch::from(page.epoch.as_str());
+                    after = 0;
+                    drop(st);
+                    continue;
+                }
                 for entry in page.entries {
                     let envelope = Envelope {
                         epoch: page.epoch.clone(),
@@ -302,11 +343,38 @@ impl Subscriptions {
                     st.missed(page.last_offset.saturating_sub(last));
                 }
             }
-            for envelope in st.held.take().unwrap_or_default() {
-                st.deliver_after_gap(&room, envelope, self.me);
-            }
+            st.release_held(&room, self.me);
             return;
         }
+    }
+
+    /// Where a newly subscribed room stands (a gap after a broken connection is filled from
+    /// here): the offset before the first message held since the subscription, or else the
+    /// room's latest offset (a room that does not exist yet: from its first message). Held
+    /// messages are then delivered.
+    async fn baseline(self: Arc<Self>, room: RoomName) {
+        let meta = self
+            .log
+            .read_range(room.as_str(), u64::MAX, None, 0, 0)
+            .await;
+        let Some(sub) = self.room(&room) else { return };
+        let mut st = lock(&sub);
+        if st.position.is_none() {
+            let first = st.held.as_ref().and_then(|h| h.first());
+            st.position = match (first, meta) {
+                (Some(first), _) => Some((
+                    Epoch::from(first.epoch.as_str()),
+                    first.offset.saturating_sub(1),
+                )),
+                (None, Ok(Some(page))) => Some((Epoch::from(page.epoch), page.last_offset)),
+                (None, Ok(None)) => Some((Epoch::from(NO_EPOCH), 0)),
+                (None, Err(e)) => {
+                    tracing::debug!(error = %e, room = room.as_str(), "redis: no baseline");
+                    None
+                }
+            };
+        }
+        st.release_held(&room, self.me);
     }
 
     /// The subscription of `rooms` is confirmed on this connection.
@@ -318,13 +386,21 @@ impl Subscriptions {
             for waiter in st.waiters.drain(..) {
                 let _ = waiter.send(());
             }
-            // Subscribed again after a broken connection: fill what went by meanwhile.
-            if st.held.is_some() {
-                if let Some(from) = st.position.clone() {
+            match st.position.clone() {
+                // Subscribed again after a broken connection: fill what went by meanwhile.
+                Some(from) if st.held.is_some() => {
                     drop(st);
                     tokio::spawn(self.clone().catch_up(room.clone(), from));
-                } else {
-                    st.held = None;
+                }
+                Some(_) => {}
+                // First subscribed (or never delivered to): take a baseline, holding live
+                // messages meanwhile, so a later gap has a start.
+                None => {
+                    if st.held.is_none() {
+                        st.held = Some(Vec::new());
+                    }
+                    drop(st);
+                    tokio::spawn(self.clone().baseline(room.clone()));
                 }
             }
         }
@@ -411,10 +487,11 @@ pub(crate) async fn run_subscriber(
                     let rooms = s.rooms.read().unwrap_or_else(|e| e.into_inner());
                     changed.into_iter().partition(|r| rooms.contains_key(r))
                 };
-                let add: Vec<RoomName> = wanted
-                    .into_iter()
-                    .filter(|r| !subscribed.contains(r))
-                    .collect();
+                // Wanted again before their unsubscription went out (a quick leave and
+                // rejoin): still subscribed, active at once.
+                let (again, add): (Vec<RoomName>, Vec<RoomName>) =
+                    wanted.into_iter().partition(|r| subscribed.contains(r));
+                s.activated(&again);
                 let remove: Vec<RoomName> = unwanted
                     .into_iter()
                     .filter(|r| subscribed.contains(r))

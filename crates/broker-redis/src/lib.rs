@@ -41,6 +41,13 @@ pub struct LogConfig {
     /// A room with no publish for this long is forgotten (its keys expire; a later publish
     /// starts a new epoch).
     pub idle_expiry: Duration,
+    /// The longest a Redis answer is waited for (the connection's response timeout; callers
+    /// may wait less).
+    pub timeout: Duration,
+}
+
+fn config_timeout(config: &LogConfig) -> Duration {
+    config.timeout.max(Duration::from_millis(1))
 }
 
 impl Default for LogConfig {
@@ -49,6 +56,7 @@ impl Default for LogConfig {
             history_len: 100,
             dedup_window: Duration::from_secs(120),
             idle_expiry: Duration::from_secs(24 * 3600),
+            timeout: Duration::from_secs(2),
         }
     }
 }
@@ -217,7 +225,13 @@ impl RedisLog {
     /// Connect to the Redis at `url` (`redis://host:port/db`).
     pub async fn connect(url: &str, config: LogConfig) -> Result<RedisLog, Error> {
         let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+        // The callers bound every operation with their own timeout (`broker.timeout`); the
+        // manager's default response timeout (500 ms) would cut them short, answering
+        // "unavailable" for a write that still lands.
+        let manager = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config_timeout(&config)))
+            .set_connection_timeout(Some(config_timeout(&config)));
+        let conn = ConnectionManager::new_with_config(client, manager).await?;
         Ok(RedisLog {
             conn,
             publish: redis::Script::new(include_str!("publish.lua")),

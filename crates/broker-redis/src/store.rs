@@ -82,6 +82,7 @@ pub async fn connect(config: RedisConfig) -> Result<Redis, Error> {
             history_len: config.store.default_history.max_messages,
             dedup_window: config.store.dedup_window,
             idle_expiry: config.idle_expiry,
+            timeout: config.timeout,
         },
     )
     .await?;

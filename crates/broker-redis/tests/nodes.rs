@@ -455,3 +455,108 @@ async fn disconnecting_a_user_reaches_their_connections_on_every_node() {
         "only that user"
     );
 }
+
+/// Cut every pub/sub connection and keep them from subscribing until `allow` is called.
+async fn cut_pubsub(url: &str) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-subscribe")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    conn
+}
+
+async fn allow_pubsub(conn: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("+subscribe")
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_room_cut_from_pubsub_loses_nothing() {
+    let redis = redis_server();
+    let (a, b) = (
+        node(&redis.url, HubConfig::default()).await,
+        node(&redis.url, HubConfig::default()).await,
+    );
+    let quiet = room("quiet");
+    let bob = b.connect(user("bob"));
+    join(&b, &bob, &quiet, None).await;
+    // Nothing was ever delivered in the room when the connection breaks.
+    let mut conn = cut_pubsub(&redis.url).await;
+    for i in 0..3 {
+        publish(&a, &quiet, &format!("q{i}"), None).await;
+    }
+    allow_pubsub(&mut conn).await;
+    publish(&a, &quiet, "after", None).await;
+    let got = received(&bob, 4).await;
+    assert_eq!(got.items, ["q0@1", "q1@2", "q2@3", "after@4"]);
+    assert_eq!(got.lagged, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_redis_lost_while_cut_is_read_from_its_new_start_and_the_loss_reported() {
+    let redis = redis_server();
+    let (a, b) = (
+        node(&redis.url, HubConfig::default()).await,
+        node(&redis.url, HubConfig::default()).await,
+    );
+    let r = room("lost");
+    let bob = b.connect(user("bob"));
+    join(&b, &bob, &r, None).await;
+    publish(&a, &r, "old", None).await;
+    assert_eq!(received(&bob, 1).await.items, ["old@1"]);
+    let mut conn = cut_pubsub(&redis.url).await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    // (The nodes' own keys went too: heartbeats bring theirs back.)
+    for i in 0..3 {
+        publish(&a, &r, &format!("new{i}"), None).await;
+    }
+    allow_pubsub(&mut conn).await;
+    let got = received(&bob, 3).await;
+    assert_eq!(got.items, ["new0@1", "new1@2", "new2@3"]);
+    assert!(
+        got.lagged >= 1,
+        "what the old epoch had after bob's position is unknown: said so"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_leave_and_rejoin_does_not_wait_for_a_subscription_that_never_left() {
+    let redis = redis_server();
+    let config = HubConfig::default();
+    let mut redis_config = RedisConfig::new(&redis.url, config.memory_store());
+    // A stalled join would wait this long for its subscription.
+    redis_config.timeout = Duration::from_secs(5);
+    let backends = connect(redis_config).await.unwrap();
+    let hub = Hub::with_backends(config, backends.store, backends.broker);
+    let r = room("flicker");
+    let ann = hub.connect(user("ann"));
+    for _ in 0..5 {
+        join(&hub, &ann, &r, None).await;
+        assert!(hub.leave(&ann, &r));
+        let started = Instant::now();
+        join(&hub, &ann, &r, None).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the rejoin waited {:?}",
+            started.elapsed()
+        );
+        assert!(hub.leave(&ann, &r));
+    }
+}
