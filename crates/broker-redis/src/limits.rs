@@ -88,11 +88,17 @@ impl RedisLimits {
         max_per_ip: usize,
         max_per_user: usize,
     ) -> Result<bool, Limited> {
+        // An unanswered acquisition may still have counted (it only timed out): it is undone
+        // with a release, sent after it on the same ordered queue. (Had it not counted, the
+        // release under-counts this node by one: the safe side.)
         let ip_counted = match ip {
             Some(ip) => match self.acquire_one("ip", ip, max_per_ip).await {
                 Acquired::Counted => true,
                 Acquired::Refused => return Err(Limited::Address),
-                Acquired::Unknown => return Ok(false),
+                Acquired::Unknown => {
+                    self.release_one("ip", ip);
+                    return Ok(false);
+                }
             },
             None => false,
         };
@@ -112,6 +118,7 @@ impl RedisLimits {
             }
             Acquired::Unknown => {
                 undo(self);
+                self.release_one("user", user);
                 Ok(false)
             }
         }

@@ -180,9 +180,7 @@ async fn heartbeat(store: Weak<RedisStore>) {
         let (log, writer) = (s.log.clone(), s.writer.clone());
         let window = s.config.recovery_window;
         drop(s);
-        if let Err(e) = sweep_dead_nodes(&log, &writer, window).await {
-            tracing::warn!(error = %e, "redis: sweep of dead nodes failed");
-        }
+        // This node's own heartbeat first: a long sweep must not let it lapse.
         let refreshed: Result<(), redis::RedisError> = redis::pipe()
             .cmd("SET")
             .arg(node_key(node))
@@ -198,6 +196,13 @@ async fn heartbeat(store: Weak<RedisStore>) {
             .await;
         if let Err(e) = refreshed {
             tracing::warn!(error = %e, "redis: heartbeat failed");
+        }
+        // Bounded by the interval: the next heartbeat is never late because of it.
+        let sweep = sweep_dead_nodes(&log, &writer, window);
+        match tokio::time::timeout(expiry / 3, sweep).await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "redis: sweep of dead nodes failed"),
+            Err(_) => tracing::warn!("redis: sweep of dead nodes cut short (next round goes on)"),
+            Ok(Ok(())) => {}
         }
         tokio::time::sleep(expiry / 3).await;
     }
@@ -522,6 +527,10 @@ async fn sweep_dead_nodes(log: &RedisLog, writer: &Writer, window: Duration) -> 
             .arg(node_rooms_key(node))
             .query_async(&mut conn)
             .await?;
+        if !rooms.is_empty() {
+            // (Redis may have restarted since any node loaded the scripts.)
+            log.load_scripts().await?;
+        }
         for room in rooms {
             let gone: Vec<String> = log
                 .presence_command(&room, node.0, &["drop"])

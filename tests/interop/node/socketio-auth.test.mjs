@@ -13,10 +13,10 @@ import { startServer } from './server.mjs';
 
 const SECRET = 'socketio-interop-secret-of-enough-length-01';
 
-function token(sub, ttl = 60, secret = SECRET) {
+function token(sub, ttl = 60, secret = SECRET, extra = {}) {
   const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
   const now = Math.floor(Date.now() / 1000);
-  const head = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, iat: now, exp: now + ttl })}`;
+  const head = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, iat: now, exp: now + ttl, ...extra })}`;
   return `${head}.${crypto.createHmac('sha256', secret).update(head).digest('base64url')}`;
 }
 
@@ -31,6 +31,9 @@ before(async () => {
     '[[auth.permissions]]',
     'rooms = "user:*"',
     'allow = { match = "user:{sub}" }',
+    '[[auth.permissions]]',
+    'rooms = "vip:*"',
+    'allow = "channels"',
     '',
   ].join('\n'));
   server = await startServer(['--config', config]);
@@ -87,4 +90,23 @@ test('channel permissions apply to joins and relayed events', async () => {
   assert.equal(relay.status, 'error');
   assert.ok(alice.connected, 'refusals keep the connection');
   for (const s of opened.splice(0)) s.close();
+});
+
+test('a recovery whose rooms are no longer permitted is answered at once, as a new socket', async () => {
+  const gold = token('dana', 60, SECRET, { channels: ['vip:gold'] });
+  const socket = io(server.base, { transports: ['websocket'], forceNew: true, reconnectionDelay: 50, reconnectionDelayMax: 100, auth: { token: gold } });
+  opened.push(socket);
+  await new Promise((resolve, reject) => { socket.once('connect', resolve); socket.once('connect_error', reject); });
+  assert.deepEqual(await socket.emitWithAck('join_room', 'vip:gold'), { status: 'ok', room: 'vip:gold' });
+  const id = socket.id;
+  // The same user comes back with a token that no longer grants the room.
+  socket.auth = { token: token('dana', 60, SECRET, { channels: [] }) };
+  const reconnected = new Promise((resolve) => socket.once('connect', resolve));
+  socket.io.engine.close();
+  const started = Date.now();
+  await reconnected;
+  assert.ok(Date.now() - started < 3000, 'the CONNECT was answered without waiting');
+  assert.equal(socket.recovered, false);
+  assert.notEqual(socket.id, id);
+  socket.close();
 });

@@ -176,7 +176,12 @@ impl NsSocket {
                     since: Some(since),
                     user: None,
                 };
+                let refusals = sink.errors;
                 session.handle(Incoming { message, id: None }, sink);
+                if sink.errors > refusals {
+                    // Refused (no longer permitted): no `joined` will come for it.
+                    sink.rejoins.push(false);
+                }
             }
             (expected, std::mem::take(&mut sink.rejoins))
         })
@@ -708,6 +713,8 @@ struct SioSink<'a, 'o> {
     current: Option<Await>,
     /// The `recovered` flag of every `joined` reply of the call.
     rejoins: Vec<bool>,
+    /// Error replies sent so far (a refused rejoin answers one, not `joined`).
+    errors: usize,
     /// `Some` while an application's join or leave is handled: the message of the error
     /// that refused it, if one did.
     refusal: Option<Option<String>>,
@@ -738,6 +745,7 @@ impl<'a, 'o> SioSink<'a, 'o> {
             codec,
             current: None,
             rejoins: Vec::new(),
+            errors: 0,
             refusal: None,
             closed: false,
             counts: Counts::default(),
@@ -842,6 +850,7 @@ impl Sink for SioSink<'_, '_> {
                 }
             }
             ServerMessage::Error { id, .. } => {
+                self.errors += 1;
                 if let Some(refusal @ None) = &mut self.refusal {
                     *refusal = Some(error_text(&message));
                 }
