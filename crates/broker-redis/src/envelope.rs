@@ -24,13 +24,13 @@ use bytes::Bytes;
 /// connection's id on it.
 pub type Origin = (u32, u64);
 
-fn origin_text(origin: Option<Origin>) -> String {
+pub(crate) fn origin_text(origin: Option<Origin>) -> String {
     origin
         .map(|(node, conn)| format!("{node}.{conn}"))
         .unwrap_or_default()
 }
 
-fn parse_origin(text: &str) -> Option<Option<Origin>> {
+pub(crate) fn parse_origin(text: &str) -> Option<Option<Origin>> {
     if text.is_empty() {
         return Some(None);
     }

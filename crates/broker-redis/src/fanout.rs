@@ -326,7 +326,7 @@ impl Subscriptions {
                         epoch: page.epoch.clone(),
                         offset: entry.offset,
                         timestamp_ms: entry.timestamp_ms,
-                        origin: None,
+                        origin: entry.origin,
                         kind: entry.kind,
                         message: entry.message,
                     };

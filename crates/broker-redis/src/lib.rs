@@ -98,6 +98,8 @@ pub struct Page {
 pub struct Stored {
     /// Its offset.
     pub offset: u64,
+    /// The connection it was published for everyone else, if any.
+    pub origin: Option<Origin>,
     /// When it was appended (ms).
     pub timestamp_ms: u64,
     /// Its `type`.
@@ -132,8 +134,17 @@ fn stored(entry: &redis::streams::StreamId) -> Result<Stored, Error> {
         Some(redis::Value::BulkString(b)) => Ok(b.clone()),
         _ => Err(Error::Answer),
     };
+    // (Entries written before origins were kept have none.)
+    let origin = match entry.map.get("o") {
+        Some(redis::Value::BulkString(b)) => std::str::from_utf8(b)
+            .ok()
+            .and_then(envelope::parse_origin)
+            .flatten(),
+        _ => None,
+    };
     Ok(Stored {
         offset,
+        origin,
         timestamp_ms: String::from_utf8(bytes("t")?)
             .ok()
             .and_then(|t| t.parse().ok())
@@ -307,6 +318,7 @@ impl RedisLog {
                 envelope::head(origin, kind),
                 text(&self.config.idle_expiry.as_millis().max(1).to_string()),
                 text(kind),
+                envelope::origin_text(origin).into_bytes(),
             ],
         })
     }

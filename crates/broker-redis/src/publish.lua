@@ -1,12 +1,13 @@
 -- One publish, atomically: dedup check, epoch, offset, history append, fan-out.
 -- KEYS[1] meta hash   sb:{room}:m  (epoch, offset)
--- KEYS[2] stream      sb:{room}:s  (entry id 0-<offset>; d = the message, k = its type, t = its timestamp)
+-- KEYS[2] stream      sb:{room}:s  (entry id 0-<offset>; d = the message, k = its type, t = its timestamp, o = its origin)
 -- KEYS[3] dedup key   sb:{room}:d:<sender>:<id>  (unused when ARGV[7] is '0')
 -- ARGV[1] epoch candidate (used when the room has none: new or lost)
 -- ARGV[2] prefix, ARGV[3] between, ARGV[4] suffix, ARGV[5] '1' when the offset's hole is first
 -- ARGV[6] history length (MAXLEN ~), ARGV[7] dedup window in ms ('0': no dedup)
 -- ARGV[8] channel, ARGV[9] envelope head (origin and kind, see envelope.rs)
 -- ARGV[10] idle expiry of the room's keys in ms, ARGV[11] the message's type
+-- ARGV[12] the origin connection (`<node>.<conn>` or empty; kept so a replay honours it)
 -- Returns {1, offset, epoch, timestamp} or, for a repeated id, {0, first offset, epoch}.
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -30,7 +31,7 @@ if ARGV[5] == '1' then
 else
   message = ARGV[2] .. ts_text .. ARGV[3] .. offset_text .. ARGV[4]
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '0-' .. offset_text, 'd', message, 'k', ARGV[11], 't', ts_text)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '0-' .. offset_text, 'd', message, 'k', ARGV[11], 't', ts_text, 'o', ARGV[12])
 if ARGV[7] ~= '0' then
   redis.call('SET', KEYS[3], offset_text, 'PX', ARGV[7])
 end

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use switchboard_hub::{
-    first_match, now_ms, Append, Appended, BackendStats, Broker, Delivery, Done, Epoch, Fanout,
-    MemoryStoreConfig, NodeId, Offset, Page, PresenceChanged, PresenceEntry, Range, RoomName,
-    Store, Unavailable, UserId,
+    first_match, now_ms, Append, Appended, BackendStats, Broker, ConnId, Delivery, Done, Epoch,
+    Fanout, MemoryStoreConfig, NodeId, Offset, Page, PresenceChanged, PresenceEntry, Range,
+    RoomName, Store, Unavailable, UserId,
 };
 use tokio::runtime::Handle;
 
@@ -362,6 +362,7 @@ impl Store for RedisStore {
         let ready = self.subs.ready(room);
         let (log, room, timeout) = (self.log.clone(), room.clone(), self.config.timeout);
         let stats = self.stats.clone();
+        let me = self.node.0;
         let max_age = first_match(
             &self.config.store.history,
             &room,
@@ -398,13 +399,18 @@ impl Store for RedisStore {
                     .into_iter()
                     .filter(|e| e.timestamp_ms >= oldest)
                     .map(|e| {
-                        Delivery::message(
+                        // An origin on this node keeps its meaning (connection ids are
+                        // per process).
+                        let origin = e
+                            .origin
+                            .and_then(|(node, conn)| (node == me).then_some(ConnId(conn)));
+                        Delivery::message_from(
                             room.clone(),
                             Arc::from(e.kind.as_str()),
                             e.message,
-                            Offset(e.offset),
-                            epoch.clone(),
+                            (Offset(e.offset), epoch.clone()),
                             e.timestamp_ms,
+                            origin,
                         )
                     })
                     .collect();

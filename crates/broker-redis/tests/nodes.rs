@@ -560,3 +560,36 @@ async fn a_quick_leave_and_rejoin_does_not_wait_for_a_subscription_that_never_le
         assert!(hub.leave(&ann, &r));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_filled_from_history_keeps_its_origin() {
+    let redis = redis_server();
+    let b = node(&redis.url, HubConfig::default()).await;
+    let r = room("origin");
+    let bob = b.connect(user("bob"));
+    join(&b, &bob, &r, None).await;
+    publish(&b, &r, "first", None).await;
+    assert_eq!(received(&bob, 1).await.items, ["first@1"]);
+    let mut conn = cut_pubsub(&redis.url).await;
+    // "Everyone but bob" (Socket.IO's socket.to(room)), published while b is cut off.
+    let (done, rx) = answer();
+    b.publish_from(
+        &r,
+        "test",
+        None,
+        Some(bob.id),
+        |offset, ts| Bytes::from(format!(r#"{{"text":"to","offset":{offset},"timestamp":{ts}}}"#)),
+        done,
+    );
+    assert_eq!(published(&rx.await.unwrap()), 2);
+    allow_pubsub(&mut conn).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    while got.is_empty() {
+        assert!(Instant::now() < deadline, "the gap was not filled");
+        bob.outbox.drain(&mut got);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(got[0].offset(), Some(Offset(2)));
+    assert_eq!(got[0].origin(), Some(bob.id), "still not for bob");
+}
