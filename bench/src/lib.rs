@@ -1,6 +1,7 @@
 //! Benchmark harness for Switchboard.
 //!
-//! * [`peer`]: shared plumbing of the peer echo servers (`src/bin/peer-*.rs`).
+//! * [`peer`]: shared plumbing of the peer servers (`src/bin/peer-*.rs`).
+//! * [`sio_peer`]: the bench's Socket.IO events on socketioxide (both socketioxide peers).
 //! * [`loadgen`]: a load generator that speaks WebSocket at the byte level.
 //! * [`driver`]: the `bench` command, which runs every scenario against every
 //!   server and writes `docs/benchmarks.md`.
@@ -12,3 +13,4 @@ pub mod loadgen;
 pub mod peer;
 pub mod procfs;
 pub mod report;
+pub mod sio_peer;

@@ -1,5 +1,5 @@
-//! What the peer echo servers share: command line, runtime and accept loop, so that
-//! they differ only in the WebSocket library under test.
+//! What the peer servers share: command line, runtime and accept loop, so that
+//! they differ only in the library under test.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,7 +28,17 @@ where
     F: Fn(TcpStream) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let args = PeerArgs::parse();
+    serve(name, &PeerArgs::parse(), async { Ok(handle) })
+}
+
+/// Like [`run`], for a peer with more options than [`PeerArgs`]: `setup` runs on the
+/// runtime first (e.g. connects to Redis) and gives the connection handler.
+pub fn serve<S, F, Fut>(name: &str, args: &PeerArgs, setup: S) -> anyhow::Result<()>
+where
+    S: Future<Output = anyhow::Result<F>>,
+    F: Fn(TcpStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -40,6 +50,7 @@ where
             .build()?
     };
     runtime.block_on(async {
+        let handle = setup.await?;
         let listener = TcpListener::bind(args.listen).await?;
         eprintln!("{name}: listening on {}", listener.local_addr()?);
         accept_loop(listener, handle).await

@@ -42,6 +42,35 @@ pub mod metric {
     pub const LAGGED_MISSED: &str = "lagged_missed";
     /// Fan-out: copies expected (publishes after sync × receivers).
     pub const EXPECTED_MSGS: &str = "expected_msgs";
+    /// Fan-out: copies received (publishes after sync, every receiver, duplicates included).
+    pub const DELIVERED_MSGS: &str = "delivered_msgs";
+    /// Fan-out: messages published after sync (warm-up, window and tail).
+    pub const PUBLISHED_MSGS: &str = "published_msgs";
+    /// Fan-out: copies a connection received a second time.
+    pub const DUPLICATE_MSGS: &str = "duplicate_msgs";
+    /// Fan-out: copies a connection received after a later message.
+    pub const REORDERED_MSGS: &str = "reordered_msgs";
+    /// Cross-node fan-out: server processes sharing the room.
+    pub const NODES: &str = "nodes";
+    /// Cross-node fan-out: messages published between the `start` and `end` marks (every
+    /// publish after sync: warm-up, window and tail; the span the driver sampled Redis over;
+    /// added by the driver).
+    pub const REDIS_PUBLISHES: &str = "redis_publishes";
+    /// Cross-node fan-out: commands Redis processed per publish (`total_commands_processed`;
+    /// added by the driver).
+    pub const REDIS_COMMANDS_PER_PUBLISH: &str = "redis_commands_per_publish";
+    /// Cross-node fan-out: bytes Redis read from its clients per publish
+    /// (`total_net_input_bytes`; added by the driver).
+    pub const REDIS_IN_BYTES_PER_PUBLISH: &str = "redis_in_bytes_per_publish";
+    /// Cross-node fan-out: bytes Redis wrote to its clients per publish, pub/sub messages to
+    /// the nodes included (`total_net_output_bytes`; added by the driver).
+    pub const REDIS_OUT_BYTES_PER_PUBLISH: &str = "redis_out_bytes_per_publish";
+    /// Prefix of the per-command calls per publish (`INFO commandstats`, commands run by
+    /// scripts included), e.g. `redis_calls_per_publish.publish` (added by the driver).
+    pub const REDIS_CALLS_PER_PUBLISH: &str = "redis_calls_per_publish.";
+    /// Cross-node fan-out: redis-server's CPU time during the loadgen run, in % of its wall
+    /// time (added by the driver).
+    pub const REDIS_CPU_PCT: &str = "redis_cpu_pct";
     /// Connections held open (idle scenario).
     pub const CONNECTIONS: &str = "connections";
     /// Seconds it took to open and upgrade the idle connections.
@@ -76,6 +105,18 @@ pub enum Event {
     Hold {
         /// Connections currently held.
         connections: u64,
+    },
+    /// A point of a fan-out run with `--marks` (`start`: sync is over, nothing in flight,
+    /// before the first publish; `end`: the copies in flight are drained, every connection
+    /// still open). With `wait`, loadgen holds until it reads a line (or EOF) on its stdin:
+    /// the driver samples, then writes one.
+    Mark {
+        /// `start` or `end`.
+        label: String,
+        /// Messages published after sync so far.
+        published: u64,
+        /// loadgen waits for stdin EOF before going on.
+        wait: bool,
     },
     /// The final measurement of one run.
     Result(RunResult),

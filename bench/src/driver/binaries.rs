@@ -58,6 +58,7 @@ impl Binaries {
                 "peer-fastwebsockets-echo",
                 "peer-fastwebsockets-broadcast",
                 "peer-socketioxide-broadcast",
+                "peer-socketioxide-redis-broadcast",
             ]
             .into_iter()
             .map(|name| (name.to_string(), dir.join(name)))

@@ -71,6 +71,10 @@ pub fn render(
          echo row), socketioxide and the Node `socket.io` server (`node-socketio`) with the same \
          events (`join_room` with an ack, `publish` → `message` to the room, \
          `message-with-ack`), as bench/README.md describes.\n\
+         - Cross-node rows (`fan-out over Redis …`) run a fresh `redis-server` and N processes \
+         of each server sharing the room through it (switchboard `--broker`, socketioxide with \
+         `socketioxide-redis`), all on the server core, the subscribers spread over the nodes; \
+         *Redis cost per publish* shows what Redis did per message.\n\
          - SSE and long-poll rows use switchboard's HTTP feeds (`/events`, `/poll`), which no \
          peer has (`n/a`); the same WebSocket publisher as the fan-out rows feeds them.\n\
          - `/ws session` rows are switchboard's native sessions (`n/a` for the peers), with and \
@@ -116,6 +120,29 @@ pub fn render(
              for fan-out.\n"
         );
         doc.push_str(&latency);
+    }
+
+    let redis = table::redis_table(servers, scenarios, results);
+    if redis.lines().count() > 2 {
+        let _ = writeln!(doc, "\n## Redis cost per publish\n");
+        let _ = writeln!(
+            doc,
+            "Cross-node rows (`fanout-redis-*`): one fresh `redis-server` per run, shared by \
+             the server's nodes. Redis `INFO` is read once sync is over (every subscriber \
+             joined, nothing in flight) and again once the copies in flight after the last \
+             publish are drained (every connection still open), and divided by the messages \
+             published in between: warm-up, window and tail (medians over runs; the two \
+             `INFO` calls themselves are left out). Commands are `total_commands_processed`, which \
+             counts the commands a Lua script runs as well as the script call; the calls column \
+             is `INFO commandstats` (the same counting). Bytes are `total_net_input_bytes` / \
+             `total_net_output_bytes`: output includes every pub/sub message Redis sends to \
+             a node, so it grows with the nodes that have members in the room. Background \
+             work in that span (a switchboard node heartbeat) is included. The last column \
+             checks that every copy arrived once: copies received ÷ publishes × (subscribers \
+             + publisher), copies lost, received twice by one connection, received after a \
+             later message.\n"
+        );
+        doc.push_str(&redis);
     }
 
     let _ = writeln!(doc, "\n## Scenarios\n");

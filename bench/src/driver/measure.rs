@@ -38,7 +38,8 @@ pub struct Session<'a> {
 }
 
 impl Session<'_> {
-    /// One run: fresh server, one loadgen process, server stopped.
+    /// One run: fresh server, one loadgen process, server stopped. A cross-node row runs
+    /// on a fresh cluster instead ([`Session::measure_cluster`]).
     pub fn measure(
         &self,
         server: &Server,
@@ -47,6 +48,9 @@ impl Session<'_> {
         scenario: &Scenario,
         rep: usize,
     ) -> Result<RunResult, Failure> {
+        if let Some(nodes) = scenario.nodes() {
+            return self.measure_cluster(server, endpoint, bin, scenario, nodes, rep);
+        }
         let stem = format!("{rep}-{}-{}", server.name, scenario.id);
         let server_log = self.logs.join(format!("{stem}.server.log"));
         // The `/ws` session rows with authentication: the server gets the key, loadgen the
@@ -69,6 +73,7 @@ impl Session<'_> {
                 server,
                 endpoint,
                 &server_args,
+                None,
                 self.placement.server(bin),
                 &server_log,
             )
@@ -99,13 +104,19 @@ impl Session<'_> {
         let cpu_before = running.cpu_seconds();
         let cores_before = self.placement.core_ticks();
         let loadgen_log = self.logs.join(format!("{stem}.loadgen.log"));
-        let finished = runner::run(cmd, scenario.deadline(self.profile), &loadgen_log, |_| {
-            let mut sampled = BTreeMap::new();
-            if let Some(rss) = running.rss_bytes() {
-                sampled.insert(metric::RSS_HELD_BYTES.to_string(), rss as f64);
-            }
-            sampled
-        });
+        let finished = runner::run(
+            cmd,
+            scenario.deadline(self.profile),
+            &loadgen_log,
+            |_| {
+                let mut sampled = BTreeMap::new();
+                if let Some(rss) = running.rss_bytes() {
+                    sampled.insert(metric::RSS_HELD_BYTES.to_string(), rss as f64);
+                }
+                sampled
+            },
+            |_, _| BTreeMap::new(),
+        );
         let cpu_after = running.cpu_seconds();
         let cores_after = self.placement.core_ticks();
         if !running.alive() {
@@ -116,25 +127,9 @@ impl Session<'_> {
         }
         drop(running);
         let mut finished = finished.map_err(Failure::Run)?;
+        let server_cpu = cpu_before.zip(cpu_after).map(|(b, a)| a - b);
+        cpu_metrics(&mut finished, server_cpu, cores_before.zip(cores_after));
         let metrics = &mut finished.result.metrics;
-        if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
-            let pct = 100.0 * (after - before) / finished.seconds;
-            metrics.insert(metric::SERVER_CPU_PCT.into(), pct);
-        }
-        if let (Some((s0, l0)), Some((s1, l1))) = (cores_before, cores_after) {
-            for (name, before, after) in [
-                (metric::SERVER_CORE_PCT, s0, s1),
-                (metric::LOADGEN_CORE_PCT, l0, l1),
-            ] {
-                if let Some(pct) = procfs::busy_pct(before, after) {
-                    metrics.insert(name.into(), pct);
-                }
-            }
-        }
-        if let Some(cpu) = metrics.get(metric::LOADGEN_CPU_SECONDS).copied() {
-            let pct = 100.0 * cpu / finished.seconds;
-            metrics.insert(metric::LOADGEN_CPU_PCT.into(), pct);
-        }
         if scenario.samples_memory() {
             let held = metrics.get(metric::RSS_HELD_BYTES).copied();
             let conns = metrics.get(metric::CONNECTIONS).copied().unwrap_or(0.0);
@@ -148,5 +143,36 @@ impl Session<'_> {
             }
         }
         Ok(finished.result)
+    }
+}
+
+/// Busy and total ticks of the server's and loadgen's cores.
+pub type CoreTicks = ((u64, u64), (u64, u64));
+
+/// Adds the CPU shares of a finished run: the server's (`server_cpu`: CPU seconds its
+/// processes used during the run), each pinned core's (ticks before and after), and
+/// loadgen's, all over the loadgen run's wall time.
+pub fn cpu_metrics(
+    finished: &mut runner::Finished,
+    server_cpu: Option<f64>,
+    cores: Option<(CoreTicks, CoreTicks)>,
+) {
+    let seconds = finished.seconds;
+    let metrics = &mut finished.result.metrics;
+    if let Some(cpu) = server_cpu {
+        metrics.insert(metric::SERVER_CPU_PCT.into(), 100.0 * cpu / seconds);
+    }
+    if let Some(((s0, l0), (s1, l1))) = cores {
+        for (name, before, after) in [
+            (metric::SERVER_CORE_PCT, s0, s1),
+            (metric::LOADGEN_CORE_PCT, l0, l1),
+        ] {
+            if let Some(pct) = procfs::busy_pct(before, after) {
+                metrics.insert(name.into(), pct);
+            }
+        }
+    }
+    if let Some(cpu) = metrics.get(metric::LOADGEN_CPU_SECONDS).copied() {
+        metrics.insert(metric::LOADGEN_CPU_PCT.into(), 100.0 * cpu / seconds);
     }
 }

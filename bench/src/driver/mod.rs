@@ -10,11 +10,13 @@ pub mod args;
 pub mod auth;
 pub mod binaries;
 pub mod cargo;
+pub mod cluster;
 pub mod doc;
 pub mod machine;
 pub mod measure;
 pub mod node;
 pub mod placement;
+pub mod redis;
 pub mod runner;
 pub mod scenarios;
 pub mod servers;
@@ -156,6 +158,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         println!("{auths}");
     }
     println!("{}", table::latency_table(&servers, &scenarios, &results));
+    let redis = table::redis_table(&servers, &scenarios, &results);
+    if redis.lines().count() > 2 {
+        println!("{redis}");
+    }
     for n in &notes {
         println!("note: {n}");
     }
@@ -214,6 +220,22 @@ fn progress(scenario: &Scenario, outcome: &Outcome) -> String {
             };
             if let Some(lost) = r.metrics.get(metric::LOST_MSGS).filter(|&&n| n > 0.0) {
                 errors.push_str(&format!(", {lost} lost"));
+            }
+            for (name, what) in [
+                (metric::DUPLICATE_MSGS, "duplicated"),
+                (metric::REORDERED_MSGS, "reordered"),
+            ] {
+                if let Some(n) = r.metrics.get(name).filter(|&&n| n > 0.0) {
+                    errors.push_str(&format!(", {n} {what}"));
+                }
+            }
+            if let Some(cmds) = r.metrics.get(metric::REDIS_COMMANDS_PER_PUBLISH) {
+                let get = |m: &str| r.metrics.get(m).copied().unwrap_or(f64::NAN);
+                errors.push_str(&format!(
+                    ", Redis per publish: {cmds:.2} commands, {:.0} B in, {:.0} B out",
+                    get(metric::REDIS_IN_BYTES_PER_PUBLISH),
+                    get(metric::REDIS_OUT_BYTES_PER_PUBLISH),
+                ));
             }
             format!(
                 "{:>10}  (CPU process/core: server {}, loadgen {}{errors})",
@@ -283,6 +305,22 @@ fn note(server: &Server, scenario: &Scenario, rep: usize, outcome: &Outcome) -> 
             }
             Some(note)
         }
+        Outcome::Done(r)
+            if [metric::DUPLICATE_MSGS, metric::REORDERED_MSGS]
+                .iter()
+                .any(|m| r.metrics.get(*m).is_some_and(|&n| n > 0.0)) =>
+        {
+            let get = |m: &str| r.metrics.get(m).copied().unwrap_or(0.0);
+            Some(format!(
+                "{} {} run {rep}: {} of {} copies received, {} duplicated, {} out of order",
+                server.name,
+                scenario.id,
+                get(metric::DELIVERED_MSGS),
+                get(metric::EXPECTED_MSGS),
+                get(metric::DUPLICATE_MSGS),
+                get(metric::REORDERED_MSGS),
+            ))
+        }
         Outcome::Done(r) if r.errors > 0 => Some(format!(
             "{} {} run {rep}: {} errors (first: {})",
             server.name,
@@ -312,6 +350,8 @@ fn peer_versions(bench_dir: &Path) -> String {
         "tokio-tungstenite",
         "fastwebsockets",
         "socketioxide",
+        "socketioxide-redis",
+        "redis",
         "hyper",
         "tokio",
     ]

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -21,12 +21,14 @@ pub struct Finished {
 }
 
 /// Runs `cmd` (stderr to `log`) for at most `deadline`. `on_hold` is called when
-/// loadgen announces a hold; the metrics it returns are merged into the result.
+/// loadgen announces a hold, `on_mark` at each of its marks (label, messages published);
+/// the metrics they return are merged into the result.
 pub fn run(
     mut cmd: Command,
     deadline: Duration,
     log: &Path,
     mut on_hold: impl FnMut(u64) -> BTreeMap<String, f64>,
+    mut on_mark: impl FnMut(&str, u64) -> BTreeMap<String, f64>,
 ) -> Result<Finished, String> {
     let log_file = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let started = Instant::now();
@@ -55,9 +57,22 @@ pub fn run(
         match rx.recv_timeout(left) {
             Ok(line) => match serde_json::from_str::<Event>(&line) {
                 Ok(Event::Hold { connections }) => {
-                    sampled = on_hold(connections);
+                    sampled.extend(on_hold(connections));
                     // EOF on stdin ends the hold.
                     drop(child.stdin.take());
+                }
+                Ok(Event::Mark {
+                    label,
+                    published,
+                    wait,
+                }) => {
+                    sampled.extend(on_mark(&label, published));
+                    if wait {
+                        // The line that releases it; if it is gone, so is the pipe.
+                        if let Some(stdin) = child.stdin.as_mut() {
+                            let _ = stdin.write_all(b"\n").and_then(|()| stdin.flush());
+                        }
+                    }
                 }
                 Ok(Event::Result(r)) => result = Some(r),
                 Err(_) => {} // not ours; stdout is reserved for events anyway

@@ -91,6 +91,14 @@ pub enum Feed {
     Sse,
     /// Everyone on the server's Socket.IO endpoint (`sio-fanout-*`).
     SocketIo,
+    /// A cluster (`fanout-redis-*`): one fresh `redis-server` and `nodes` processes of the
+    /// server sharing the room through it, on their broadcast endpoints (`cluster`); the
+    /// subscribers spread evenly over the nodes, the publisher on the first. The driver
+    /// samples Redis over the measured span (loadgen's `--marks`).
+    Redis {
+        /// Server processes.
+        nodes: usize,
+    },
 }
 
 /// How a `/ws` session row authenticates, and so how its server is started
@@ -205,6 +213,27 @@ const fn sio_fanout(id: &'static str, label: &'static str, subscribers: usize) -
     }
 }
 
+/// A fan-out row on a cluster of `nodes` processes sharing the room through Redis.
+const fn redis_fanout(
+    id: &'static str,
+    label: &'static str,
+    nodes: usize,
+    subscribers: usize,
+    rate: u32,
+) -> Scenario {
+    Scenario {
+        load: Load::Fanout {
+            subscribers,
+            rate,
+            feed: Feed::Redis { nodes },
+        },
+        ..fanout(id, label, subscribers, rate)
+    }
+}
+
+/// Server processes of the cross-node rows.
+const CLUSTER_NODES: usize = 3;
+
 /// Rows of ours compared with another row of ours, the WebSocket transport an HTTP feed
 /// stands in for: (row, baseline). The report shows row ÷ baseline.
 pub const COMPARISONS: [(&str, &str); 2] = [
@@ -222,7 +251,7 @@ pub const AUTH_COMPARISONS: [(&str, &str); 4] = [
 ];
 
 /// All scenarios, in row order.
-pub const SCENARIOS: [Scenario; 25] = [
+pub const SCENARIOS: [Scenario; 28] = [
     Scenario {
         id: "closed-20b",
         label: "closed loop, 20 B (msgs/s)",
@@ -405,6 +434,27 @@ pub const SCENARIOS: [Scenario; 25] = [
         raw: false,
         latency: RTT,
     },
+    redis_fanout(
+        "fanout-redis-10k",
+        "fan-out over Redis, 3 nodes, 10k subs, max rate (deliveries/s)",
+        CLUSTER_NODES,
+        10_000,
+        0,
+    ),
+    redis_fanout(
+        "fanout-redis-10k-paced",
+        "fan-out over Redis, 3 nodes, 10k subs @1000/s (deliveries/s)",
+        CLUSTER_NODES,
+        10_000,
+        FANOUT_RATE,
+    ),
+    redis_fanout(
+        "fanout-redis-1node-10k",
+        "fan-out over Redis, 1 node, 10k subs, max rate (deliveries/s)",
+        1,
+        10_000,
+        0,
+    ),
     Scenario {
         id: "idle-sio",
         label: "memory per idle Socket.IO room member",
@@ -472,6 +522,8 @@ impl Scenario {
                     Feed::Broadcast => {}
                     Feed::Sse => args.extend(["--transport".into(), "sse".into()]),
                     Feed::SocketIo => args.extend(["--protocol".into(), "socketio".into()]),
+                    // The driver adds the other nodes (`--extra-target`) and the protocol.
+                    Feed::Redis { .. } => args.push("--marks".into()),
                 }
                 args.extend(["--rate".into(), rate.to_string()]);
                 args.extend(["--window".into(), FANOUT_WINDOW.to_string()]);
@@ -558,6 +610,23 @@ impl Scenario {
         )
     }
 
+    /// Whether the row runs on a cluster of the server's `cluster` endpoints sharing one
+    /// `redis-server` (see [`Feed::Redis`]).
+    pub fn uses_cluster_endpoint(&self) -> bool {
+        self.nodes().is_some()
+    }
+
+    /// The cluster's server processes, for a cross-node row.
+    pub fn nodes(&self) -> Option<usize> {
+        match self.load {
+            Load::Fanout {
+                feed: Feed::Redis { nodes },
+                ..
+            } => Some(nodes),
+            _ => None,
+        }
+    }
+
     /// Whether the row runs against a server's Socket.IO endpoint in echo mode (`sio_echo`).
     pub fn uses_sio_echo_endpoint(&self) -> bool {
         matches!(self.load, Load::SioEcho { .. })
@@ -595,6 +664,12 @@ impl Scenario {
             }
             // Setup (90 s at most) + sync (30 s) + the run + drain and flush (4 s).
             Load::Fanout { .. } | Load::PollRtt { .. } => 90.0 + 30.0 + p.warmup + p.duration + 4.0,
+        };
+        // A cross-node row waits up to 10 s at each of its two marks while Redis is sampled.
+        let run = if self.uses_cluster_endpoint() {
+            run + 20.0
+        } else {
+            run
         };
         Duration::from_secs_f64(run + 15.0)
     }
@@ -666,6 +741,35 @@ impl Scenario {
                  publish-to-receive latency",
                 p.warmup, p.duration
             ),
+            Load::Fanout {
+                subscribers,
+                rate,
+                feed: Feed::Redis { nodes },
+            } => {
+                let publisher = if rate == 0 {
+                    format!(
+                        "at most {FANOUT_WINDOW} broadcasts in flight (until every copy arrived)"
+                    )
+                } else {
+                    format!("the publisher at a fixed {rate} msgs/s (open loop)")
+                };
+                let spread = if nodes == 1 {
+                    "all on that node".to_string()
+                } else {
+                    format!("spread evenly over the {nodes} nodes, the publisher on the first")
+                };
+                format!(
+                    "a fresh `redis-server` (`--save \"\" --appendonly no`) and {nodes} server \
+                     process(es) sharing the room through it (switchboard `--broker \
+                     redis://…`, socketioxide with `socketioxide-redis`), all on the server \
+                     core; 1 publisher + {subscribers} subscribers on the fan-out endpoints, \
+                     {spread}, {SMALL} B payloads, {publisher}, {} s warm-up + {} s: messages \
+                     received by all subscribers per second, publish-to-receive latency; Redis \
+                     `INFO` sampled after sync (nothing in flight) and after the drain: \
+                     commands and bytes per publish",
+                    p.warmup, p.duration
+                )
+            }
             Load::Fanout { subscribers, rate: 0, .. } => format!(
                 "1 publisher + {subscribers} subscribers in one room, {SMALL} B payloads, at most \
                  {FANOUT_WINDOW} broadcasts in flight (until every copy arrived), {} s warm-up + {} s: \

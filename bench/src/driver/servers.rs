@@ -34,6 +34,10 @@ pub struct Server {
     pub sio: Option<Endpoint>,
     /// Socket.IO in echo mode (`sio-echo`): `message-with-ack` acknowledged.
     pub sio_echo: Option<Endpoint>,
+    /// The broadcast endpoint of a cluster node (`fanout-redis-*`): the same as `fanout`, on
+    /// a process that shares rooms with the others through Redis (started with the Redis
+    /// URL: `--broker` for ours, `--redis` for the peer).
+    pub cluster: Option<Endpoint>,
     /// Run only the idle (memory) scenario.
     pub idle_only: bool,
 }
@@ -65,7 +69,7 @@ pub enum Kind {
         /// `--rate-limit off`.
         limited: bool,
     },
-    /// A peer binary of this package: `NAME --listen ADDR`.
+    /// A peer binary of this package: `NAME --listen ADDR` (`--redis URL` on a cluster).
     Peer(&'static str),
     /// A Node.js peer: `node bench/node/SCRIPT --listen ADDR`, its npm dependencies
     /// installed by `npm ci` in bench/node (see [`super::node`]).
@@ -116,6 +120,10 @@ const fn sio(kind: Kind) -> Option<Endpoint> {
 /// The socketioxide peer serves the fan-out rows (its broadcast endpoint) and the Socket.IO
 /// rows with the same binary and events.
 const SOCKETIOXIDE: Kind = Kind::Peer("peer-socketioxide-broadcast");
+
+/// The same socketioxide server with its Redis adapter (`socketioxide-redis`): the cluster
+/// nodes of the cross-node fan-out rows.
+const SOCKETIOXIDE_REDIS: Kind = Kind::Peer("peer-socketioxide-redis-broadcast");
 
 /// The Node.js socket.io peer.
 const NODE_SOCKETIO: Kind = Kind::Node {
@@ -175,6 +183,16 @@ pub const SERVERS: [Server; 7] = [
             park: true,
             limited: false,
         }),
+        // The fan-out endpoint, each node with `--broker redis://…`.
+        cluster: broadcast(
+            Kind::Switchboard {
+                echo: false,
+                park: true,
+                limited: false,
+            },
+            "/ws",
+            "native",
+        ),
         idle_only: false,
     },
     // Ours with parking off: what an idle connection costs before it is parked (its first
@@ -207,6 +225,7 @@ pub const SERVERS: [Server; 7] = [
             limited: false,
         }),
         sio_echo: None,
+        cluster: None,
         idle_only: true,
     },
     Server {
@@ -217,6 +236,7 @@ pub const SERVERS: [Server; 7] = [
         session: None,
         sio: sio(SOCKETIOXIDE),
         sio_echo: sio(SOCKETIOXIDE),
+        cluster: sio(SOCKETIOXIDE_REDIS),
         idle_only: false,
     },
     Server {
@@ -229,6 +249,7 @@ pub const SERVERS: [Server; 7] = [
         session: None,
         sio: sio(NODE_SOCKETIO),
         sio_echo: sio(NODE_SOCKETIO),
+        cluster: None,
         idle_only: false,
     },
     Server {
@@ -239,6 +260,7 @@ pub const SERVERS: [Server; 7] = [
         session: None,
         sio: None,
         sio_echo: None,
+        cluster: None,
         idle_only: false,
     },
     Server {
@@ -249,6 +271,7 @@ pub const SERVERS: [Server; 7] = [
         session: None,
         sio: None,
         sio_echo: None,
+        cluster: None,
         idle_only: false,
     },
     Server {
@@ -264,6 +287,7 @@ pub const SERVERS: [Server; 7] = [
         session: None,
         sio: None,
         sio_echo: None,
+        cluster: None,
         idle_only: false,
     },
 ];
@@ -274,7 +298,9 @@ impl Server {
         if self.idle_only && !scenario.samples_memory() {
             return None;
         }
-        if scenario.uses_session_endpoint() {
+        if scenario.uses_cluster_endpoint() {
+            self.cluster.as_ref()
+        } else if scenario.uses_session_endpoint() {
             self.session.as_ref()
         } else if scenario.uses_sio_echo_endpoint() {
             self.sio_echo.as_ref()
@@ -298,12 +324,14 @@ impl Server {
             .chain(self.session.iter())
             .chain(self.sio.iter())
             .chain(self.sio_echo.iter())
+            .chain(self.cluster.iter())
     }
 }
 
 impl Endpoint {
-    /// Arguments that make the binary listen on `addr` (plus `extra` for ours).
-    fn args(&self, addr: SocketAddr, extra: &[String]) -> Vec<String> {
+    /// Arguments that make the binary listen on `addr` (plus `extra` for ours), as a node of
+    /// the cluster on the Redis at `broker` if any.
+    fn args(&self, addr: SocketAddr, extra: &[String], broker: Option<&str>) -> Vec<String> {
         let addr = addr.to_string();
         match self.kind {
             Kind::Switchboard {
@@ -324,10 +352,19 @@ impl Endpoint {
                     // peers have no such limit either.
                     args.extend(["--rate-limit".into(), "off".into()]);
                 }
+                if let Some(url) = broker {
+                    args.extend(["--broker".into(), url.into()]);
+                }
                 args.extend(extra.iter().cloned());
                 args
             }
-            Kind::Peer(_) => vec!["--listen".into(), addr],
+            Kind::Peer(_) => {
+                let mut args = vec!["--listen".into(), addr];
+                if let Some(url) = broker {
+                    args.extend(["--redis".into(), url.into()]);
+                }
+                args
+            }
             Kind::Node { script, .. } => vec![
                 super::node::dir().join(script).display().to_string(),
                 "--listen".into(),
@@ -346,11 +383,13 @@ pub struct Running {
 
 impl Running {
     /// Starts `server` with `cmd` (its binary, as placed) on a free port, logging
-    /// to `log`, and waits until it accepts connections.
+    /// to `log`, and waits until it accepts connections. With `broker` (a Redis URL), as a
+    /// node of the cluster on that Redis.
     pub fn start(
         server: &Server,
         endpoint: &Endpoint,
         extra: &[String],
+        broker: Option<&str>,
         mut cmd: Command,
         log: &Path,
     ) -> Result<Running, String> {
@@ -358,7 +397,7 @@ impl Running {
         let log_file = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
         let child = cmd
-            .args(endpoint.args(addr, extra))
+            .args(endpoint.args(addr, extra, broker))
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err)
@@ -415,6 +454,6 @@ impl Drop for Running {
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> std::io::Result<SocketAddr> {
+pub fn free_port() -> std::io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
 }

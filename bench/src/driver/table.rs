@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::scenarios::{Scenario, Unit, AUTH_COMPARISONS, COMPARISONS};
 use super::servers::{Server, OURS};
-use crate::report::RunResult;
+use crate::report::{metric, RunResult};
 
 /// What one run of one scenario against one server produced.
 #[derive(Debug, Clone)]
@@ -229,6 +229,98 @@ pub fn auth_table(scenarios: &[Scenario], results: &Results) -> String {
     markdown(header, rows.collect())
 }
 
+/// What Redis did per publish on the cross-node rows, for each server that ran them:
+/// medians of commands (`total_commands_processed`, commands run by scripts included), the
+/// busiest commands (`INFO commandstats`), and bytes Redis read and wrote, per message
+/// published between loadgen's marks; then whether every copy arrived exactly once. Empty
+/// (header only) when no cross-node row ran.
+pub fn redis_table(servers: &[Server], scenarios: &[Scenario], results: &Results) -> String {
+    let header = [
+        "cross-node row",
+        "server",
+        "nodes",
+        "publishes sampled",
+        "commands / publish",
+        "calls / publish (commandstats)",
+        "bytes in / publish",
+        "bytes out / publish",
+        "redis CPU",
+        "copies: delivered ÷ expected, lost, duplicated, reordered",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut rows = Vec::new();
+    for sc in scenarios.iter().filter(|s| s.uses_cluster_endpoint()) {
+        for server in servers {
+            let outcomes = results.outcomes(server.name, sc.id);
+            if !outcomes.iter().any(|o| matches!(o, Outcome::Done(_))) {
+                continue;
+            }
+            let cell = |m: &str| match results.cell(server.name, sc.id, m) {
+                Cell::Value(v) => Some(v),
+                _ => None,
+            };
+            let num = |m: &str, digits: usize| {
+                cell(m).map_or("—".to_string(), |v| format!("{v:.digits$}"))
+            };
+            // Every command seen in any run, by median calls per publish, busiest first.
+            let mut commands: Vec<String> = outcomes
+                .iter()
+                .filter_map(|o| match o {
+                    Outcome::Done(r) => Some(r.metrics.keys()),
+                    _ => None,
+                })
+                .flatten()
+                .filter_map(|k| k.strip_prefix(metric::REDIS_CALLS_PER_PUBLISH))
+                .map(str::to_string)
+                .collect();
+            commands.sort();
+            commands.dedup();
+            let mut calls: Vec<(String, f64)> = commands
+                .into_iter()
+                .filter_map(|c| {
+                    let v = cell(&format!("{}{c}", metric::REDIS_CALLS_PER_PUBLISH))?;
+                    Some((c, v))
+                })
+                .filter(|(_, v)| *v >= 0.005)
+                .collect();
+            calls.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let calls = if calls.is_empty() {
+                "—".to_string()
+            } else {
+                calls
+                    .iter()
+                    .map(|(c, v)| format!("{} {v:.2}", c.to_lowercase()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let copies = match (cell(metric::DELIVERED_MSGS), cell(metric::EXPECTED_MSGS)) {
+                (Some(d), Some(e)) if e > 0.0 => format!(
+                    "{:.4}, {:.0}, {:.0}, {:.0}",
+                    d / e,
+                    cell(metric::LOST_MSGS).unwrap_or(0.0),
+                    cell(metric::DUPLICATE_MSGS).unwrap_or(0.0),
+                    cell(metric::REORDERED_MSGS).unwrap_or(0.0),
+                ),
+                _ => "—".to_string(),
+            };
+            rows.push(vec![
+                sc.id.to_string(),
+                server.name.to_string(),
+                num(metric::NODES, 0),
+                num(metric::REDIS_PUBLISHES, 0),
+                num(metric::REDIS_COMMANDS_PER_PUBLISH, 2),
+                calls,
+                num(metric::REDIS_IN_BYTES_PER_PUBLISH, 0),
+                num(metric::REDIS_OUT_BYTES_PER_PUBLISH, 0),
+                cell(metric::REDIS_CPU_PCT).map_or("—".to_string(), |v| format!("{v:.0}%")),
+                copies,
+            ]);
+        }
+    }
+    markdown(header, rows)
+}
+
 /// [`micros`] with a sign: `+35 µs`, `-4 µs`.
 fn signed_micros(us: f64) -> String {
     if us < 0.0 {
@@ -428,6 +520,38 @@ mod tests {
             .copied()
             .collect();
         assert_eq!(auth_table(&none, &results).lines().count(), 2);
+    }
+
+    #[test]
+    fn redis_cost_per_publish() {
+        let mut results = Results::default();
+        let done = |cmds: f64, publish: f64| {
+            let mut r = RunResult::default();
+            for (k, v) in [
+                ("deliveries_per_s", 1e6),
+                ("nodes", 3.0),
+                ("redis_publishes", 1_000.0),
+                ("redis_commands_per_publish", cmds),
+                ("redis_calls_per_publish.publish", publish),
+                ("redis_calls_per_publish.evalsha", 1.0),
+                ("redis_in_bytes_per_publish", 300.0),
+                ("redis_out_bytes_per_publish", 900.0),
+                ("delivered_msgs", 10_000.0),
+                ("expected_msgs", 10_000.0),
+                ("lost_msgs", 0.0),
+            ] {
+                r.metrics.insert(k.into(), v);
+            }
+            Outcome::Done(r)
+        };
+        results.push(OURS, "fanout-redis-10k", done(2.0, 1.0));
+        results.push(OURS, "fanout-redis-10k", done(4.0, 1.0));
+        let all = &super::super::scenarios::SCENARIOS;
+        let table = redis_table(&super::super::servers::SERVERS, all, &results);
+        assert_eq!(table.lines().count(), 3, "one row ran: {table}");
+        assert!(table.contains(" 3.00 |"), "median commands: {table}");
+        assert!(table.contains("evalsha 1.00, publish 1.00"), "{table}");
+        assert!(table.contains("1.0000, 0, 0, 0"), "{table}");
     }
 
     #[test]

@@ -19,6 +19,18 @@
 //! Before measuring, the publisher sends `PSYNC` messages until every connection
 //! received one: then all subscribers are known to be in the room.
 //!
+//! Several nodes of one cluster (`--extra-target`, the cross-node rows): the subscribers are
+//! spread evenly over `--target` and the extra targets (subscriber i on node i mod n), the
+//! publisher is on `--target`. With `--marks`, loadgen prints a `mark` event once sync is
+//! over and nothing is in flight (before the warm-up's first publish) and another once the
+//! copies in flight after the last publish are drained (every connection still open), and
+//! after each waits for a line (or EOF) on stdin: the driver samples a shared backend
+//! (Redis) at both, so that the span covers exactly the publishes after sync.
+//!
+//! Each publish carries a timestamp greater than the last one (a nanosecond later when the
+//! clock did not move), so a connection sees strictly increasing timestamps: a repeated one
+//! is a duplicate copy, a smaller one a copy out of order; both are counted.
+//!
 //! Subscribers may also be switchboard's HTTP feeds (`--transport sse|poll`): Server-Sent
 //! Events streams or long pollers on the same room. The publisher stays the native
 //! WebSocket member above and the feeds carry the same JSON, so those rows measure the
@@ -42,7 +54,7 @@ use super::latency::Latency;
 use super::target::Target;
 use super::window::Window;
 use super::{poll, socketio, sse};
-use crate::report::{metric, RunResult};
+use crate::report::{emit, metric, Event, RunResult};
 
 /// How long opening and joining all connections may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(90);
@@ -59,6 +71,11 @@ const CONNECT_CONCURRENCY: usize = 64;
 const READ_BUF: usize = 256 * 1024;
 /// Room name.
 pub const ROOM: &str = "bench";
+/// With `--marks`, how long loadgen waits after a mark for the driver's line on stdin.
+const MARK_HOLD: Duration = Duration::from_secs(10);
+/// With `--marks`, how long the publisher waits after sync before its `start` mark, so that
+/// the last sync broadcasts are through the servers (and their backend) before it.
+const MARK_QUIET: Duration = Duration::from_millis(300);
 
 /// The wire protocol of the server under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -103,6 +120,10 @@ pub struct Fanout {
     pub warmup: f64,
     /// Seconds of measurement.
     pub duration: f64,
+    /// More nodes of the same cluster: the subscribers are spread over the target and these.
+    pub extra_targets: Vec<SocketAddr>,
+    /// Print `mark` events (window start; end after the drain, then wait for stdin EOF).
+    pub marks: bool,
 }
 
 /// What a received message is.
@@ -135,6 +156,10 @@ struct State {
     polls: u64,
     /// Connections that received a sync message.
     ready: u64,
+    /// Copies a connection received twice (the same timestamp as its last one).
+    duplicates: u64,
+    /// Copies a connection received after a later one (a smaller timestamp than its last).
+    reordered: u64,
     /// The publisher wants a wake-up once `delivered + missed` reaches this.
     wake_at: u64,
     /// Measurement window, once sync is over.
@@ -189,6 +214,8 @@ pub async fn run(target: &Target, f: &Fanout) -> anyhow::Result<RunResult> {
             latency: Latency::new(),
             polls: 0,
             ready: 0,
+            duplicates: 0,
+            reordered: 0,
             wake_at: u64::MAX,
             window: None,
             publisher_control: Vec::new(),
@@ -201,13 +228,20 @@ pub async fn run(target: &Target, f: &Fanout) -> anyhow::Result<RunResult> {
         host: target.addr,
     });
 
+    // The nodes: subscriber i connects to node i mod n, the publisher to the first.
+    let nodes: Vec<Target> = std::iter::once(target.clone())
+        .chain(f.extra_targets.iter().map(|&addr| Target {
+            addr,
+            ..target.clone()
+        }))
+        .collect();
     let setup_started = Instant::now();
     let (publisher, rest) = tokio::time::timeout(SETUP_TIMEOUT, member(target, f.protocol))
         .await
         .map_err(|_| anyhow::anyhow!("publisher setup timed out"))??;
     let subscribers = tokio::time::timeout(SETUP_TIMEOUT, async {
         stream::iter(0..f.subscribers)
-            .map(|_| subscriber(target, f))
+            .map(|i| subscriber(&nodes[i % nodes.len()], f))
             .buffer_unordered(CONNECT_CONCURRENCY)
             .collect::<Vec<_>>()
             .await
@@ -296,6 +330,10 @@ pub async fn run(target: &Target, f: &Fanout) -> anyhow::Result<RunResult> {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    if f.marks {
+        // Every connection is still open while the driver samples.
+        mark("end", published.total).await;
+    }
     for t in &tasks {
         t.abort();
     }
@@ -316,6 +354,7 @@ pub async fn run(target: &Target, f: &Fanout) -> anyhow::Result<RunResult> {
         ("size", f.size as f64),
         ("warmup", f.warmup),
         ("duration", f.duration),
+        ("nodes", nodes.len() as f64),
     ] {
         result.params.insert(name.into(), value);
     }
@@ -332,6 +371,10 @@ pub async fn run(target: &Target, f: &Fanout) -> anyhow::Result<RunResult> {
         (metric::LOST_MSGS, lost as f64),
         (metric::LAGGED_MISSED, s.missed as f64),
         (metric::EXPECTED_MSGS, expected as f64),
+        (metric::DELIVERED_MSGS, s.delivered as f64),
+        (metric::PUBLISHED_MSGS, published.total as f64),
+        (metric::DUPLICATE_MSGS, s.duplicates as f64),
+        (metric::REORDERED_MSGS, s.reordered as f64),
         (metric::CONNECT_SECONDS, connect_seconds),
     ] {
         result.metrics.insert(name.into(), value);
@@ -595,6 +638,8 @@ struct Conn {
     mask: [u8; 4],
     /// The incomplete frame, event or answer left over from the last read.
     left: Vec<u8>,
+    /// Timestamp of the last delivery (publishes carry increasing ones).
+    last_ts: Option<u64>,
     /// What it owes the server: pongs, or a poller's next poll.
     reply: Vec<u8>,
 }
@@ -608,6 +653,7 @@ impl Conn {
             synced: false,
             mask: Rng::new().mask(),
             left: rest,
+            last_ts: None,
             reply: Vec::new(),
         }
     }
@@ -630,6 +676,11 @@ impl Tally<'_> {
         match msg {
             Msg::Delivery(ts) => {
                 self.progress += 1;
+                match conn.last_ts {
+                    Some(last) if ts == last => self.s.duplicates += 1,
+                    Some(last) if ts < last => self.s.reordered += 1,
+                    _ => conn.last_ts = Some(ts),
+                }
                 if self.counted {
                     self.s.in_window += 1;
                     let ns = self.now_ns.saturating_sub(ts);
@@ -866,6 +917,10 @@ async fn publish(shared: &Shared, stream: &TcpStream, f: &Fanout) -> anyhow::Res
         let _ = tokio::time::timeout(Duration::from_millis(100), shared.notify.notified()).await;
     }
 
+    if f.marks {
+        tokio::time::sleep(MARK_QUIET).await;
+        mark("start", 0).await;
+    }
     let window = Window::after(f.warmup, f.duration);
     shared.lock().window = Some(window);
     let start = Instant::now();
@@ -875,6 +930,8 @@ async fn publish(shared: &Shared, stream: &TcpStream, f: &Fanout) -> anyhow::Res
         stalls: 0,
     };
     let mut last_progress = (start, 0u64);
+    // The last publish's timestamp: each one gets a later one.
+    let mut last_ts = 0u64;
     // Copies given up on by the max-rate publisher after a stall.
     let mut forgiven = 0u64;
     let r = shared.receivers;
@@ -884,6 +941,7 @@ async fn publish(shared: &Shared, stream: &TcpStream, f: &Fanout) -> anyhow::Res
         if now >= window.end {
             break;
         }
+
         {
             let mut s = shared.lock();
             let control = std::mem::take(&mut s.publisher_control);
@@ -907,7 +965,7 @@ async fn publish(shared: &Shared, stream: &TcpStream, f: &Fanout) -> anyhow::Res
                 if !backlog_ok(&out, off) {
                     break;
                 }
-                push_publish(shared, f, &mut text, &mut out, due, mask);
+                push_publish(shared, f, &mut text, &mut out, due, &mut last_ts, mask);
                 published.total += 1;
                 if window.contains(due) {
                     published.in_window += 1;
@@ -933,7 +991,7 @@ async fn publish(shared: &Shared, stream: &TcpStream, f: &Fanout) -> anyhow::Res
                 if !backlog_ok(&out, off) {
                     break;
                 }
-                push_publish(shared, f, &mut text, &mut out, now, mask);
+                push_publish(shared, f, &mut text, &mut out, now, &mut last_ts, mask);
                 published.total += 1;
                 if window.contains(now) {
                     published.in_window += 1;
@@ -958,19 +1016,38 @@ async fn publish(shared: &Shared, stream: &TcpStream, f: &Fanout) -> anyhow::Res
     Ok(published)
 }
 
+/// Prints a `mark` event, then waits (at most [`MARK_HOLD`]) for the driver's line on stdin.
+async fn mark(label: &str, published: u64) {
+    use tokio::io::AsyncReadExt;
+    emit(&Event::Mark {
+        label: label.into(),
+        published,
+        wait: true,
+    });
+    let _ = tokio::time::timeout(MARK_HOLD, async {
+        let mut stdin = tokio::io::stdin();
+        let mut byte = [0u8; 1];
+        while let Ok(1) = stdin.read(&mut byte).await {
+            if byte[0] == b'\n' {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 fn push_publish(
     shared: &Shared,
     f: &Fanout,
     text: &mut Vec<u8>,
     out: &mut Vec<u8>,
     at: Instant,
+    last_ts: &mut u64,
     mask: [u8; 4],
 ) {
+    *last_ts = shared.nanos(at).max(*last_ts + 1);
     text.clear();
-    text.extend_from_slice(&publish_text(
-        f.protocol,
-        &payload(shared.nanos(at), f.size),
-    ));
+    text.extend_from_slice(&publish_text(f.protocol, &payload(*last_ts, f.size)));
     push_frame(out, 0x1, text, mask);
 }
 

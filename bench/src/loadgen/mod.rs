@@ -124,6 +124,15 @@ pub struct FanoutArgs {
     /// Seconds of measurement.
     #[arg(long, default_value_t = 5.0)]
     pub duration: f64,
+    /// Another node of the same cluster (repeatable, or comma-separated): the subscribers
+    /// are spread evenly over --target and these; the publisher stays on --target.
+    #[arg(long, value_delimiter = ',')]
+    pub extra_target: Vec<SocketAddr>,
+    /// Print a `mark` event after sync (nothing in flight, before the first publish) and
+    /// one after the drain (every connection open), each time waiting for a line on stdin
+    /// (at most 10 s): the driver samples Redis at both.
+    #[arg(long)]
+    pub marks: bool,
 }
 
 /// Options of `closed` and `pipelined`.
@@ -269,6 +278,8 @@ async fn run(cli: Cli) -> anyhow::Result<crate::report::RunResult> {
                 size: a.size,
                 warmup: a.warmup,
                 duration: a.duration,
+                extra_targets: a.extra_target,
+                marks: a.marks,
             };
             fanout::run(&target, &f).await
         }
