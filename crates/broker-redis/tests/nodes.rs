@@ -578,7 +578,11 @@ async fn a_message_filled_from_history_keeps_its_origin() {
         "test",
         None,
         Some(bob.id),
-        |offset, ts| Bytes::from(format!(r#"{{"text":"to","offset":{offset},"timestamp":{ts}}}"#)),
+        |offset, ts| {
+            Bytes::from(format!(
+                r#"{{"text":"to","offset":{offset},"timestamp":{ts}}}"#
+            ))
+        },
         done,
     );
     assert_eq!(published(&rx.await.unwrap()), 2);
