@@ -544,6 +544,34 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_record_reads_back_as_the_record_it_was_made_from() {
+        let mut track = Track::default();
+        track.joined(&room("a"), 5, "e1");
+        track.joined(&room("b"), 10, "e2");
+        track.left(&room("b"));
+        let user = UserId("u".into());
+        let text = shared_text("/chat", "sid1", Some(&user), &track);
+        let now = Instant::now();
+        let record = Record::from_shared(&text, Duration::from_secs(60), now).unwrap();
+        assert_eq!(
+            (record.nsp.as_str(), record.sid.as_str()),
+            ("/chat", "sid1")
+        );
+        assert_eq!(record.user, Some(user));
+        assert_eq!(record.expires, now + Duration::from_secs(60));
+        // Left rooms stay (offsets name rooms by position) but are not joined again.
+        let joins = record.joins(None);
+        assert_eq!(joins.len(), 1);
+        assert_eq!((joins[0].0.as_str(), joins[0].1.offset), ("a", 5));
+        assert_eq!(joins[0].1.epoch, "e1");
+        // Whatever else is stored under a pid is no record.
+        assert!(Record::from_shared("{}", Duration::from_secs(1), now).is_none());
+        assert!(Record::from_shared("not json", Duration::from_secs(1), now).is_none());
+        let bad_room = r#"{"nsp":"/","sid":"s","user":null,"rooms":[["","e",0,false]]}"#;
+        assert!(Record::from_shared(bad_room, Duration::from_secs(1), now).is_none());
+    }
+
+    #[test]
     fn the_clients_offset_wins_where_it_covers_a_room_else_the_join_position() {
         let mut track = Track::default();
         track.joined(&room("a"), 5, "e1");
