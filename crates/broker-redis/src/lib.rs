@@ -154,6 +154,17 @@ fn stored(entry: &redis::streams::StreamId) -> Result<Stored, Error> {
     })
 }
 
+/// Whether `token` has the form of the ids clients hand us to look up (tickets, Socket.IO
+/// pids: short URL-safe strings). Anything else is not sent to Redis: an attacker's megabyte
+/// "ticket" costs nothing.
+pub(crate) fn is_short_token(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= 64
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// A fresh random epoch (hex: never the presence mark of an envelope).
 pub fn new_epoch() -> String {
     format!("{:x}", template::sentinels().0)

@@ -11,7 +11,7 @@ use std::time::Duration;
 use switchboard_hub::NodeId;
 
 use crate::writer::Writer;
-use crate::RedisLog;
+use crate::{is_short_token, RedisLog};
 
 /// A live record's expiry: only a safety net (records of live sockets are kept; this bounds
 /// the leftovers of anything that went wrong).
@@ -23,15 +23,6 @@ pub(crate) fn record_key(pid: &str) -> String {
 
 pub(crate) fn node_records_key(node: NodeId) -> String {
     format!("sb:node:{}:sio", node.0)
-}
-
-/// Socket ids are short URL-safe strings: anything else is not looked up.
-fn plausible(pid: &str) -> bool {
-    !pid.is_empty()
-        && pid.len() <= 64
-        && pid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The shared records (see the module docs). Made by [`crate::connect`].
@@ -60,7 +51,7 @@ impl RedisRecords {
 
     /// Live socket `pid`'s record is now `record`.
     pub fn put(&self, pid: &str, record: &str) {
-        if !plausible(pid) {
+        if !is_short_token(pid) {
             return;
         }
         let mut set = redis::cmd("SET");
@@ -76,7 +67,7 @@ impl RedisRecords {
 
     /// Socket `pid`'s connection was lost: its record lives for the recovery window.
     pub fn expire(&self, pid: &str) {
-        if !plausible(pid) {
+        if !is_short_token(pid) {
             return;
         }
         let mut expire = redis::cmd("PEXPIRE");
@@ -91,7 +82,7 @@ impl RedisRecords {
 
     /// Socket `pid` ended on purpose: no record.
     pub fn delete(&self, pid: &str) {
-        if !plausible(pid) {
+        if !is_short_token(pid) {
             return;
         }
         let mut del = redis::cmd("DEL");
@@ -105,7 +96,7 @@ impl RedisRecords {
     /// Take `pid`'s record (once, on one node); `None` when there is none or Redis did not
     /// answer in time (the socket is then a new one: `recovered: false`, never a guess).
     pub async fn take(&self, pid: &str) -> Option<String> {
-        if !plausible(pid) {
+        if !is_short_token(pid) {
             return None;
         }
         let mut conn = self.log.connection();

@@ -5,18 +5,9 @@
 
 use std::time::Duration;
 
+use crate::is_short_token;
 use redis::aio::ConnectionManager;
 use switchboard_auth::{new_ticket, BoxFuture, Identity, TicketError, TicketStore};
-
-/// A ticket is 43 base64url characters; anything else is not one of ours (and is not sent
-/// to Redis: an attacker's megabyte "ticket" costs nothing).
-fn plausible(ticket: &str) -> bool {
-    ticket.len() <= 64
-        && !ticket.is_empty()
-        && ticket
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
 
 fn key(ticket: &str) -> String {
     format!("sb:ticket:{ticket}")
@@ -81,7 +72,7 @@ impl TicketStore for RedisTickets {
         ticket: &'a str,
     ) -> BoxFuture<'a, Result<Option<Identity>, TicketError>> {
         Box::pin(async move {
-            if !plausible(ticket) {
+            if !is_short_token(ticket) {
                 return Ok(None);
             }
             let mut cmd = redis::cmd("GETDEL");

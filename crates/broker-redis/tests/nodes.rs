@@ -242,16 +242,11 @@ async fn a_broken_pubsub_connection_is_resubscribed_and_the_gap_filled_from_hist
     assert_eq!(received(&bob, 1).await.items, ["before@1"]);
 
     // Redis drops every pub/sub connection; messages keep being published meanwhile.
-    let client = redis::Client::open(redis.url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let killed: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(killed >= 1, "no pub/sub connection to break");
+    let mut conn = admin(&redis.url).await;
+    assert!(
+        kill_pubsub(&mut conn).await >= 1,
+        "no pub/sub connection to break"
+    );
     for i in 0..30 {
         publish(&a, &feed, &format!("during{i}"), None).await;
     }
@@ -277,29 +272,13 @@ async fn a_gap_the_history_no_longer_holds_is_reported_as_lagged() {
     join(&b, &bob, &feed, None).await;
     publish(&a, &feed, "first", None).await;
     assert_eq!(received(&bob, 1).await.items, ["first@1"]);
-    let client = redis::Client::open(redis.url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     // b's subscriber is cut off and cannot subscribe again for a while.
-    let acl = |rule: &'static str| {
-        redis::cmd("ACL")
-            .arg("SETUSER")
-            .arg("default")
-            .arg(rule)
-            .clone()
-    };
-    let _: () = acl("-subscribe").query_async(&mut conn).await.unwrap();
-    let _: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let mut conn = cut_pubsub(&redis.url).await;
     // Far more than the history keeps (5, trimmed approximately), while b is away.
     for i in 0..500 {
         publish(&a, &feed, &format!("x{i}"), None).await;
     }
-    let _: () = acl("+subscribe").query_async(&mut conn).await.unwrap();
+    allow_pubsub(&mut conn).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     let into = Mutex::new(Received::default());
     // Whatever is still in history arrives in order, ending with the newest; the rest is
@@ -456,10 +435,26 @@ async fn disconnecting_a_user_reaches_their_connections_on_every_node() {
     );
 }
 
-/// Cut every pub/sub connection and keep them from subscribing until `allow` is called.
-async fn cut_pubsub(url: &str) -> redis::aio::MultiplexedConnection {
+/// A connection for the test's own commands.
+async fn admin(url: &str) -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
+/// Redis drops every pub/sub connection; how many there were.
+async fn kill_pubsub(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+/// Cut every pub/sub connection and keep them from subscribing until `allow_pubsub`.
+async fn cut_pubsub(url: &str) -> redis::aio::MultiplexedConnection {
+    let mut conn = admin(url).await;
     let _: () = redis::cmd("ACL")
         .arg("SETUSER")
         .arg("default")
@@ -467,13 +462,7 @@ async fn cut_pubsub(url: &str) -> redis::aio::MultiplexedConnection {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let _: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    kill_pubsub(&mut conn).await;
     conn
 }
 
