@@ -426,6 +426,14 @@ impl Hub {
         Some((room, true))
     }
 
+    /// The hub's own copy of `name` while the room exists, else `name`: a connection keeps
+    /// this one rather than its own copy (one allocation per room, not one per member: idle
+    /// members are many).
+    pub fn shared_name(&self, name: &RoomName) -> RoomName {
+        let shard = lock(self.shard(name));
+        shard.get_key_value(name).map_or(name, |(k, _)| k).clone()
+    }
+
     /// Forget this node's side of the room if nobody is in it here: unsubscribe, and let
     /// the store forget the room too once its history is gone.
     fn collect_if_empty(&self, name: &RoomName) {

@@ -395,13 +395,16 @@ impl<X> Session<X> {
                 }
                 let hub = &self.shared.hub;
                 let since = since.map(|s| (Offset(s.offset), Epoch::from(s.epoch)));
+                let answer = Answer::new();
+                hub.join(&self.conn, &room, since, answer.done());
+                // The hub's copy of the name from here on (also in the replies and the
+                // transports' records): none kept per member.
+                let room = hub.shared_name(&room);
                 if !self.rooms.contains(&room) {
                     let mut rooms = std::mem::take(&mut self.rooms).into_vec();
                     rooms.push(room.clone());
                     self.rooms = rooms.into_boxed_slice();
                 }
-                let answer = Answer::new();
-                hub.join(&self.conn, &room, since, answer.done());
                 // At once: sent now, before the outbox (which holds the replay) is drained.
                 // Later: queued ahead of the replay (the hub answers before it queues it).
                 let (outbox, late_room) = (self.conn.outbox.clone(), room.clone());

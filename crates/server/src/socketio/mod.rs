@@ -322,7 +322,7 @@ impl SioConnection {
             return false;
         };
         let offset = auth.and_then(|a| a.get("offset")).and_then(Value::as_str);
-        let Some(record) = self.shared.records.take(claim.as_str(), out.now()) else {
+        let Some(record) = self.shared.records.take(&claim.as_str(), out.now()) else {
             let outbox = socket.session.outbox().clone();
             let claim = recovery::Claim {
                 pid: claim.as_str().to_owned(),
@@ -380,12 +380,11 @@ impl SioConnection {
         auth: Option<Map<String, Value>>,
         out: &mut Out<'_>,
     ) {
-        let pid = socket.recovery.as_ref().map(|r| r.pid);
-        let Ok(text) = self.state.accept_connect(
-            &socket.nsp,
-            socket.sid.as_str(),
-            pid.as_ref().map(ShortId::as_str),
-        ) else {
+        let pid = socket.recovery.as_ref().map(|r| r.pid.as_str());
+        let Ok(text) = self
+            .state
+            .accept_connect(&socket.nsp, &socket.sid.as_str(), pid.as_deref())
+        else {
             return;
         };
         socket.connected = true;
@@ -393,7 +392,7 @@ impl SioConnection {
         self.share_record(socket);
         if self.shared.handlers.covers(&socket.nsp) {
             let app = app::SocketInner::new(
-                socket.sid.as_str(),
+                &socket.sid.as_str(),
                 switchboard_hub::ConnId(socket.session.connection_id()),
                 socket.nsp.clone(),
                 socket.session.user().clone(),
@@ -486,7 +485,7 @@ impl SioConnection {
                 for socket in sockets.iter().filter(|s| s.nsp == nsp) {
                     if let Some(recovery) = &socket.recovery {
                         // On purpose: nothing to recover, on any node.
-                        self.shared.records.forget(recovery.pid.as_str());
+                        self.shared.records.forget(&recovery.pid.as_str());
                     }
                 }
                 sockets.retain(|s| s.nsp != nsp);
@@ -599,9 +598,9 @@ impl SioConnection {
             .identity()
             .map(|_| socket.session.user().clone());
         self.shared.records.share(
-            recovery.pid.as_str(),
+            &recovery.pid.as_str(),
             socket.nsp.as_str(),
-            socket.sid.as_str(),
+            &socket.sid.as_str(),
             user.as_ref(),
             &recovery.track,
         );
@@ -637,7 +636,7 @@ impl SioConnection {
             let socket = self.remove_socket(i);
             if let Some(recovery) = &socket.recovery {
                 // Ended by the server: a reconnect is a new socket, anywhere.
-                self.shared.records.forget(recovery.pid.as_str());
+                self.shared.records.forget(&recovery.pid.as_str());
             }
             if socket.connected {
                 if let Some(text) = self.state.disconnect(&socket.nsp) {
@@ -758,9 +757,9 @@ impl App for SioConnection {
                 .identity()
                 .map(|_| socket.session.user().clone());
             self.shared.records.keep(
-                recovery.pid.as_str(),
+                &recovery.pid.as_str(),
                 socket.nsp.as_str(),
-                socket.sid.as_str(),
+                &socket.sid.as_str(),
                 user,
                 recovery.track,
                 now,
@@ -796,11 +795,37 @@ fn finish_rejoin(
 #[cfg(test)]
 mod size {
     /// Every connected namespace of an idle Socket.IO connection is one of these, in its own
-    /// allocation: 224 B is a mimalloc size class, and 8 B more cost the next one (256 B)
+    /// allocation: 192 B is a mimalloc size class, and 8 B more cost the next one (224 B)
     /// per socket (`bench --only switchboard,idle-sio`). Make room before adding a field.
     #[test]
     fn a_socket_fits_its_allocation_class() {
         let size = std::mem::size_of::<super::NsSocket>();
-        assert!(size <= 224, "a Socket.IO socket is {size} B");
+        assert!(size <= 192, "a Socket.IO socket is {size} B");
+    }
+
+    /// Ids are held decoded (15 bytes); any id of our form reads back as the same text,
+    /// anything else is no id.
+    #[test]
+    fn short_ids_round_trip() {
+        use super::socket::ShortId;
+        for text in [
+            "AAAAAAAAAAAAAAAAAAAA",
+            "____________________",
+            "aZ09-_bY18_-cX27-_dW",
+        ] {
+            let id = ShortId::parse(text).expect(text);
+            assert_eq!(&*id.as_str(), text);
+        }
+        let random = ShortId::random().expect("random");
+        assert_eq!(ShortId::parse(&random.as_str()), Some(random));
+        for bad in [
+            "",
+            "AAAA",
+            "AAAAAAAAAAAAAAAAAAA=",
+            "AAAAAAAAAAAAAAAAAAA+",
+            "AAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            assert_eq!(ShortId::parse(bad), None, "{bad}");
+        }
     }
 }

@@ -104,7 +104,9 @@ fn shared_epoch(epoch: &str) -> Epoch {
 /// Where a socket stands in its rooms (kept only on namespaces with recovery on).
 #[derive(Debug, Default)]
 pub(crate) struct Track {
-    rooms: Vec<TrackedRoom>,
+    /// A boxed slice, not a `Vec`: 16 bytes, not 24, in every idle recoverable socket
+    /// (joins are rare; each rebuilds it).
+    rooms: Box<[TrackedRoom]>,
 }
 
 impl Track {
@@ -120,13 +122,17 @@ impl Track {
                 r.sent = r.sent.max(Offset(offset));
                 r.left = false;
             }
-            None => self.rooms.push(TrackedRoom {
-                room: room.clone(),
-                epoch,
-                base: Offset(offset),
-                sent: Offset(offset),
-                left: false,
-            }),
+            None => {
+                let mut rooms = std::mem::take(&mut self.rooms).into_vec();
+                rooms.push(TrackedRoom {
+                    room: room.clone(),
+                    epoch,
+                    base: Offset(offset),
+                    sent: Offset(offset),
+                    left: false,
+                });
+                self.rooms = rooms.into_boxed_slice();
+            }
         }
     }
 
@@ -183,10 +189,6 @@ impl Track {
             })
             .collect();
         cursor::encode(&positions)
-    }
-
-    pub(crate) fn release_idle_memory(&mut self) {
-        self.rooms.shrink_to_fit();
     }
 }
 
@@ -355,11 +357,10 @@ impl Records {
         nsp: &str,
         sid: &str,
         user: Option<UserId>,
-        mut track: Track,
+        track: Track,
         now: Instant,
         window: Duration,
     ) {
-        track.release_idle_memory();
         if let Some(shared) = &self.shared {
             // The deployment's copy is the one: a local one could go stale once another
             // node recovered the socket (and the client came back here later).
@@ -390,7 +391,7 @@ impl Records {
                 nsp: nsp.to_owned(),
                 sid: sid.to_owned(),
                 user,
-                rooms: track.rooms,
+                rooms: track.rooms.into_vec(),
                 expires: now + window,
             },
         );

@@ -51,7 +51,9 @@ pub(crate) struct NsSocket {
     pub(crate) connected: bool,
     /// The core ended the socket (rate-limit flood, kick, expiry): disconnect it.
     pub(crate) ended: bool,
-    awaited: Vec<(Await, AckId)>,
+    /// Requests whose ack waits for the core's answer (behind one pointer, and only while
+    /// there are some: 8 bytes, not 24, in every idle socket).
+    awaited: Awaited,
     /// The connection's parser.
     pub(crate) codec: Codec,
     /// With connection state recovery: the private id and where the socket stands in its
@@ -73,6 +75,9 @@ impl Drop for NsSocket {
     }
 }
 
+/// Requests waiting for the core's answer, each with the ack id that answers it.
+type Awaited = Option<Box<Vec<(Await, AckId)>>>;
+
 /// A recoverable socket's private id and positions.
 pub(crate) struct Recovery {
     pub(crate) pid: ShortId,
@@ -93,29 +98,53 @@ pub(crate) enum Codec {
     MsgPack,
 }
 
-/// A 20-character id (a socket id or a pid: 15 random bytes in base64url), held inline: no
-/// allocation in every idle socket.
+/// A 20-character id (a socket id or a pid: 15 random bytes in base64url), held inline and
+/// decoded: 15 bytes, not 20, in every idle socket (`NsSocket` is sized to an allocation
+/// class; see `size::a_socket_fits_its_allocation_class`). Any 20 base64url characters
+/// decode to exactly 15 bytes and back, so a client's pid round-trips unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ShortId([u8; 20]);
+pub(crate) struct ShortId([u8; 15]);
+
+/// A [`ShortId`]'s text.
+pub(crate) struct ShortIdText([u8; 20]);
+
+impl std::ops::Deref for ShortIdText {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        // base64url is ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
 
 impl ShortId {
     /// A fresh random id.
     pub(crate) fn random() -> Option<ShortId> {
-        ShortId::parse(crate::engineio::new_sid()?.as_str())
+        let mut bytes = [0u8; 15];
+        getrandom::getrandom(&mut bytes).ok()?;
+        Some(ShortId(bytes))
     }
 
     /// `text` if it has the form of our ids.
     pub(crate) fn parse(text: &str) -> Option<ShortId> {
-        let bytes: [u8; 20] = text.as_bytes().try_into().ok()?;
-        bytes
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
-            .then_some(ShortId(bytes))
+        use base64::Engine as _;
+        if text.len() != 20 {
+            return None;
+        }
+        let mut bytes = [0u8; 15];
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode_slice(text, &mut bytes)
+            .ok()?;
+        (n == 15).then_some(ShortId(bytes))
     }
 
-    pub(crate) fn as_str(&self) -> &str {
-        // Only ASCII was let in.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+    /// The id as text (20 characters).
+    pub(crate) fn as_str(&self) -> ShortIdText {
+        use base64::Engine as _;
+        let mut text = [0u8; 20];
+        // 15 bytes always encode to exactly 20 characters.
+        let _ = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(self.0, &mut text);
+        ShortIdText(text)
     }
 }
 
@@ -134,7 +163,7 @@ impl NsSocket {
             session,
             connected: false,
             ended: false,
-            awaited: Vec::new(),
+            awaited: None,
             codec,
             recovery: None,
             app: None,
@@ -242,7 +271,7 @@ impl NsSocket {
                 // Nothing in the core answers it (`ack`): confirm at once.
                 return send_packet(out, self.codec, ack_packet(&self.nsp, ack, ok_reply(None)));
             };
-            if self.awaited.len() >= MAX_AWAITED {
+            if self.awaited.as_ref().map_or(0, |a| a.len()) >= MAX_AWAITED {
                 return answer_error(
                     out,
                     self.codec,
@@ -252,7 +281,9 @@ impl NsSocket {
                     "Too many requests waiting for an answer",
                 );
             }
-            self.awaited.push((awaited.clone(), ack));
+            self.awaited
+                .get_or_insert_with(Box::default)
+                .push((awaited.clone(), ack));
             return self.with_core(out, |session, sink| {
                 // A refusal of this request that names no id still answers its ack.
                 sink.current = Some(awaited);
@@ -375,11 +406,8 @@ impl NsSocket {
 
     /// Before the connection idles: no capacity kept for requests that are answered.
     pub(crate) fn release_idle_memory(&mut self) {
-        if self.awaited.is_empty() {
-            self.awaited = Vec::new();
-        }
-        if let Some(recovery) = &mut self.recovery {
-            recovery.track.release_idle_memory();
+        if self.awaited.as_ref().is_some_and(|a| a.is_empty()) {
+            self.awaited = None;
         }
     }
 
@@ -705,7 +733,7 @@ fn answer_error(
 struct SioSink<'a, 'o> {
     out: &'a mut Out<'o>,
     nsp: &'a Namespace,
-    awaited: &'a mut Vec<(Await, AckId)>,
+    awaited: &'a mut Awaited,
     /// The socket's positions, when it is recoverable.
     track: Option<&'a mut Track>,
     codec: Codec,
@@ -733,7 +761,7 @@ impl<'a, 'o> SioSink<'a, 'o> {
     fn new(
         out: &'a mut Out<'o>,
         nsp: &'a Namespace,
-        awaited: &'a mut Vec<(Await, AckId)>,
+        awaited: &'a mut Awaited,
         track: Option<&'a mut Track>,
         codec: Codec,
     ) -> SioSink<'a, 'o> {
@@ -754,8 +782,9 @@ impl<'a, 'o> SioSink<'a, 'o> {
 
     /// The ack waiting for `what`, if any (removed).
     fn take(&mut self, what: &Await) -> Option<AckId> {
-        let i = self.awaited.iter().position(|(a, _)| a == what)?;
-        Some(self.awaited.remove(i).1)
+        let awaited = self.awaited.as_mut()?;
+        let i = awaited.iter().position(|(a, _)| a == what)?;
+        Some(awaited.remove(i).1)
     }
 
     fn ack_or_event(&mut self, what: Await, reply: Value, event: &str) {
