@@ -78,7 +78,7 @@ const MAX_MESSAGE: usize = 256 * 1024;
 
 fuzz_target!(|input: Input| {
     let config = Config::default();
-    let mut client = Connection::client(&config, input.seed);
+    let mut client = Connection::client(&config);
     let mut server = Connection::server(&config);
     if let Some(d) = &input.deflate {
         let params = DeflateParams {

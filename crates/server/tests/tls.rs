@@ -151,7 +151,7 @@ async fn wss_frames_sent_with_the_upgrade_request_are_not_stranded() {
     // rustls; both must reach the driver without the client sending anything more.
     let pki = generate_pki("eager");
     let (addr, _shutdown) = start(&pki).await;
-    let mut early = Connection::client(&Config::default(), 5);
+    let mut early = Connection::client(&Config::default());
     early.send(MessageKind::Text, b"first");
     early.send(MessageKind::Text, b"second");
     let mut client = wss_connect(addr, &pki, false, &early.output().split()).await;

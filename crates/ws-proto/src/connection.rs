@@ -13,6 +13,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::mask::MaskKeys;
 use crate::output::Output;
 
 use crate::close::{CloseCode, CloseFrame, ClosePayloadError};
@@ -88,22 +89,23 @@ pub struct Connection {
     /// Data messages queued so far (for metrics).
     messages_sent: u64,
     out: Output,
-    /// xorshift state for client masking keys.
-    mask_rng: u64,
+    /// The client's masking keys (`None` for a server: one pointer in every idle server
+    /// connection).
+    mask_keys: Option<Box<MaskKeys>>,
 }
 
 impl Connection {
     /// A server-side connection after a successful handshake.
     pub fn server(config: &Config) -> Connection {
-        Connection::new(Role::Server, config, 0)
+        Connection::new(Role::Server, config)
     }
 
-    /// A client-side connection. `seed` seeds the masking keys; pass OS randomness.
-    pub fn client(config: &Config, seed: u64) -> Connection {
-        Connection::new(Role::Client, config, seed | 1)
+    /// A client-side connection: frames are masked with keys from the OS's CSPRNG.
+    pub fn client(config: &Config) -> Connection {
+        Connection::new(Role::Client, config)
     }
 
-    fn new(role: Role, config: &Config, seed: u64) -> Connection {
+    fn new(role: Role, config: &Config) -> Connection {
         Connection {
             role,
             max_message_size: config.max_message_size,
@@ -115,7 +117,7 @@ impl Connection {
             close_code: None,
             messages_sent: 0,
             out: Output::default(),
-            mask_rng: seed,
+            mask_keys: (role == Role::Client).then(Box::default),
         }
     }
 
@@ -658,14 +660,7 @@ impl Connection {
     }
 
     fn next_mask(&mut self) -> [u8; 4] {
-        // xorshift64: cheap, and good enough for masking's purpose (keys a script can not
-        // predict); the seed comes from the OS at connect time.
-        let mut x = self.mask_rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.mask_rng = x;
-        (x as u32).to_ne_bytes()
+        self.mask_keys.get_or_insert_with(Box::default).next_key()
     }
 }
 

@@ -35,7 +35,7 @@ fn deflate_params() -> DeflateParams {
 
 fn pair(deflate: bool) -> (Connection, Connection) {
     let config = Config::default();
-    let mut client = Connection::client(&config, 0x5eed);
+    let mut client = Connection::client(&config);
     let mut server = Connection::server(&config);
     if deflate {
         let dc = DeflateConfig {

@@ -691,7 +691,7 @@ mod tests {
                 Outcome::Parked(_) => panic!("parking is off"),
             }
         });
-        (client, Connection::client(&Config::default(), 7), task)
+        (client, Connection::client(&Config::default()), task)
     }
 
     async fn next_event(

@@ -109,7 +109,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TestClient<S> {
                 .unwrap();
             assert!(n > 0, "EOF during handshake");
         };
-        let mut conn = Connection::client(&Config::default(), 0x1234_5678);
+        let mut conn = Connection::client(&Config::default());
         if let Some(params) = accepted.deflate {
             conn = conn.with_deflate(params, &DeflateConfig::default());
         }

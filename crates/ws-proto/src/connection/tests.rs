@@ -323,7 +323,7 @@ fn outgoing_messages_are_compressed_above_the_threshold() {
     let out = p.sent();
     assert_eq!(out[0], 0xC1, "FIN + RSV1 + text");
     // A client connection with the same parameters reads it back.
-    let mut client = Connection::client(&Config::default(), 42).with_deflate(
+    let mut client = Connection::client(&Config::default()).with_deflate(
         DeflateParams {
             server_no_context_takeover: true,
             client_no_context_takeover: true,
@@ -340,7 +340,7 @@ fn outgoing_messages_are_compressed_above_the_threshold() {
 
 #[test]
 fn client_role_masks_and_rejects_masked_server_frames() {
-    let mut client = Connection::client(&Config::default(), 7);
+    let mut client = Connection::client(&Config::default());
     client.send(MessageKind::Binary, b"abc");
     let out = client.output().split();
     assert_eq!(out[1] & 0x80, 0x80, "mask bit set");
