@@ -73,6 +73,7 @@ stage "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 stage "python environment" bash -c "$(declare -f python_env); python_env"
 stage "unit, property and integration tests" cargo test --workspace --locked
 stage "release build" cargo build --release --locked -p switchboard -p socketio-app
+stage "cli round trip (publish / subscribe)" bash tests/cli/roundtrip.sh
 stage "python websockets interop" bash -c "$(declare -f python_env); python_env && .tmp/venv/bin/python -m pytest -q tests/interop/python"
 stage "node ws interop" bash -c "$(declare -f node_env); node_env && cd tests/interop/node && node --test"
 stage "autobahn conformance (${AUTOBAHN:-quick})" scripts/conformance.sh "${AUTOBAHN:-quick}"

@@ -1,4 +1,5 @@
-//! The crate's one outbound HTTP client, for JWKS fetches and the connect proxy.
+//! The project's one outbound HTTP client: JWKS fetches, the connect proxy, and the CLI's
+//! calls to the HTTP API (`switchboard publish`).
 //!
 //! hyper-util's pooled client over hyper and tokio-rustls, which the server already builds, so
 //! this adds no TLS or HTTP stack of its own. HTTPS is verified against the OS trust store
@@ -23,21 +24,24 @@ use tokio_rustls::TlsConnector;
 
 /// Why a request produced no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum FetchError {
+pub enum FetchError {
+    /// No answer in time.
     #[error("timed out")]
     Timeout,
+    /// Connect, TLS, or protocol failure (the error chain as text).
     #[error("{0}")]
     Failed(String),
 }
 
-/// A cheap-to-clone pooled client.
+/// A cheap-to-clone pooled HTTP/1.1 client (HTTPS verified against the OS trust store).
 #[derive(Clone, Debug)]
-pub(crate) struct HttpClient {
+pub struct HttpClient {
     client: Client<Connector, Full<Bytes>>,
 }
 
 impl HttpClient {
-    pub(crate) fn new() -> HttpClient {
+    /// A client with an empty pool.
+    pub fn new() -> HttpClient {
         let mut http = HttpConnector::new();
         // We do TLS ourselves on top of the TCP connection, so `https` URIs must get through.
         http.enforce_http(false);
@@ -57,7 +61,7 @@ impl HttpClient {
     ///
     /// Cancel safety: dropping the future drops the request; the pooled connection is
     /// discarded, nothing else is affected.
-    pub(crate) async fn send(
+    pub async fn send(
         &self,
         request: Request<Full<Bytes>>,
         limit: usize,
@@ -80,6 +84,12 @@ impl HttpClient {
         tokio::time::timeout(timeout, exchange)
             .await
             .unwrap_or(Err(FetchError::Timeout))
+    }
+}
+
+impl Default for HttpClient {
+    fn default() -> HttpClient {
+        HttpClient::new()
     }
 }
 

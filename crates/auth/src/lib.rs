@@ -55,6 +55,7 @@ pub use config::{
 };
 pub use credential::{bearer, cookie, extract, Credential, CredentialSource};
 pub use error::{AuthError, ConfigError, Denied, CLOSE_AUTH_FAILED, CLOSE_TRY_AGAIN_LATER};
+pub use http_client::{FetchError, HttpClient};
 pub use identity::{AuthMethod, Identity, CHANNELS_CLAIM, EXPIRE_AT_CLAIM};
 pub use jsonwebtoken::Algorithm;
 pub use jwt::{mint, mint_at, secret_bytes, JwtVerifier, MintError};

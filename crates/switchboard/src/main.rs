@@ -1,7 +1,9 @@
 //! The `switchboard` command: thin CLI over the server crate (no protocol logic here).
 
 mod allocator;
+mod publish;
 mod settings;
+mod subscribe;
 mod token;
 
 use std::path::PathBuf;
@@ -36,13 +38,20 @@ enum Command {
     /// Mint a development JWT (HS256 by default) for --sub from the configured secret
     /// (auth.jwt.secrets, --jwt-secret, SWITCHBOARD_JWT_SECRET) or --secret, and print it.
     Token(token::TokenArgs),
+    /// Publish one message through the HTTP API (POST /api/publish) and print the answer.
+    Publish(publish::PublishArgs),
+    /// Join channels and print their messages as JSON lines; reconnects and resumes by
+    /// itself (Ctrl-C to stop).
+    Subscribe(subscribe::SubscribeArgs),
 }
 
 impl Command {
-    fn settings_args(&self) -> &SettingsArgs {
+    /// The server settings the command reads (`None`: a client command, which reads none).
+    fn settings_args(&self) -> Option<&SettingsArgs> {
         match self {
-            Command::Serve(args) | Command::Config(args) => args,
-            Command::Token(token) => &token.settings,
+            Command::Serve(args) | Command::Config(args) => Some(args),
+            Command::Token(token) => Some(&token.settings),
+            Command::Publish(_) | Command::Subscribe(_) => None,
         }
     }
 }
@@ -67,7 +76,10 @@ impl SettingsArgs {
 fn main() -> ExitCode {
     allocator::configure();
     let cli = Cli::parse();
-    let loaded = match cli.command.settings_args().load() {
+    let Some(settings_args) = cli.command.settings_args() else {
+        return client_command(cli.command);
+    };
+    let loaded = match settings_args.load() {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("error: {e}");
@@ -80,6 +92,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Serve(_) => serve(loaded),
+        Command::Publish(_) | Command::Subscribe(_) => unreachable!("client commands return above"),
         Command::Token(args) => match token::mint(&args, &loaded.settings) {
             Ok(token) => {
                 println!("{token}");
@@ -95,6 +108,34 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `publish` and `subscribe`: a small runtime of their own, errors on stderr with status 1.
+fn client_command(command: Command) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match command {
+            Command::Publish(args) => publish::run(args).await,
+            Command::Subscribe(args) => subscribe::run(args).await,
+            _ => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
