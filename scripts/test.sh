@@ -77,6 +77,7 @@ stage "cli round trip (publish / subscribe)" bash tests/cli/roundtrip.sh
 stage "python websockets interop" bash -c "$(declare -f python_env); python_env && .tmp/venv/bin/python -m pytest -q tests/interop/python"
 stage "node ws interop" bash -c "$(declare -f node_env); node_env && cd tests/interop/node && node --test"
 stage "autobahn conformance (${AUTOBAHN:-quick})" scripts/conformance.sh "${AUTOBAHN:-quick}"
+stage "autobahn client conformance (${AUTOBAHN:-quick})" scripts/conformance-client.sh "${AUTOBAHN:-quick}"
 stage "fuzz (${FUZZ_SECONDS:-10} s per target)" env FUZZ_FEATURES="${FUZZ_FEATURES:-strict}" scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 stage "bench harness builds" cargo build --release --locked --manifest-path bench/Cargo.toml
 

@@ -39,8 +39,10 @@ mod error;
 pub mod policy;
 mod token;
 mod transport;
+pub mod websocket;
 
 pub use backoff::Backoff;
 pub use client::{Client, Event, Events, History, Joined, Member, Message, Position, State};
 pub use config::{Config, Format, TokenProvider, TokenVia};
 pub use error::Error;
+pub use websocket::{WebSocket, WsMessage};
