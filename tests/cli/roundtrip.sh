@@ -75,4 +75,20 @@ pub --channel cli:b --data '"after"' >/dev/null
 wait "$sub_pid" || fail "subscribe after a restart exited with $?"
 sub_pid=
 grep -q '"after"' "$work/restart.jsonl" || fail "nothing after the restart: $(cat "$work/restart.jsonl")"
+
+# bench: both loads, short, against this server (with --echo for the echo endpoint).
+kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+"$bin" serve --listen "127.0.0.1:$port" --api-key k --echo --rate-limit off >"$work/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+"$bin" bench echo --url "ws://127.0.0.1:$port/echo" --connections 4 --duration 1 --warmup 0.2 \
+  >"$work/bench-echo.md" 2>"$work/bench-echo.err" || fail "bench echo: $(cat "$work/bench-echo.err")"
+grep -Eq '^\| round trips/s \| [1-9][0-9 ]* \|$' "$work/bench-echo.md" || fail "bench echo table: $(cat "$work/bench-echo.md")"
+grep -q '^\| errors | 0 |$' "$work/bench-echo.md" || fail "bench echo errors: $(cat "$work/bench-echo.md")"
+grep -q 'round trips/s, p50' "$work/bench-echo.err" || fail "no progress lines: $(cat "$work/bench-echo.err")"
+"$bin" bench fanout --url "ws://127.0.0.1:$port/ws" --compare "ws://127.0.0.1:$port/ws" --subscribers 20 \
+  --rate 50 --duration 1 --warmup 0.2 --api-key k >"$work/bench-fanout.md" 2>"$work/bench-fanout.err" \
+  || fail "bench fanout: $(cat "$work/bench-fanout.err")"
+grep -Eq '^\| deliveries/s \| [1-9][0-9 ]* \| [1-9][0-9 ]* \| [0-9.]+× \|$' "$work/bench-fanout.md" \
+  || fail "bench fanout table: $(cat "$work/bench-fanout.md")"
 echo "cli round trip: ok"

@@ -12,7 +12,9 @@ use switchboard_client::{WebSocket, WsMessage};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let base = args.next().ok_or("usage: autobahn ws://HOST:PORT [AGENT]")?;
+    let base = args
+        .next()
+        .ok_or("usage: autobahn ws://HOST:PORT [AGENT]")?;
     let agent = args.next().unwrap_or_else(|| "switchboard-client".into());
     let options = Options {
         deflate: true,

@@ -1,6 +1,7 @@
 //! The `switchboard` command: thin CLI over the server crate (no protocol logic here).
 
 mod allocator;
+mod bench;
 mod publish;
 mod settings;
 mod subscribe;
@@ -43,6 +44,9 @@ enum Command {
     /// Join channels and print their messages as JSON lines; reconnects and resumes by
     /// itself (Ctrl-C to stop).
     Subscribe(subscribe::SubscribeArgs),
+    /// Load a deployment: round trips against an echo endpoint, or fan-out through a room;
+    /// progress each second, a summary table at the end, `--compare URL` for a second column.
+    Bench(bench::BenchArgs),
 }
 
 impl Command {
@@ -51,7 +55,7 @@ impl Command {
         match self {
             Command::Serve(args) | Command::Config(args) => Some(args),
             Command::Token(token) => Some(&token.settings),
-            Command::Publish(_) | Command::Subscribe(_) => None,
+            Command::Publish(_) | Command::Subscribe(_) | Command::Bench(_) => None,
         }
     }
 }
@@ -92,7 +96,9 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Serve(_) => serve(loaded),
-        Command::Publish(_) | Command::Subscribe(_) => unreachable!("client commands return above"),
+        Command::Publish(_) | Command::Subscribe(_) | Command::Bench(_) => {
+            unreachable!("client commands return above")
+        }
         Command::Token(args) => match token::mint(&args, &loaded.settings) {
             Ok(token) => {
                 println!("{token}");
@@ -113,12 +119,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// `publish` and `subscribe`: a small runtime of their own, errors on stderr with status 1.
+/// `publish`, `subscribe` and `bench`: a runtime of their own (every core for `bench`),
+/// errors on stderr with status 1.
 fn client_command(command: Command) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match &command {
+        Command::Bench(_) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: {e}");
@@ -129,6 +141,7 @@ fn client_command(command: Command) -> ExitCode {
         match command {
             Command::Publish(args) => publish::run(args).await,
             Command::Subscribe(args) => subscribe::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
             _ => Ok(()),
         }
     });
