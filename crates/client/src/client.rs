@@ -184,8 +184,12 @@ pub struct Client {
     request_timeout: Duration,
 }
 
-/// The events of a [`Client`], in order. Read them: while they are not read the client
-/// stops reading its socket, and the server's backpressure applies (`lagged` or 4003).
+/// The events of a [`Client`], in order. Read them, or drop this: while
+/// [`Config::event_buffer`] events wait unread, the client stops reading its socket (the
+/// server's backpressure applies: `lagged` or 4003) — and answers to requests, which arrive
+/// on the same socket behind the messages, wait too. So read events in a task of their own:
+/// a request awaited by the task that reads the events can wait forever once the buffer
+/// fills. Dropped `Events`: events are discarded and nothing waits.
 pub struct Events {
     rx: mpsc::Receiver<Event>,
 }
@@ -196,9 +200,6 @@ impl Events {
         self.rx.recv().await
     }
 }
-
-/// How many events may wait for the application before the client stops reading.
-const EVENT_BUFFER: usize = 1024;
 
 /// How long after an `unavailable` answer a request is sent again.
 const RETRY_UNAVAILABLE: Duration = Duration::from_millis(250);
@@ -212,9 +213,9 @@ impl Client {
     /// extra roots).
     pub fn connect(config: Config) -> Result<(Client, Events), Error> {
         let endpoint = Endpoint::parse(&config.url).map_err(Error::Invalid)?;
-        let tls = Arc::new(transport::tls_config(&config.extra_roots).map_err(Error::Invalid)?);
+        let tls = transport::tls_for(&endpoint, &config.extra_roots).map_err(Error::Invalid)?;
         let (commands, commands_rx) = mpsc::unbounded_channel();
-        let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
+        let (events_tx, events_rx) = mpsc::channel(config.event_buffer.max(1));
         let (state_tx, state_rx) = watch::channel(State::Connecting);
         let queued = Arc::new(AtomicUsize::new(0));
         let client = Client {
@@ -525,7 +526,8 @@ struct Room {
 struct Actor {
     config: Config,
     endpoint: Endpoint,
-    tls: Arc<rustls::ClientConfig>,
+    /// `None` for `ws://`.
+    tls: Option<Arc<rustls::ClientConfig>>,
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<Event>,
     state: watch::Sender<State>,
@@ -693,7 +695,7 @@ impl Actor {
             protocols,
             deflate: self.config.deflate,
         };
-        let mut ws = match transport::connect(&self.endpoint, &upgrade, &self.tls).await {
+        let mut ws = match transport::connect(&self.endpoint, &upgrade, self.tls.as_ref()).await {
             Ok(ws) => ws,
             // 403 (origin) and 400 are final; 401 means credentials the server will not take
             // (as 4001); 429/503 and the rest are worth another try.

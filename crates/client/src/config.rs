@@ -103,6 +103,9 @@ pub struct Config {
     pub pong_timeout: Duration,
     /// The TCP + TLS + upgrade + `welcome` of one attempt, at most (default 10 s).
     pub connect_timeout: Duration,
+    /// Events that may wait unread before the client stops reading its socket (default
+    /// 4096; see [`crate::Events`]).
+    pub event_buffer: usize,
     /// Offer permessage-deflate (default on).
     pub deflate: bool,
     /// Extra trusted roots for `wss://` (PEM), besides the OS trust store.
@@ -126,6 +129,7 @@ impl Config {
             ping_interval: Duration::from_secs(15),
             pong_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            event_buffer: 4096,
             deflate: true,
             extra_roots: Vec::new(),
             name: None,

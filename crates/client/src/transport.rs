@@ -98,13 +98,13 @@ const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 pub(crate) async fn connect(
     endpoint: &Endpoint,
     upgrade: &Upgrade<'_>,
-    tls: &Arc<rustls::ClientConfig>,
+    tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<WsConn, ConnectError> {
     let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
         .await
         .map_err(ConnectError::Io)?;
     let _ = tcp.set_nodelay(true);
-    let mut io: Box<dyn Io> = if endpoint.tls {
+    let mut io: Box<dyn Io> = if let (true, Some(tls)) = (endpoint.tls, tls) {
         let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
             .map_err(|e| ConnectError::Tls(e.to_string()))?;
         let stream = tokio_rustls::TlsConnector::from(tls.clone())
@@ -237,9 +237,29 @@ impl WsConn {
     }
 }
 
-/// The TLS settings: the OS trust store, plus `extra_roots` (PEM certificates, e.g. a
-/// development CA).
-pub(crate) fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, String> {
+/// The TLS settings for `endpoint` (`None` for `ws://`): the OS trust store, plus
+/// `extra_roots` (PEM certificates, e.g. a development CA). Without extra roots one config
+/// is built per process and shared: the OS store is ~150 certificates, parsed once (built
+/// per client it cost ~100 KB of every client's memory).
+pub(crate) fn tls_for(
+    endpoint: &Endpoint,
+    extra_roots: &[Vec<u8>],
+) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    static SHARED: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    if !endpoint.tls {
+        return Ok(None);
+    }
+    if extra_roots.is_empty() {
+        return SHARED
+            .get_or_init(|| tls_config(&[]).map(Arc::new))
+            .clone()
+            .map(Some);
+    }
+    tls_config(extra_roots).map(|c| Some(Arc::new(c)))
+}
+
+fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {

@@ -3,8 +3,6 @@
 //! reconnection and the native protocol. The Autobahn fuzzingserver run
 //! (`scripts/conformance.sh client`) drives this type.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use switchboard_ws_proto::MessageKind;
 
@@ -44,7 +42,7 @@ impl WebSocket {
     /// Connect to `url` and upgrade.
     pub async fn connect(url: &str, options: &Options) -> Result<WebSocket, Error> {
         let endpoint = Endpoint::parse(url).map_err(Error::Invalid)?;
-        let tls = Arc::new(transport::tls_config(&options.extra_roots).map_err(Error::Invalid)?);
+        let tls = transport::tls_for(&endpoint, &options.extra_roots).map_err(Error::Invalid)?;
         let headers: Vec<(&str, &str)> = options
             .headers
             .iter()
@@ -57,7 +55,7 @@ impl WebSocket {
             protocols: &protocols,
             deflate: options.deflate,
         };
-        let conn = transport::connect(&endpoint, &upgrade, &tls)
+        let conn = transport::connect(&endpoint, &upgrade, tls.as_ref())
             .await
             .map_err(|e: ConnectError| Error::Closed(e.to_string()))?;
         Ok(WebSocket { conn, closed: None })

@@ -230,6 +230,39 @@ async fn join_publish_history_and_presence_round_trip_in_both_formats() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_with_an_extra_root() {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("switchboard-client-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let server = Server::start(
+        free_port(),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let url = format!("wss://localhost:{}/ws", server.port);
+    // Not trusted by the OS store: refused (and retried), never connected.
+    let mut untrusted = config(&url);
+    untrusted.max_attempts = Some(1);
+    let (c, _e) = Client::connect(untrusted).unwrap();
+    assert!(c.connected().await.is_err());
+    let mut trusted = config(&url);
+    trusted.extra_roots = vec![certified.cert.pem().into_bytes()];
+    let (c, mut events) = Client::connect(trusted).unwrap();
+    c.join("tls").await.unwrap();
+    c.publish("tls", json!({"n": 1})).await.unwrap();
+    assert_eq!(collect(&mut events, "tls", 1, 5000).await, [1]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_and_restarted_mid_stream_is_resumed_without_loss_or_duplicates() {
     let redis = redis_server();
     let port = free_port();
