@@ -15,6 +15,9 @@ pub struct ServerConfig {
     /// Serve `GET /echo`, a WebSocket endpoint that echoes every message (conformance runs and
     /// benchmarks). Default off: an open echo endpoint is a free relay.
     pub echo: bool,
+    /// Serve the browser pages: `/` (a landing page) and `/client.js` (the browser client).
+    /// Default on; off for an API-only production server.
+    pub pages: bool,
     /// Largest message accepted, after decompression (bytes). Default 1 MiB. Breach: close 1009.
     pub max_message_size: usize,
     /// permessage-deflate policy; `None` disables compression. Default on, see
@@ -181,6 +184,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             echo: false,
+            pages: true,
             max_message_size: 1024 * 1024,
             deflate: Some(DeflateConfig::default()),
             heartbeat_interval: Duration::from_secs(25),

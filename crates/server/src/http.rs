@@ -61,6 +61,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         }
         router = router.route(&path, browser(any(socketio)));
     }
+    if state.config.pages {
+        router = router.merge(crate::pages::routes());
+    }
     if state.config.echo {
         let engine_echo = EngineEndpoint::<EngineEcho>::start(&state, engine_config(&state));
         let engine_echo = move |State(state): State<Arc<AppState>>, req: Request<Body>| {

@@ -28,6 +28,7 @@ mod keepalive;
 mod listener;
 pub mod metrics;
 mod native;
+mod pages;
 pub use switchboard_session::rate;
 mod engineio;
 mod feed;

@@ -98,6 +98,16 @@ pub(crate) const KEYS: &[Key] = &[
              [default: false]",
         )
     },
+    Key {
+        arity: Arity::Switch,
+        ..key(
+            "pages",
+            "pages",
+            "BOOL",
+            "Serve the browser pages: / (landing page) and /client.js; off for an API-only \
+             production server [default: true]",
+        )
+    },
     key(
         "threads",
         "threads",

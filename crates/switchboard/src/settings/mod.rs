@@ -46,6 +46,8 @@ pub(crate) struct Settings {
     pub(crate) listen: SocketAddr,
     #[serde(deserialize_with = "values::boolean")]
     pub(crate) echo: bool,
+    #[serde(deserialize_with = "values::boolean")]
+    pub(crate) pages: bool,
     /// `None`: one worker per core.
     #[serde(deserialize_with = "values::threads")]
     pub(crate) threads: Option<usize>,
@@ -155,6 +157,7 @@ impl Default for Settings {
         Settings {
             listen: server.listen,
             echo: server.echo,
+            pages: server.pages,
             threads: None,
             log_level: "info".to_owned(),
             log_format: LogFormat::Text,
@@ -220,6 +223,7 @@ impl Settings {
         ServerConfig {
             listen: self.listen,
             echo: self.echo,
+            pages: self.pages,
             max_message_size: self.max_message_size,
             deflate: if self.deflate { defaults.deflate } else { None },
             heartbeat_interval: self.heartbeat_interval,

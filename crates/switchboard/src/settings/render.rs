@@ -110,6 +110,7 @@ pub(crate) fn value(s: &Settings, path: &str) -> Option<Value> {
     match path {
         "listen" => string(s.listen.to_string()),
         "echo" => Some(Value::Boolean(s.echo)),
+        "pages" => Some(Value::Boolean(s.pages)),
         "threads" => s.threads.map_or_else(|| string("auto"), int),
         "log_level" => string(s.log_level.clone()),
         "log_format" => string(s.log_format.as_str()),

@@ -1,0 +1,94 @@
+// Type declarations for /client.js (clients/browser/client.js).
+
+export interface SwitchboardOptions {
+  /** ws(s)://host/ws; default: this page's host. */
+  url?: string;
+  /** Asked at the first connect, after a close with 4001, and before the token's `exp`. */
+  token?: () => Promise<string>;
+  /** Where the token goes: `?token=` (default) or the first message `auth {token}`. */
+  tokenVia?: 'query' | 'first-message';
+  /** Display name sent with every join. */
+  name?: string;
+  /** Backoff with full jitter: attempt n waits uniform [0, min(cap, base·2ⁿ)] ms. Defaults 1000 / 30000. */
+  backoffBase?: number;
+  backoffCap?: number;
+  /** Least wait after 4002 (rate limit), ms. Default 10000. */
+  rateLimitPause?: number;
+  /** Give up after this many failed attempts in a row. Default Infinity. */
+  maxAttempts?: number;
+  /** Requests waiting for a connection or an answer, at most; beyond it `queue_full`. Default 1000. */
+  offlineQueue?: number;
+  /** A request's answer must come within this (ms, offline time included). Default 30000. */
+  requestTimeout?: number;
+  /** An application ping after this much silence (ms); dead `pongTimeout` later. Defaults 15000 / 10000. */
+  pingInterval?: number;
+  pongTimeout?: number;
+  connectTimeout?: number;
+}
+
+export type State = 'connecting' | 'connected' | 'reconnecting' | 'disconnected' | 'closed' | 'failed';
+
+export interface StateDetail {
+  state: State;
+  userId?: string;
+  attempt?: number;
+  delay?: number;
+  code?: number;
+  reason?: string;
+}
+
+export interface MessageDetail {
+  room: string;
+  type: string;
+  offset?: number;
+  /** The whole message: the sender's fields plus userId, user, room, timestamp, offset, id. */
+  body: Record<string, unknown>;
+}
+
+export interface Joined {
+  offset: number;
+  epoch: string;
+  recovered: boolean;
+}
+
+export interface HistoryPage {
+  messages: Record<string, unknown>[];
+  offset: number;
+  epoch: string;
+  more: boolean;
+}
+
+export interface Member {
+  userId: string;
+  user?: string;
+  connections: number;
+}
+
+export class SwitchboardError extends Error {
+  /** The server's error code, or queue_full, timeout, closed, invalid. */
+  code: string;
+}
+
+export declare function afterClose(code: number): 'stop' | 'now' | 'token' | 'slow' | 'backoff';
+export declare function backoffDelay(attempt: number, base: number, cap: number, random?: () => number): number;
+
+export class SwitchboardClient extends EventTarget {
+  constructor(options?: SwitchboardOptions);
+  readonly state: State;
+  readonly userId: string | null;
+  /** Requests waiting for a connection or an answer. */
+  readonly queued: number;
+  join(room: string, since?: { offset: number; epoch: string } | null): Promise<Joined>;
+  leave(room: string): Promise<void>;
+  publish(room: string, data: unknown): Promise<number>;
+  send(room: string, type: string, body?: Record<string, unknown>): Promise<number>;
+  history(room: string, options?: { since?: number; limit?: number }): Promise<HistoryPage>;
+  presence(room: string): Promise<Member[]>;
+  close(): void;
+  addEventListener(type: 'state', listener: (e: CustomEvent<StateDetail>) => void): void;
+  addEventListener(type: 'message', listener: (e: CustomEvent<MessageDetail>) => void): void;
+  addEventListener(type: 'presence', listener: (e: CustomEvent<{ room: string; userId: string; user?: string; joined: boolean }>) => void): void;
+  addEventListener(type: 'resync', listener: (e: CustomEvent<{ room: string; offset: number }>) => void): void;
+  addEventListener(type: 'lagged', listener: (e: CustomEvent<{ missed: number }>) => void): void;
+  addEventListener(type: 'error', listener: (e: CustomEvent<{ code: string; message: string }>) => void): void;
+}
