@@ -24,6 +24,8 @@ export interface SwitchboardOptions {
   pingInterval?: number;
   pongTimeout?: number;
   connectTimeout?: number;
+  /** Pacing of sends: default {burst: 20, perSecond: 9.5}, under the server's default limit; null: none. */
+  sendRate?: { burst: number; perSecond: number } | null;
 }
 
 export type State = 'connecting' | 'connected' | 'reconnecting' | 'disconnected' | 'closed' | 'failed';
@@ -90,5 +92,6 @@ export class SwitchboardClient extends EventTarget {
   addEventListener(type: 'presence', listener: (e: CustomEvent<{ room: string; userId: string; user?: string; joined: boolean }>) => void): void;
   addEventListener(type: 'resync', listener: (e: CustomEvent<{ room: string; offset: number }>) => void): void;
   addEventListener(type: 'lagged', listener: (e: CustomEvent<{ missed: number }>) => void): void;
+  addEventListener(type: 'refused', listener: (e: CustomEvent<{ room: string; code: string; message: string }>) => void): void;
   addEventListener(type: 'error', listener: (e: CustomEvent<{ code: string; message: string }>) => void): void;
 }

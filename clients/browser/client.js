@@ -28,6 +28,7 @@ const DEFAULTS = {
   pingInterval: 15000,
   pongTimeout: 10000,
   connectTimeout: 10000,
+  sendRate: { burst: 20, perSecond: 9.5 }, // null: no pacing (servers with --rate-limit off)
 };
 
 /** What a close code means for the next step (SPEC §9, §10). */
@@ -86,6 +87,10 @@ export class SwitchboardClient extends EventTarget {
     this._ws = null;
     this._closed = false;
     this._timers = new Set();
+    this._outgoing = [];
+    this._tokens = this.options.sendRate ? this.options.sendRate.burst : 0;
+    this._tokensAt = Date.now();
+    this._pumpTimer = null;
     setTimeout(() => this._connect(), 0);
   }
 
@@ -121,10 +126,7 @@ export class SwitchboardClient extends EventTarget {
         this._write({ type: 'leave', room, id: this._id() });
         return;
       }
-      if (entry) {
-        for (const w of entry.joinWaiters.splice(0)) this._settle(w, null, new SwitchboardError('closed', 'left before joined'));
-        this._rooms.delete(room);
-      }
+      this._dropRoom(room, new SwitchboardError('closed', 'left before joined'));
       this._settle({ resolve, reject }, undefined);
     });
   }
@@ -310,8 +312,37 @@ export class SwitchboardClient extends EventTarget {
     this._write(body);
   }
 
+  /**
+   * Send, paced just under the server's default rate limit (100 messages / 10 s, bursts of
+   * 20; `sendRate: null` turns pacing off): a reconnect that rejoins many rooms and resends
+   * a full queue must not be cut off with 4002.
+   */
   _write(message) {
-    if (this._ws && this._ws.readyState === WebSocket.OPEN) this._ws.send(JSON.stringify(message));
+    this._outgoing.push(JSON.stringify(message));
+    this._pump();
+  }
+
+  _pump() {
+    const rate = this.options.sendRate;
+    while (this._outgoing.length > 0) {
+      if (!this._ws || this._ws.readyState !== WebSocket.OPEN) return;
+      if (rate) {
+        const now = Date.now();
+        this._tokens = Math.min(rate.burst, this._tokens + ((now - this._tokensAt) / 1000) * rate.perSecond);
+        this._tokensAt = now;
+        if (this._tokens < 1) {
+          if (!this._pumpTimer) {
+            this._pumpTimer = this._timer(() => {
+              this._pumpTimer = null;
+              this._pump();
+            }, Math.ceil(((1 - this._tokens) / rate.perSecond) * 1000));
+          }
+          return;
+        }
+        this._tokens -= 1;
+      }
+      this._ws.send(this._outgoing.shift());
+    }
   }
 
   /** Heartbeat: an application `ping` after `pingInterval` of silence, dead `pongTimeout` later. */
@@ -321,7 +352,7 @@ export class SwitchboardClient extends EventTarget {
     const ws = this._ws;
     this._pingTimer = this._timer(() => {
       if (this._ws !== ws) return;
-      this._write({ type: 'ping' });
+      if (ws.readyState === WebSocket.OPEN) ws.send('{"type":"ping"}');
       this._deadTimer = this._timer(() => {
         if (this._ws === ws) ws.close(4000, 'heartbeat timeout'); // our own code: ends as 1006-like
       }, this.options.pongTimeout);
@@ -347,15 +378,17 @@ export class SwitchboardClient extends EventTarget {
   }
 
   _incoming(m) {
+    // A room message carries the relay's stamps, whatever its `type` (the server relays any
+    // type, `joined` and `error` included; only its own replies lack them).
+    if (typeof m.room === 'string' && typeof m.timestamp === 'number' && typeof m.offset === 'number') {
+      return this._delivered(m);
+    }
     switch (m.type) {
       case 'joined':
         return this._joined(m);
       case 'left': {
         const entry = this._rooms.get(m.room);
-        if (entry && entry.leaving) {
-          this._rooms.delete(m.room);
-          for (const w of entry.leaveWaiters) this._settle(w, undefined);
-        }
+        if (entry && entry.leaving) this._dropRoom(m.room, new SwitchboardError('closed', 'left before joined'));
         return;
       }
       case 'ack': {
@@ -426,13 +459,24 @@ export class SwitchboardClient extends EventTarget {
       }
       for (const [room, entry] of this._rooms) {
         if (entry.joinId === id) {
-          this._rooms.delete(room);
-          for (const w of entry.joinWaiters) this._settle(w, null, error);
+          const asked = entry.joinWaiters.length > 0;
+          this._dropRoom(room, error);
+          // A rejoin after a reconnect: nobody waits for it, so say it.
+          if (!asked) this._emit('refused', { room, code: m.code, message: m.message });
           return;
         }
       }
     }
     this._emit('error', { code: m.code, message: m.message });
+  }
+
+  /** Forget `room`: leave waiters resolve (it is left), join waiters get `joinError`. */
+  _dropRoom(room, joinError) {
+    const entry = this._rooms.get(room);
+    if (!entry) return;
+    this._rooms.delete(room);
+    for (const w of entry.joinWaiters) this._settle(w, null, joinError);
+    for (const w of entry.leaveWaiters) this._settle(w, undefined);
   }
 
   _takeSent(match) {
@@ -473,12 +517,10 @@ export class SwitchboardClient extends EventTarget {
     clearTimeout(this._refreshTimer);
     // What was sent and not answered goes again, first, on the next connection.
     this._waiting.unshift(...this._sent.splice(0));
-    for (const [room, entry] of this._rooms) {
+    this._outgoing = [];
+    for (const [room, entry] of [...this._rooms]) {
       entry.joinId = null;
-      if (entry.leaving) {
-        this._rooms.delete(room);
-        for (const w of entry.leaveWaiters) this._settle(w, undefined);
-      }
+      if (entry.leaving) this._dropRoom(room, new SwitchboardError('closed', 'left before joined'));
     }
     if (this._closed) return;
     if (established) {

@@ -23,6 +23,7 @@ use tokio_rustls::rustls;
 use crate::backoff::unit_random;
 use crate::config::{Config, Format, TokenVia};
 use crate::error::{ConnectError, Error};
+use crate::pace::Pacer;
 use crate::policy::{after_close, Next, ABNORMAL};
 use crate::transport::{self, Endpoint, Received, Upgrade, WsConn};
 
@@ -97,6 +98,16 @@ pub enum Event {
     Lagged {
         /// How many.
         missed: u64,
+    },
+    /// The server refused to rejoin `room` after a reconnect (e.g. `forbidden`: the
+    /// permissions or the token's claims changed): the room is no longer joined.
+    Refused {
+        /// The room.
+        room: String,
+        /// The error code.
+        code: String,
+        /// The message.
+        message: String,
     },
     /// An `error` the server sent that answers no request (e.g. `rate_limited`).
     Error {
@@ -242,6 +253,11 @@ impl Client {
             id_prefix: prefix.iter().map(|b| format!("{b:02x}")).collect(),
             next_id: 0,
             closing: None,
+            commands_closed: false,
+            outgoing: VecDeque::new(),
+            pacer: config
+                .send_rate
+                .map(|rate| Pacer::new(rate, Instant::now())),
             config,
         };
         tokio::spawn(actor.run());
@@ -549,14 +565,30 @@ struct Actor {
     next_id: u64,
     /// `Some` once the application closed the client.
     closing: Option<oneshot::Sender<()>>,
+    /// Every `Client` handle is gone (the events may still be read).
+    commands_closed: bool,
+    /// Encoded messages waiting for the pacer.
+    outgoing: VecDeque<(MessageKind, Vec<u8>)>,
+    pacer: Option<Pacer>,
+}
+
+/// What woke the connected loop.
+enum Step {
+    Command(Option<Command>),
+    Read(std::io::Result<usize>),
+    Written(std::io::Result<()>),
+    Fresh(Result<Result<String, String>, tokio::task::JoinError>),
+    Wake,
 }
 
 /// How a connection ended.
 struct End {
     code: u16,
     reason: String,
-    /// It got as far as `welcome` (the backoff starts over).
+    /// It got as far as `welcome` (authentication worked).
     established: bool,
+    /// How long it was connected (a connection that lasted starts the backoff over).
+    lasted: Duration,
 }
 
 impl End {
@@ -565,6 +597,7 @@ impl End {
             code: ABNORMAL,
             reason: reason.into(),
             established,
+            lasted: Duration::ZERO,
         }
     }
 }
@@ -580,11 +613,15 @@ impl Actor {
             if self.closing.is_some() {
                 break self.finish(1000, "closed by the application", false).await;
             }
-            if end.established {
+            // Only a connection that lasted starts the backoff over: a server that welcomes
+            // and then closes at once (1011, 1013, a draining node's 1001) must not be
+            // retried at full speed forever.
+            if end.established && end.lasted >= self.config.backoff.cap {
                 attempt = 0;
                 reconnect_now_used = false;
             }
-            if end.code != 4001 {
+            // Authentication worked: a later 4001 (an expired token) starts a new count.
+            if end.established || end.code != 4001 {
                 auth_failures = 0;
             }
             self.set_state(State::Disconnected {
@@ -639,9 +676,11 @@ impl Actor {
             Ok(Err(e)) => return e,
             Err(_) => return End::abnormal("connect timed out", false),
         };
+        let since = Instant::now();
         self.set_state(State::Connected { user_id }).await;
-        self.resume(&mut ws);
-        let end = self.session(&mut ws).await;
+        self.resume();
+        let mut end = self.session(&mut ws).await;
+        end.lasted = since.elapsed();
         if self.closing.is_some() {
             ws.shutdown(1000, "").await;
         } else if end.code != ABNORMAL {
@@ -704,6 +743,7 @@ impl Actor {
                     code: status,
                     reason: format!("the server refused the upgrade with HTTP {status}"),
                     established: false,
+                    lasted: Duration::ZERO,
                 })
             }
             Err(ConnectError::Status(401)) => {
@@ -711,6 +751,7 @@ impl Actor {
                     code: 4001,
                     reason: "HTTP 401".into(),
                     established: false,
+                    lasted: Duration::ZERO,
                 })
             }
             Err(e) => return Err(fail(e.to_string())),
@@ -719,7 +760,9 @@ impl Actor {
             return Err(fail("the server did not agree to MessagePack".into()));
         }
         if let (Some(TokenVia::FirstMessage), Some(t)) = (via, &token) {
-            self.write(&mut ws, &json!({"type": "auth", "token": t}));
+            let auth = json!({"type": "auth", "token": t});
+            let (kind, bytes) = self.encode(&auth);
+            ws.send(kind, &bytes);
         }
         // Up to the greeting: `welcome`, or `auth_success` for a first-message token.
         let expected = match via {
@@ -732,6 +775,7 @@ impl Actor {
                 code,
                 reason,
                 established: false,
+                lasted: Duration::ZERO,
             })? {
                 match event {
                     Received::Closed(code, reason) => {
@@ -740,6 +784,7 @@ impl Actor {
                             code,
                             reason,
                             established: false,
+                            lasted: Duration::ZERO,
                         });
                     }
                     Received::Control => {}
@@ -761,11 +806,13 @@ impl Actor {
     }
 
     /// On a fresh connection: rejoin every room from its position, then send every request
-    /// not answered yet, in order (the same ids).
-    fn resume(&mut self, ws: &mut WsConn) {
+    /// not answered yet, in order (the same ids). Paced like everything sent.
+    fn resume(&mut self) {
+        // What timed out while the connection was being made is not sent any more.
+        self.expire(Instant::now());
         let rooms: Vec<String> = self.rooms.keys().cloned().collect();
         for room in rooms {
-            self.send_join(ws, &room);
+            self.send_join(&room);
         }
         let retries = std::mem::take(&mut self.retrying)
             .into_iter()
@@ -773,12 +820,12 @@ impl Actor {
         let mut requests: Vec<Request> = std::mem::take(&mut self.waiting).into_iter().collect();
         requests.extend(retries);
         for request in requests {
-            self.write(ws, &Value::Object(request.body.clone()));
+            self.queue_out(&Value::Object(request.body.clone()));
             self.sent.push(request);
         }
     }
 
-    fn send_join(&mut self, ws: &mut WsConn, name: &str) {
+    fn send_join(&mut self, name: &str) {
         let id = self.fresh_id();
         let Some(room) = self.rooms.get_mut(name) else {
             return;
@@ -793,11 +840,12 @@ impl Actor {
         room.resuming = room.position.is_some();
         room.join_id = Some(id);
         room.joined = false;
-        self.write(ws, &body);
+        self.queue_out(&body);
     }
 
     /// The connection is gone: what was sent and not answered is sent again on the next one.
     fn connection_lost(&mut self) {
+        self.outgoing.clear();
         for request in std::mem::take(&mut self.sent).into_iter().rev() {
             self.waiting.push_front(request);
         }
@@ -806,100 +854,158 @@ impl Actor {
             room.join_id = None;
         }
         // A room left while the connection went away is left: nothing to rejoin.
-        let mut done = Vec::new();
-        self.rooms.retain(|_, room| {
-            if room.leaving {
-                done.append(&mut room.leave_waiters);
-            }
-            !room.leaving
-        });
-        for (reply, _) in done {
-            self.answer(reply, Ok(Reply::Left));
+        let leaving: Vec<String> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.leaving)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in leaving {
+            self.drop_room(&name, || Err(Error::Closed("left before joined".into())));
         }
     }
 
-    /// The connected loop: commands, the server's messages, heartbeats and timeouts.
+    /// Forget `name`: its leave waiters are answered (it is left), its join waiters get
+    /// `join_result`. Every waiter is answered exactly once (the queue count depends on it).
+    fn drop_room(&mut self, name: &str, join_result: impl Fn() -> Result<Reply, Error>) {
+        if let Some(room) = self.rooms.remove(name) {
+            for (reply, _) in room.join_waiters {
+                self.answer(reply, join_result());
+            }
+            for (reply, _) in room.leave_waiters {
+                self.answer(reply, Ok(Reply::Left));
+            }
+        }
+    }
+
+    /// The connected loop: commands, the server's messages, paced sends, heartbeats and
+    /// timeouts. Reading and writing go on side by side: a server that stops reading while
+    /// we have output (its own backpressure) still gets read.
     async fn session(&mut self, ws: &mut WsConn) -> End {
+        let ended = |code, reason| End {
+            code,
+            reason,
+            established: true,
+            lasted: Duration::ZERO,
+        };
         let mut last_heard = Instant::now();
         let mut pinged = false;
         let mut refresh = self.refresh_deadline();
         let mut refreshing: Option<tokio::task::JoinHandle<Result<String, String>>> = None;
+        let mut write_blocked_since: Option<Instant> = None;
+        let stall = self.config.ping_interval + self.config.pong_timeout;
         loop {
-            let stall = self.config.ping_interval + self.config.pong_timeout;
-            match tokio::time::timeout(stall, ws.flush()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return End::abnormal(e.to_string(), true),
-                Err(_) => return End::abnormal("the server stopped reading", true),
+            // Frames already read (e.g. a Close that came with `welcome`) first.
+            loop {
+                match ws.next_event() {
+                    Ok(None) => break,
+                    Ok(Some(Received::Closed(code, reason))) => return ended(code, reason),
+                    Ok(Some(Received::Control)) => {}
+                    Ok(Some(Received::Text(b) | Received::Binary(b))) => {
+                        if let Some(message) = decode(&b) {
+                            if self.incoming(message).await {
+                                // The application was slow to take events; the silence
+                                // was ours, not the server's.
+                                last_heard = Instant::now();
+                            }
+                        }
+                    }
+                    Err((code, reason)) => return ended(code, reason),
+                }
+            }
+            let now = Instant::now();
+            self.pump(ws, now);
+            if ws.has_output() {
+                let since = *write_blocked_since.get_or_insert(now);
+                if now.duration_since(since) > stall {
+                    return End::abnormal("the server stopped reading", true);
+                }
+            } else {
+                write_blocked_since = None;
             }
             let heartbeat = if pinged {
                 last_heard + self.config.ping_interval + self.config.pong_timeout
             } else {
                 last_heard + self.config.ping_interval
             };
-            let wake = [Some(heartbeat), self.next_deadline(), refresh]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(heartbeat);
-            tokio::select! {
-                command = self.commands.recv() => match command {
-                    Some(Command::Close { reply }) => {
-                        self.closing = Some(reply);
-                        return End { code: 1000, reason: String::new(), established: true };
+            let paced = match (&mut self.pacer, self.outgoing.is_empty()) {
+                (Some(pacer), false) => Some(pacer.next_at(now)),
+                _ => None,
+            };
+            let write_stall = write_blocked_since.map(|t| t + stall);
+            let wake = [
+                Some(heartbeat),
+                self.next_deadline(),
+                refresh,
+                paced,
+                write_stall,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(heartbeat);
+            let commands_open = !self.commands_closed;
+            let writing = ws.has_output();
+            // Reading and writing borrow disjoint halves of the connection.
+            let step = {
+                let (mut reader, mut writer) = ws.split_io();
+                tokio::select! {
+                    command = self.commands.recv(), if commands_open => Step::Command(command),
+                    read = reader.read_more() => Step::Read(read),
+                    written = writer.flush(), if writing => Step::Written(written),
+                    fresh = async { refreshing.as_mut().expect("guarded").await }, if refreshing.is_some() => Step::Fresh(fresh),
+                    () = tokio::time::sleep_until(wake) => Step::Wake,
+                }
+            };
+            match step {
+                Step::Command(Some(Command::Close { reply })) => {
+                    self.closing = Some(reply);
+                    return ended(1000, String::new());
+                }
+                Step::Command(Some(command)) => self.command(command, true),
+                Step::Command(None) => {
+                    // Every handle is gone: nobody can send or close any more. Without a
+                    // reader of the events either, the client ends.
+                    self.commands_closed = true;
+                    if self.events.is_closed() {
+                        return ended(1000, String::new());
                     }
-                    Some(command) => self.command(command, Some(ws)),
-                    // Every handle is gone: nobody can send, read or close any more.
-                    None if self.events.is_closed() => {
-                        return End { code: 1000, reason: String::new(), established: true };
-                    }
-                    None => {}
-                },
-                read = ws.read_more() => {
-                    match read {
-                        Ok(0) => return End::abnormal("the server closed the connection", true),
-                        Ok(_) => {}
-                        Err(e) => return End::abnormal(e.to_string(), true),
-                    }
+                }
+                Step::Read(Ok(0)) => {
+                    return End::abnormal("the server closed the connection", true)
+                }
+                Step::Read(Ok(_)) => {
                     last_heard = Instant::now();
                     pinged = false;
-                    loop {
-                        match ws.next_event() {
-                            Ok(None) => break,
-                            Ok(Some(Received::Closed(code, reason))) => {
-                                return End { code, reason, established: true };
-                            }
-                            Ok(Some(Received::Control)) => {}
-                            Ok(Some(Received::Text(b) | Received::Binary(b))) => {
-                                if let Some(message) = decode(&b) {
-                                    let waited = self.incoming(message, ws).await;
-                                    if waited {
-                                        // The application was slow to take events; the
-                                        // silence was ours, not the server's.
-                                        last_heard = Instant::now();
-                                    }
-                                }
-                            }
-                            Err((code, reason)) => {
-                                return End { code, reason, established: true };
-                            }
-                        }
-                    }
-                },
-                fresh = async { refreshing.as_mut().expect("guarded").await }, if refreshing.is_some() => {
+                }
+                Step::Read(Err(e)) => return End::abnormal(e.to_string(), true),
+                Step::Written(Ok(())) => write_blocked_since = None,
+                Step::Written(Err(e)) => return End::abnormal(e.to_string(), true),
+                Step::Fresh(fresh) => {
                     refreshing = None;
                     match fresh {
                         Ok(Ok(token)) => {
-                            refresh = crate::token::expires_at(&token)
-                                .map(|exp| Instant::now() + crate::token::refresh_in(exp, SystemTime::now()));
+                            let old = self.token.as_deref().and_then(crate::token::expires_at);
+                            let new = crate::token::expires_at(&token);
+                            // Re-armed only for a token that lives longer (a provider that
+                            // hands out the same token would otherwise be asked in a loop).
+                            refresh = match (old, new) {
+                                (Some(old), Some(new)) if new > old => Some(
+                                    Instant::now()
+                                        + crate::token::refresh_in(new, SystemTime::now())
+                                            .max(Duration::from_secs(1)),
+                                ),
+                                _ => None,
+                            };
                             self.token = Some(token.clone());
-                            self.write(ws, &json!({"type": "refresh", "token": token}));
+                            self.queue_out(&json!({"type": "refresh", "token": token}));
                         }
                         // No fresh token: the server ends the session at `exp` (4001), and
                         // the provider is asked again then.
                         _ => refresh = None,
                     }
-                },
-                () = tokio::time::sleep_until(wake) => {
+                }
+                Step::Wake => {
                     let now = Instant::now();
                     if now >= heartbeat {
                         if pinged {
@@ -915,19 +1021,39 @@ impl Actor {
                         }
                     }
                     self.expire(now);
-                    self.send_due_retries(ws, now);
+                    self.send_due_retries(now);
                 }
             }
         }
     }
 
-    fn send_due_retries(&mut self, ws: &mut WsConn, now: Instant) {
+    fn send_due_retries(&mut self, now: Instant) {
         let (due, later): (Vec<_>, Vec<_>) =
             self.retrying.drain(..).partition(|(at, _)| *at <= now);
         self.retrying = later;
         for (_, request) in due {
-            self.write(ws, &Value::Object(request.body.clone()));
+            self.queue_out(&Value::Object(request.body.clone()));
             self.sent.push(request);
+        }
+    }
+
+    /// Queue `message` for sending (paced; see [`Pacer`]).
+    fn queue_out(&mut self, message: &Value) {
+        let encoded = self.encode(message);
+        self.outgoing.push_back(encoded);
+    }
+
+    /// Hand the queued messages the pacer allows to the connection.
+    fn pump(&mut self, ws: &mut WsConn, now: Instant) {
+        while !self.outgoing.is_empty() {
+            if let Some(pacer) = &mut self.pacer {
+                if !pacer.take(now) {
+                    break;
+                }
+            }
+            if let Some((kind, bytes)) = self.outgoing.pop_front() {
+                ws.send(kind, &bytes);
+            }
         }
     }
 
@@ -944,7 +1070,7 @@ impl Actor {
     }
 
     /// Handle the application's command; `ws` when connected.
-    fn command(&mut self, command: Command, ws: Option<&mut WsConn>) {
+    fn command(&mut self, command: Command, connected: bool) {
         let deadline = Instant::now() + self.config.request_timeout;
         match command {
             Command::Join { room, since, reply } => {
@@ -962,25 +1088,20 @@ impl Actor {
                     entry.position = since;
                 }
                 entry.join_waiters.push((reply, deadline));
-                if let Some(ws) = ws {
-                    self.send_join(ws, &room);
+                if connected {
+                    self.send_join(&room);
                 }
             }
-            Command::Leave { room, reply } => match (self.rooms.get_mut(&room), ws) {
-                (Some(entry), Some(ws)) => {
+            Command::Leave { room, reply } => match self.rooms.get_mut(&room) {
+                Some(entry) if connected => {
                     entry.leaving = true;
                     entry.leave_waiters.push((reply, deadline));
                     let id = self.fresh_id();
-                    self.write(ws, &json!({"type": "leave", "room": room, "id": id}));
+                    self.queue_out(&json!({"type": "leave", "room": room, "id": id}));
                 }
                 // Offline, or not joined: nothing to tell the server.
-                (entry, _) => {
-                    if let Some(entry) = entry {
-                        for (waiter, _) in std::mem::take(&mut entry.join_waiters) {
-                            self.answer(waiter, Err(Error::Closed("left before joined".into())));
-                        }
-                        self.rooms.remove(&room);
-                    }
+                _ => {
+                    self.drop_room(&room, || Err(Error::Closed("left before joined".into())));
                     self.answer(reply, Ok(Reply::Left));
                 }
             },
@@ -995,7 +1116,7 @@ impl Actor {
                         reply,
                         deadline,
                     },
-                    ws,
+                    connected,
                 );
             }
             Command::Read {
@@ -1014,31 +1135,38 @@ impl Actor {
                         reply,
                         deadline,
                     },
-                    ws,
+                    connected,
                 );
             }
             Command::Close { reply } => self.closing = Some(reply),
         }
     }
 
-    fn submit(&mut self, request: Request, ws: Option<&mut WsConn>) {
-        match ws {
-            Some(ws) => {
-                self.write(ws, &Value::Object(request.body.clone()));
-                self.sent.push(request);
-            }
-            None => self.waiting.push_back(request),
+    fn submit(&mut self, request: Request, connected: bool) {
+        if connected {
+            self.queue_out(&Value::Object(request.body.clone()));
+            self.sent.push(request);
+        } else {
+            self.waiting.push_back(request);
         }
     }
 
     /// A message from the server. Returns whether handing an event to the application had
     /// to wait.
-    async fn incoming(&mut self, message: Value, ws: &mut WsConn) -> bool {
+    async fn incoming(&mut self, message: Value) -> bool {
         let Value::Object(body) = message else {
             return false;
         };
         let kind = body.get("type").and_then(Value::as_str).unwrap_or_default();
         let room = body.get("room").and_then(Value::as_str).map(str::to_owned);
+        // A room message carries the relay's stamps, whatever its `type`: the server relays
+        // any type, `joined` and `error` included, and only its own replies lack them.
+        let stamped = body.get("timestamp").is_some_and(Value::is_u64)
+            && body.get("offset").is_some_and(Value::is_u64);
+        if let (true, Some(room)) = (stamped, &room) {
+            let (room, kind) = (room.clone(), kind.to_owned());
+            return self.delivered(room, kind, body).await;
+        }
         let int = |name: &str| body.get(name).and_then(Value::as_u64);
         let text = |name: &str| {
             body.get(name)
@@ -1059,14 +1187,8 @@ impl Actor {
             }
             "left" => {
                 let room = room.unwrap_or_default();
-                if let Some(entry) = self.rooms.get(&room) {
-                    if entry.leaving {
-                        if let Some(entry) = self.rooms.remove(&room) {
-                            for (reply, _) in entry.leave_waiters {
-                                self.answer(reply, Ok(Reply::Left));
-                            }
-                        }
-                    }
+                if self.rooms.get(&room).is_some_and(|r| r.leaving) {
+                    self.drop_room(&room, || Err(Error::Closed("left before joined".into())));
                 }
                 false
             }
@@ -1103,7 +1225,7 @@ impl Actor {
                 self.answer(request.reply, Ok(reply));
                 false
             }
-            "error" => self.error(&body, ws).await,
+            "error" => self.error(&body).await,
             "user_joined" | "user_left" => {
                 self.emit(Event::Presence {
                     room: room.unwrap_or_default(),
@@ -1180,7 +1302,7 @@ impl Actor {
         .await
     }
 
-    async fn error(&mut self, body: &Map<String, Value>, ws: &mut WsConn) -> bool {
+    async fn error(&mut self, body: &Map<String, Value>) -> bool {
         let code = body
             .get("code")
             .and_then(Value::as_str)
@@ -1212,12 +1334,21 @@ impl Actor {
                 .find(|(_, r)| r.join_id.as_deref() == Some(id.as_str()))
                 .map(|(name, _)| name.clone());
             if let Some(name) = refused {
-                if let Some(room) = self.rooms.remove(&name) {
-                    for (reply, _) in room.join_waiters {
-                        self.answer(reply, Err(error.clone()));
-                    }
+                let asked = self
+                    .rooms
+                    .get(&name)
+                    .is_some_and(|r| !r.join_waiters.is_empty());
+                self.drop_room(&name, || Err(error.clone()));
+                if !asked {
+                    // A rejoin after a reconnect: nobody waits for it, so say it.
+                    return self
+                        .emit(Event::Refused {
+                            room: name,
+                            code,
+                            message,
+                        })
+                        .await;
                 }
-                let _ = ws;
                 return false;
             }
         }
@@ -1290,15 +1421,16 @@ impl Actor {
         self.waiting.extend(retries);
         loop {
             let wake = self.next_deadline().map_or(until, |d| d.min(until));
+            let commands_open = !self.commands_closed;
             tokio::select! {
-                command = self.commands.recv() => match command {
+                command = self.commands.recv(), if commands_open => match command {
                     Some(Command::Close { reply }) => {
                         self.closing = Some(reply);
                         return false;
                     }
-                    Some(command) => self.command(command, None),
+                    Some(command) => self.command(command, false),
                     None if self.events.is_closed() => return false,
-                    None => tokio::time::sleep_until(wake).await,
+                    None => self.commands_closed = true,
                 },
                 () = tokio::time::sleep_until(wake) => {
                     self.expire(Instant::now());
@@ -1338,7 +1470,10 @@ impl Actor {
                 reason: reason.to_owned(),
             }
         };
-        self.set_state(state).await;
+        // Not waiting for room in the events: the task awaiting `close()` may be the one
+        // that reads them.
+        self.state.send_replace(state.clone());
+        let _ = self.events.try_send(Event::State(state));
         // Requests that arrive from now on fail too.
         self.commands.close();
         while let Ok(command) = self.commands.try_recv() {
@@ -1384,13 +1519,15 @@ impl Actor {
         format!("{}-{}", self.id_prefix, self.next_id)
     }
 
-    fn write(&self, ws: &mut WsConn, message: &Value) {
+    /// `message` in the connection's wire format.
+    fn encode(&self, message: &Value) -> (MessageKind, Vec<u8>) {
         match self.config.format {
-            Format::Json => ws.send(MessageKind::Text, message.to_string().as_bytes()),
-            Format::MsgPack => match rmp_serde::to_vec_named(message) {
-                Ok(bytes) => ws.send(MessageKind::Binary, &bytes),
-                Err(e) => tracing::warn!("could not encode a message: {e}"),
-            },
+            Format::Json => (MessageKind::Text, message.to_string().into_bytes()),
+            // A `Value` always encodes (string keys, no foreign types).
+            Format::MsgPack => (
+                MessageKind::Binary,
+                rmp_serde::to_vec_named(message).unwrap_or_default(),
+            ),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
+use crate::pace::SendRate;
 
 /// Where the token goes (SPEC §4; docs/protocol.md, "Authentication").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +104,11 @@ pub struct Config {
     pub pong_timeout: Duration,
     /// The TCP + TLS + upgrade + `welcome` of one attempt, at most (default 10 s).
     pub connect_timeout: Duration,
+    /// Pacing of what the client sends (default 20 at once, 9.5/s: just under the server's
+    /// default rate limit, so a reconnect that rejoins many rooms and resends a full queue is
+    /// not cut off with 4002). `None`: no pacing (for servers started with
+    /// `--rate-limit off`, or a higher limit).
+    pub send_rate: Option<SendRate>,
     /// Events that may wait unread before the client stops reading its socket (default
     /// 4096; see [`crate::Events`]).
     pub event_buffer: usize,
@@ -129,6 +135,7 @@ impl Config {
             ping_interval: Duration::from_secs(15),
             pong_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            send_rate: Some(SendRate::default()),
             event_buffer: 4096,
             deflate: true,
             extra_roots: Vec::new(),

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use switchboard_ws_proto::{
     ClientHandshake, CloseCode, Config, Connection, DeflateConfig, Event, MessageKind,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 
@@ -84,7 +84,8 @@ pub(crate) struct Upgrade<'a> {
 
 /// An open WebSocket.
 pub(crate) struct WsConn {
-    io: Box<dyn Io>,
+    reader: ReadHalf<Box<dyn Io>>,
+    writer: WriteHalf<Box<dyn Io>>,
     conn: Connection,
     input: BytesMut,
     /// The subprotocol the server chose.
@@ -142,8 +143,10 @@ pub(crate) async fn connect(
     if let Some(params) = accepted.deflate {
         conn = conn.with_deflate(params, &DeflateConfig::default());
     }
+    let (reader, writer) = tokio::io::split(io);
     Ok(WsConn {
-        io,
+        reader,
+        writer,
         conn,
         input,
         protocol: accepted.protocol,
@@ -180,10 +183,21 @@ impl WsConn {
     /// Read more input. Cancel-safe (a cancelled read loses nothing). `Ok(0)`: the peer
     /// closed the stream.
     pub(crate) async fn read_more(&mut self) -> std::io::Result<usize> {
-        if self.input.capacity() - self.input.len() < 4096 {
-            self.input.reserve(16 * 1024);
-        }
-        self.io.read_buf(&mut self.input).await
+        self.split_io().0.read_more().await
+    }
+
+    /// The reading and the writing side, to wait on both at once.
+    pub(crate) fn split_io(&mut self) -> (ReadSide<'_>, WriteSide<'_>) {
+        (
+            ReadSide {
+                reader: &mut self.reader,
+                input: &mut self.input,
+            },
+            WriteSide {
+                writer: &mut self.writer,
+                conn: &mut self.conn,
+            },
+        )
     }
 
     pub(crate) fn send(&mut self, kind: MessageKind, payload: &[u8]) {
@@ -198,22 +212,15 @@ impl WsConn {
         self.conn.close(CloseCode::from_u16(code), reason);
     }
 
-    /// Write everything queued.
+    /// Whether frames wait to be written.
+    pub(crate) fn has_output(&mut self) -> bool {
+        !self.conn.output().is_empty()
+    }
+
+    /// Write everything queued. Cancel-safe: each write completes within one poll, and the
+    /// output advances only by what was written.
     pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
-        loop {
-            let out = self.conn.output();
-            if out.is_empty() {
-                break;
-            }
-            let mut slices = [IoSlice::new(&[]); 64];
-            let n = out.io_slices(&mut slices);
-            let written = self.io.write_vectored(&slices[..n]).await?;
-            if written == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            self.conn.output().advance(written);
-        }
-        self.io.flush().await
+        self.split_io().1.flush().await
     }
 
     /// Send a Close and give the server a moment to answer it.
@@ -233,7 +240,50 @@ impl WsConn {
             }
         })
         .await;
-        let _ = self.io.shutdown().await;
+        let _ = self.writer.shutdown().await;
+    }
+}
+
+/// The reading side of a [`WsConn`].
+pub(crate) struct ReadSide<'a> {
+    reader: &'a mut ReadHalf<Box<dyn Io>>,
+    input: &'a mut BytesMut,
+}
+
+impl ReadSide<'_> {
+    /// Read more input. Cancel-safe (a cancelled read loses nothing). `Ok(0)`: the peer
+    /// closed the stream.
+    pub(crate) async fn read_more(&mut self) -> std::io::Result<usize> {
+        if self.input.capacity() - self.input.len() < 4096 {
+            self.input.reserve(16 * 1024);
+        }
+        self.reader.read_buf(self.input).await
+    }
+}
+
+/// The writing side of a [`WsConn`].
+pub(crate) struct WriteSide<'a> {
+    writer: &'a mut WriteHalf<Box<dyn Io>>,
+    conn: &'a mut Connection,
+}
+
+impl WriteSide<'_> {
+    /// Write everything queued (cancel-safe: see [`WsConn::flush`]).
+    pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
+        loop {
+            let out = self.conn.output();
+            if out.is_empty() {
+                break;
+            }
+            let mut slices = [IoSlice::new(&[]); 64];
+            let n = out.io_slices(&mut slices);
+            let written = self.writer.write_vectored(&slices[..n]).await?;
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.conn.output().advance(written);
+        }
+        self.writer.flush().await
     }
 }
 

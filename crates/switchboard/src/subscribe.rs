@@ -88,6 +88,13 @@ pub(crate) async fn run(args: SubscribeArgs) -> Result<(), String> {
             )),
             Event::Lagged { missed } => note(format!("lagged: {missed} messages dropped")),
             Event::Error { code, message } => note(format!("error {code}: {message}")),
+            Event::Refused {
+                room,
+                code,
+                message,
+            } => note(format!(
+                "{room}: the server refused to rejoin it ({code}: {message})"
+            )),
             Event::Presence { .. } => {}
         }
     }

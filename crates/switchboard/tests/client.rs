@@ -127,6 +127,8 @@ fn config(url: &str) -> Config {
     c.ping_interval = Duration::from_millis(500);
     c.pong_timeout = Duration::from_millis(700);
     c.request_timeout = Duration::from_secs(30);
+    // Most servers here run with `--rate-limit off`; the pacing has its own test.
+    c.send_rate = None;
     c
 }
 
@@ -204,9 +206,20 @@ async fn join_publish_history_and_presence_round_trip_in_both_formats() {
             collect(&mut a_events, &room, 20, 5000).await,
             (0..20).collect::<Vec<_>>()
         );
+        // A relayed message whose type is one of the server's replies is still a message.
+        b.send(&room, "joined", json!({"n": 20, "epoch": "x"}))
+            .await
+            .unwrap();
+        let kind = next_matching(&mut a_events, 5000, |e| match e {
+            Event::Message(m) if m.room == room => Some(m.kind.clone()),
+            _ => None,
+        })
+        .await;
+        assert_eq!(kind, "joined");
         let page = a.history(&room, Some(offsets[9]), None).await.unwrap();
-        assert_eq!(page.messages.len(), 10);
-        assert_eq!(page.offset, offsets[19]);
+        // The ten after offsets[9], and the relayed `joined`.
+        assert_eq!(page.messages.len(), 11);
+        assert_eq!(page.offset, offsets[19] + 1);
         let members = a.presence(&room).await.unwrap();
         assert_eq!(members.len(), 2, "{members:?}");
         // A refused request is answered by its error, and the connection goes on.
@@ -534,6 +547,38 @@ async fn a_token_is_refreshed_before_it_expires() {
     assert!(calls.load(Ordering::SeqCst) >= 2, "no refresh");
     assert!(matches!(client.state(), State::Connected { .. }));
     client.publish("r", json!("still here")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_resume_is_paced_under_the_servers_rate_limit() {
+    // The server's default limit: 100 messages / 10 s, bursts of 20, 4002 after 20 more.
+    let port = free_port();
+    let mut c = config(&format!("ws://127.0.0.1:{port}/ws"));
+    c.send_rate = Some(switchboard_client::SendRate::default());
+    let (client, mut events) = Client::connect(c).unwrap();
+    // 30 joins and 30 publishes wait for the server: 60 messages at the first connect.
+    let mut tasks = Vec::new();
+    for n in 0..30u64 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let room = format!("paced-{n}");
+            client.join(&room).await?;
+            client.publish(&room, json!({ "n": n })).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _server = Server::start(port, &[]);
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    // No 4002 (nor any other end) on the way: only refused connects before the start.
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(10), events.next()).await
+    {
+        if let Event::State(State::Disconnected { code, reason }) = &event {
+            assert_eq!(*code, 1006, "{reason}");
+        }
+    }
+    assert!(matches!(client.state(), State::Connected { .. }));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
