@@ -12,6 +12,8 @@
 //! the resume figure.
 
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -76,7 +78,7 @@ async fn main() -> Result<()> {
 
     // Sending: N publishes, 256 in flight, each acknowledged.
     // The events are not read here: dropped, so they are discarded (see `Events`).
-    let (client, _) = Client::connect(Config::new(&url))?;
+    let (client, _) = Client::connect(unpaced(&url))?;
     client.join("send").await?;
     let started = Instant::now();
     let mut inflight = tokio::task::JoinSet::new();
@@ -119,17 +121,29 @@ async fn main() -> Result<()> {
     );
 
     // Receiving: a publisher on a bare WebSocket pushes N messages; one client reads them.
-    let (reader, mut events) = Client::connect(Config::new(&url))?;
+    let (reader, mut events) = Client::connect(unpaced(&url))?;
     reader.join("recv").await?;
     let mut floor_reader = joined_socket(&url, "recv").await?;
     let mut publisher = joined_socket(&url, "recv").await?;
+    // The publisher keeps at most 1000 messages ahead of the slower reader: a reader that
+    // falls further behind would be cut off by the server's outbound budget (`lagged`),
+    // which measures the budget, not the reader.
+    let (client_got, floor_got) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let behind = {
+        let (c, f) = (client_got.clone(), floor_got.clone());
+        move || c.load(Ordering::Relaxed).min(f.load(Ordering::Relaxed))
+    };
     let publishing = tokio::spawn(async move {
         for n in 0..N {
+            while n >= behind() + 1000 {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
             let msg = json!({"type": "publish", "room": "recv", "data": {"n": n}});
             publisher.send_text(&msg.to_string()).await?;
         }
         Ok::<_, switchboard_client::Error>(publisher)
     });
+    let floor_counter = floor_got.clone();
     let floor = tokio::spawn(async move {
         let started = Instant::now();
         let mut got = 0;
@@ -137,6 +151,7 @@ async fn main() -> Result<()> {
             if let Some(WsMessage::Text(t)) = floor_reader.recv().await? {
                 if serde_json::from_slice::<Value>(&t)?["room"] == "recv" {
                     got += 1;
+                    floor_counter.store(got, Ordering::Relaxed);
                 }
             }
         }
@@ -146,7 +161,10 @@ async fn main() -> Result<()> {
     let mut got = 0;
     while got < N {
         match events.next().await.ok_or("events ended")? {
-            Event::Message(_) => got += 1,
+            Event::Message(_) => {
+                got += 1;
+                client_got.store(got, Ordering::Relaxed);
+            }
             Event::Lagged { missed } => return Err(format!("lagged {missed}").into()),
             _ => {}
         }
@@ -201,6 +219,9 @@ async fn main() -> Result<()> {
     let (client, mut events) = Client::connect(Config::new(&url))?;
     client.join("resume").await?;
     for _ in 0..5 {
+        // Up long enough to count as settled (the backoff starts over, as after any
+        // connection that lasted: docs/client.md).
+        tokio::time::sleep(Duration::from_secs(6)).await;
         drop(server);
         loop {
             if let Event::State(State::Reconnecting { .. }) = events.next().await.ok_or("ended")? {
@@ -224,6 +245,13 @@ async fn main() -> Result<()> {
         resumes[2], resumes[4]
     );
     Ok(())
+}
+
+/// The server runs with `--rate-limit off`: no client-side pacing either.
+fn unpaced(url: &str) -> Config {
+    let mut config = Config::new(url);
+    config.send_rate = None;
+    config
 }
 
 async fn joined_socket(url: &str, room: &str) -> Result<WebSocket> {

@@ -212,6 +212,9 @@ impl Events {
     }
 }
 
+/// A connection up this long starts the backoff over.
+const SETTLED: Duration = Duration::from_secs(5);
+
 /// How long after an `unavailable` answer a request is sent again.
 const RETRY_UNAVAILABLE: Duration = Duration::from_millis(250);
 
@@ -613,10 +616,10 @@ impl Actor {
             if self.closing.is_some() {
                 break self.finish(1000, "closed by the application", false).await;
             }
-            // Only a connection that lasted starts the backoff over: a server that welcomes
-            // and then closes at once (1011, 1013, a draining node's 1001) must not be
-            // retried at full speed forever.
-            if end.established && end.lasted >= self.config.backoff.cap {
+            // Only a connection that lasted (5 s, or the cap if smaller) starts the backoff
+            // over: a server that welcomes and then closes at once (1011, 1013, a draining
+            // node's 1001) must not be retried at full speed forever.
+            if end.established && end.lasted >= self.config.backoff.cap.min(SETTLED) {
                 attempt = 0;
                 reconnect_now_used = false;
             }

@@ -26,6 +26,16 @@ use crate::ws::{self, handler};
 /// Every route: `/ws`, `/events`, `/poll`, `/health`, `/ready`, `/metrics`, the HTTP API, and `/echo`
 /// when enabled.
 pub fn router(state: Arc<AppState>) -> Router {
+    build(state, true)
+}
+
+/// [`router`] for an application that embeds Switchboard: the same routes but the landing
+/// page, since `/` is the application's (`/client.js` stays, when `pages` is on).
+pub fn embedded_router(state: Arc<AppState>) -> Router {
+    build(state, false)
+}
+
+fn build(state: Arc<AppState>, landing: bool) -> Router {
     // Pages of other sites may read feeds and publish when their origin is configured.
     let cors = crate::cors::layer(&state.config.cors_origins);
     let browser = |route: MethodRouter<Arc<AppState>>| match &cors {
@@ -62,7 +72,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         router = router.route(&path, browser(any(socketio)));
     }
     if state.config.pages {
-        router = router.merge(crate::pages::routes());
+        router = router.merge(crate::pages::routes(landing));
     }
     if state.config.echo {
         let engine_echo = EngineEndpoint::<EngineEcho>::start(&state, engine_config(&state));

@@ -68,9 +68,11 @@ impl Embedded {
         Embedded { state }
     }
 
-    /// Every Switchboard route (`/ws`, `/health`, `/ready`, `/metrics`, `/api/*`).
+    /// Every Switchboard route (`/ws`, `/health`, `/ready`, `/metrics`, `/api/*`, `/client.js`)
+    /// but the landing page.
     pub fn router(&self) -> axum::Router {
-        router(self.state.clone())
+        // Without the landing page: `/` is the application's.
+        crate::http::embedded_router(self.state.clone())
     }
 
     /// The shared state (hub, metrics, connection counts).

@@ -11,13 +11,19 @@ const CLIENT_JS: &str = include_str!("../../../clients/browser/client.js");
 const CLIENT_D_TS: &str = include_str!("../../../clients/browser/client.d.ts");
 const INDEX_HTML: &str = include_str!("../../../clients/browser/pages/index.html");
 
-/// The pages' routes.
-pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route(
+/// The pages' routes; `landing`: with the landing page at `/` (not when embedded: `/` is
+/// the application's).
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>(landing: bool) -> Router<S> {
+    let router = Router::new();
+    let router = if landing {
+        router.route(
             "/",
             get(|| async { page("text/html; charset=utf-8", INDEX_HTML) }),
         )
+    } else {
+        router
+    };
+    router
         .route(
             "/client.js",
             get(|| async { page("text/javascript; charset=utf-8", CLIENT_JS) }),

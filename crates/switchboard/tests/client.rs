@@ -176,13 +176,25 @@ async fn next_matching<T>(
 /// Read messages of `room` until `n` were received (each `data.n`), within `ms`.
 async fn collect(events: &mut Events, room: &str, n: usize, ms: u64) -> Vec<u64> {
     let mut got = Vec::new();
+    let mut other = Vec::new();
     while got.len() < n {
-        let v = next_matching(events, ms, |e| match e {
-            Event::Message(m) if m.room == room => m.data().get("n").and_then(|v| v.as_u64()),
-            _ => None,
-        })
-        .await;
-        got.push(v);
+        let event = match tokio::time::timeout(Duration::from_millis(ms), events.next()).await {
+            Ok(Some(event)) => event,
+            Ok(None) => panic!("events ended after {} messages", got.len()),
+            Err(_) => panic!(
+                "no message for {ms} ms after {} of {n} (last {:?}); other events: {other:?}",
+                got.len(),
+                got.last()
+            ),
+        };
+        match event {
+            Event::Message(m) if m.room == room => {
+                if let Some(v) = m.data().get("n").and_then(|v| v.as_u64()) {
+                    got.push(v);
+                }
+            }
+            event => other.push(event),
+        }
     }
     got
 }
