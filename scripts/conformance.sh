@@ -46,19 +46,7 @@ AUTOBAHN_VENV="$VENV" AGENT=switchboard HTML="${HTML:-0}" TIMEOUT="${TIMEOUT:-24
 
 # Stricter than run.sh: NON-STRICT or a wrong close code is a regression too. The expectation
 # lists every case as OK (INFORMATIONAL where the suite never says OK: 7.1.6, 7.13.*).
-python3 - "$OUT/index.json" "$ROOT/conformance/expected-results.json" <<'PY' || status=1
-import json, sys
-report = list(json.load(open(sys.argv[1])).values())[0]
-expected = json.load(open(sys.argv[2]))
-bad = []
-for case, r in sorted(report.items()):
-    want = expected.get(case, {"behavior": "OK", "behaviorClose": "OK"})
-    got = {"behavior": r["behavior"], "behaviorClose": r["behaviorClose"]}
-    if got != {k: want[k] for k in got}:
-        bad.append(f"{case}: got {got}, expected {want}")
-for line in bad:
-    print("conformance:", line)
-print(f"conformance: {len(report) - len(bad)} passed, {len(bad)} failed")
-sys.exit(1 if bad else 0)
-PY
+python3 "$ROOT/conformance/compare.py" "$OUT/index.json" "$ROOT/conformance/expected-results.json" \
+  conformance || status=1
 exit $status
+
