@@ -1,8 +1,23 @@
 // Type declarations for /client.js (clients/browser/client.js).
 
 export interface SwitchboardOptions {
-  /** ws(s)://host/ws; default: this page's host. */
+  /** ws(s)://host/ws; default: from `base`. */
   url?: string;
+  /** http(s)://host for /events, /poll and /api/*; default: from `url`, else this page's origin. */
+  base?: string;
+  /**
+   * Transports in order of preference; default ['websocket', 'sse', 'poll']. One that can not
+   * connect (or is cut within 5 s of its greeting) hands over to the next at once; after all
+   * failed in a row the client backs off and starts over. On SSE and polling, publish,
+   * history and presence go over the HTTP API (`Authorization: Bearer <token>`).
+   */
+  transports?: Array<'websocket' | 'sse' | 'poll'>;
+  /** On a fallback transport, try the WebSocket again this often (ms). Default 30000. */
+  upgradeInterval?: number;
+  /** An SSE stream silent this long (the server's heartbeat is every 25 s) is dead (ms). Default 60000. */
+  streamSilence?: number;
+  /** A poll not answered within this is dead (ms; the server holds one 25 s). Default 45000. */
+  pollTimeout?: number;
   /** Asked at the first connect, after a close with 4001, and before the token's `exp`. */
   token?: () => Promise<string>;
   /** Where the token goes: `?token=` (default) or the first message `auth {token}`. */
@@ -30,8 +45,12 @@ export interface SwitchboardOptions {
 
 export type State = 'connecting' | 'connected' | 'reconnecting' | 'disconnected' | 'closed' | 'failed';
 
+export type Transport = 'websocket' | 'sse' | 'poll';
+
 export interface StateDetail {
   state: State;
+  /** The transport in use, or the one tried next. */
+  transport: Transport;
   userId?: string;
   attempt?: number;
   delay?: number;
@@ -48,8 +67,11 @@ export interface MessageDetail {
 }
 
 export interface Joined {
-  offset: number;
-  epoch: string;
+  /** null: on SSE or polling, when the stream did not know the room's position yet. */
+  offset: number | null;
+  /** null on SSE or polling (streams carry a tag of the epoch, not the epoch). */
+  epoch: string | null;
+  /** Always true on SSE or polling: a gap history no longer covers comes as a `resync` event. */
   recovered: boolean;
 }
 
@@ -67,17 +89,27 @@ export interface Member {
 }
 
 export class SwitchboardError extends Error {
-  /** The server's error code, or queue_full, timeout, closed, invalid. */
+  /**
+   * The server's error code, or queue_full, timeout, closed, invalid; over the HTTP API
+   * (SSE, polling): unauthorized, forbidden, not_found, too_large, rate_limited,
+   * unavailable, network.
+   */
   code: string;
 }
 
 export declare function afterClose(code: number): 'stop' | 'now' | 'token' | 'slow' | 'backoff';
+/** The 4-digit base-36 tag stream positions carry for a room's history epoch. */
+export declare function epochTag(epoch: string): number;
+/** A stream position (an SSE id, a poll cursor's positions): one per room of the stream. */
+export declare function parsePositions(text: string): Array<{ offset: number; tag: number } | null>;
 export declare function backoffDelay(attempt: number, base: number, cap: number, random?: () => number): number;
 
 export class SwitchboardClient extends EventTarget {
   constructor(options?: SwitchboardOptions);
   readonly state: State;
   readonly userId: string | null;
+  /** The transport in use (or being tried). */
+  readonly transport: Transport;
   /** Requests waiting for a connection or an answer. */
   readonly queued: number;
   join(room: string, since?: { offset: number; epoch: string } | null): Promise<Joined>;
@@ -90,7 +122,7 @@ export class SwitchboardClient extends EventTarget {
   addEventListener(type: 'state', listener: (e: CustomEvent<StateDetail>) => void): void;
   addEventListener(type: 'message', listener: (e: CustomEvent<MessageDetail>) => void): void;
   addEventListener(type: 'presence', listener: (e: CustomEvent<{ room: string; userId: string; user?: string; joined: boolean }>) => void): void;
-  addEventListener(type: 'resync', listener: (e: CustomEvent<{ room: string; offset: number }>) => void): void;
+  addEventListener(type: 'resync', listener: (e: CustomEvent<{ room: string; offset: number | null }>) => void): void;
   addEventListener(type: 'lagged', listener: (e: CustomEvent<{ missed: number }>) => void): void;
   addEventListener(type: 'refused', listener: (e: CustomEvent<{ room: string; code: string; message: string }>) => void): void;
   addEventListener(type: 'error', listener: (e: CustomEvent<{ code: string; message: string }>) => void): void;

@@ -1,9 +1,9 @@
 // Switchboard browser client: one dependency-free ES module, served by `switchboard serve`
 // at /client.js. The same behaviour as the Rust client (crates/client, docs/client.md):
 // reconnection with exponential backoff and full jitter, the close-code policy, a bounded
-// offline queue, every room resumed with `since` after a reconnect (each message delivered
-// once, in order; a `resync` event when the server can not replay), heartbeats, connection
-// state events, and a token provider asked again after 4001.
+// offline queue, every room resumed from its last message after a reconnect (each message
+// delivered once, in order; a `resync` event when the server can not replay), heartbeats,
+// connection state events, and a token provider asked again after 4001.
 //
 //   import { SwitchboardClient } from '/client.js';
 //   const sb = new SwitchboardClient({ token: async () => fetchToken() });
@@ -11,14 +11,23 @@
 //   await sb.join('chat:general');
 //   await sb.publish('chat:general', { text: 'hi' });
 //
-// Transport: WebSocket (`/ws`). The fallback to SSE + HTTP and long polling is not in this
-// version yet (docs/status.md, issue 15).
+// Transports, in order of preference (option `transports`): WebSocket (`/ws`), then
+// Server-Sent Events (`/events`) with requests over the HTTP API (`POST /api/publish`,
+// `GET /api/history`, `GET /api/presence`), then long polling (`/poll`) with the same HTTP
+// requests. A transport that can not connect (or is cut before it greets) hands over to the
+// next one at once; once all failed in a row the client backs off and starts again from the
+// first. On a fallback it tries the WebSocket again every `upgradeInterval` and moves back
+// up when it greets. Room positions survive every move: a stream is opened with the
+// positions the client has (SSE `lastEventId`, poll `cursor`), a WebSocket rejoins with
+// `since`, so nothing is lost or repeated across transports (docs/browser.md).
 
 const DEFAULTS = {
   url: null, // ws(s)://<this page's host>/ws
-  token: null, // async () => string; sent as ?token= (browsers can not set headers on a WebSocket)
-  tokenVia: 'query', // or 'first-message' (then `auth {token}`, answered by `auth_success`)
-  name: null, // display name sent with every join
+  base: null, // http(s)://<host> for /events, /poll and /api/*; default: from `url`, else this page's origin
+  transports: ['websocket', 'sse', 'poll'],
+  token: null, // async () => string; sent as ?token= on /ws, /events, /poll, as Authorization on /api/*
+  tokenVia: 'query', // or 'first-message' (WebSocket: `auth {token}`, answered by `auth_success`)
+  name: null, // display name sent with every WebSocket join
   backoffBase: 1000,
   backoffCap: 30000,
   rateLimitPause: 10000,
@@ -28,6 +37,9 @@ const DEFAULTS = {
   pingInterval: 15000,
   pongTimeout: 10000,
   connectTimeout: 10000,
+  upgradeInterval: 30000, // on a fallback transport: try the WebSocket again this often
+  streamSilence: 60000, // an SSE stream without a byte (the server's :heartbeat is every 25 s) is dead
+  pollTimeout: 45000, // a held poll is answered within the server's poll_timeout (25 s)
   sendRate: { burst: 20, perSecond: 9.5 }, // null: no pacing (servers with --rate-limit off)
 };
 
@@ -46,7 +58,32 @@ export function backoffDelay(attempt, base, cap, random = Math.random) {
   return Math.floor(random() * window);
 }
 
-/** A request failed: `code` is the server's error code, or `queue_full`, `timeout`, `closed`, `invalid`. */
+/**
+ * The 4-digit base-36 tag the server's stream positions carry for a room's history epoch
+ * (FNV-1a of its bytes, mod 36^4; crates/server/src/feed/cursor.rs).
+ */
+export function epochTag(epoch) {
+  let h = 0x811c9dc5;
+  for (const b of new TextEncoder().encode(epoch)) h = Math.imul(h ^ b, 0x01000193) >>> 0;
+  return h % 1679616;
+}
+
+/** A stream position (`<offset b36>-<tag b36>` per room, `.`-joined, `_` for none) → [{offset, tag}|null]. */
+export function parsePositions(text) {
+  return text.split('.').map((item) => {
+    const [offset, tag] = item.split('-');
+    if (item === '_' || tag === undefined) return null;
+    const o = parseInt(offset, 36);
+    const t = parseInt(tag, 36);
+    return Number.isFinite(o) && Number.isFinite(t) ? { offset: o, tag: t } : null;
+  });
+}
+
+function encodePositions(positions) {
+  return positions.map((p) => (p ? `${p.offset.toString(36)}-${p.tag.toString(36).padStart(4, '0')}` : '_')).join('.');
+}
+
+/** A request failed: `code` is the server's error code, or `queue_full`, `timeout`, `closed`, `invalid`, `network`, `unauthorized`, `forbidden`. */
 export class SwitchboardError extends Error {
   constructor(code, message) {
     super(`${code}: ${message}`);
@@ -64,31 +101,61 @@ function checkRoom(room) {
   }
 }
 
+/** The error an HTTP status stands for (the API answers `{error}`). */
+function httpError(status, message) {
+  const code =
+    { 400: 'invalid', 401: 'unauthorized', 403: 'forbidden', 404: 'not_found', 413: 'too_large', 429: 'rate_limited', 503: 'unavailable' }[status] ||
+    'error';
+  return new SwitchboardError(code, message || `HTTP ${status}`);
+}
+
+/** The close code a refused stream or poll stands for. */
+function closeCodeOf(status) {
+  if (status === 401) return 4001;
+  if (status === 429) return 4002;
+  if (status === 400 || status === 403) return 1008;
+  return 1006;
+}
+
+/** A connection that ends sooner than this after its greeting counts as failed. */
+const SETTLE_MS = 5000;
+
+const position = (offset, epoch) => ({ offset, epoch, tag: epochTag(epoch) });
+
 export class SwitchboardClient extends EventTarget {
   constructor(options = {}) {
     super();
     this.options = { ...DEFAULTS, ...options };
-    if (!this.options.url) {
-      const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-      this.options.url = `${scheme}//${location.host}/ws`;
-    }
+    const o = this.options;
+    if (!o.base) o.base = o.url ? o.url.replace(/^ws/, 'http').replace(/^(https?:\/\/[^/]+).*$/, '$1') : location.origin;
+    if (!o.url) o.url = `${o.base.replace(/^http/, 'ws')}/ws`;
+    if (!o.transports.length) throw new SwitchboardError('invalid', 'no transports');
     this.state = 'connecting';
     this.userId = null;
+    /** The transport in use (or being tried): 'websocket', 'sse' or 'poll'. */
+    this.transport = o.transports[0];
+    this._kindIndex = 0;
+    this._failedInRow = 0; // transports that could not connect, in a row
     this._idPrefix = Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(16).padStart(2, '0')).join('');
     this._nextId = 0;
-    this._rooms = new Map(); // room -> {position: {offset, epoch}|null, resuming, joinId, joinWaiters[], leaving, leaveWaiters[]}
+    // room -> {position: {offset, epoch|null, tag}|null, resuming, joinId, epochProbe, joinWaiters[], leaving, leaveWaiters[]}
+    this._rooms = new Map();
     this._waiting = []; // requests not sent on the current connection
-    this._sent = []; // requests sent, unanswered
+    this._sent = []; // requests sent over the WebSocket, unanswered
+    this._httpQueue = []; // requests going over the HTTP API (on SSE or long polling), in order
+    this._httpBusy = false;
     this._queued = 0;
     this._token = null;
     this._attempt = 0;
     this._authFailures = 0;
     this._nowUsed = false;
-    this._ws = null;
+    this._conn = null; // the connection: {kind, ws | controller, channels, greeted, dead}
+    this._ws = null; // this._conn.ws once greeted
+    this._probe = null; // a WebSocket tried while on a fallback
     this._closed = false;
     this._timers = new Set();
     this._outgoing = [];
-    this._tokens = this.options.sendRate ? this.options.sendRate.burst : 0;
+    this._tokens = o.sendRate ? o.sendRate.burst : 0;
     this._tokensAt = Date.now();
     this._pumpTimer = null;
     setTimeout(() => this._connect(), 0);
@@ -105,11 +172,11 @@ export class SwitchboardClient extends EventTarget {
     return this._take((resolve, reject, deadline) => {
       let entry = this._rooms.get(room);
       if (!entry) {
-        entry = { position: null, resuming: false, joinId: null, joinWaiters: [], leaving: false, leaveWaiters: [] };
+        entry = { position: null, resuming: false, joinId: null, epochProbe: null, joinWaiters: [], leaving: false, leaveWaiters: [] };
         this._rooms.set(room, entry);
       }
       entry.leaving = false;
-      if (since) entry.position = since;
+      if (since) entry.position = position(since.offset, since.epoch);
       entry.joinWaiters.push({ resolve, reject, deadline });
       if (this.state === 'connected') this._sendJoin(room);
     });
@@ -120,7 +187,7 @@ export class SwitchboardClient extends EventTarget {
     checkRoom(room);
     return this._take((resolve, reject, deadline) => {
       const entry = this._rooms.get(room);
-      if (entry && this.state === 'connected') {
+      if (entry && this.state === 'connected' && this._ws) {
         entry.leaving = true;
         entry.leaveWaiters.push({ resolve, reject, deadline });
         this._write({ type: 'leave', room, id: this._id() });
@@ -128,6 +195,7 @@ export class SwitchboardClient extends EventTarget {
       }
       this._dropRoom(room, new SwitchboardError('closed', 'left before joined'));
       this._settle({ resolve, reject }, undefined);
+      if (this.state === 'connected') this._restartFeedSoon(); // a stream without the room
     });
   }
 
@@ -170,13 +238,16 @@ export class SwitchboardClient extends EventTarget {
   close() {
     if (this._closed) return;
     this._closed = true;
-    const ws = this._ws;
+    this._endConn(this._probe);
+    this._probe = null;
+    const conn = this._conn;
+    this._conn = null;
     this._ws = null;
-    if (ws) ws.close(1000);
+    this._endConn(conn);
     this._finish(1000, 'closed by the application', false);
   }
 
-  // ---- internals ----
+  // ---- requests ----
 
   _id() {
     this._nextId += 1;
@@ -195,18 +266,24 @@ export class SwitchboardClient extends EventTarget {
     });
   }
 
+  /** Answer a waiter, once (an HTTP request may finish after its deadline settled it). */
   _settle(waiter, value, error) {
+    if (waiter.done) return;
+    waiter.done = true;
     this._queued -= 1;
     if (error) waiter.reject(error);
     else waiter.resolve(value);
   }
 
   _submit(request) {
-    if (this.state === 'connected') {
+    if (this.state !== 'connected') {
+      this._waiting.push(request);
+    } else if (this._ws) {
       this._write(request.body);
       this._sent.push(request);
     } else {
-      this._waiting.push(request);
+      this._httpQueue.push(request);
+      this._runHttp();
     }
   }
 
@@ -216,7 +293,7 @@ export class SwitchboardClient extends EventTarget {
 
   _setState(state, detail = {}) {
     this.state = state;
-    this._emit('state', { state, ...detail });
+    this._emit('state', { state, transport: this.transport, ...detail });
   }
 
   _timer(fn, ms) {
@@ -228,75 +305,105 @@ export class SwitchboardClient extends EventTarget {
     return t;
   }
 
+  /** Ask the token provider when there is one and no token yet; false when it failed (handled). */
+  async _ensureToken() {
+    if (!this.options.token || this._token !== null) return true;
+    try {
+      this._token = await this.options.token();
+    } catch (e) {
+      this._ended(1006, `token: ${e}`);
+      return false;
+    }
+    return !this._closed;
+  }
+
   async _connect() {
     if (this._closed) return;
+    this.transport = this.options.transports[this._kindIndex];
     this._setState('connecting');
+    if (!(await this._ensureToken())) return;
+    if (this.transport === 'websocket') this._openWebSocket();
+    else this._openFeed(this.transport);
+  }
+
+  // ---- WebSocket ----
+
+  /** A WebSocket that calls `greeted(conn, userId)` once the server welcomed it. */
+  _dialWebSocket(greeted) {
     let url = this.options.url;
-    const { token: provider, tokenVia } = this.options;
-    if (provider && this._token === null) {
-      try {
-        this._token = await provider();
-      } catch (e) {
-        return this._ended(1006, `token: ${e}`, false);
-      }
-      if (this._closed) return;
-    }
-    if (this._token !== null && tokenVia === 'query') {
+    const firstMessage = this._token !== null && this.options.tokenVia === 'first-message';
+    if (this._token !== null && !firstMessage) {
       url += (url.includes('?') ? '&' : '?') + `token=${encodeURIComponent(this._token)}`;
     }
-    let ws;
-    try {
-      ws = new WebSocket(url);
-    } catch (e) {
-      return this._ended(1006, String(e), false);
-    }
-    this._ws = ws;
-    let greeted = false;
+    const ws = new WebSocket(url);
+    const conn = { kind: 'websocket', ws, greeted: false, dead: false, timers: [] };
     const connectTimer = this._timer(() => {
-      if (!greeted && this._ws === ws) ws.close(4000, 'connect timeout');
+      if (!conn.greeted) ws.close(4000, 'connect timeout');
     }, this.options.connectTimeout);
     ws.onopen = () => {
-      if (this._token !== null && tokenVia === 'first-message') ws.send(JSON.stringify({ type: 'auth', token: this._token }));
+      if (firstMessage) ws.send(JSON.stringify({ type: 'auth', token: this._token }));
     };
     ws.onmessage = (event) => {
-      if (this._ws !== ws) return;
-      this._heard();
+      if (conn.dead) return;
       let message;
       try {
         message = JSON.parse(event.data);
       } catch {
         return;
       }
-      if (!greeted) {
-        const expected = this._token !== null && tokenVia === 'first-message' ? 'auth_success' : 'welcome';
-        if (message.type !== expected) return;
-        greeted = true;
+      if (!conn.greeted) {
+        if (message.type !== (firstMessage ? 'auth_success' : 'welcome')) return;
+        conn.greeted = true;
+        conn.greetedAt = Date.now();
         clearTimeout(connectTimer);
-        this._opened(message.userId);
+        greeted(conn, message.userId);
         return;
       }
-      this._incoming(message);
+      if (this._conn === conn) {
+        this._heard();
+        this._incoming(message);
+      }
     };
     ws.onclose = (event) => {
       clearTimeout(connectTimer);
-      if (this._ws !== ws) return;
-      this._ws = null;
-      this._ended(event.code || 1006, event.reason || '', greeted);
+      if (conn.dead) return;
+      conn.dead = true;
+      if (this._probe === conn) {
+        this._probe = null;
+        this._scheduleUpgrade();
+      } else if (this._conn === conn) {
+        this._conn = null;
+        this._ws = null;
+        let code = event.code || 1006;
+        if (code === 4000 && /timeout/.test(event.reason)) code = 1006; // our own timeouts
+        this._ended(code, event.reason || '', conn.greetedAt);
+      }
     };
+    return conn;
   }
 
+  _openWebSocket() {
+    try {
+      this._conn = this._dialWebSocket((conn, userId) => {
+        this._ws = conn.ws;
+        this._opened(userId);
+      });
+    } catch (e) {
+      this._ended(1006, String(e));
+    }
+  }
+
+  /** The WebSocket greeted: rejoin every room from its position, send what waited. */
   _opened(userId) {
     this.userId = userId;
     this._attempt = 0;
     this._nowUsed = false;
     this._authFailures = 0;
+    this._failedInRow = 0;
     this._setState('connected', { userId });
     for (const room of this._rooms.keys()) this._sendJoin(room);
     const requests = this._waiting.splice(0);
-    for (const r of requests) {
-      this._write(r.body);
-      this._sent.push(r);
-    }
+    for (const r of requests) this._submit(r);
     this._heard();
     this._scheduleRefresh();
   }
@@ -304,12 +411,29 @@ export class SwitchboardClient extends EventTarget {
   _sendJoin(room) {
     const entry = this._rooms.get(room);
     if (!entry) return;
+    if (!this._ws) return this._restartFeedSoon();
+    entry.resuming = Boolean(entry.position);
+    if (entry.position && entry.position.epoch === null) {
+      // A position from a stream carries a tag of the epoch, not the epoch: ask the room's
+      // epoch first (an empty history page), then join (`_incoming`, 'history').
+      entry.epochProbe = this._id();
+      this._write({ type: 'history', room, limit: 0, id: entry.epochProbe });
+      return;
+    }
     const body = { type: 'join', room, id: this._id() };
     if (entry.position) body.since = { offset: entry.position.offset, epoch: entry.position.epoch };
     if (this.options.name) body.user = this.options.name;
-    entry.resuming = Boolean(entry.position);
     entry.joinId = body.id;
     this._write(body);
+  }
+
+  /** The epoch probe of `room` was answered (`epoch`, or null when refused): join now. */
+  _probed(room, epoch) {
+    const entry = this._rooms.get(room);
+    entry.epochProbe = null;
+    // Another epoch than the position's: the join says `recovered: false` (a resync).
+    entry.position.epoch = epoch !== null && epochTag(epoch) === entry.position.tag ? epoch : '~';
+    this._sendJoin(room);
   }
 
   /**
@@ -322,24 +446,30 @@ export class SwitchboardClient extends EventTarget {
     this._pump();
   }
 
-  _pump() {
+  /** Milliseconds until the pacing allows a send (0: now, and the send is counted). */
+  _paceDelay() {
     const rate = this.options.sendRate;
+    if (!rate) return 0;
+    const now = Date.now();
+    this._tokens = Math.min(rate.burst, this._tokens + ((now - this._tokensAt) / 1000) * rate.perSecond);
+    this._tokensAt = now;
+    if (this._tokens < 1) return Math.ceil(((1 - this._tokens) / rate.perSecond) * 1000);
+    this._tokens -= 1;
+    return 0;
+  }
+
+  _pump() {
     while (this._outgoing.length > 0) {
       if (!this._ws || this._ws.readyState !== WebSocket.OPEN) return;
-      if (rate) {
-        const now = Date.now();
-        this._tokens = Math.min(rate.burst, this._tokens + ((now - this._tokensAt) / 1000) * rate.perSecond);
-        this._tokensAt = now;
-        if (this._tokens < 1) {
-          if (!this._pumpTimer) {
-            this._pumpTimer = this._timer(() => {
-              this._pumpTimer = null;
-              this._pump();
-            }, Math.ceil(((1 - this._tokens) / rate.perSecond) * 1000));
-          }
-          return;
+      const wait = this._paceDelay();
+      if (wait > 0) {
+        if (!this._pumpTimer) {
+          this._pumpTimer = this._timer(() => {
+            this._pumpTimer = null;
+            this._pump();
+          }, wait);
         }
-        this._tokens -= 1;
+        return;
       }
       this._ws.send(this._outgoing.shift());
     }
@@ -350,11 +480,12 @@ export class SwitchboardClient extends EventTarget {
     clearTimeout(this._pingTimer);
     clearTimeout(this._deadTimer);
     const ws = this._ws;
+    if (!ws) return;
     this._pingTimer = this._timer(() => {
       if (this._ws !== ws) return;
       if (ws.readyState === WebSocket.OPEN) ws.send('{"type":"ping"}');
       this._deadTimer = this._timer(() => {
-        if (this._ws === ws) ws.close(4000, 'heartbeat timeout'); // our own code: ends as 1006-like
+        if (this._ws === ws) ws.close(4000, 'heartbeat timeout');
       }, this.options.pongTimeout);
     }, this.options.pingInterval);
   }
@@ -362,19 +493,56 @@ export class SwitchboardClient extends EventTarget {
   _scheduleRefresh() {
     clearTimeout(this._refreshTimer);
     const exp = jwtExpiry(this._token);
-    if (!exp || !this.options.token || this.options.tokenVia === 'ticket') return;
+    if (!exp || !this.options.token) return;
     const left = exp * 1000 - Date.now();
     const wait = Math.max(0, Math.min(left * 0.8, left - 2000));
     this._refreshTimer = this._timer(async () => {
       try {
         const fresh = await this.options.token();
         this._token = fresh;
-        this._write({ type: 'refresh', token: fresh });
+        // A WebSocket session is extended in place; a stream is reopened with the new
+        // token before the old one's `exp` ends it (positions carry over).
+        if (this._ws) this._write({ type: 'refresh', token: fresh });
+        else this._restartFeedSoon(true);
         this._scheduleRefresh();
       } catch {
         // No fresh token: the server ends the session at `exp` (4001); asked again then.
       }
     }, wait);
+  }
+
+  /** On a fallback transport: try the WebSocket again in `upgradeInterval`. */
+  _scheduleUpgrade() {
+    clearTimeout(this._upgradeTimer);
+    if (this._closed || this.options.transports[0] !== 'websocket' || this.transport === 'websocket') return;
+    this._upgradeTimer = this._timer(() => this._tryUpgrade(), this.options.upgradeInterval);
+  }
+
+  _tryUpgrade() {
+    if (this._closed || this._probe || !this._conn || this._conn.kind === 'websocket' || this.state !== 'connected') return;
+    try {
+      this._probe = this._dialWebSocket((probe, userId) => this._upgrade(probe, userId));
+    } catch {
+      this._scheduleUpgrade();
+    }
+  }
+
+  /** The probe greeted: it becomes the connection, the stream ends quietly, rooms rejoin with `since`. */
+  _upgrade(probe, userId) {
+    this._probe = null;
+    if (this._closed || this.state !== 'connected' || !this._conn || this._conn.kind === 'websocket') {
+      probe.dead = true;
+      probe.ws.close(1000);
+      return;
+    }
+    this._endConn(this._conn);
+    this._kindIndex = 0;
+    this.transport = 'websocket';
+    this._conn = probe;
+    this._ws = probe.ws;
+    // Requests not yet sent over HTTP go over the WebSocket (one in flight finishes there).
+    this._waiting.push(...this._httpQueue.splice(this._httpBusy ? 1 : 0));
+    this._opened(userId);
   }
 
   _incoming(m) {
@@ -398,6 +566,8 @@ export class SwitchboardClient extends EventTarget {
       }
       case 'history':
       case 'presence': {
+        const entry = this._rooms.get(m.room);
+        if (m.type === 'history' && entry && entry.epochProbe) return this._probed(m.room, m.epoch);
         const r = this._takeSent((r) => r.answeredBy && r.answeredBy[0] === m.type && r.answeredBy[1] === m.room);
         if (!r) return;
         if (m.type === 'history') this._settle(r, { messages: m.messages || [], offset: m.offset, epoch: m.epoch, more: Boolean(m.more) });
@@ -406,6 +576,14 @@ export class SwitchboardClient extends EventTarget {
       }
       case 'error':
         return this._error(m);
+      default:
+        return this._notice(m);
+    }
+  }
+
+  /** What every transport delivers besides room messages and replies. */
+  _notice(m) {
+    switch (m.type) {
       case 'user_joined':
       case 'user_left':
         return this._emit('presence', { room: m.room, userId: m.userId, user: m.user, joined: m.type === 'user_joined' });
@@ -426,7 +604,7 @@ export class SwitchboardClient extends EventTarget {
     if (!entry) return;
     const recovered = m.recovered !== false;
     const resync = entry.resuming && !recovered;
-    if (!(entry.resuming && recovered)) entry.position = { offset: m.offset, epoch: m.epoch };
+    if (!(entry.resuming && recovered)) entry.position = position(m.offset, m.epoch);
     entry.resuming = false;
     entry.joinId = null;
     const joined = { offset: m.offset, epoch: m.epoch, recovered };
@@ -458,6 +636,7 @@ export class SwitchboardClient extends EventTarget {
         return;
       }
       for (const [room, entry] of this._rooms) {
+        if (entry.epochProbe === id) return this._probed(room, null);
         if (entry.joinId === id) {
           const asked = entry.joinWaiters.length > 0;
           this._dropRoom(room, error);
@@ -484,6 +663,352 @@ export class SwitchboardClient extends EventTarget {
     return i < 0 ? null : this._sent.splice(i, 1)[0];
   }
 
+  // ---- SSE and long polling ----
+
+  /** A stream (SSE) or a poll loop of every room the client is in, from the positions it has. */
+  _openFeed(kind) {
+    const channels = [...this._rooms.keys()];
+    const conn = { kind, channels, greeted: false, dead: false, controller: new AbortController(), timers: [], positions: [] };
+    this._conn = conn;
+    if (channels.length === 0) {
+      // Nothing to stream yet: requests go over HTTP; a stream opens with the first join.
+      conn.greeted = true;
+      conn.greetedAt = Date.now();
+      this._feedOpened(conn, this.userId);
+      return;
+    }
+    conn.timers.push(
+      this._timer(() => {
+        if (!conn.greeted) this._feedFailed(conn, 1006, 'connect timeout');
+      }, this.options.connectTimeout),
+    );
+    const params = new URLSearchParams({ channels: channels.join(',') });
+    const positions = channels.map((room) => this._rooms.get(room).position);
+    if (positions.some(Boolean)) params.set(kind === 'sse' ? 'lastEventId' : 'cursor', encodePositions(positions));
+    if (this._token !== null) params.set('token', this._token);
+    if (kind === 'sse') this._stream(conn, params);
+    else this._poll(conn, params);
+  }
+
+  /** End `conn` without a word (the caller replaces it). */
+  _endConn(conn) {
+    if (!conn || conn.dead) return;
+    conn.dead = true;
+    for (const t of conn.timers) clearTimeout(t);
+    if (conn.ws) conn.ws.close(1000);
+    else conn.controller.abort();
+  }
+
+  /** The stream or poll of `conn` failed, or the server ended it (`code`: the close code it stands for). */
+  _feedFailed(conn, code, reason) {
+    if (conn.dead) return;
+    this._endConn(conn);
+    if (this._conn !== conn) return;
+    this._conn = null;
+    this._ended(code, reason, conn.greetedAt);
+  }
+
+  async _refusal(conn, response) {
+    let reason = `HTTP ${response.status}`;
+    try {
+      reason = (await response.json()).error || reason;
+    } catch {
+      // not JSON
+    }
+    this._feedFailed(conn, closeCodeOf(response.status), reason);
+  }
+
+  /** Server-Sent Events over fetch (an EventSource can only listen to event names it knows). */
+  async _stream(conn, params) {
+    let response;
+    try {
+      response = await fetch(`${this.options.base}/events?${params}`, {
+        signal: conn.controller.signal,
+        headers: { Accept: 'text/event-stream' },
+        cache: 'no-store',
+      });
+    } catch (e) {
+      return this._feedFailed(conn, 1006, `events: ${e.message}`);
+    }
+    if (!response.ok) return this._refusal(conn, response);
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = '';
+    let event = { type: '', data: [], id: null };
+    try {
+      for (;;) {
+        this._streamHeard(conn);
+        const { value, done } = await reader.read();
+        if (done || conn.dead) break;
+        buffer += value;
+        let nl;
+        while ((nl = buffer.indexOf('\n')) >= 0) {
+          const line = buffer.slice(0, nl).replace(/\r$/, '');
+          buffer = buffer.slice(nl + 1);
+          if (line === '') {
+            if (event.data.length > 0) this._streamEvent(conn, event);
+            if (conn.dead) return;
+            event = { type: '', data: [], id: null };
+          } else if (!line.startsWith(':')) {
+            const colon = line.indexOf(':');
+            const field = colon < 0 ? line : line.slice(0, colon);
+            const text = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+            if (field === 'data') event.data.push(text);
+            else if (field === 'event') event.type = text;
+            else if (field === 'id') event.id = text;
+          }
+        }
+      }
+    } catch (e) {
+      return this._feedFailed(conn, 1006, `events: ${e.message}`);
+    }
+    this._feedFailed(conn, 1006, 'the stream ended');
+  }
+
+  /** Anything on the stream (the server's `:heartbeat` every 25 s included) proves it alive. */
+  _streamHeard(conn) {
+    clearTimeout(conn.silence);
+    conn.silence = this._timer(() => this._feedFailed(conn, 1006, 'the stream went silent'), this.options.streamSilence);
+    conn.timers.push(conn.silence);
+    if (conn.timers.length > 64) conn.timers = conn.timers.filter((t) => this._timers.has(t));
+  }
+
+  _streamEvent(conn, event) {
+    let m;
+    try {
+      m = JSON.parse(event.data.join('\n'));
+    } catch {
+      return;
+    }
+    // The id of a room message is the stream's position after it: deliver, then move. The
+    // id of `connected` holds the positions its joins set: known before the joins resolve.
+    const delivery = m && typeof m.room === 'string' && typeof m.timestamp === 'number' && typeof m.offset === 'number';
+    if (event.id && !delivery) this._applyPositions(conn, event.id);
+    this._feedMessage(conn, m);
+    if (event.id && delivery && !conn.dead) this._applyPositions(conn, event.id);
+  }
+
+  /** Long polling: each answer's messages in order, then its cursor for the next poll. */
+  async _poll(conn, params) {
+    for (;;) {
+      const timer = this._timer(() => this._feedFailed(conn, 1006, 'the poll was not answered'), this.options.pollTimeout);
+      conn.timers.push(timer);
+      let answer;
+      try {
+        const response = await fetch(`${this.options.base}/poll?${params}`, { signal: conn.controller.signal, cache: 'no-store' });
+        if (conn.dead) return;
+        if (!response.ok) {
+          clearTimeout(timer);
+          return this._refusal(conn, response);
+        }
+        answer = await response.json();
+      } catch (e) {
+        return this._feedFailed(conn, 1006, `poll: ${e.message}`);
+      } finally {
+        clearTimeout(timer);
+      }
+      if (conn.dead) return;
+      conn.timers = conn.timers.filter((t) => t !== timer);
+      for (const m of Array.isArray(answer.messages) ? answer.messages : []) {
+        this._feedMessage(conn, m);
+        if (conn.dead) return;
+      }
+      const cursor = String(answer.cursor || '');
+      this._applyPositions(conn, cursor.slice(cursor.indexOf(':') + 1));
+      params.set('cursor', cursor);
+    }
+  }
+
+  /** One message of a stream or poll answer. */
+  _feedMessage(conn, m) {
+    if (!m || typeof m !== 'object') return;
+    if (typeof m.room === 'string' && typeof m.timestamp === 'number' && typeof m.offset === 'number') {
+      return this._delivered(m);
+    }
+    switch (m.type) {
+      case 'connected':
+        if (conn.greeted) return;
+        conn.greeted = true;
+        conn.greetedAt = Date.now();
+        return this._feedOpened(conn, m.userId);
+      case 'reset':
+        // History no longer covers these rooms' gaps: the feed goes on from their current
+        // offsets (the next position says which); the application reloads their state.
+        for (const room of Array.isArray(m.channels) ? m.channels : []) {
+          const entry = this._rooms.get(room);
+          if (!entry) continue;
+          const i = conn.channels.indexOf(room);
+          const now = conn.positions[i];
+          entry.position = now ? { offset: now.offset, epoch: null, tag: now.tag } : null;
+          this._emit('resync', { room, offset: now ? now.offset : null });
+        }
+        return;
+      case 'disconnect':
+        return this._feedFailed(conn, Number(m.code) || 1006, String(m.reason || ''));
+      default:
+        return this._notice(m);
+    }
+  }
+
+  /** A stream position (SSE id, the poll cursor's positions): rooms the client had no position in get one. */
+  _applyPositions(conn, text) {
+    const list = parsePositions(text);
+    if (list.length !== conn.channels.length) return;
+    conn.positions = list;
+    conn.channels.forEach((room, i) => {
+      const p = list[i];
+      const entry = this._rooms.get(room);
+      if (!p || !entry) return;
+      // Another tag: a new epoch (its `reset` follows on SSE, came first on a poll).
+      if (!entry.position || entry.position.tag !== p.tag) entry.position = { offset: p.offset, epoch: null, tag: p.tag };
+      else if (p.offset > entry.position.offset) entry.position.offset = p.offset;
+    });
+  }
+
+  /** The feed greeted: its rooms are joined; what waited goes over HTTP. */
+  _feedOpened(conn, userId) {
+    for (const t of conn.timers) clearTimeout(t);
+    conn.timers = [];
+    if (conn.kind === 'sse') this._streamHeard(conn);
+    if (userId) this.userId = userId;
+    this._attempt = 0;
+    this._nowUsed = false;
+    this._authFailures = 0;
+    this._failedInRow = 0;
+    this._setState('connected', { userId: this.userId });
+    for (const room of conn.channels) {
+      const entry = this._rooms.get(room);
+      if (!entry) continue;
+      entry.resuming = false;
+      const joined = { offset: entry.position ? entry.position.offset : null, epoch: entry.position ? entry.position.epoch : null, recovered: true };
+      for (const w of entry.joinWaiters.splice(0)) this._settle(w, joined);
+    }
+    for (const r of this._waiting.splice(0)) this._submit(r);
+    this._scheduleRefresh();
+    this._scheduleUpgrade();
+    this._restartFeedSoon(); // rooms joined while it connected
+  }
+
+  /** Reopen the feed when the rooms changed (or `always`: a fresh token), once per turn. */
+  _restartFeedSoon(always = false) {
+    if (always) this._restartAlways = true;
+    if (this._restartPending) return;
+    this._restartPending = true;
+    setTimeout(() => {
+      this._restartPending = false;
+      const always = this._restartAlways;
+      this._restartAlways = false;
+      const conn = this._conn;
+      if (this._closed || !conn || conn.kind === 'websocket' || !conn.greeted || this.state !== 'connected') return;
+      const rooms = [...this._rooms.keys()];
+      if (!always && rooms.length === conn.channels.length && rooms.every((r, i) => r === conn.channels[i])) return;
+      this._endConn(conn);
+      this._openFeed(conn.kind);
+    }, 0);
+  }
+
+  // ---- requests over the HTTP API (on SSE and long polling) ----
+
+  async _runHttp() {
+    if (this._httpBusy) return;
+    this._httpBusy = true;
+    try {
+      while (this._httpQueue.length > 0 && !this._closed) {
+        const r = this._httpQueue[0];
+        if (r.done) {
+          this._httpQueue.shift();
+          continue;
+        }
+        const wait = this._paceDelay();
+        if (wait > 0) {
+          await new Promise((resolve) => this._timer(resolve, wait));
+          continue;
+        }
+        let outcome;
+        try {
+          outcome = { value: await this._httpRequest(r) };
+        } catch (error) {
+          outcome = { error };
+        }
+        if (this._httpQueue[0] === r) this._httpQueue.shift();
+        const retry = outcome.error && this._retryable(r, outcome.error);
+        if (retry) {
+          this._httpQueue.unshift(r);
+          await new Promise((resolve) => this._timer(resolve, retry));
+          continue;
+        }
+        this._settle(r, outcome.value, outcome.error);
+      }
+    } finally {
+      this._httpBusy = false;
+    }
+  }
+
+  /** Milliseconds before trying `r` again after `error`, or 0 to fail it. */
+  _retryable(r, error) {
+    if (r.done || this._closed || Date.now() + 250 >= r.deadline) return 0;
+    if (error.code === 'unavailable') return 250;
+    // Lost on the network: sent again only when the server can tell a repeat (an id of a
+    // known user), or when it changes nothing (history, presence).
+    if (error.code === 'network' && (r.answeredBy || this._token !== null)) return 1000;
+    return 0;
+  }
+
+  async _httpRequest(r) {
+    const { type, room } = r.body;
+    let path;
+    let init = { method: 'GET' };
+    if (type === 'history') {
+      const q = new URLSearchParams({ channel: room });
+      if (r.body.since !== undefined) q.set('since', r.body.since);
+      if (r.body.limit !== undefined) q.set('limit', r.body.limit);
+      path = `/api/history?${q}`;
+    } else if (type === 'presence') {
+      path = `/api/presence?${new URLSearchParams({ channel: room })}`;
+    } else {
+      const body = { ...r.body, channel: room };
+      delete body.room;
+      // Deduplication needs a known sender: without a token the server refuses an id.
+      if (this._token === null) delete body.id;
+      path = '/api/publish';
+      init = { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) };
+    }
+    for (let refreshed = false; ; refreshed = true) {
+      const headers = { ...init.headers };
+      if (this._token !== null) headers.Authorization = `Bearer ${this._token}`;
+      let response;
+      try {
+        response = await fetch(`${this.options.base}${path}`, { ...init, headers, cache: 'no-store' });
+      } catch (e) {
+        throw new SwitchboardError('network', e.message);
+      }
+      let answer = null;
+      try {
+        answer = await response.json();
+      } catch {
+        // not JSON
+      }
+      if (response.status === 401 && this.options.token && !refreshed) {
+        this._token = null;
+        if (await this._ensureToken()) continue;
+      }
+      if (!response.ok) throw httpError(response.status, answer && answer.error);
+      if (type === 'history') return { messages: answer.messages || [], offset: answer.offset, epoch: answer.epoch, more: Boolean(answer.more) };
+      if (type === 'presence') return answer.members || [];
+      this._learnEpoch(room, answer.epoch);
+      return answer.offset;
+    }
+  }
+
+  /** An epoch the API named: a stream position of the same tag gets it (for a later WebSocket join). */
+  _learnEpoch(room, epoch) {
+    const entry = this._rooms.get(room);
+    if (entry && entry.position && entry.position.epoch === null && typeof epoch === 'string' && epochTag(epoch) === entry.position.tag) {
+      entry.position.epoch = epoch;
+    }
+  }
+
+  // ---- deadlines, reconnection ----
+
   _armExpiry() {
     if (this._expiryTimer) return;
     this._expiryTimer = this._timer(() => {
@@ -496,30 +1021,36 @@ export class SwitchboardClient extends EventTarget {
   _expire() {
     const now = Date.now();
     const timeout = () => new SwitchboardError('timeout', `no answer within ${this.options.requestTimeout} ms`);
-    for (const list of [this._waiting, this._sent]) {
+    const lists = [this._waiting, this._sent, this._httpQueue];
+    for (const entry of this._rooms.values()) lists.push(entry.joinWaiters, entry.leaveWaiters);
+    for (const list of lists) {
       for (let i = list.length - 1; i >= 0; i--) {
-        if (list[i].deadline <= now) this._settle(list.splice(i, 1)[0], null, timeout());
-      }
-    }
-    for (const entry of this._rooms.values()) {
-      for (const list of [entry.joinWaiters, entry.leaveWaiters]) {
-        for (let i = list.length - 1; i >= 0; i--) {
-          if (list[i].deadline <= now) this._settle(list.splice(i, 1)[0], null, timeout());
-        }
+        // The HTTP request in flight stays listed (settled here, dropped when it returns).
+        if (list[i].deadline <= now) this._settle(list === this._httpQueue && i === 0 ? list[0] : list.splice(i, 1)[0], null, timeout());
       }
     }
   }
 
-  /** A connection (or an attempt) ended: decide what comes next. */
-  _ended(code, reason, established) {
+  /**
+   * A connection (or an attempt) ended: decide what comes next. `greetedAt`: when the
+   * server greeted it (undefined: never). One that ends within `SETTLE_MS` of its greeting
+   * counts as failed, for the backoff and for the fallback: a proxy that lets a WebSocket
+   * or a stream through and cuts it at once must not hold the client in a loop.
+   */
+  _ended(code, reason, greetedAt) {
+    const established = greetedAt !== undefined && Date.now() - greetedAt >= SETTLE_MS;
     clearTimeout(this._pingTimer);
     clearTimeout(this._deadTimer);
     clearTimeout(this._refreshTimer);
+    clearTimeout(this._upgradeTimer);
+    this._endConn(this._probe);
+    this._probe = null;
     // What was sent and not answered goes again, first, on the next connection.
     this._waiting.unshift(...this._sent.splice(0));
     this._outgoing = [];
     for (const [room, entry] of [...this._rooms]) {
       entry.joinId = null;
+      entry.epochProbe = null;
       if (entry.leaving) this._dropRoom(room, new SwitchboardError('closed', 'left before joined'));
     }
     if (this._closed) return;
@@ -527,12 +1058,26 @@ export class SwitchboardClient extends EventTarget {
       this._attempt = 0;
       this._nowUsed = false;
     }
-    if (code === 4000 && reason === 'heartbeat timeout') code = 1006;
     this._setState('disconnected', { code, reason });
     const o = this.options;
+    const policy = afterClose(code);
+    if (!established && policy === 'backoff') {
+      // This transport could not connect: the next one is tried at once; after all of
+      // them failed in a row, the client backs off and starts over from the first.
+      this._failedInRow += 1;
+      this._kindIndex = (this._kindIndex + 1) % o.transports.length;
+      if (this._failedInRow < o.transports.length) {
+        this.transport = o.transports[this._kindIndex];
+        this._setState('reconnecting', { attempt: this._attempt, delay: 0 });
+        this._timer(() => this._connect(), 0);
+        return;
+      }
+      this._failedInRow = 0;
+      this._kindIndex = 0;
+    }
     const backoff = backoffDelay(this._attempt, o.backoffBase, o.backoffCap);
     let delay;
-    switch (afterClose(code)) {
+    switch (policy) {
       case 'stop':
         return this._finish(code, reason, false);
       case 'now':
@@ -553,13 +1098,14 @@ export class SwitchboardClient extends EventTarget {
     }
     this._attempt += 1;
     if (this._attempt > o.maxAttempts) return this._finish(code, `gave up after ${this._attempt - 1} attempts: ${reason}`, true);
+    this.transport = o.transports[this._kindIndex];
     this._setState('reconnecting', { attempt: this._attempt, delay });
     this._timer(() => this._connect(), delay);
   }
 
   _finish(code, reason, failed) {
     const error = new SwitchboardError('closed', reason);
-    for (const r of [...this._waiting.splice(0), ...this._sent.splice(0)]) this._settle(r, null, error);
+    for (const r of [...this._waiting.splice(0), ...this._sent.splice(0), ...this._httpQueue.splice(0)]) this._settle(r, null, error);
     for (const entry of this._rooms.values()) {
       for (const w of [...entry.joinWaiters, ...entry.leaveWaiters]) this._settle(w, null, error);
     }

@@ -1,0 +1,168 @@
+// The browser client's transport fallback (/client.js), in headless Chromium behind a
+// loopback proxy (proxy.mjs) that can refuse WebSocket upgrades and buffer streams:
+// WebSocket refused → SSE + HTTP API; streaming blocked too → long polling; messages flow
+// both ways on each, and when the proxy lets WebSockets through again the client moves
+// back up — every message delivered exactly once, in order, across the moves. A page on
+// the server directly (WebSocket) is the other side of the conversation.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import { startServer, api as post, jwt } from './server.mjs';
+import { startProxy } from './proxy.mjs';
+
+const KEY = 'browser-fallback-key';
+const SECRET = 'browser-fallback-secret-0123456789abcdef';
+const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
+const WAIT_MS = 20_000;
+
+let browser;
+let config;
+
+before(async () => {
+  if (!fs.existsSync(CHROMIUM)) {
+    throw new Error(`no Chromium at ${CHROMIUM}: apt-get install -y chromium (scripts/test.sh does), or set CHROMIUM_BIN`);
+  }
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'], timeout: 30_000 });
+  config = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'sb-fallback-')), 'switchboard.toml');
+  fs.writeFileSync(config, `[auth.jwt]\nsecrets = ["${SECRET}"]\n`);
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+/// A page of `base` with `window.c` (a client for user `sub`, options `opts`) and what it saw:
+/// `window.got` (message bodies), `window.states`, `window.presence`, `window.resyncs`.
+async function clientPage(base, sub, opts = {}) {
+  const page = await browser.newPage();
+  page.setDefaultTimeout(WAIT_MS);
+  page.on('pageerror', (e) => console.error('page error:', e));
+  await page.goto(`${base}/health`);
+  await page.evaluate(async ({ opts, token }) => {
+    const { SwitchboardClient } = await import('/client.js');
+    window.got = [];
+    window.states = [];
+    window.presence = [];
+    window.resyncs = [];
+    window.c = new SwitchboardClient({ backoffBase: 200, backoffCap: 1000, token: async () => token, ...opts });
+    window.c.addEventListener('message', (e) => window.got.push(e.detail.body));
+    window.c.addEventListener('state', (e) => window.states.push({ state: e.detail.state, transport: e.detail.transport }));
+    window.c.addEventListener('presence', (e) => window.presence.push(e.detail));
+    window.c.addEventListener('resync', (e) => window.resyncs.push(e.detail));
+  }, { opts, token: jwt(SECRET, sub, 3600) });
+  return page;
+}
+
+async function waitIn(page, what, predicate, arg) {
+  try {
+    await page.waitForFunction(predicate, arg, { timeout: WAIT_MS, polling: 25 });
+  } catch (e) {
+    const seen = await page.evaluate(() => ({ states: window.states, got: window.got.map((m) => [m.type, m.n, m.offset]) }));
+    throw new Error(`timed out waiting for ${what}; the page saw ${JSON.stringify(seen).slice(0, 3000)}`, { cause: e });
+  }
+}
+
+/// Messages `n` = from..to-1 published to `room` over the API, one every `gap` ms.
+async function publishSeries(base, room, from, to, gap) {
+  for (let n = from; n < to; n++) {
+    await post(base, KEY, '/api/publish', { channel: room, type: 'tick', n });
+    await new Promise((r) => setTimeout(r, gap));
+  }
+}
+
+/// Every `tick` a page got, in order: exactly the series 0..count-1.
+async function assertTicks(page, count) {
+  const got = await page.evaluate(() => window.got.filter((m) => m.type === 'tick').map((m) => m.n));
+  assert.deepEqual(got, Array.from({ length: count }, (_, i) => i), 'each tick once, in order');
+}
+
+async function fallbackRoundTrip({ bufferStreams, expected }) {
+  const server = await startServer(['--config', config, '--api-key', KEY]);
+  const proxy = await startProxy(server.port, { refuseUpgrade: true, bufferStreams });
+  const room = `fallback:${expected}`;
+  try {
+    const far = await clientPage(proxy.base, 'far', { connectTimeout: 2000, upgradeInterval: 1500 });
+    const near = await clientPage(server.base, 'near');
+    await far.evaluate((room) => window.c.join(room), room);
+    await near.evaluate((room) => window.c.join(room), room);
+    assert.equal(await far.evaluate(() => window.c.transport), expected);
+    assert.equal(await near.evaluate(() => window.c.transport), 'websocket');
+    assert.ok(proxy.seen.refusedUpgrades >= 1, 'the proxy refused the WebSocket');
+    await waitIn(far, 'near joining', () => window.presence.some((p) => p.joined && p.userId === 'near'));
+
+    // Both ways on the fallback.
+    await near.evaluate((room) => window.c.send(room, 'chat', { text: 'hello far' }), room);
+    await waitIn(far, 'the chat from near', () => window.got.some((m) => m.text === 'hello far'));
+    const offset = await far.evaluate((room) => window.c.send(room, 'chat', { text: 'hello near' }), room);
+    assert.equal(typeof offset, 'number');
+    await waitIn(near, 'the chat from far', () => window.got.some((m) => m.text === 'hello near'));
+    const heard = await near.evaluate(() => window.got.find((m) => m.text === 'hello near'));
+    assert.equal(heard.userId, 'far', 'an HTTP publish with the token carries the user');
+    const history = await far.evaluate((room) => window.c.history(room, { since: 0 }), room);
+    assert.deepEqual(history.messages.map((m) => m.text), ['hello far', 'hello near']);
+    const members = await far.evaluate((room) => window.c.presence(room), room);
+    assert.deepEqual(members.map((m) => m.userId).sort(), ['far', 'near']);
+
+    // A series published while the proxy lets WebSockets through again: the client moves
+    // up in the middle of it and still gets each message once, in order.
+    const series = publishSeries(server.base, room, 0, 60, 50);
+    await new Promise((r) => setTimeout(r, 800));
+    proxy.modes.refuseUpgrade = false;
+    proxy.modes.bufferStreams = false;
+    await series;
+    await waitIn(far, 'the move back to the WebSocket', () => window.c.transport === 'websocket' && window.c.state === 'connected');
+    await waitIn(far, 'all 60 ticks', () => window.got.filter((m) => m.type === 'tick').length >= 60);
+    await post(server.base, KEY, '/api/publish', { channel: room, type: 'chat', text: 'after the move' });
+    await waitIn(far, 'a message after the move', () => window.got.some((m) => m.text === 'after the move'));
+    await assertTicks(far, 60);
+    await far.evaluate((room) => window.c.send(room, 'chat', { text: 'far on a WebSocket' }), room);
+    await waitIn(near, 'far on its WebSocket', () => window.got.some((m) => m.text === 'far on a WebSocket'));
+    const resyncs = await far.evaluate(() => window.resyncs);
+    assert.deepEqual(resyncs, [], 'nothing had to be reloaded');
+    const transports = await far.evaluate(() => window.states.filter((s) => s.state === 'connected').map((s) => s.transport));
+    // (A client with no room yet counts as connected on a stream transport at once: the
+    // stream opens with the first join.)
+    assert.ok(transports.includes(expected), `connected over ${expected}: ${transports}`);
+    assert.equal(transports.at(-1), 'websocket');
+    await far.close();
+    await near.close();
+  } finally {
+    await proxy.close();
+    await server.stop();
+  }
+}
+
+test('WebSocket refused by a proxy: SSE + HTTP both ways, then back up to the WebSocket', async () => {
+  await fallbackRoundTrip({ bufferStreams: false, expected: 'sse' });
+});
+
+test('streams buffered too: long polling both ways, then back up to the WebSocket', async () => {
+  await fallbackRoundTrip({ bufferStreams: true, expected: 'poll' });
+});
+
+test('a stream cut by the proxy resumes from its position: nothing lost, nothing twice', async () => {
+  const server = await startServer(['--config', config, '--api-key', KEY]);
+  const proxy = await startProxy(server.port, { refuseUpgrade: true });
+  const room = 'fallback:cut';
+  try {
+    const far = await clientPage(proxy.base, 'far', { transports: ['sse'] });
+    await far.evaluate((room) => window.c.join(room), room);
+    const series = publishSeries(server.base, room, 0, 40, 40);
+    for (let i = 0; i < 3; i++) {
+      await new Promise((r) => setTimeout(r, 350));
+      proxy.cutAll();
+    }
+    await series;
+    await waitIn(far, 'all 40 ticks', () => window.got.filter((m) => m.type === 'tick').length >= 40);
+    await new Promise((r) => setTimeout(r, 300));
+    await assertTicks(far, 40);
+    assert.ok(proxy.seen.streams >= 4, `the stream was reopened after each cut (${JSON.stringify(proxy.seen)})`);
+    await far.close();
+  } finally {
+    await proxy.close();
+    await server.stop();
+  }
+});
