@@ -296,6 +296,13 @@ export class SwitchboardClient extends EventTarget {
     this._emit('state', { state, transport: this.transport, ...detail });
   }
 
+  /** Cancel a timer of `_timer` (forgotten at once: one is made per message received). */
+  _clear(t) {
+    if (t === undefined || t === null) return;
+    clearTimeout(t);
+    this._timers.delete(t);
+  }
+
   _timer(fn, ms) {
     const t = setTimeout(() => {
       this._timers.delete(t);
@@ -355,7 +362,7 @@ export class SwitchboardClient extends EventTarget {
         if (message.type !== (firstMessage ? 'auth_success' : 'welcome')) return;
         conn.greeted = true;
         conn.greetedAt = Date.now();
-        clearTimeout(connectTimer);
+        this._clear(connectTimer);
         greeted(conn, message.userId);
         return;
       }
@@ -365,7 +372,7 @@ export class SwitchboardClient extends EventTarget {
       }
     };
     ws.onclose = (event) => {
-      clearTimeout(connectTimer);
+      this._clear(connectTimer);
       if (conn.dead) return;
       conn.dead = true;
       if (this._probe === conn) {
@@ -477,8 +484,8 @@ export class SwitchboardClient extends EventTarget {
 
   /** Heartbeat: an application `ping` after `pingInterval` of silence, dead `pongTimeout` later. */
   _heard() {
-    clearTimeout(this._pingTimer);
-    clearTimeout(this._deadTimer);
+    this._clear(this._pingTimer);
+    this._clear(this._deadTimer);
     const ws = this._ws;
     if (!ws) return;
     this._pingTimer = this._timer(() => {
@@ -491,7 +498,7 @@ export class SwitchboardClient extends EventTarget {
   }
 
   _scheduleRefresh() {
-    clearTimeout(this._refreshTimer);
+    this._clear(this._refreshTimer);
     const exp = jwtExpiry(this._token);
     if (!exp || !this.options.token) return;
     const left = exp * 1000 - Date.now();
@@ -513,7 +520,7 @@ export class SwitchboardClient extends EventTarget {
 
   /** On a fallback transport: try the WebSocket again in `upgradeInterval`. */
   _scheduleUpgrade() {
-    clearTimeout(this._upgradeTimer);
+    this._clear(this._upgradeTimer);
     if (this._closed || this.options.transports[0] !== 'websocket' || this.transport === 'websocket') return;
     this._upgradeTimer = this._timer(() => this._tryUpgrade(), this.options.upgradeInterval);
   }
@@ -694,7 +701,7 @@ export class SwitchboardClient extends EventTarget {
   _endConn(conn) {
     if (!conn || conn.dead) return;
     conn.dead = true;
-    for (const t of conn.timers) clearTimeout(t);
+    for (const t of conn.timers) this._clear(t);
     if (conn.ws) conn.ws.close(1000);
     else conn.controller.abort();
   }
@@ -766,7 +773,7 @@ export class SwitchboardClient extends EventTarget {
 
   /** Anything on the stream (the server's `:heartbeat` every 25 s included) proves it alive. */
   _streamHeard(conn) {
-    clearTimeout(conn.silence);
+    this._clear(conn.silence);
     conn.silence = this._timer(() => this._feedFailed(conn, 1006, 'the stream went silent'), this.options.streamSilence);
     conn.timers.push(conn.silence);
     if (conn.timers.length > 64) conn.timers = conn.timers.filter((t) => this._timers.has(t));
@@ -797,14 +804,14 @@ export class SwitchboardClient extends EventTarget {
         const response = await fetch(`${this.options.base}/poll?${params}`, { signal: conn.controller.signal, cache: 'no-store' });
         if (conn.dead) return;
         if (!response.ok) {
-          clearTimeout(timer);
+          this._clear(timer);
           return this._refusal(conn, response);
         }
         answer = await response.json();
       } catch (e) {
         return this._feedFailed(conn, 1006, `poll: ${e.message}`);
       } finally {
-        clearTimeout(timer);
+        this._clear(timer);
       }
       if (conn.dead) return;
       conn.timers = conn.timers.filter((t) => t !== timer);
@@ -866,7 +873,7 @@ export class SwitchboardClient extends EventTarget {
 
   /** The feed greeted: its rooms are joined; what waited goes over HTTP. */
   _feedOpened(conn, userId) {
-    for (const t of conn.timers) clearTimeout(t);
+    for (const t of conn.timers) this._clear(t);
     conn.timers = [];
     if (conn.kind === 'sse') this._streamHeard(conn);
     if (userId) this.userId = userId;
@@ -1039,10 +1046,10 @@ export class SwitchboardClient extends EventTarget {
    */
   _ended(code, reason, greetedAt) {
     const established = greetedAt !== undefined && Date.now() - greetedAt >= SETTLE_MS;
-    clearTimeout(this._pingTimer);
-    clearTimeout(this._deadTimer);
-    clearTimeout(this._refreshTimer);
-    clearTimeout(this._upgradeTimer);
+    this._clear(this._pingTimer);
+    this._clear(this._deadTimer);
+    this._clear(this._refreshTimer);
+    this._clear(this._upgradeTimer);
     this._endConn(this._probe);
     this._probe = null;
     // What was sent and not answered goes again, first, on the next connection.

@@ -590,6 +590,17 @@ impl Hub {
         true
     }
 
+    /// How many rooms have members on this node (no store call).
+    pub fn local_room_count(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// How many connections of this node are in `room` (one shard lock; no store call).
+    pub fn local_member_count(&self, room: &RoomName) -> usize {
+        self.room(room, false)
+            .map_or(0, |(r, _)| lock(&r.state).members.len())
+    }
+
     /// Whether `conn` is in `room`.
     pub fn is_member(&self, conn: &HubConn, room: &RoomName) -> bool {
         self.room(room, false)

@@ -35,4 +35,4 @@ pub use store::{
     answered_at_once, Append, Appended, BackendStats, Build, Done, MemoryStore, MemoryStoreConfig,
     Page, PresenceChanged, Range, Store, Unavailable,
 };
-pub use switchboard_native_proto::RoomName;
+pub use switchboard_native_proto::{RoomName, SYSTEM_PREFIX};

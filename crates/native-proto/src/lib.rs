@@ -12,6 +12,6 @@ mod wire;
 pub use client::{
     message_id, parse, parse_value, ClientMessage, Incoming, ParseError, Since, MAX_DISPLAY_NAME,
 };
-pub use room::{RoomName, RoomNameError};
+pub use room::{RoomName, RoomNameError, SYSTEM_PREFIX};
 pub use server::{splice_messages, stamp_relay, PresenceMember, ServerMessage, Stamp};
 pub use wire::WireFormat;

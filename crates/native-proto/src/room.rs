@@ -39,7 +39,16 @@ impl RoomName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether this is one of the server's own rooms ([`SYSTEM_PREFIX`]): clients may read
+    /// them; only the server and backends (with the API key) publish there.
+    pub fn is_system(&self) -> bool {
+        self.0.starts_with(SYSTEM_PREFIX)
+    }
 }
+
+/// The prefix of the server's own rooms (`switchboard:stats`, the dashboard's feed).
+pub const SYSTEM_PREFIX: &str = "switchboard:";
 
 impl fmt::Display for RoomName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -174,6 +174,14 @@ pub(crate) fn authorize(
     action: switchboard_auth::Action,
     room: &str,
 ) -> Result<(), ApiError> {
+    if action == switchboard_auth::Action::Publish
+        && room.starts_with(switchboard_hub::SYSTEM_PREFIX)
+    {
+        return Err(ApiError(
+            http::StatusCode::FORBIDDEN,
+            format!("\"{room}\" is one of the server's own rooms: only the server publishes there"),
+        ));
+    }
     let Some(auth) = &state.config.auth else {
         return Ok(());
     };

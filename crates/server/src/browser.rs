@@ -57,7 +57,7 @@ impl AnonymousPublish {
                 "missing Authorization: Bearer <API key>".into(),
             ));
         }
-        if !self.rooms.iter().any(|p| p.matches(room.as_str())) {
+        if room.is_system() || !self.rooms.iter().any(|p| p.matches(room.as_str())) {
             return Err(ApiError(
                 StatusCode::FORBIDDEN,
                 format!("anonymous users may not publish to \"{}\"", room.as_str()),

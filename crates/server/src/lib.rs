@@ -38,6 +38,7 @@ mod redact;
 pub mod socketio;
 mod sse;
 pub mod state;
+pub mod stats_feed;
 mod tls;
 pub mod ws;
 

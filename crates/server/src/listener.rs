@@ -25,6 +25,16 @@ use crate::redact::redact_path_and_query;
 use crate::state::{AppState, PeerAddr};
 use crate::tls::ALPN_H2;
 
+/// The background work of a server: history sweeps, the pollers' sweeper, the dashboard's
+/// feed (with the pages).
+fn spawn_background(state: &Arc<AppState>) {
+    spawn_hub_sweeper(state);
+    crate::poll::spawn_sweeper(state);
+    if state.config.pages {
+        crate::stats_feed::spawn(state, Duration::from_secs(1));
+    }
+}
+
 /// Expire history and forget empty rooms every 30 s until shutdown.
 fn spawn_hub_sweeper(state: &Arc<AppState>) {
     let hub = state.hub.clone();
@@ -62,8 +72,7 @@ impl Embedded {
     /// Start Switchboard's shared state and background tasks (in the current tokio runtime).
     pub fn start(config: ServerConfig, shutdown: CancellationToken) -> Embedded {
         let state = AppState::new(config, shutdown);
-        spawn_hub_sweeper(&state);
-        crate::poll::spawn_sweeper(&state);
+        spawn_background(&state);
         state.parking.start(&state.tracker, &state.shutdown);
         Embedded { state }
     }
@@ -158,8 +167,7 @@ impl Server {
         } = self;
         let router = router(state.clone());
         let shutdown = state.shutdown.clone();
-        spawn_hub_sweeper(&state);
-        crate::poll::spawn_sweeper(&state);
+        spawn_background(&state);
         state.parking.start(&state.tracker, &shutdown);
         let h2_timeouts = http2::Timeouts {
             idle: state.config.handshake_timeout,

@@ -104,7 +104,7 @@ impl EncodeMetric for HotCounter {
 }
 
 /// Upper bounds of the latency buckets, in seconds: 50 µs to 10 s.
-const LATENCY_BUCKETS: [f64; 16] = [
+pub const LATENCY_BUCKETS: [f64; 16] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 10.0,
 ];
@@ -141,6 +141,18 @@ impl HotHistogram {
         add_to(&s.buckets[i], 1, single);
         add_to(&s.sum_ns, d.as_nanos().min(u64::MAX as u128) as u64, single);
         add_to(&s.count, 1, single);
+    }
+
+    /// Observations so far per bucket (upper bounds [`LATENCY_BUCKETS`], then +Inf), not
+    /// cumulative.
+    pub fn bucket_counts(&self) -> [u64; LATENCY_BUCKETS.len() + 1] {
+        let mut per_bucket = [0u64; LATENCY_BUCKETS.len() + 1];
+        for shard in self.0.iter() {
+            for (total, b) in per_bucket.iter_mut().zip(&shard.0.buckets) {
+                *total += b.load(Ordering::Relaxed);
+            }
+        }
+        per_bucket
     }
 
     /// Observations so far.

@@ -132,6 +132,13 @@ pub fn authorize(
     action: Action,
     room: &RoomName,
 ) -> Result<(), Denied> {
+    // The server's own rooms (`switchboard:stats`) take no client publications.
+    if action == Action::Publish && room.is_system() {
+        return Err(Denied {
+            action,
+            authenticated: true,
+        });
+    }
     match auth {
         None => Ok(()),
         Some(auth) => auth.authorize(who, action, room.as_str()),

@@ -370,6 +370,12 @@ impl<X> Session<X> {
 
     /// Whether this session may do `action` in `room` (always, without an authenticator).
     fn authorize(&self, action: Action, room: &RoomName) -> Result<(), Denied> {
+        if action == Action::Publish && room.is_system() {
+            return Err(Denied {
+                action,
+                authenticated: true,
+            });
+        }
         match &self.shared.auth {
             None => Ok(()),
             Some(auth) => auth.authorize(self.identity(), action, room.as_str()),

@@ -11,20 +11,15 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { spawn } from 'node:child_process';
-import { chromium } from 'playwright-core';
-import { startServer, startRedis, freePort, binary, root, api as post, until } from './server.mjs';
+import { startServer, startRedis, freePort, binary, root, api as post, until, launchChromium } from './server.mjs';
 
 const KEY = 'browser-client-key';
-const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 const WAIT_MS = 15_000;
 
 let browser;
 
 before(async () => {
-  if (!fs.existsSync(CHROMIUM)) {
-    throw new Error(`no Chromium at ${CHROMIUM}: apt-get install -y chromium (scripts/test.sh does), or set CHROMIUM_BIN`);
-  }
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'], timeout: 30_000 });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -198,3 +198,14 @@ export function resumingMember({ url, room, options = {}, onMessage = () => {}, 
   c.close = () => { c.closed = true; c.ws?.close(); };
   return c;
 }
+
+/// Debian's Chromium (or `CHROMIUM_BIN`) launched headless by playwright-core; fails loudly
+/// when it is missing (scripts/test.sh installs it).
+export async function launchChromium() {
+  const executablePath = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
+  if (!fs.existsSync(executablePath)) {
+    throw new Error(`no Chromium at ${executablePath}: apt-get install -y chromium (scripts/test.sh does), or set CHROMIUM_BIN`);
+  }
+  const { chromium } = await import('playwright-core');
+  return chromium.launch({ executablePath, args: ['--no-sandbox'], timeout: 30_000 });
+}

@@ -104,8 +104,8 @@ pub(crate) const KEYS: &[Key] = &[
             "pages",
             "pages",
             "BOOL",
-            "Serve the browser pages: / (landing page) and /client.js; off for an API-only \
-             production server [default: true]",
+            "Serve the browser pages (/, /chat, /dashboard, /admin, /client.js) and the \
+             dashboard's feed; off for an API-only production server [default: true]",
         )
     },
     key(
