@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { spawn } from 'node:child_process';
+import WebSocket from 'ws';
 import { startServer, startRedis, freePort, binary, root, api as post, until, launchChromium } from './server.mjs';
 
 const KEY = 'browser-client-key';
@@ -117,9 +118,18 @@ test('the landing page is served with a live room; pages can be turned off', asy
   }
   const off = await startServer(['--pages=false']);
   try {
-    for (const p of ['/', '/client.js']) {
+    for (const p of ['/', '/client.js', '/chat', '/dashboard', '/admin']) {
       assert.equal((await fetch(off.base + p)).status, 404, p);
     }
+    // Nor is the dashboard's feed published.
+    const ws = new WebSocket(`ws://127.0.0.1:${off.port}/ws`);
+    const got = [];
+    ws.on('message', (data) => got.push(JSON.parse(data.toString()).type));
+    await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+    ws.send(JSON.stringify({ type: 'join', room: 'switchboard:stats' }));
+    await new Promise((r) => setTimeout(r, 1500));
+    ws.terminate();
+    assert.ok(got.includes('joined') && !got.includes('stats'), `no stats with pages off: ${got}`);
   } finally {
     await off.stop();
   }
