@@ -610,7 +610,10 @@ export class SwitchboardClient extends EventTarget {
     const entry = this._rooms.get(m.room);
     if (!entry) return;
     const recovered = m.recovered !== false;
-    const resync = entry.resuming && !recovered;
+    // Unasked (no join of ours pending): the room's history moved to a new epoch while we
+    // were in it (a networked store lost it); our position means nothing any more.
+    const unasked = entry.joinId === null && entry.joinWaiters.length === 0;
+    const resync = !recovered && (entry.resuming || unasked);
     if (!(entry.resuming && recovered)) entry.position = position(m.offset, m.epoch);
     entry.resuming = false;
     entry.joinId = null;
@@ -752,7 +755,8 @@ export class SwitchboardClient extends EventTarget {
           const line = buffer.slice(0, nl).replace(/\r$/, '');
           buffer = buffer.slice(nl + 1);
           if (line === '') {
-            if (event.data.length > 0) this._streamEvent(conn, event);
+            // An event with an id and no data moves the position only (a late `joined`).
+            if (event.data.length > 0 || event.id !== null) this._streamEvent(conn, event);
             if (conn.dead) return;
             event = { type: '', data: [], id: null };
           } else if (!line.startsWith(':')) {
@@ -780,17 +784,17 @@ export class SwitchboardClient extends EventTarget {
   }
 
   _streamEvent(conn, event) {
-    let m;
+    let m = null;
     try {
       m = JSON.parse(event.data.join('\n'));
     } catch {
-      return;
+      // no data (an id alone), or not JSON
     }
     // The id of a room message is the stream's position after it: deliver, then move. The
     // id of `connected` holds the positions its joins set: known before the joins resolve.
     const delivery = m && typeof m.room === 'string' && typeof m.timestamp === 'number' && typeof m.offset === 'number';
     if (event.id && !delivery) this._applyPositions(conn, event.id);
-    this._feedMessage(conn, m);
+    if (m) this._feedMessage(conn, m);
     if (event.id && delivery && !conn.dead) this._applyPositions(conn, event.id);
   }
 
@@ -843,8 +847,9 @@ export class SwitchboardClient extends EventTarget {
         for (const room of Array.isArray(m.channels) ? m.channels : []) {
           const entry = this._rooms.get(room);
           if (!entry) continue;
-          const i = conn.channels.indexOf(room);
-          const now = conn.positions[i];
+          // SSE sent the new position (an id) before the reset; a poll answer's comes
+          // after its messages: until then, no position (nothing taken for a repeat).
+          const now = conn.kind === 'sse' ? conn.positions[conn.channels.indexOf(room)] : null;
           entry.position = now ? { offset: now.offset, epoch: null, tag: now.tag } : null;
           this._emit('resync', { room, offset: now ? now.offset : null });
         }

@@ -70,7 +70,20 @@ impl RoomSub {
     fn deliver(&mut self, room: &RoomName, envelope: Envelope, me: u32) {
         let epoch = match &self.position {
             Some((epoch, _)) if epoch.as_str() == envelope.epoch => epoch.clone(),
-            _ => Epoch::from(envelope.epoch.as_str()),
+            previous => {
+                let epoch = Epoch::from(envelope.epoch.as_str());
+                if previous
+                    .as_ref()
+                    .is_some_and(|(e, _)| e.as_str() != NO_EPOCH)
+                {
+                    // The members' positions are in the old epoch: reset them first.
+                    let after = envelope.offset.saturating_sub(1);
+                    for node in self.nodes.iter().filter_map(Weak::upgrade) {
+                        node.epoch_changed(room, &epoch, after);
+                    }
+                }
+                epoch
+            }
         };
         let origin = envelope
             .origin
@@ -289,6 +302,22 @@ impl Subscriptions {
                 .log
                 .read_range(room.as_str(), after, known, 100_000, CATCH_UP_BYTES)
                 .await;
+            let rolled_back =
+                matches!(&page, Ok(Some(p)) if p.epoch == epoch.as_str() && p.last_offset < after);
+            if rolled_back && failures < 10 {
+                // Redis lost writes this node saw (the room's offset went back): the room
+                // moves to a new epoch, read from its start on the next turn.
+                if let Err(e) = self
+                    .log
+                    .roll_over(room.as_str(), epoch.as_str(), after)
+                    .await
+                {
+                    failures += 1;
+                    tracing::warn!(error = %e, room = room.as_str(), "redis: cannot move a room to a new epoch");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                continue;
+            }
             let Some(sub) = self.room(&room) else {
                 return; // nobody here any more
             };

@@ -232,6 +232,7 @@ pub struct RedisLog {
     publish: redis::Script,
     presence: redis::Script,
     limits: redis::Script,
+    rollover: redis::Script,
     config: LogConfig,
 }
 
@@ -259,6 +260,7 @@ impl RedisLog {
             publish: redis::Script::new(include_str!("publish.lua")),
             presence: redis::Script::new(include_str!("presence.lua")),
             limits: redis::Script::new(include_str!("limits.lua")),
+            rollover: redis::Script::new(include_str!("rollover.lua")),
             config,
         })
     }
@@ -527,8 +529,13 @@ impl RedisLog {
             Some(entry) => Some(stored(entry)?.offset),
             None => None,
         };
+        // A position past the room's last offset in the same epoch was never handed out by
+        // this store as it is now: Redis lost its last writes (a crash between fsyncs, a
+        // failover to a lagging replica). Not covered: the client resyncs instead of
+        // skipping the reused offsets as already seen.
         let covered = epoch == Some(room_epoch.as_str())
-            && (after >= last_offset || oldest_retained.is_some_and(|o| o <= after + 1));
+            && (after == last_offset
+                || (after < last_offset && oldest_retained.is_some_and(|o| o <= after + 1)));
         Ok(Some(RangePage {
             entries,
             more,
@@ -536,6 +543,36 @@ impl RedisLog {
             epoch: room_epoch,
             covered,
         }))
+    }
+
+    /// `room` lost its last writes: its offset in `epoch` is below `floor`, a position a
+    /// node saw. Move it to a new epoch (rollover.lua), unless that happened already; the
+    /// room's epoch afterwards (`None`: Redis no longer has the room).
+    pub async fn roll_over(
+        &self,
+        room: &str,
+        epoch: &str,
+        floor: u64,
+    ) -> Result<Option<String>, Error> {
+        let mut conn = self.conn.clone();
+        let epoch: Option<String> = self
+            .rollover
+            .key(key(room, "m"))
+            .key(key(room, "s"))
+            .arg(epoch)
+            .arg(floor)
+            .arg(new_epoch())
+            .arg(self.config.idle_expiry.as_millis().max(1).to_string())
+            .invoke_async(&mut conn)
+            .await?;
+        if epoch.is_some() {
+            tracing::warn!(
+                room,
+                floor,
+                "redis lost the room's last writes: moved to a new epoch"
+            );
+        }
+        Ok(epoch)
     }
 
     /// Up to `limit` messages of `room` after offset `after`, oldest first, with the room's

@@ -233,6 +233,61 @@ async fn a_room_lost_by_redis_comes_back_in_a_new_epoch() {
     assert_ne!(after, before, "in a new epoch, so clients see the loss");
 }
 
+/// Redis lost its last writes but kept the room (an AOF fsync'd every second and a crash,
+/// a failover to a lagging replica): the meta hash and the stream go back, the epoch
+/// stays. A client that saw the lost offsets must not be told its position is covered:
+/// the next publishes reuse those offsets, and it would skip them as already seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_past_a_rolled_back_room_is_not_covered() {
+    let redis = redis_server();
+    let log = RedisLog::connect(&redis.url, LogConfig::default())
+        .await
+        .unwrap();
+    let mut epoch = String::new();
+    for i in 0..10 {
+        let body = json!({"type": "tick", "i": i});
+        if let Appended::Published { epoch: e, .. } = log
+            .append("back", "tick", None, None, message("back", body))
+            .await
+            .unwrap()
+        {
+            epoch = e;
+        }
+    }
+    // The state Redis would come back with after losing offsets 8 to 10.
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("sb:{back}:m")
+        .arg("offset")
+        .arg(7)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("XDEL")
+        .arg("sb:{back}:s")
+        .arg("0-8")
+        .arg("0-9")
+        .arg("0-10")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let page = log
+        .read_range("back", 10, Some(&epoch), 10, 1 << 20)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((page.epoch.as_str(), page.last_offset), (epoch.as_str(), 7));
+    assert!(!page.covered, "offset 10 is past the room's last offset");
+    // Positions the room still has are covered as before.
+    let page = log
+        .read_range("back", 7, Some(&epoch), 10, 1 << 20)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(page.covered && page.entries.is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_range_read_is_the_newest_within_bounds_and_says_whether_history_covers_the_gap() {
     let redis = redis_server();

@@ -1255,9 +1255,12 @@ impl Actor {
         let Some(room) = self.rooms.get_mut(name) else {
             return false;
         };
+        // Unasked (no join of ours pending): the room's history moved to a new epoch while
+        // we were in it (a networked store lost it); our position means nothing any more.
+        let unasked = room.joined && room.join_id.is_none() && room.join_waiters.is_empty();
         room.joined = true;
         room.join_id = None;
-        let resync = room.resuming && !recovered;
+        let resync = !recovered && (room.resuming || unasked);
         if !(room.resuming && recovered) {
             // A fresh join, or a resume that could not be: live messages follow `offset`.
             room.position = Some(Position {

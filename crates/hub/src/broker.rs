@@ -27,6 +27,16 @@ pub trait Node: Send + Sync + 'static {
     fn missed(&self, count: u64) {
         let _ = count;
     }
+
+    /// The room's history moved to `epoch` while this node was subscribed (a networked
+    /// store that lost the room, or its last writes): the offsets its members hold mean
+    /// nothing any more and the new epoch's messages follow from after `offset`. Every local
+    /// member is sent `joined {room, offset, epoch, recovered: false}` before them, so its
+    /// client resets its position (and resyncs) instead of skipping the new epoch's
+    /// messages as already seen.
+    fn epoch_changed(&self, room: &RoomName, epoch: &crate::Epoch, offset: u64) {
+        let _ = (room, epoch, offset);
+    }
 }
 
 /// What delivering a message did.

@@ -55,9 +55,15 @@ impl History {
         }
     }
 
-    /// Whether every message after `offset` (up to `last_offset`) is still retained.
+    /// Whether every message after `offset` (up to `last_offset`) is still retained. A
+    /// position past `last_offset` is never covered: the room never handed that offset out
+    /// in this epoch (a store that lost its last writes, or a client's mistake), and a client
+    /// that kept it would skip every message up to it as already seen.
     pub fn covers(&self, offset: Offset, last_offset: Offset) -> bool {
-        if offset >= last_offset {
+        if offset > last_offset {
+            return false;
+        }
+        if offset == last_offset {
             return true; // nothing missed
         }
         match self.oldest_offset() {
@@ -127,6 +133,10 @@ mod tests {
         assert!(h.covers(Offset(2), Offset(5)));
         assert!(!h.covers(Offset(1), Offset(5)));
         assert!(h.covers(Offset(5), Offset(5)));
+        assert!(
+            !h.covers(Offset(6), Offset(5)),
+            "a position the room never reached"
+        );
         let offsets = |(v, _): (Vec<Arc<Delivery>>, bool)| -> Vec<u64> {
             v.iter().filter_map(|d| d.offset()).map(|o| o.0).collect()
         };

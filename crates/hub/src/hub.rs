@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use switchboard_native_proto::RoomName;
+use switchboard_native_proto::{RoomName, ServerMessage};
 
 use crate::broker::{Broker, Fanout, MemoryBroker, Node};
 use crate::delivery::{Delivery, PresenceChange};
@@ -246,6 +246,25 @@ impl Node for Room {
         let st = lock(&self.state);
         for (_, outbox) in st.members.values() {
             outbox.count_dropped(count);
+        }
+    }
+
+    fn epoch_changed(&self, room: &RoomName, epoch: &Epoch, offset: u64) {
+        let notice = Delivery::reply(
+            room.clone(),
+            ServerMessage::Joined {
+                room: room.clone(),
+                offset,
+                epoch: epoch.as_str().to_owned(),
+                recovered: false,
+            },
+        );
+        let st = lock(&self.state);
+        // Members still catching up get their own `joined` when their read answers.
+        for (id, (_, outbox)) in &st.members {
+            if !st.catching_up.contains_key(id) {
+                outbox.push_reserved(std::slice::from_ref(&notice));
+            }
         }
     }
 }

@@ -336,6 +336,54 @@ async fn a_server_killed_and_restarted_mid_stream_is_resumed_without_loss_or_dup
     assert!(extra.is_err(), "unexpected message {extra:?}");
 }
 
+/// Redis loses a room while a client is in it (a restart without persistence; here
+/// FLUSHALL): the room's next messages come in a new epoch with offsets from 1 again. The
+/// server resets the client's position (`joined {recovered: false}`), so it says `Resync`
+/// and delivers them instead of skipping them as already seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_redis_lost_under_a_live_client_resyncs_and_skips_nothing_new() {
+    let redis = redis_server();
+    let port = free_port();
+    let server = Server::start(
+        port,
+        &["--broker", redis.url.as_str(), "--rate-limit", "off"],
+    );
+    let (subscriber, mut events) = Client::connect(config(&server.url())).unwrap();
+    let (publisher, _p) = Client::connect(config(&server.url())).unwrap();
+    subscriber.join("feed").await.unwrap();
+    publisher.join("feed").await.unwrap();
+    for n in 0..3 {
+        publisher.publish("feed", json!({"n": n})).await.unwrap();
+    }
+    assert_eq!(collect(&mut events, "feed", 3, 5_000).await, [0, 1, 2]);
+    let port_of_redis = redis
+        .url
+        .trim_start_matches("redis://127.0.0.1:")
+        .trim_end_matches('/');
+    let flushed = Command::new("redis-cli")
+        .args(["-p", port_of_redis, "FLUSHALL"])
+        .output()
+        .expect("redis-cli (installed with redis-server)");
+    assert!(flushed.status.success(), "{flushed:?}");
+    for n in 3..6 {
+        publisher.publish("feed", json!({"n": n})).await.unwrap();
+    }
+    let mut resynced = false;
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        match tokio::time::timeout(Duration::from_secs(5), events.next()).await {
+            Ok(Some(Event::Resync { room, .. })) if room == "feed" => resynced = true,
+            Ok(Some(Event::Message(m))) if m.room == "feed" => {
+                got.push(m.data().get("n").and_then(|v| v.as_u64()).unwrap());
+            }
+            Ok(Some(_)) => {}
+            other => panic!("after {got:?} (resync: {resynced}): {other:?}"),
+        }
+    }
+    assert!(resynced, "the client was told its position was reset");
+    assert_eq!(got, [3, 4, 5], "the new epoch's messages, none skipped");
+}
+
 /// A loopback proxy that forwards to `target` and, from a seeded sequence, cuts
 /// connections (both sides dropped) or stalls them (forwarding stops, the sockets stay
 /// open: only the client's heartbeat can tell).

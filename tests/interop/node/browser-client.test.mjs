@@ -208,3 +208,33 @@ test('client.js is smaller than socket.io-client', () => {
   console.log(`client.js gzipped: ${ours} B; socket.io-client's socket.io.min.js gzipped: ${theirs} B (${(ours / theirs).toFixed(2)}×)`);
   assert.ok(ours < theirs, `${ours} B vs ${theirs} B`);
 });
+
+test('Redis loses a room under open pages: each transport resets its position and skips nothing new', async () => {
+  const redis = await startRedis();
+  const server = await startServer(['--api-key', KEY, '--broker', redis.url]);
+  try {
+    const pages = [];
+    for (const transports of [['websocket'], ['sse'], ['poll']]) {
+      const page = await clientPage(server.base, { transports });
+      await page.evaluate(() => window.c.join('lost'));
+      pages.push(page);
+    }
+    for (let n = 0; n < 3; n++) await post(server.base, KEY, '/api/publish', { channel: 'lost', type: 'tick', n });
+    for (const page of pages) await waitIn(page, 'the first 3', () => window.got.length >= 3);
+    // Redis restarted without persistence, as far as the room is concerned.
+    const { execFileSync } = await import('node:child_process');
+    execFileSync('redis-cli', ['-p', String(redis.port), 'FLUSHALL']);
+    for (let n = 3; n < 6; n++) await post(server.base, KEY, '/api/publish', { channel: 'lost', type: 'tick', n });
+    for (const page of pages) {
+      const transport = await page.evaluate(() => window.c.transport);
+      await waitIn(page, `all 6 over ${transport}`, () => window.got.length >= 6);
+      assert.deepEqual(await page.evaluate(() => window.got.map((m) => m.n)), [0, 1, 2, 3, 4, 5], transport);
+      const resyncs = await page.evaluate(() => window.resyncs.map((r) => r.room));
+      assert.deepEqual(resyncs, ['lost'], `${transport}: told once to reload the room`);
+      await page.close();
+    }
+  } finally {
+    await server.stop();
+    await redis.stop();
+  }
+});
