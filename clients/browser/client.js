@@ -101,6 +101,13 @@ function checkRoom(room) {
   }
 }
 
+/** A stream's `channels=` list is comma-separated: a room it carries can not hold a comma. */
+function checkStreamable(room, transports) {
+  if (room.includes(',') && transports.some((t) => t !== 'websocket')) {
+    throw new SwitchboardError('invalid', `room ${JSON.stringify(room)}: a comma can not go over SSE or long polling (use transports: ['websocket'])`);
+  }
+}
+
 /** The error an HTTP status stands for (the API answers `{error}`). */
 function httpError(status, message) {
   const code =
@@ -143,6 +150,7 @@ export class SwitchboardClient extends EventTarget {
     this._waiting = []; // requests not sent on the current connection
     this._sent = []; // requests sent over the WebSocket, unanswered
     this._httpQueue = []; // requests going over the HTTP API (on SSE or long polling), in order
+    this._retrying = new Set(); // requests answered `unavailable`, sent again shortly
     this._httpBusy = false;
     this._queued = 0;
     this._token = null;
@@ -169,6 +177,7 @@ export class SwitchboardClient extends EventTarget {
   /** Join `room` (and rejoin it from the last message after every reconnect). */
   async join(room, since = null) {
     checkRoom(room);
+    checkStreamable(room, this.options.transports);
     return this._take((resolve, reject, deadline) => {
       let entry = this._rooms.get(room);
       if (!entry) {
@@ -176,7 +185,10 @@ export class SwitchboardClient extends EventTarget {
         this._rooms.set(room, entry);
       }
       entry.leaving = false;
-      if (since) entry.position = position(since.offset, since.epoch);
+      if (since) {
+        entry.position = position(since.offset, since.epoch);
+        entry.since = true;
+      }
       entry.joinWaiters.push({ resolve, reject, deadline });
       if (this.state === 'connected') this._sendJoin(room);
     });
@@ -383,7 +395,7 @@ export class SwitchboardClient extends EventTarget {
         this._ws = null;
         let code = event.code || 1006;
         if (code === 4000 && /timeout/.test(event.reason)) code = 1006; // our own timeouts
-        this._ended(code, event.reason || '', conn.greetedAt);
+        this._ended(code, event.reason || '', conn.greetedAt, conn.upgraded);
       }
     };
     return conn;
@@ -407,18 +419,33 @@ export class SwitchboardClient extends EventTarget {
     this._nowUsed = false;
     this._authFailures = 0;
     this._failedInRow = 0;
-    this._setState('connected', { userId });
+    // Connected before the event: the rejoins (and their epoch probes) and what waited go
+    // first, so a request a `state` listener makes comes after them.
+    this.state = 'connected';
     for (const room of this._rooms.keys()) this._sendJoin(room);
     const requests = this._waiting.splice(0);
     for (const r of requests) this._submit(r);
     this._heard();
     this._scheduleRefresh();
+    this._setState('connected', { userId });
   }
 
   _sendJoin(room) {
     const entry = this._rooms.get(room);
     if (!entry) return;
-    if (!this._ws) return this._restartFeedSoon();
+    if (!this._ws) {
+      const conn = this._conn;
+      if (conn && conn.greeted && conn.channels.includes(room) && !entry.since) {
+        // Already on the stream: joined.
+        const joined = { offset: entry.position ? entry.position.offset : null, epoch: entry.position ? entry.position.epoch : null, recovered: true };
+        for (const w of entry.joinWaiters.splice(0)) this._settle(w, joined);
+        return;
+      }
+      // A new room, or a position given (`join(room, since)`): a stream from the positions.
+      entry.since = false;
+      return this._restartFeedSoon(true);
+    }
+    if (entry.leaving) return;
     entry.resuming = Boolean(entry.position);
     if (entry.position && entry.position.epoch === null) {
       // A position from a stream carries a tag of the epoch, not the epoch: ask the room's
@@ -502,7 +529,8 @@ export class SwitchboardClient extends EventTarget {
     const exp = jwtExpiry(this._token);
     if (!exp || !this.options.token) return;
     const left = exp * 1000 - Date.now();
-    const wait = Math.max(0, Math.min(left * 0.8, left - 2000));
+    // At least 5 s: a token that looks expired by this clock must not reopen a stream in a loop.
+    const wait = Math.max(5000, Math.min(left * 0.8, left - 2000));
     this._refreshTimer = this._timer(async () => {
       try {
         const fresh = await this.options.token();
@@ -521,8 +549,12 @@ export class SwitchboardClient extends EventTarget {
   /** On a fallback transport: try the WebSocket again in `upgradeInterval`. */
   _scheduleUpgrade() {
     this._clear(this._upgradeTimer);
+    this._upgradeTimer = null;
     if (this._closed || this.options.transports[0] !== 'websocket' || this.transport === 'websocket') return;
-    this._upgradeTimer = this._timer(() => this._tryUpgrade(), this.options.upgradeInterval);
+    this._upgradeTimer = this._timer(() => {
+      this._upgradeTimer = null;
+      this._tryUpgrade();
+    }, this.options.upgradeInterval * (this._upgradeFactor || 1));
   }
 
   _tryUpgrade() {
@@ -545,6 +577,7 @@ export class SwitchboardClient extends EventTarget {
     this._endConn(this._conn);
     this._kindIndex = 0;
     this.transport = 'websocket';
+    probe.upgraded = true;
     this._conn = probe;
     this._ws = probe.ws;
     // Requests not yet sent over HTTP go over the WebSocket (one in flight finishes there).
@@ -639,13 +672,23 @@ export class SwitchboardClient extends EventTarget {
       const r = this._takeSent((r) => r.id === id);
       if (r) {
         if (m.code === 'unavailable' && Date.now() + 250 < r.deadline) {
-          this._timer(() => this._submit(r), 250); // retried with the same id (deduplicated)
+          // Retried with the same id (deduplicated); listed meanwhile, so that a deadline or
+          // close() still answers it.
+          this._retrying.add(r);
+          this._timer(() => {
+            if (this._retrying.delete(r) && !r.done) this._submit(r);
+          }, 250);
         } else {
           this._settle(r, null, error);
         }
         return;
       }
       for (const [room, entry] of this._rooms) {
+        if (entry.epochProbe === id && m.code === 'unavailable') {
+          entry.epochProbe = null;
+          this._timer(() => this._ws && this._rooms.get(room) === entry && this._sendJoin(room), 250);
+          return;
+        }
         if (entry.epochProbe === id) return this._probed(room, null);
         if (entry.joinId === id) {
           const asked = entry.joinWaiters.length > 0;
@@ -676,9 +719,10 @@ export class SwitchboardClient extends EventTarget {
   // ---- SSE and long polling ----
 
   /** A stream (SSE) or a poll loop of every room the client is in, from the positions it has. */
-  _openFeed(kind) {
+  _openFeed(kind, previous = null) {
     const channels = [...this._rooms.keys()];
-    const conn = { kind, channels, greeted: false, dead: false, controller: new AbortController(), timers: [], positions: [] };
+    // `previous`: the rooms of the stream this one replaces (a join or leave reopened it).
+    const conn = { kind, channels, previous, greeted: false, dead: false, controller: new AbortController(), timers: [], positions: [] };
     this._conn = conn;
     if (channels.length === 0) {
       // Nothing to stream yet: requests go over HTTP; a stream opens with the first join.
@@ -724,6 +768,19 @@ export class SwitchboardClient extends EventTarget {
       reason = (await response.json()).error || reason;
     } catch {
       // not JSON
+    }
+    const added = conn.previous ? conn.channels.filter((room) => !conn.previous.includes(room)) : [];
+    if ((response.status === 400 || response.status === 403) && added.length > 0 && this._conn === conn && !conn.dead) {
+      // The rooms this stream added were refused (not permitted, too many): they fail as a
+      // join over a WebSocket would, and the stream goes on with the others.
+      this._endConn(conn);
+      this._conn = null;
+      for (const room of added) {
+        const asked = (this._rooms.get(room)?.joinWaiters.length ?? 0) > 0;
+        this._dropRoom(room, httpError(response.status, reason));
+        if (!asked) this._emit('refused', { room, code: httpError(response.status).code, message: reason });
+      }
+      return this._openFeed(conn.kind);
     }
     this._feedFailed(conn, closeCodeOf(response.status), reason);
   }
@@ -886,7 +943,7 @@ export class SwitchboardClient extends EventTarget {
     this._nowUsed = false;
     this._authFailures = 0;
     this._failedInRow = 0;
-    this._setState('connected', { userId: this.userId });
+    this.state = 'connected';
     for (const room of conn.channels) {
       const entry = this._rooms.get(room);
       if (!entry) continue;
@@ -896,8 +953,9 @@ export class SwitchboardClient extends EventTarget {
     }
     for (const r of this._waiting.splice(0)) this._submit(r);
     this._scheduleRefresh();
-    this._scheduleUpgrade();
+    if (!this._upgradeTimer) this._scheduleUpgrade(); // a feed restart keeps the pending one
     this._restartFeedSoon(); // rooms joined while it connected
+    this._setState('connected', { userId: this.userId });
   }
 
   /** Reopen the feed when the rooms changed (or `always`: a fresh token), once per turn. */
@@ -910,11 +968,16 @@ export class SwitchboardClient extends EventTarget {
       const always = this._restartAlways;
       this._restartAlways = false;
       const conn = this._conn;
-      if (this._closed || !conn || conn.kind === 'websocket' || !conn.greeted || this.state !== 'connected') return;
+      if (this._closed || !conn || conn.kind === 'websocket') return;
+      if (!conn.greeted || this.state !== 'connected') {
+        // Not open yet: its greeting comes back here (`_feedOpened`), the flag kept.
+        this._restartAlways ||= always;
+        return;
+      }
       const rooms = [...this._rooms.keys()];
       if (!always && rooms.length === conn.channels.length && rooms.every((r, i) => r === conn.channels[i])) return;
       this._endConn(conn);
-      this._openFeed(conn.kind);
+      this._openFeed(conn.kind, conn.channels);
     }, 0);
   }
 
@@ -989,7 +1052,10 @@ export class SwitchboardClient extends EventTarget {
       if (this._token !== null) headers.Authorization = `Bearer ${this._token}`;
       let response;
       try {
-        response = await fetch(`${this.options.base}${path}`, { ...init, headers, cache: 'no-store' });
+        // Bounded by the request's deadline: a request lost in a black hole must not hold
+        // up every one queued behind it.
+        const signal = AbortSignal.timeout(Math.max(1000, r.deadline - Date.now()));
+        response = await fetch(`${this.options.base}${path}`, { ...init, headers, signal, cache: 'no-store' });
       } catch (e) {
         throw new SwitchboardError('network', e.message);
       }
@@ -1000,8 +1066,14 @@ export class SwitchboardClient extends EventTarget {
         // not JSON
       }
       if (response.status === 401 && this.options.token && !refreshed) {
-        this._token = null;
-        if (await this._ensureToken()) continue;
+        // A fresh token for this request; the connection keeps the old one until then (a
+        // provider that fails answers this request, it does not end the connection).
+        try {
+          this._token = await this.options.token();
+          continue;
+        } catch (e) {
+          throw new SwitchboardError('unauthorized', `token: ${e}`);
+        }
       }
       if (!response.ok) throw httpError(response.status, answer && answer.error);
       if (type === 'history') return { messages: answer.messages || [], offset: answer.offset, epoch: answer.epoch, more: Boolean(answer.more) };
@@ -1033,7 +1105,7 @@ export class SwitchboardClient extends EventTarget {
   _expire() {
     const now = Date.now();
     const timeout = () => new SwitchboardError('timeout', `no answer within ${this.options.requestTimeout} ms`);
-    const lists = [this._waiting, this._sent, this._httpQueue];
+    const lists = [this._waiting, this._sent, this._httpQueue, [...this._retrying]];
     for (const entry of this._rooms.values()) lists.push(entry.joinWaiters, entry.leaveWaiters);
     for (const list of lists) {
       for (let i = list.length - 1; i >= 0; i--) {
@@ -1049,12 +1121,17 @@ export class SwitchboardClient extends EventTarget {
    * counts as failed, for the backoff and for the fallback: a proxy that lets a WebSocket
    * or a stream through and cuts it at once must not hold the client in a loop.
    */
-  _ended(code, reason, greetedAt) {
+  _ended(code, reason, greetedAt, upgraded = false) {
     const established = greetedAt !== undefined && Date.now() - greetedAt >= SETTLE_MS;
+    // A WebSocket moved up to and cut before it settled: the next try up waits twice as
+    // long (up to 16×); one that settled resets it.
+    if (upgraded && !established) this._upgradeFactor = Math.min(16, (this._upgradeFactor || 1) * 2);
+    else if (established && this.transport === 'websocket') this._upgradeFactor = 1;
     this._clear(this._pingTimer);
     this._clear(this._deadTimer);
     this._clear(this._refreshTimer);
     this._clear(this._upgradeTimer);
+    this._upgradeTimer = null;
     this._endConn(this._probe);
     this._probe = null;
     // What was sent and not answered goes again, first, on the next connection.
@@ -1117,7 +1194,9 @@ export class SwitchboardClient extends EventTarget {
 
   _finish(code, reason, failed) {
     const error = new SwitchboardError('closed', reason);
-    for (const r of [...this._waiting.splice(0), ...this._sent.splice(0), ...this._httpQueue.splice(0)]) this._settle(r, null, error);
+    const retrying = [...this._retrying];
+    this._retrying.clear();
+    for (const r of [...this._waiting.splice(0), ...this._sent.splice(0), ...this._httpQueue.splice(0), ...retrying]) this._settle(r, null, error);
     for (const entry of this._rooms.values()) {
       for (const w of [...entry.joinWaiters, ...entry.leaveWaiters]) this._settle(w, null, error);
     }

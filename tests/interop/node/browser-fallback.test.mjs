@@ -176,3 +176,26 @@ test('a stream cut by the proxy resumes from its position: nothing lost, nothing
     await server.stop();
   }
 });
+
+test('on a stream, a join the server refuses fails alone; the stream goes on with the other rooms', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-fallback-deny-'));
+  const denying = path.join(dir, 'switchboard.toml');
+  fs.writeFileSync(denying, `[auth.jwt]\nsecrets = ["${SECRET}"]\n\n[[auth.permissions]]\nrooms = "secret:*"\nallow = "nobody"\n`);
+  const server = await startServer(['--config', denying, '--api-key', KEY]);
+  try {
+    for (const transports of [['sse'], ['poll']]) {
+      const page = await clientPage(server.base, 'far', { transports });
+      await page.evaluate(() => window.c.join('open'));
+      const refused = await page.evaluate(() => window.c.join('secret:x').then(() => 'joined', (e) => e.code));
+      assert.equal(refused, 'forbidden', transports[0]);
+      const comma = await page.evaluate(() => window.c.join('a,b').then(() => 'joined', (e) => e.code));
+      assert.equal(comma, 'invalid', `${transports[0]}: a comma can not go in channels=`);
+      await post(server.base, KEY, '/api/publish', { channel: 'open', type: 'chat', text: `still here (${transports[0]})` });
+      await waitIn(page, 'a message in the room that stayed', (t) => window.got.some((m) => m.text === `still here (${t})`), transports[0]);
+      assert.equal(await page.evaluate(() => window.c.state), 'connected');
+      await page.close();
+    }
+  } finally {
+    await server.stop();
+  }
+});
