@@ -174,6 +174,16 @@ impl Subscriptions {
         })
     }
 
+    /// This node's position in `room` (the epoch and the last offset it saw), when it is
+    /// subscribed and has one: the floor of its publishes there.
+    pub(crate) fn position(&self, room: &RoomName) -> Option<(Epoch, u64)> {
+        let sub = self.room(room)?;
+        let st = lock(&sub);
+        st.position
+            .clone()
+            .filter(|(epoch, _)| epoch.as_str() != NO_EPOCH)
+    }
+
     fn room(&self, room: &RoomName) -> Option<Arc<Mutex<RoomSub>>> {
         self.rooms
             .read()

@@ -277,7 +277,15 @@ impl RedisLog {
         once: Option<(&str, &str)>,
         build: impl FnOnce(u64, u64) -> Bytes,
     ) -> Result<Appended, Error> {
-        let call = self.append_call(room, kind, origin, once, self.config.history_len, build)?;
+        let call = self.append_call(
+            room,
+            kind,
+            origin,
+            once,
+            None,
+            self.config.history_len,
+            build,
+        )?;
         let mut conn = self.conn.clone();
         let mut invocation = self.publish.prepare_invoke();
         for key in &call.keys {
@@ -291,13 +299,16 @@ impl RedisLog {
     }
 
     /// One publish, ready to send (see [`RedisLog::append`]): the script's keys and
-    /// arguments. `build` is called here, once.
+    /// arguments. `build` is called here, once. `floor`: the publishing node's position in
+    /// the room (an epoch and the last offset it saw there): a room whose offset in that
+    /// epoch is below it lost writes, and the script moves it to a new epoch first.
     pub fn append_call(
         &self,
         room: &str,
         kind: &str,
         origin: Option<Origin>,
         once: Option<(&str, &str)>,
+        floor: Option<(&str, u64)>,
         history_len: usize,
         build: impl FnOnce(u64, u64) -> Bytes,
     ) -> Result<AppendCall, Error> {
@@ -332,6 +343,8 @@ impl RedisLog {
                 text(&self.config.idle_expiry.as_millis().max(1).to_string()),
                 text(kind),
                 envelope::origin_text(origin).into_bytes(),
+                text(floor.map_or("", |(epoch, _)| epoch)),
+                text(&floor.map_or(0, |(_, offset)| offset).to_string()),
             ],
         })
     }

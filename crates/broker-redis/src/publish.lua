@@ -8,8 +8,17 @@
 -- ARGV[8] channel, ARGV[9] envelope head (origin and kind, see envelope.rs)
 -- ARGV[10] idle expiry of the room's keys in ms, ARGV[11] the message's type
 -- ARGV[12] the origin connection (`<node>.<conn>` or empty; kept so a replay honours it)
+-- ARGV[13] the publishing node's epoch in the room ('' for none), ARGV[14] the last offset
+--          it saw there: the floor (rollover.lua says why)
 -- Returns {1, offset, epoch, timestamp} or, for a repeated id, {0, first offset, epoch}.
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if epoch and epoch == ARGV[13] and tonumber(redis.call('HGET', KEYS[1], 'offset') or '0') < tonumber(ARGV[14]) then
+  -- Redis lost writes the publishing node saw: reusing their offsets would have the
+  -- message skipped as a repeat. A new epoch (its members are reset), from offset 1.
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+end
 if not epoch then
   epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'epoch', epoch)

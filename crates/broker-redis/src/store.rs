@@ -314,11 +314,15 @@ impl Store for RedisStore {
             self.config.store.default_history,
         )
         .max_messages;
+        let floor = self.subs.position(&room);
         let call = self.log.append_call(
             room.as_str(),
             &kind,
             origin.map(|c| (self.node.0, c.0)),
             once.as_ref().map(|(user, id)| (&*user.0, &**id)),
+            floor
+                .as_ref()
+                .map(|(epoch, offset)| (epoch.as_str(), *offset)),
             history_len,
             move |offset, timestamp_ms| build(Offset(offset), timestamp_ms),
         );

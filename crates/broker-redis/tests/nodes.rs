@@ -604,6 +604,56 @@ async fn a_room_redis_rolled_back_moves_to_a_new_epoch_and_nothing_new_is_skippe
     assert!(!joined.recovered);
 }
 
+/// The same rollback, and a publish from a node that saw the lost offsets before any node
+/// filled its gap (its pub/sub is still cut): the script takes the node's position as a
+/// floor and moves the room to a new epoch instead of handing out offset 4 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_into_a_rolled_back_room_starts_a_new_epoch_instead_of_reusing_an_offset() {
+    let redis = redis_server();
+    let (a, b) = (
+        node(&redis.url, HubConfig::default()).await,
+        node(&redis.url, HubConfig::default()).await,
+    );
+    let r = room("floor");
+    let bob = b.connect(user("bob"));
+    join(&b, &bob, &r, None).await;
+    let mut old_epoch = String::new();
+    for i in 1..=5 {
+        if let Appended::Published { epoch, .. } = publish(&a, &r, &format!("old{i}"), None).await {
+            old_epoch = epoch.as_str().to_owned();
+        }
+    }
+    assert_eq!(received(&bob, 5).await.items.len(), 5);
+    let mut conn = cut_pubsub(&redis.url).await;
+    let _: () = redis::cmd("HSET")
+        .arg("sb:{floor}:m")
+        .arg("offset")
+        .arg(3)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("XDEL")
+        .arg("sb:{floor}:s")
+        .arg("0-4")
+        .arg("0-5")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let Appended::Published { offset, epoch, .. } = publish(&b, &r, "new", None).await else {
+        panic!("not published")
+    };
+    assert_ne!(epoch.as_str(), old_epoch, "a new epoch");
+    assert_eq!(offset.0, 1);
+    allow_pubsub(&mut conn).await;
+    let got = received(&bob, 2).await;
+    assert!(
+        got.items[0].starts_with("reply Joined") && got.items[0].contains("recovered: false"),
+        "{:?}",
+        got.items
+    );
+    assert_eq!(got.items[1], "new@1");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quick_leave_and_rejoin_does_not_wait_for_a_subscription_that_never_left() {
     let redis = redis_server();
