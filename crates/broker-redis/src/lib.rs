@@ -170,6 +170,26 @@ pub fn new_epoch() -> String {
     format!("{:x}", template::sentinels().0)
 }
 
+/// Where and how a message is appended ([`RedisLog::append_call`]).
+#[derive(Clone, Copy)]
+pub struct AppendTarget<'a> {
+    /// The room appended to.
+    pub room: &'a str,
+    /// The message's type.
+    pub kind: &'a str,
+    /// The connection it came from, so a replay can honour it.
+    pub origin: Option<Origin>,
+    /// `(sender, id)`: nothing happens if the sender published `id` here within the
+    /// dedup window.
+    pub once: Option<(&'a str, &'a str)>,
+    /// The publishing node's position in the room (an epoch and the last offset it saw
+    /// there): a room whose offset in that epoch is below it lost writes, and the script
+    /// moves it to a new epoch first.
+    pub floor: Option<(&'a str, u64)>,
+    /// How many messages the room's stream keeps.
+    pub history_len: usize,
+}
+
 /// A prepared publish ([`RedisLog::append_call`]).
 #[derive(Debug, Clone)]
 pub struct AppendCall {
@@ -277,15 +297,15 @@ impl RedisLog {
         once: Option<(&str, &str)>,
         build: impl FnOnce(u64, u64) -> Bytes,
     ) -> Result<Appended, Error> {
-        let call = self.append_call(
+        let target = AppendTarget {
             room,
             kind,
             origin,
             once,
-            None,
-            self.config.history_len,
-            build,
-        )?;
+            floor: None,
+            history_len: self.config.history_len,
+        };
+        let call = self.append_call(&target, build)?;
         let mut conn = self.conn.clone();
         let mut invocation = self.publish.prepare_invoke();
         for key in &call.keys {
@@ -299,19 +319,20 @@ impl RedisLog {
     }
 
     /// One publish, ready to send (see [`RedisLog::append`]): the script's keys and
-    /// arguments. `build` is called here, once. `floor`: the publishing node's position in
-    /// the room (an epoch and the last offset it saw there): a room whose offset in that
-    /// epoch is below it lost writes, and the script moves it to a new epoch first.
+    /// arguments. `build` is called here, once.
     pub fn append_call(
         &self,
-        room: &str,
-        kind: &str,
-        origin: Option<Origin>,
-        once: Option<(&str, &str)>,
-        floor: Option<(&str, u64)>,
-        history_len: usize,
+        target: &AppendTarget<'_>,
         build: impl FnOnce(u64, u64) -> Bytes,
     ) -> Result<AppendCall, Error> {
+        let AppendTarget {
+            room,
+            kind,
+            origin,
+            once,
+            floor,
+            history_len,
+        } = *target;
         let (offset_sentinel, ts_sentinel) = template::sentinels();
         let template = template::cut(
             &build(offset_sentinel, ts_sentinel),

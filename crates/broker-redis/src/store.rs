@@ -23,7 +23,7 @@ use crate::records::{node_records_key, record_key, RedisRecords};
 use crate::stats::Stats;
 use crate::tickets::RedisTickets;
 use crate::writer::Writer;
-use crate::{channel, envelope, new_epoch, Error, LogConfig, RedisLog};
+use crate::{channel, envelope, new_epoch, AppendTarget, Error, LogConfig, RedisLog};
 
 /// At most this many publishes and presence changes wait for Redis; more are answered
 /// `unavailable` at once.
@@ -315,17 +315,19 @@ impl Store for RedisStore {
         )
         .max_messages;
         let floor = self.subs.position(&room);
-        let call = self.log.append_call(
-            room.as_str(),
-            &kind,
-            origin.map(|c| (self.node.0, c.0)),
-            once.as_ref().map(|(user, id)| (&*user.0, &**id)),
-            floor
+        let target = AppendTarget {
+            room: room.as_str(),
+            kind: &kind,
+            origin: origin.map(|c| (self.node.0, c.0)),
+            once: once.as_ref().map(|(user, id)| (&*user.0, &**id)),
+            floor: floor
                 .as_ref()
                 .map(|(epoch, offset)| (epoch.as_str(), *offset)),
             history_len,
-            move |offset, timestamp_ms| build(Offset(offset), timestamp_ms),
-        );
+        };
+        let call = self.log.append_call(&target, move |offset, timestamp_ms| {
+            build(Offset(offset), timestamp_ms)
+        });
         let call = match call {
             Ok(call) => call,
             Err(e) => {
