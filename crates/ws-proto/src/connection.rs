@@ -94,6 +94,60 @@ pub struct Connection {
     mask_keys: Option<Box<MaskKeys>>,
 }
 
+/// A [`Connection`] between messages with nothing to write, in its smallest form: what a
+/// parked connection holds (40 bytes instead of 184: no frame or message in progress, no
+/// output queue). [`IdleConnection::into_active`] gives the full connection back.
+#[derive(Debug)]
+pub struct IdleConnection {
+    role: Role,
+    state: CloseState,
+    close_received: bool,
+    close_code: Option<u16>,
+    max_message_size: usize,
+    messages_sent: u64,
+    deflate: Option<Box<Deflate>>,
+    mask_keys: Option<Box<MaskKeys>>,
+}
+
+impl IdleConnection {
+    /// The connection, ready for input and output.
+    pub fn into_active(self) -> Connection {
+        let IdleConnection {
+            role,
+            state,
+            close_received,
+            close_code,
+            max_message_size,
+            messages_sent,
+            deflate,
+            mask_keys,
+        } = self;
+        Connection {
+            role,
+            max_message_size,
+            deflate,
+            frame: None,
+            message: None,
+            state,
+            close_received,
+            close_code,
+            messages_sent,
+            out: Output::default(),
+            mask_keys,
+        }
+    }
+
+    /// See [`Connection::close_code`].
+    pub fn close_code(&self) -> Option<u16> {
+        self.close_code
+    }
+
+    /// See [`Connection::messages_sent`].
+    pub fn messages_sent(&self) -> u64 {
+        self.messages_sent
+    }
+}
+
 impl Connection {
     /// A server-side connection after a successful handshake.
     pub fn server(config: &Config) -> Connection {
@@ -236,6 +290,36 @@ impl Connection {
             rest = &rest[frame_len..];
         }
         true
+    }
+
+    /// The connection in its idle form, when no frame or message is in progress and nothing
+    /// waits to be written; otherwise the connection itself, unchanged.
+    #[allow(clippy::result_large_err)] // the `Err` is the connection handed back, not an error
+    pub fn into_idle(self) -> Result<IdleConnection, Connection> {
+        if self.is_mid_message() || !self.out.is_empty() {
+            return Err(self);
+        }
+        let Connection {
+            role,
+            max_message_size,
+            deflate,
+            state,
+            close_received,
+            close_code,
+            messages_sent,
+            mask_keys,
+            ..
+        } = self;
+        Ok(IdleConnection {
+            role,
+            state,
+            close_received,
+            close_code,
+            max_message_size,
+            messages_sent,
+            deflate,
+            mask_keys,
+        })
     }
 
     /// Bytes waiting to be written to the socket. Advance it by the number of bytes written.

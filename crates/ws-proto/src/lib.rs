@@ -39,7 +39,7 @@ pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use config::Config;
-pub use connection::{Connection, MAX_TEXT_HEARTBEAT};
+pub use connection::{Connection, IdleConnection, MAX_TEXT_HEARTBEAT};
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::ProtocolError;
 pub use handshake::client::{ClientAccepted, ClientHandshake, ClientHandshakeError};

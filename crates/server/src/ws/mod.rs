@@ -378,25 +378,25 @@ pub(crate) fn tune_socket(stream: &TcpStream, send_buffer: Option<usize>) {
 
 #[cfg(test)]
 mod tests {
-    /// Every idle room member on `/ws` is one parked box of this type: 384 B is a mimalloc
-    /// size class, and 8 B more cost the next class (448 B) per member (measured with
-    /// `bench --only switchboard,idle-members`). Make room before adding a field.
+    /// Every idle room member on `/ws` is one parked box of this type: 256 B is a mimalloc
+    /// size class, and more than 24 B more cost the next class (320 B) per member (measured
+    /// with `bench --only switchboard,idle-members`). Make room before adding a field.
     #[test]
     fn a_parked_native_connection_fits_its_allocation_class() {
         let size = std::mem::size_of::<super::ParkedConnection<crate::native::NativeSession>>();
-        assert!(size <= 384, "a parked /ws connection is {size} B");
+        assert!(size <= 256, "a parked /ws connection is {size} B");
     }
 }
 #[cfg(test)]
 mod socketio_size {
     /// Every idle Socket.IO room member is one parked box of this type (plus its socket and
-    /// core session): 640 B is a mimalloc size class, and 8 B more cost the next one (768 B)
+    /// core session): 512 B is a mimalloc size class, and 8 B more cost the next one (640 B)
     /// per member (`bench --only switchboard,idle-sio`). Make room before adding a field.
     #[test]
     fn a_parked_socketio_connection_fits_its_allocation_class() {
         use crate::engineio::ws::EngineWs;
         use crate::socketio::SioConnection;
         let size = std::mem::size_of::<super::ParkedConnection<EngineWs<SioConnection>>>();
-        assert!(size <= 640, "a parked Socket.IO connection is {size} B");
+        assert!(size <= 512, "a parked Socket.IO connection is {size} B");
     }
 }

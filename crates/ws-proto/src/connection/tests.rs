@@ -460,3 +460,51 @@ fn small_text_frames_the_caller_accepts_count_as_heartbeats() {
         "incomplete"
     );
 }
+
+#[test]
+fn only_a_connection_between_messages_with_nothing_to_write_takes_its_idle_form() {
+    // Mid-message: a fragment is held.
+    let mut p = Peer::new();
+    p.send(&frame(0x01, b"part", true));
+    let conn = p.conn.into_idle().expect_err("a message is in progress");
+    // Output waiting: the echo of a message not yet written.
+    let mut p = Peer {
+        conn,
+        input: BytesMut::new(),
+    };
+    p.send(&frame(0x80, b"-end", true));
+    p.conn.send(MessageKind::Text, b"reply");
+    let mut conn = p.conn.into_idle().expect_err("output is waiting");
+    assert!(!conn.output().is_empty());
+    let _ = conn.output().split();
+    // Between messages: idle, and back with its counters and state.
+    let idle = conn.into_idle().expect("idle");
+    let mut p = Peer {
+        conn: idle.into_active(),
+        input: BytesMut::new(),
+    };
+    assert_eq!(p.conn.messages_sent(), 1);
+    assert_eq!(p.send(&text("again")), vec![Ok(Event::Text(Bytes::from_static(b"again")))]);
+}
+
+#[test]
+fn deflate_and_the_close_handshake_survive_the_idle_form() {
+    let mut p = Peer::new().deflate();
+    let idle = p.conn.into_idle().expect("idle");
+    p.conn = idle.into_active();
+    let mut z = Vec::new();
+    assert!(compress_stateless(15, 6, b"Hello Hello Hello", &mut z));
+    assert_eq!(
+        p.send(&frame(0xC1, &z, true)),
+        [Ok(Event::Text("Hello Hello Hello".into()))]
+    );
+    p.conn.close(CloseCode::Normal, "bye");
+    assert_eq!(p.close_code_sent(), Some(1000));
+    let idle = p.conn.into_idle().expect("idle");
+    assert_eq!(idle.close_code(), Some(1000));
+    p.conn = idle.into_active();
+    assert!(!p.conn.is_open() && !p.conn.is_closed(), "still closing");
+    // The peer's Close completes the handshake: nothing more is sent.
+    p.send(&frame(0x88, &1000u16.to_be_bytes(), true));
+    assert!(p.conn.is_closed());
+}
