@@ -484,7 +484,10 @@ fn only_a_connection_between_messages_with_nothing_to_write_takes_its_idle_form(
         input: BytesMut::new(),
     };
     assert_eq!(p.conn.messages_sent(), 1);
-    assert_eq!(p.send(&text("again")), vec![Ok(Event::Text(Bytes::from_static(b"again")))]);
+    assert_eq!(
+        p.send(&text("again")),
+        vec![Ok(Event::Text(Bytes::from_static(b"again")))]
+    );
 }
 
 #[test]
