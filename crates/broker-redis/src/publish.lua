@@ -20,7 +20,10 @@ if epoch and epoch == ARGV[13] and tonumber(redis.call('HGET', KEYS[1], 'offset'
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
 end
 if not epoch then
+  -- A new room, or one whose meta hash is gone (expired or evicted): entries its stream may
+  -- still hold belong to the lost epoch, and their ids would refuse the new offsets.
   epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
 if ARGV[7] ~= '0' then
@@ -29,7 +32,10 @@ if ARGV[7] ~= '0' then
     return {0, tonumber(first), epoch}
   end
 end
-local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+-- The offset is stored only after the append: a script's writes are not rolled back when a
+-- later command fails, and an offset counted for an entry that was never written would be
+-- a gap no reader can fill.
+local offset = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0') + 1
 local now = redis.call('TIME')
 local ts = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local ts_text = string.format('%d', ts)
@@ -41,6 +47,7 @@ else
   message = ARGV[2] .. ts_text .. ARGV[3] .. offset_text .. ARGV[4]
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '0-' .. offset_text, 'd', message, 'k', ARGV[11], 't', ts_text, 'o', ARGV[12])
+redis.call('HSET', KEYS[1], 'offset', offset)
 if ARGV[7] ~= '0' then
   redis.call('SET', KEYS[3], offset_text, 'PX', ARGV[7])
 end

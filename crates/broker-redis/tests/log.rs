@@ -364,3 +364,79 @@ async fn a_range_read_is_the_newest_within_bounds_and_says_whether_history_cover
         (1, 196, true)
     );
 }
+
+/// Redis dropped the room's meta hash but kept its stream (evicted under `allkeys-lru`,
+/// expired apart): the new epoch starts with an empty history, not the old epoch's entries,
+/// whose ids would also refuse the new offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_that_lost_its_meta_but_not_its_stream_starts_a_new_epoch_from_an_empty_history() {
+    let redis = redis_server();
+    let log = RedisLog::connect(&redis.url, LogConfig::default())
+        .await
+        .unwrap();
+    let publish = |n: u64| {
+        log.append(
+            "meta",
+            "chat",
+            None,
+            None,
+            message("meta", json!({"type": "chat", "n": n})),
+        )
+    };
+    for n in 1..=3 {
+        publish(n).await.unwrap();
+    }
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg("sb:{meta}:m")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let Appended::Published { offset, .. } = publish(4).await.unwrap() else {
+        panic!("not published")
+    };
+    assert_eq!(offset, 1);
+    let page = log.read("meta", 0, 10).await.unwrap();
+    assert_eq!(page.messages.len(), 1, "only the new epoch's message");
+    let body: Value = serde_json::from_slice(&page.messages[0].1).unwrap();
+    assert_eq!(body["n"], 4);
+}
+
+/// An append Redis refuses (here: the stream's key holds a string) fails the publish and
+/// counts no offset: the next message takes the next offset, leaving no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_append_counts_no_offset() {
+    let redis = redis_server();
+    let log = RedisLog::connect(&redis.url, LogConfig::default())
+        .await
+        .unwrap();
+    let publish = || {
+        log.append(
+            "refused",
+            "chat",
+            None,
+            None,
+            message("refused", json!({"type": "chat"})),
+        )
+    };
+    publish().await.unwrap();
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("sb:{refused}:s")
+        .arg("not a stream")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(publish().await.is_err(), "the append is refused");
+    let _: () = redis::cmd("DEL")
+        .arg("sb:{refused}:s")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let Appended::Published { offset, .. } = publish().await.unwrap() else {
+        panic!("not published")
+    };
+    assert_eq!(offset, 2, "the refused append took no offset");
+}
