@@ -4,7 +4,10 @@
 //! recovery window; its node dead, the other nodes' sweep gives it the window
 //! (`sb:node:<node>:sio` lists a node's live records). Writes go through the ordered writer
 //! (a record is never resurrected by a late write after its delete); a take is `GETDEL`
-//! (a pid recovers once, on one node).
+//! (a pid recovers once, on one node). A record names its owner node (`<node>\n<record>`):
+//! an expiry or delete applies only while that node still owns it (`records.lua`), so the
+//! late expiry of a socket's old node cannot shorten the record of the node where it
+//! recovered.
 
 use std::time::Duration;
 
@@ -23,6 +26,37 @@ pub(crate) fn record_key(pid: &str) -> String {
 
 pub(crate) fn node_records_key(node: NodeId) -> String {
     format!("sb:node:{}:sio", node.0)
+}
+
+/// The owner-checked expiry or delete (see the module docs).
+const OWNED: &str = include_str!("records.lua");
+
+/// What a record owned by `node` starts with.
+fn owner_prefix(node: NodeId) -> String {
+    format!("{}\n", node.0)
+}
+
+/// `record` without its owner prefix (a record without one is returned whole).
+fn without_owner(record: String) -> String {
+    match record.split_once('\n') {
+        Some((owner, rest)) if !owner.is_empty() && owner.bytes().all(|b| b.is_ascii_digit()) => {
+            rest.to_owned()
+        }
+        _ => record,
+    }
+}
+
+/// Expire (`Some(window)`) or delete (`None`) the record of `pid` if `node` owns it.
+pub(crate) fn owned_cmd(pid: &str, node: NodeId, expiry: Option<Duration>) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(OWNED)
+        .arg(1)
+        .arg(record_key(pid))
+        .arg(owner_prefix(node))
+        .arg(expiry.map_or(String::new(), |window| {
+            window.as_millis().max(1).to_string()
+        }));
+    cmd
 }
 
 /// The shared records (see the module docs). Made by [`crate::connect`].
@@ -56,7 +90,7 @@ impl RedisRecords {
         }
         let mut set = redis::cmd("SET");
         set.arg(record_key(pid))
-            .arg(record)
+            .arg(format!("{}{record}", owner_prefix(self.node)))
             .arg("PX")
             .arg(LIVE_EXPIRY.as_millis().to_string());
         self.send(set);
@@ -70,11 +104,7 @@ impl RedisRecords {
         if !is_short_token(pid) {
             return;
         }
-        let mut expire = redis::cmd("PEXPIRE");
-        expire
-            .arg(record_key(pid))
-            .arg(self.window.as_millis().max(1).to_string());
-        self.send(expire);
+        self.send(owned_cmd(pid, self.node, Some(self.window)));
         let mut remove = redis::cmd("SREM");
         remove.arg(node_records_key(self.node)).arg(pid);
         self.send(remove);
@@ -85,9 +115,7 @@ impl RedisRecords {
         if !is_short_token(pid) {
             return;
         }
-        let mut del = redis::cmd("DEL");
-        del.arg(record_key(pid));
-        self.send(del);
+        self.send(owned_cmd(pid, self.node, None));
         let mut remove = redis::cmd("SREM");
         remove.arg(node_records_key(self.node)).arg(pid);
         self.send(remove);
@@ -104,12 +132,25 @@ impl RedisRecords {
         cmd.arg(record_key(pid));
         match tokio::time::timeout(self.timeout, cmd.query_async::<Option<String>>(&mut conn)).await
         {
-            Ok(Ok(record)) => record,
+            Ok(Ok(record)) => record.map(without_owner),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "redis: cannot read a recovery record");
                 None
             }
             Err(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_owner_prefix_is_taken_off_and_only_it() {
+        let record = format!("{}{{\"a\":1}}", owner_prefix(NodeId(42)));
+        assert_eq!(without_owner(record), "{\"a\":1}");
+        assert_eq!(without_owner("{\"a\":1}".into()), "{\"a\":1}");
+        assert_eq!(without_owner("x\n{}".into()), "x\n{}");
     }
 }

@@ -19,7 +19,7 @@ use tokio::runtime::Handle;
 
 use crate::fanout::{run_subscriber, RedisBroker, Subscriptions};
 use crate::limits::{node_limits_key, RedisLimits};
-use crate::records::{node_records_key, record_key, RedisRecords};
+use crate::records::{node_records_key, owned_cmd, RedisRecords};
 use crate::stats::Stats;
 use crate::tickets::RedisTickets;
 use crate::writer::Writer;
@@ -573,9 +573,8 @@ async fn sweep_dead_nodes(log: &RedisLog, writer: &Writer, window: Duration) -> 
             .query_async(&mut conn)
             .await?;
         for pid in pids {
-            let _: i64 = redis::cmd("PEXPIRE")
-                .arg(record_key(&pid))
-                .arg(window.as_millis().max(1).to_string())
+            // Only records the dead node still owns: a socket that recovered elsewhere is live.
+            let _: i64 = owned_cmd(&pid, node, Some(window))
                 .query_async(&mut conn)
                 .await?;
         }

@@ -715,3 +715,64 @@ async fn a_message_filled_from_history_keeps_its_origin() {
     assert_eq!(got[0].offset(), Some(Offset(2)));
     assert_eq!(got[0].origin(), Some(bob.id), "still not for bob");
 }
+
+/// A socket recovered on node B before node A, its old node, sent the expiry of its lost
+/// connection: A's late expiry (and delete) must leave B's live record alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_expiry_from_the_old_node_leaves_the_recovered_sockets_record_alone() {
+    let redis = redis_server();
+    let config = |url: &str| {
+        let mut config = RedisConfig::new(url, HubConfig::default().memory_store());
+        config.recovery_window = Duration::from_secs(2);
+        config
+    };
+    let a = connect(config(&redis.url)).await.unwrap();
+    let b = connect(config(&redis.url)).await.unwrap();
+    let mut conn = admin(&redis.url).await;
+    let pttl = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("PTTL")
+                .arg("sb:sio:pid1")
+                .query_async::<i64>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    a.records.put("pid1", "{\"n\":1}");
+    // (Writes go through each node's ordered writer: wait until A's is applied.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while pttl(&mut conn).await < 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the record was not written"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(b.records.take("pid1").await.as_deref(), Some("{\"n\":1}"));
+    b.records.put("pid1", "{\"n\":2}");
+    while pttl(&mut conn).await < 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the record was not written"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.records.expire("pid1");
+    a.records.delete("pid1");
+    // (A's ordered writer applies both within the wait.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ttl = pttl(&mut conn).await;
+    assert!(
+        ttl > 10_000,
+        "B's live record kept its long expiry ({ttl} ms)"
+    );
+    assert_eq!(b.records.take("pid1").await.as_deref(), Some("{\"n\":2}"));
+    // Its own node's expiry applies.
+    b.records.put("pid1", "{\"n\":3}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.records.expire("pid1");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ttl = pttl(&mut conn).await;
+    assert!((1..=2_000).contains(&ttl), "the window applies ({ttl} ms)");
+}
