@@ -14,7 +14,7 @@ use switchboard_hub::{
     RoomName, UserId,
 };
 use switchboard_native_proto::{
-    ClientMessage, Incoming, ParseError, PresenceMember, ServerMessage, WireFormat,
+    ClientMessage, Incoming, ParseError, PresenceMember, ServerMessage, Since, WireFormat,
 };
 
 use crate::auth::{
@@ -382,6 +382,46 @@ impl<X> Session<X> {
         }
     }
 
+    /// Join `room` for the server's own purposes (a transport's broadcast room, such as
+    /// Socket.IO's namespace-wide room): like a client's `join` from `since`, without the
+    /// client's subscribe permission. Call it on an open session only.
+    pub fn join_for_server(&mut self, room: RoomName, since: Option<Since>, sink: &mut impl Sink) {
+        self.join(room, since, false, sink);
+    }
+
+    /// The join itself (its caller authorized it): the hub's membership (with the replay
+    /// from `since`), the session's room list, and the `joined` reply.
+    fn join(
+        &mut self,
+        room: RoomName,
+        since: Option<Since>,
+        replay_refused: bool,
+        sink: &mut impl Sink,
+    ) {
+        let hub = &self.shared.hub;
+        let since = since.map(|s| (Offset(s.offset), Epoch::from(s.epoch)));
+        let answer = Answer::new();
+        hub.join(&self.conn, &room, since, answer.done());
+        // The hub's copy of the name from here on (also in the replies and the
+        // transports' records): none kept per member.
+        let room = hub.shared_name(&room);
+        if !self.rooms.contains(&room) {
+            let mut rooms = std::mem::take(&mut self.rooms).into_vec();
+            rooms.push(room.clone());
+            self.rooms = rooms.into_boxed_slice();
+        }
+        // At once: sent now, before the outbox (which holds the replay) is drained.
+        // Later: queued ahead of the replay (the hub answers before it queues it).
+        let (outbox, late_room) = (self.conn.outbox.clone(), room.clone());
+        let joined = answer.now_or_later(move |joined| {
+            let reply = joined_reply(late_room.clone(), joined, replay_refused);
+            outbox.push_reserved(&[Delivery::reply(late_room, reply)]);
+        });
+        if let Some(joined) = joined {
+            sink.send(joined_reply(room, joined, replay_refused));
+        }
+    }
+
     /// Act on one client message of an open session.
     fn dispatch(&mut self, incoming: Incoming, sink: &mut impl Sink) {
         let id = incoming.id;
@@ -399,28 +439,7 @@ impl<X> Session<X> {
                 if let Some(name) = user {
                     self.conn.name = Some(Arc::from(name));
                 }
-                let hub = &self.shared.hub;
-                let since = since.map(|s| (Offset(s.offset), Epoch::from(s.epoch)));
-                let answer = Answer::new();
-                hub.join(&self.conn, &room, since, answer.done());
-                // The hub's copy of the name from here on (also in the replies and the
-                // transports' records): none kept per member.
-                let room = hub.shared_name(&room);
-                if !self.rooms.contains(&room) {
-                    let mut rooms = std::mem::take(&mut self.rooms).into_vec();
-                    rooms.push(room.clone());
-                    self.rooms = rooms.into_boxed_slice();
-                }
-                // At once: sent now, before the outbox (which holds the replay) is drained.
-                // Later: queued ahead of the replay (the hub answers before it queues it).
-                let (outbox, late_room) = (self.conn.outbox.clone(), room.clone());
-                let joined = answer.now_or_later(move |joined| {
-                    let reply = joined_reply(late_room.clone(), joined, replay_refused);
-                    outbox.push_reserved(&[Delivery::reply(late_room, reply)]);
-                });
-                if let Some(joined) = joined {
-                    sink.send(joined_reply(room, joined, replay_refused));
-                }
+                self.join(room, since, replay_refused, sink);
             }
             ClientMessage::Leave { room } => {
                 self.shared.hub.leave(&self.conn, &room);

@@ -94,6 +94,11 @@ fn handlers(stats: Arc<Stats>) -> Handlers {
             let sent = socket.to("orders").emit("chat", &json!({"text": text})).await;
             let _ = ack.send(&sent.is_ok());
         })
+        .on("/shop", "announce", |socket: SocketRef, Data(text): Data<String>, ack: Ack| async move {
+            // Every other socket of `/shop`, joined to a room or not (`socket.broadcast.emit`).
+            let sent = socket.broadcast().emit("announcement", &json!({"text": text})).await;
+            let _ = ack.send(&sent.is_ok());
+        })
         .on("/shop", "leave", |socket: SocketRef, Data(()): Data<()>, ack: Ack| async move {
             let _ = socket.leave("orders").await;
             let _ = ack.send(&"left");
@@ -114,6 +119,9 @@ async fn main() -> std::io::Result<()> {
     let stats = Arc::new(Stats::default());
     let mut config = ServerConfig::default();
     config.socketio.handlers = handlers(stats.clone());
+    // Connection state recovery on `/shop` too (the default covers `/` and `/chat`): a socket
+    // that reconnects within the window gets its id, rooms and missed broadcasts back.
+    config.socketio.recovery.push("/shop".to_owned());
     let shutdown = CancellationToken::new();
     let switchboard = Embedded::start(config, shutdown.clone());
     let io = switchboard.socketio();
@@ -141,6 +149,26 @@ async fn main() -> std::io::Result<()> {
                     }
                 },
             ),
+        )
+        .route(
+            "/announce",
+            post(|State(io): State<Io>| async move {
+                // Every socket of `/shop` (`io.of("/shop").emit`), on every node.
+                match io
+                    .of("/shop")
+                    .emit("announcement", &json!({"by": "http"}))
+                    .await
+                {
+                    Ok(p) => (
+                        StatusCode::OK,
+                        Json(json!({"offset": p.offset.0, "delivered": p.delivered})),
+                    ),
+                    Err(e) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Json(json!({"error": e.to_string()})),
+                    ),
+                }
+            }),
         )
         .route(
             "/stats",

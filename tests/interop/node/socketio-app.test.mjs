@@ -139,6 +139,75 @@ for (const [mode, options] of Object.entries({ json: {}, msgpack: { parser: msgp
   });
 }
 
+for (const [mode, options] of Object.entries({ json: {}, polling: { transports: ['polling'] } })) {
+  test(`${mode}: io.of(nsp).emit reaches every socket of the namespace, socket.broadcast all but the sender`, async () => {
+    const a = await shop(options);
+    const b = await shop(options);
+    const c = await shop(options);
+    const seen = new Map([[a, []], [b, []], [c, []]]);
+    for (const [socket, list] of seen) socket.on('announcement', (m) => list.push(m));
+    // From a handler: every other socket, though none joined a room.
+    assert.equal(await a.emitWithAck('announce', 'sale at noon'), true);
+    await until('the others to get the broadcast', () => seen.get(b).length === 1 && seen.get(c).length === 1);
+    for (const s of [b, c]) {
+      const [m] = seen.get(s);
+      assert.equal(m.type, 'announcement');
+      assert.equal(m.text, 'sale at noon');
+      assert.equal(typeof m.offset, 'number');
+    }
+    // From an HTTP route of the application: everyone, the first sender too.
+    const res = await fetch(`${app.base}/announce`, { method: 'POST' });
+    assert.equal(res.status, 200);
+    const body = await res.json();
+    assert.ok(body.delivered >= 3, `delivered to every socket (${body.delivered})`);
+    await until('everyone to get it', () => seen.get(a).length === 1 && seen.get(b).length === 2 && seen.get(c).length === 2);
+    assert.equal(seen.get(a)[0].by, 'http');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(seen.get(a).length, 1, 'the sender did not get its own broadcast');
+    // Clients cannot publish into the namespace's room.
+    const native = new WebSocket(`${app.base.replace('http', 'ws')}/ws`);
+    await new Promise((r) => native.once('open', r));
+    const refusal = new Promise((resolve) => native.on('message', (d) => {
+      const m = JSON.parse(d.toString());
+      if (m.type === 'error') resolve(m);
+    }));
+    native.send(JSON.stringify({ type: 'publish', room: 'switchboard:sio:/shop', data: { text: 'spoof' } }));
+    assert.equal((await refusal).code, 'forbidden');
+    native.close();
+    for (const s of [a, b, c]) s.close();
+  });
+}
+
+test('a socket that recovers gets the namespace broadcasts it missed, once each', async () => {
+  const socket = io(`${app.base}/shop`, { forceNew: true, transports: ['websocket'], reconnectionDelay: 50, reconnectionDelayMax: 100 });
+  sockets.push(socket);
+  const seen = [];
+  socket.on('announcement', (m) => seen.push(m.offset));
+  await new Promise((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('connect_error', reject);
+  });
+  const id = socket.id;
+  const announce = async () => assert.equal((await fetch(`${app.base}/announce`, { method: 'POST' })).status, 200);
+  await announce();
+  await until('the first announcement', () => seen.length === 1);
+  const reconnected = new Promise((resolve) => socket.once('connect', resolve));
+  socket.io.engine.close();
+  await announce();
+  await announce();
+  await reconnected;
+  assert.equal(socket.recovered, true);
+  assert.equal(socket.id, id);
+  await until('the missed announcements', () => seen.length === 3);
+  await announce();
+  await until('the next one', () => seen.length === 4);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(seen.length, 4, 'nothing twice');
+  assert.deepEqual(seen, [...seen].sort((x, y) => x - y), 'in order');
+  assert.equal(new Set(seen).size, 4);
+  socket.close();
+});
+
 test('server-side disconnect, and on_disconnect runs for every way a socket ends', async () => {
   // The earlier tests' sockets are all gone first (their disconnects would count here).
   await until('earlier sockets to be gone', async () => {

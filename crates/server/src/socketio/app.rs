@@ -56,6 +56,7 @@ use switchboard_session::{publish_from, PublishRequest, Published};
 use switchboard_socketio_proto::{AckId, Args, Namespace};
 use tokio::sync::oneshot;
 
+use super::socket::NAMESPACE_ROOM_PREFIX;
 use crate::metrics::Metrics;
 
 /// How much a socket's mailbox holds (bytes of queued emits, estimated as their JSON size):
@@ -209,6 +210,16 @@ impl SocketRef {
         }
     }
 
+    /// Address every other socket of this socket's namespace (Socket.IO's
+    /// `socket.broadcast.emit`): [`Io::of`] without this socket, stamped with its user.
+    pub fn broadcast(&self) -> RoomOperator {
+        RoomOperator {
+            io: self.inner.io.clone(),
+            room: format!("{NAMESPACE_ROOM_PREFIX}{}", self.inner.nsp.as_str()),
+            from: Some((self.inner.user.clone(), self.inner.conn)),
+        }
+    }
+
     /// Whether the socket is still connected.
     pub fn connected(&self) -> bool {
         !self.inner.lock().closed
@@ -305,6 +316,28 @@ impl Io {
             room: room.into(),
             from: None,
         }
+    }
+
+    /// Address every socket of namespace `nsp` (Socket.IO's `io.of(nsp).emit`), on every
+    /// node. The sockets of namespaces with handlers are members of the namespace's server
+    /// room (`switchboard:sio:<nsp>`), so the broadcast has a room's guarantees: offsets,
+    /// history, replay on recovery.
+    pub fn of(&self, nsp: &str) -> RoomOperator {
+        RoomOperator {
+            io: self.clone(),
+            room: format!("{NAMESPACE_ROOM_PREFIX}{nsp}"),
+            from: None,
+        }
+    }
+
+    /// Emit to every socket of the main namespace `/` (Socket.IO's `io.emit`); see
+    /// [`Io::of`] and [`RoomOperator::emit`].
+    pub async fn emit<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        value: &T,
+    ) -> Result<Published, EmitError> {
+        self.of("/").emit(event, value).await
     }
 
     /// Disconnect every connection of `user` (every transport); how many there were.

@@ -391,6 +391,7 @@ impl SioConnection {
         send_text_packet(out, self.codec, text);
         self.share_record(socket);
         if self.shared.handlers.covers(&socket.nsp) {
+            socket.join_namespace_room(out);
             let app = app::SocketInner::new(
                 &socket.sid.as_str(),
                 switchboard_hub::ConnId(socket.session.connection_id()),

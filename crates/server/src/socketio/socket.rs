@@ -198,8 +198,14 @@ impl NsSocket {
         out: &mut Out<'_>,
     ) -> (usize, Vec<bool>) {
         let expected = rooms.len();
+        let everyone = namespace_room(self.nsp.as_str());
         self.with_core(out, |session, sink| {
             for (room, since) in rooms {
+                if Some(&room) == everyone.as_ref() {
+                    // The server's join, not the client's (see `join_namespace_room`).
+                    session.join_for_server(room, Some(since), sink);
+                    continue;
+                }
                 let message = ClientMessage::Join {
                     room,
                     since: Some(since),
@@ -214,6 +220,23 @@ impl NsSocket {
             }
             (expected, std::mem::take(&mut sink.rejoins))
         })
+    }
+
+    /// Join the namespace's room, which `Io::of(nsp).emit` and `SocketRef::broadcast`
+    /// address (sockets of namespaces with application handlers only: the room costs every
+    /// member a membership). The server's join: the client's permissions do not apply,
+    /// as they do not to being in the namespace. Nothing to do when already in it (a
+    /// recovered socket rejoined it from its position).
+    pub(crate) fn join_namespace_room(&mut self, out: &mut Out<'_>) {
+        let Some(room) = namespace_room(self.nsp.as_str()) else {
+            return;
+        };
+        if self.session.is_in(&room) {
+            return;
+        }
+        self.with_core(out, |session, sink| {
+            session.join_for_server(room, None, sink)
+        });
     }
 
     /// Leave every room (a recovery that could not be completed).
@@ -974,3 +997,13 @@ impl Sink for SioSink<'_, '_> {
         }
     }
 }
+
+/// The room every socket of namespace `nsp` with application handlers is in: the target of
+/// `Io::of(nsp).emit` (a server room: clients cannot publish to it). `None` for a namespace
+/// whose name makes no valid room (over 239 bytes): its sockets join none.
+pub(crate) fn namespace_room(nsp: &str) -> Option<RoomName> {
+    RoomName::new(&format!("{NAMESPACE_ROOM_PREFIX}{nsp}")).ok()
+}
+
+/// See [`namespace_room`].
+pub(crate) const NAMESPACE_ROOM_PREFIX: &str = "switchboard:sio:";
