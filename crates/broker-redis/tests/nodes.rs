@@ -538,36 +538,8 @@ async fn a_room_redis_lost_while_cut_is_read_from_its_new_start_and_the_loss_rep
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_redis_rolled_back_moves_to_a_new_epoch_and_nothing_new_is_skipped() {
     let redis = redis_server();
-    let (a, b) = (
-        node(&redis.url, HubConfig::default()).await,
-        node(&redis.url, HubConfig::default()).await,
-    );
-    let r = room("back");
-    let bob = b.connect(user("bob"));
-    join(&b, &bob, &r, None).await;
-    let mut old_epoch = String::new();
-    for i in 1..=5 {
-        if let Appended::Published { epoch, .. } = publish(&a, &r, &format!("old{i}"), None).await {
-            old_epoch = epoch.as_str().to_owned();
-        }
-    }
-    assert_eq!(received(&bob, 5).await.items.len(), 5);
-    // Redis comes back without offsets 4 and 5 (its pub/sub connections broke with it).
-    let mut conn = cut_pubsub(&redis.url).await;
-    let _: () = redis::cmd("HSET")
-        .arg("sb:{back}:m")
-        .arg("offset")
-        .arg(3)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let _: () = redis::cmd("XDEL")
-        .arg("sb:{back}:s")
-        .arg("0-4")
-        .arg("0-5")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    // (Its pub/sub connections broke with it.)
+    let (a, _b, bob, r, old_epoch, mut conn) = rolled_back_room(&redis.url, "back").await;
     allow_pubsub(&mut conn).await;
     // Node b notices when it fills its gap, and moves the room on.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -610,35 +582,7 @@ async fn a_room_redis_rolled_back_moves_to_a_new_epoch_and_nothing_new_is_skippe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_into_a_rolled_back_room_starts_a_new_epoch_instead_of_reusing_an_offset() {
     let redis = redis_server();
-    let (a, b) = (
-        node(&redis.url, HubConfig::default()).await,
-        node(&redis.url, HubConfig::default()).await,
-    );
-    let r = room("floor");
-    let bob = b.connect(user("bob"));
-    join(&b, &bob, &r, None).await;
-    let mut old_epoch = String::new();
-    for i in 1..=5 {
-        if let Appended::Published { epoch, .. } = publish(&a, &r, &format!("old{i}"), None).await {
-            old_epoch = epoch.as_str().to_owned();
-        }
-    }
-    assert_eq!(received(&bob, 5).await.items.len(), 5);
-    let mut conn = cut_pubsub(&redis.url).await;
-    let _: () = redis::cmd("HSET")
-        .arg("sb:{floor}:m")
-        .arg("offset")
-        .arg(3)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let _: () = redis::cmd("XDEL")
-        .arg("sb:{floor}:s")
-        .arg("0-4")
-        .arg("0-5")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let (_a, b, bob, r, old_epoch, mut conn) = rolled_back_room(&redis.url, "floor").await;
     let Appended::Published { offset, epoch, .. } = publish(&b, &r, "new", None).await else {
         panic!("not published")
     };
@@ -775,4 +719,51 @@ async fn a_late_expiry_from_the_old_node_leaves_the_recovered_sockets_record_alo
     tokio::time::sleep(Duration::from_millis(300)).await;
     let ttl = pttl(&mut conn).await;
     assert!((1..=2_000).contains(&ttl), "the window applies ({ttl} ms)");
+}
+
+/// Two nodes, `bob` on the second a member of `name`, five messages published from the
+/// first and received; then Redis loses offsets 4 and 5 of the room (a rollback: the meta
+/// hash and the stream go back, the epoch stays) while the nodes' pub/sub is cut. Returns
+/// the nodes, bob, the room, its epoch and the admin connection holding pub/sub cut.
+async fn rolled_back_room(
+    url: &str,
+    name: &str,
+) -> (
+    Arc<Hub>,
+    Arc<Hub>,
+    HubConn,
+    RoomName,
+    String,
+    redis::aio::MultiplexedConnection,
+) {
+    let (a, b) = (
+        node(url, HubConfig::default()).await,
+        node(url, HubConfig::default()).await,
+    );
+    let r = room(name);
+    let bob = b.connect(user("bob"));
+    join(&b, &bob, &r, None).await;
+    let mut old_epoch = String::new();
+    for i in 1..=5 {
+        if let Appended::Published { epoch, .. } = publish(&a, &r, &format!("old{i}"), None).await {
+            old_epoch = epoch.as_str().to_owned();
+        }
+    }
+    assert_eq!(received(&bob, 5).await.items.len(), 5);
+    let mut conn = cut_pubsub(url).await;
+    let _: () = redis::cmd("HSET")
+        .arg(format!("sb:{{{name}}}:m"))
+        .arg("offset")
+        .arg(3)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("XDEL")
+        .arg(format!("sb:{{{name}}}:s"))
+        .arg("0-4")
+        .arg("0-5")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    (a, b, bob, r, old_epoch, conn)
 }
