@@ -32,6 +32,16 @@ fn message(room: &str, body: Value) -> impl FnOnce(u64, u64) -> Bytes {
     }
 }
 
+/// A plain publish of `body` (type `chat`) to `room`.
+async fn chat(
+    log: &RedisLog,
+    room: &str,
+    body: Value,
+) -> Result<Appended, switchboard_broker_redis::Error> {
+    log.append(room, "chat", None, None, message(room, body))
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_publishers_get_one_gap_free_sequence_stored_and_published_in_order() {
     let redis = redis_server();
@@ -200,15 +210,7 @@ async fn a_room_lost_by_redis_comes_back_in_a_new_epoch() {
     let log = RedisLog::connect(&redis.url, LogConfig::default())
         .await
         .unwrap();
-    let publish = || {
-        log.append(
-            "lost",
-            "chat",
-            None,
-            None,
-            message("lost", json!({"type": "chat"})),
-        )
-    };
+    let publish = || chat(&log, "lost", json!({"type": "chat"}));
     let Appended::Published { epoch: before, .. } = publish().await.unwrap() else {
         panic!()
     };
@@ -374,15 +376,7 @@ async fn a_room_that_lost_its_meta_but_not_its_stream_starts_a_new_epoch_from_an
     let log = RedisLog::connect(&redis.url, LogConfig::default())
         .await
         .unwrap();
-    let publish = |n: u64| {
-        log.append(
-            "meta",
-            "chat",
-            None,
-            None,
-            message("meta", json!({"type": "chat", "n": n})),
-        )
-    };
+    let publish = |n: u64| chat(&log, "meta", json!({"type": "chat", "n": n}));
     for n in 1..=3 {
         publish(n).await.unwrap();
     }
@@ -411,15 +405,7 @@ async fn a_refused_append_counts_no_offset() {
     let log = RedisLog::connect(&redis.url, LogConfig::default())
         .await
         .unwrap();
-    let publish = || {
-        log.append(
-            "refused",
-            "chat",
-            None,
-            None,
-            message("refused", json!({"type": "chat"})),
-        )
-    };
+    let publish = || chat(&log, "refused", json!({"type": "chat"}));
     publish().await.unwrap();
     let client = redis::Client::open(redis.url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
