@@ -656,7 +656,10 @@ impl Hub {
         done: impl FnOnce(Appended) + Send + 'static,
     ) {
         let append = Append {
-            room: room.clone(),
+            // The hub's own copy of the name (one lookup per publish): every delivery then
+            // carries the `Arc` its recipients hold, and their comparisons with it (a
+            // Socket.IO socket finding the room's position) stop at the pointer.
+            room: self.shared_name(room),
             kind: Arc::from(kind),
             once: once.map(|(sender, id)| (sender.clone(), Box::from(id))),
             origin,

@@ -156,6 +156,10 @@ impl Track {
         if &r.epoch != epoch {
             r.epoch = epoch.clone();
             r.base = Offset(offset.0.saturating_sub(1));
+        } else if !Arc::ptr_eq(&r.epoch.0, &epoch.0) {
+            // The same epoch in another allocation: hold the store's, so that the next
+            // deliveries compare pointers, not text.
+            r.epoch = epoch.clone();
         }
         r.sent = offset;
         Some(offset)
