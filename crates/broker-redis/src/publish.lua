@@ -12,19 +12,16 @@
 --          it saw there: the floor (rollover.lua says why)
 -- Returns {1, offset, epoch, timestamp} or, for a repeated id, {0, first offset, epoch}.
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if epoch and epoch == ARGV[13] and tonumber(redis.call('HGET', KEYS[1], 'offset') or '0') < tonumber(ARGV[14]) then
-  -- Redis lost writes the publishing node saw: reusing their offsets would have the
-  -- message skipped as a repeat. A new epoch (its members are reset), from offset 1.
+-- A new epoch, from offset 1, for:
+-- * a new room, or one whose meta hash is gone (expired or evicted): entries its stream may
+--   still hold belong to the lost epoch, and their ids would refuse the new offsets;
+-- * a room that lost writes the publishing node saw (its offset in the node's epoch is
+--   below the floor): reusing their offsets would have the message skipped as a repeat
+--   (its members are reset by the epoch change).
+if not epoch or (epoch == ARGV[13] and tonumber(redis.call('HGET', KEYS[1], 'offset') or '0') < tonumber(ARGV[14])) then
   epoch = ARGV[1]
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
-end
-if not epoch then
-  -- A new room, or one whose meta hash is gone (expired or evicted): entries its stream may
-  -- still hold belong to the lost epoch, and their ids would refuse the new offsets.
-  epoch = ARGV[1]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
 if ARGV[7] ~= '0' then
   local first = redis.call('GET', KEYS[3])

@@ -56,7 +56,7 @@ use switchboard_session::{publish_from, PublishRequest, Published};
 use switchboard_socketio_proto::{AckId, Args, Namespace};
 use tokio::sync::oneshot;
 
-use super::socket::NAMESPACE_ROOM_PREFIX;
+use super::socket::namespace_room_name;
 use crate::metrics::Metrics;
 
 /// How much a socket's mailbox holds (bytes of queued emits, estimated as their JSON size):
@@ -215,7 +215,7 @@ impl SocketRef {
     pub fn broadcast(&self) -> RoomOperator {
         RoomOperator {
             io: self.inner.io.clone(),
-            room: format!("{NAMESPACE_ROOM_PREFIX}{}", self.inner.nsp.as_str()),
+            room: namespace_room_name(self.inner.nsp.as_str()),
             from: Some((self.inner.user.clone(), self.inner.conn)),
         }
     }
@@ -325,7 +325,7 @@ impl Io {
     pub fn of(&self, nsp: &str) -> RoomOperator {
         RoomOperator {
             io: self.clone(),
-            room: format!("{NAMESPACE_ROOM_PREFIX}{nsp}"),
+            room: namespace_room_name(nsp),
             from: None,
         }
     }

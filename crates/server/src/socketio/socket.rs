@@ -1002,8 +1002,11 @@ impl Sink for SioSink<'_, '_> {
 /// `Io::of(nsp).emit` (a server room: clients cannot publish to it). `None` for a namespace
 /// whose name makes no valid room (over 239 bytes): its sockets join none.
 pub(crate) fn namespace_room(nsp: &str) -> Option<RoomName> {
-    RoomName::new(&format!("{NAMESPACE_ROOM_PREFIX}{nsp}")).ok()
+    RoomName::new(&namespace_room_name(nsp)).ok()
 }
 
-/// See [`namespace_room`].
-pub(crate) const NAMESPACE_ROOM_PREFIX: &str = "switchboard:sio:";
+/// The name of [`namespace_room`], unchecked (the application's operators check it when
+/// they publish).
+pub(crate) fn namespace_room_name(nsp: &str) -> String {
+    format!("switchboard:sio:{nsp}")
+}
