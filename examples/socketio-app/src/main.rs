@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -108,6 +108,14 @@ fn handlers(stats: Arc<Stats>) -> Handlers {
         })
 }
 
+/// Whether the request announces a body (a non-zero length, or a chunked one).
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|len| len.as_bytes() != b"0")
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let addr: SocketAddr = match std::env::args().nth(1) {
@@ -152,7 +160,15 @@ async fn main() -> std::io::Result<()> {
         )
         .route(
             "/announce",
-            post(|State(io): State<Io>| async move {
+            post(|State(io): State<Io>, headers: HeaderMap| async move {
+                // The route takes no input: a body would be ignored, so it is refused (at
+                // once, from the headers: a body that never finishes holds nothing).
+                if has_body(&headers) {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        Json(json!({"error": "POST /announce takes no body"})),
+                    );
+                }
                 // Every socket of `/shop` (`io.of("/shop").emit`), on every node.
                 match io
                     .of("/shop")

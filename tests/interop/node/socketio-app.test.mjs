@@ -162,6 +162,11 @@ for (const [mode, options] of Object.entries({ json: {}, polling: { transports: 
     assert.ok(body.delivered >= 3, `delivered to every socket (${body.delivered})`);
     await until('everyone to get it', () => seen.get(a).length === 1 && seen.get(b).length === 2 && seen.get(c).length === 2);
     assert.equal(seen.get(a)[0].by, 'http');
+    // The route takes no input: a body is refused with a message, not ignored, and nothing
+    // is announced.
+    const refused = await fetch(`${app.base}/announce`, { method: 'POST', body: '{"by":"me"}' });
+    assert.equal(refused.status, 400);
+    assert.match((await refused.json()).error, /takes no body/);
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(seen.get(a).length, 1, 'the sender did not get its own broadcast');
     // Clients cannot publish into the namespace's room.
