@@ -4,7 +4,8 @@
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use switchboard_engineio_proto::{CloseReason, Event, Message, SendError, Session, Str};
+use switchboard_engineio_proto::{CloseReason, Event, Message, SendError, Session, Str, WsId};
+use switchboard_ws_proto::{Connection, PreparedMessage};
 
 /// The layer above Engine.IO: it gets the client's messages and sends its own through
 /// [`Out`]. Called under the session's lock (or by the WebSocket driver that owns it):
@@ -35,6 +36,15 @@ pub(crate) trait App: Send + Sync + 'static {
 pub(crate) struct Out<'a> {
     session: &'a mut Session,
     now: Instant,
+    /// The WebSocket connection the session runs on, when the caller owns it (see
+    /// [`Out::send_shared`]).
+    owned: Option<OwnedWs<'a>>,
+}
+
+/// The connection of a session that was opened on WebSocket, lent by its driver.
+pub(crate) struct OwnedWs<'a> {
+    pub(crate) conn: &'a mut Connection,
+    pub(crate) ws: WsId,
 }
 
 impl Out<'_> {
@@ -68,6 +78,24 @@ impl Out<'_> {
         }
     }
 
+    /// [`Out::send_framed_text`] for a broadcast framed once for every recipient: `text`
+    /// (`4<text>`) and its WebSocket frame. On a session's own WebSocket the frame is copied
+    /// straight into the connection's output, after what the session queued before. That
+    /// skips the session's transmit queue and the text's reference count: per recipient of a
+    /// broadcast, that queue hop and a contended atomic were most of our own work.
+    pub(crate) fn send_shared(&mut self, frame: &PreparedMessage, text: &Str) -> bool {
+        if let Some(owned) = self.owned.as_mut() {
+            if self.session.websocket_id() == Some(owned.ws) {
+                while let Some(transmit) = self.session.poll_transmit() {
+                    super::ws::write_transmit(owned.conn, owned.ws, transmit);
+                }
+                owned.conn.send_prepared(frame);
+                return true;
+            }
+        }
+        self.send_framed_text(text.clone())
+    }
+
     /// Send messages that belong together (a packet and its attachments), all or none; as
     /// [`Out::send`] otherwise.
     pub(crate) fn send_all(&mut self, messages: Vec<Message>) -> bool {
@@ -99,9 +127,20 @@ impl<A: App> Engine<A> {
     /// Run `f` with the application and its [`Out`], then hand the session's events to the
     /// application.
     pub(crate) fn with_app(&mut self, now: Instant, f: impl FnOnce(&mut A, &mut Out<'_>)) {
+        self.with_app_on(now, None, f);
+    }
+
+    /// [`Engine::with_app`] with the session's own WebSocket connection at hand.
+    pub(crate) fn with_app_on(
+        &mut self,
+        now: Instant,
+        owned: Option<OwnedWs<'_>>,
+        f: impl FnOnce(&mut A, &mut Out<'_>),
+    ) {
         let mut out = Out {
             session: &mut self.session,
             now,
+            owned,
         };
         f(&mut self.app, &mut out);
         self.pump(now);
@@ -113,6 +152,7 @@ impl<A: App> Engine<A> {
             let mut out = Out {
                 session: &mut self.session,
                 now,
+                owned: None,
             };
             match event {
                 Event::Message(message) => self.app.on_message(message, &mut out),

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use switchboard_engineio_proto::{Str, Transmit, TransportState, WsFrame, WsId};
 use switchboard_ws_proto::{CloseCode, Connection, MessageKind};
 
-use super::app::{App, Engine};
+use super::app::{App, Engine, OwnedWs};
 use super::slot::{Shared, Slot, WsOut};
 use super::Endpoint;
 use crate::ws::handler::Handler;
@@ -63,12 +63,7 @@ impl<A: App> EngineWs<A> {
             Inner::Owned(engine) => {
                 f(engine, ws);
                 while let Some(transmit) = engine.session.poll_transmit() {
-                    match transmit {
-                        Transmit::Ws { ws: to, frame } if to == ws => write(conn, frame),
-                        Transmit::CloseWs { ws: to } if to == ws => close(conn),
-                        // A session opened on WebSocket never polls.
-                        _ => {}
-                    }
+                    write_transmit(conn, ws, transmit);
                 }
             }
             Inner::Shared {
@@ -97,6 +92,16 @@ impl<A: App> EngineWs<A> {
     /// Whether this WebSocket carries the session now (not only trying to upgrade).
     fn carries(&self, shared: &Shared<A>) -> bool {
         shared.engine.session.websocket_id() == Some(self.ws)
+    }
+}
+
+/// Write what a session opened on WebSocket `ws` transmits.
+pub(super) fn write_transmit(conn: &mut Connection, ws: WsId, transmit: Transmit) {
+    match transmit {
+        Transmit::Ws { ws: to, frame } if to == ws => write(conn, frame),
+        Transmit::CloseWs { ws: to } if to == ws => close(conn),
+        // A session opened on WebSocket never polls.
+        _ => {}
     }
 }
 
@@ -195,6 +200,13 @@ impl<A: App> Handler for EngineWs<A> {
 
     fn write_outbound(&mut self, conn: &mut Connection) {
         let now = Instant::now();
+        if let Inner::Owned(engine) = &mut self.inner {
+            let ws = self.ws;
+            engine.with_app_on(now, Some(OwnedWs { conn, ws }), |app, out| {
+                app.write_outbound(out)
+            });
+            return self.with_engine(conn, |_, _| {});
+        }
         let carries = match &self.inner {
             Inner::Owned(_) => true,
             Inner::Shared { slot, .. } => self.carries(&slot.lock()),

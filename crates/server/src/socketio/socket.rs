@@ -15,6 +15,7 @@ use switchboard_native_proto::{
 };
 use switchboard_session::{encode_delivery, CloseReason, Note, Session, Sink};
 use switchboard_socketio_proto::{msgpack, AckId, Args, Namespace, Packet};
+use switchboard_ws_proto::{MessageKind, PreparedMessage};
 
 use super::app::{EmitError, SocketInner};
 use super::recovery::Track;
@@ -491,21 +492,37 @@ impl NsSocket {
                 continue;
             }
             // Room messages of a recoverable socket carry its offset as their last argument.
-            let text = match sink.track.as_deref_mut() {
+            let event = match sink.track.as_deref_mut() {
                 Some(track) => match track.advance(&delivery) {
-                    Some(_) if track.is_single_room() => event_text_with_position(&delivery),
-                    Some(_) => event_text(&delivery).map(|t| with_offset(&t, &track.cursor())),
-                    None => event_text(&delivery),
+                    Some(_) if track.is_single_room() => {
+                        Event::Shared(framed_event_with_position(&delivery))
+                    }
+                    Some(_) => {
+                        Event::Own(event_text(&delivery).map(|t| with_offset(&t, &track.cursor())))
+                    }
+                    None => Event::Shared(framed_event(&delivery)),
                 },
-                None => event_text(&delivery),
+                None => Event::Shared(framed_event(&delivery)),
             };
-            if let Some(text) = text {
-                let text = if sink.nsp.is_root() {
-                    text
-                } else {
-                    Str::from(with_namespace(&text, sink.nsp))
-                };
-                sink.out.send_framed_text(text);
+            match event {
+                Event::Shared(Some(event)) if sink.nsp.is_root() => {
+                    sink.out.send_shared(&event.frame, &event.text);
+                }
+                Event::Shared(event) => {
+                    if let Some(event) = event {
+                        let text = with_namespace(&event.text, sink.nsp);
+                        sink.out.send_framed_text(Str::from(text));
+                    }
+                }
+                Event::Own(Some(text)) => {
+                    let text = if sink.nsp.is_root() {
+                        text
+                    } else {
+                        Str::from(with_namespace(&text, sink.nsp))
+                    };
+                    sink.out.send_framed_text(text);
+                }
+                Event::Own(None) => {}
             }
         }
         let rejoins = std::mem::take(&mut sink.rejoins);
@@ -565,13 +582,36 @@ fn sender_of(delivery: &Delivery) -> Option<Arc<str>> {
         .clone()
 }
 
+/// The text of a delivery's event for one recipient: shared by every recipient of the
+/// delivery, or made for this one (its offset argument is its own cursor).
+enum Event<'d> {
+    Shared(Option<&'d FramedEvent>),
+    Own(Option<Str>),
+}
+
+/// An event as its Engine.IO message (`42[…]`), and that message as a WebSocket frame:
+/// both made once per delivery. Recipients on WebSocket copy the frame into their output
+/// without touching a reference count (on a broadcast, an atomic every core would contend
+/// on), the way native recipients take their [`PreparedMessage`].
+struct FramedEvent {
+    text: Str,
+    frame: PreparedMessage,
+}
+
+impl FramedEvent {
+    fn new(text: Str) -> FramedEvent {
+        let frame = PreparedMessage::new(MessageKind::Text, text.as_bytes().clone());
+        FramedEvent { text, frame }
+    }
+}
+
 /// The event a delivery becomes in the root namespace, framed as its Engine.IO message
 /// `42["<event>",<message>]`, encoded once per delivery and shared by every Socket.IO
 /// recipient. The event is the message's
 /// `type`, except `publish` (what the HTTP API and native `publish` send) which is Socket.IO's
 /// default event `message`, and `typing`, which the seeds' clients hear as `user_typing`.
-fn event_text(delivery: &Delivery) -> Option<Str> {
-    static EVENT: LazyLock<EncodingKey<Option<Str>>> = LazyLock::new(EncodingKey::new);
+fn framed_event(delivery: &Delivery) -> Option<&FramedEvent> {
+    static EVENT: LazyLock<EncodingKey<Option<FramedEvent>>> = LazyLock::new(EncodingKey::new);
     delivery
         .encoding(&EVENT, |d| {
             let json = encode_delivery(WireFormat::Json, d)?;
@@ -587,22 +627,27 @@ fn event_text(delivery: &Delivery) -> Option<Str> {
             text.push(',');
             text.push_str(std::str::from_utf8(&json).ok()?);
             text.push(']');
-            Some(Str::from(text))
+            Some(FramedEvent::new(Str::from(text)))
         })
-        .clone()
+        .as_ref()
 }
 
-/// [`event_text`] with the delivery's own position as the offset argument (what every
+/// The text of [`framed_event`].
+fn event_text(delivery: &Delivery) -> Option<Str> {
+    framed_event(delivery).map(|event| event.text.clone())
+}
+
+/// [`framed_event`] with the delivery's own position as the offset argument (what every
 /// one-room recoverable socket sends: encoded once per delivery).
-fn event_text_with_position(delivery: &Delivery) -> Option<Str> {
-    static EVENT: LazyLock<EncodingKey<Option<Str>>> = LazyLock::new(EncodingKey::new);
+fn framed_event_with_position(delivery: &Delivery) -> Option<&FramedEvent> {
+    static EVENT: LazyLock<EncodingKey<Option<FramedEvent>>> = LazyLock::new(EncodingKey::new);
     delivery
         .encoding(&EVENT, |d| {
             let text = event_text(d)?;
             let cursor = super::recovery::single_room_cursor(d)?;
-            Some(with_offset(&text, &cursor))
+            Some(FramedEvent::new(with_offset(&text, &cursor)))
         })
-        .clone()
+        .as_ref()
 }
 
 /// The offset argument of a message for a MessagePack client.
