@@ -22,6 +22,7 @@ use switchboard_hub::{
 use tokio::sync::{oneshot, Notify};
 
 use crate::envelope::{self, Envelope, PresenceEnvelope, Received};
+use crate::forward::{self, Inbox};
 use crate::stats::Stats;
 use crate::writer::Writer;
 use crate::{channel, RedisLog};
@@ -160,11 +161,16 @@ pub(crate) struct Subscriptions {
     log: RedisLog,
     /// This node's hub (for what other nodes ask of it).
     hub: std::sync::OnceLock<Weak<switchboard_hub::Hub>>,
+    /// Requests forwarded to and from this node, and the channel they arrive on.
+    pub(crate) forward: Arc<Inbox>,
+    forward_channel: String,
 }
 
 impl Subscriptions {
-    pub(crate) fn new(me: u32, log: RedisLog) -> Arc<Subscriptions> {
+    pub(crate) fn new(me: u32, log: RedisLog, forward: Arc<Inbox>) -> Arc<Subscriptions> {
         Arc::new(Subscriptions {
+            forward,
+            forward_channel: forward::channel(me),
             me,
             rooms: RwLock::new(HashMap::new()),
             changed: Mutex::new(HashSet::new()),
@@ -236,6 +242,9 @@ impl Subscriptions {
     fn receive(self: &Arc<Self>, channel_name: &str, payload: bytes::Bytes) {
         if channel_name == CONTROL {
             return self.control(&payload);
+        }
+        if channel_name == self.forward_channel {
+            return self.forward.received(payload);
         }
         let Some(room) = channel_name
             .strip_prefix("sb:{")
@@ -502,8 +511,9 @@ pub(crate) async fn run_subscriber(
             stats.reconnect();
         }
         let (mut sink, mut stream) = pubsub.split();
+        let fixed = [CONTROL.to_owned(), s.forward_channel.clone()];
         if !matches!(
-            tokio::time::timeout(timeout, sink.subscribe(CONTROL)).await,
+            tokio::time::timeout(timeout, sink.subscribe(&fixed)).await,
             Ok(Ok(()))
         ) {
             stats.error();

@@ -8,6 +8,7 @@
 
 pub mod envelope;
 mod fanout;
+mod forward;
 mod limits;
 mod records;
 mod stats;
@@ -17,6 +18,7 @@ mod tickets;
 mod writer;
 
 pub use fanout::RedisBroker;
+pub use forward::{ForwardError, ForwardHandler, RedisForwarder};
 pub use limits::{Limited, RedisLimits};
 pub use records::RedisRecords;
 pub use store::{connect, Redis, RedisConfig, RedisStore};

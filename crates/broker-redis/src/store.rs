@@ -18,6 +18,7 @@ use switchboard_hub::{
 use tokio::runtime::Handle;
 
 use crate::fanout::{run_subscriber, RedisBroker, Subscriptions};
+use crate::forward::{Inbox, RedisForwarder};
 use crate::limits::{node_limits_key, RedisLimits};
 use crate::records::{node_records_key, owned_cmd, RedisRecords};
 use crate::stats::Stats;
@@ -71,6 +72,8 @@ pub struct Redis {
     pub limits: Arc<RedisLimits>,
     /// Socket.IO recovery records, valid on every node.
     pub records: Arc<RedisRecords>,
+    /// Requests for sessions that live on another node, carried to it.
+    pub forwarder: RedisForwarder,
 }
 
 /// Connect to Redis, register this node, and start the tasks that keep it alive (on the
@@ -90,7 +93,8 @@ pub async fn connect(config: RedisConfig) -> Result<Redis, Error> {
     let node = register(&log, config.store.presence_expiry).await?;
     let stats = Arc::new(Stats::default());
     let writer = Writer::start(log.clone(), config.timeout, MAX_QUEUED, stats.clone());
-    let subs = Subscriptions::new(node.0, log.clone());
+    let inbox = Inbox::new(node.0, writer.clone());
+    let subs = Subscriptions::new(node.0, log.clone(), inbox.clone());
     tokio::spawn(run_subscriber(
         Arc::downgrade(&subs),
         redis::Client::open(config.url.as_str())?,
@@ -130,6 +134,7 @@ pub async fn connect(config: RedisConfig) -> Result<Redis, Error> {
         tickets,
         limits,
         records,
+        forwarder: RedisForwarder { inbox },
     })
 }
 

@@ -113,6 +113,9 @@ pub struct Backends {
     pub limits: Option<std::sync::Arc<dyn crate::state::SharedLimits>>,
     /// Socket.IO recovery records shared by every node (else this node's only).
     pub records: Option<std::sync::Arc<dyn crate::socketio::SharedRecords>>,
+    /// Carries polling requests to the node that holds their session (else a request for
+    /// a session held elsewhere is answered as for an unknown one).
+    pub forwarder: Option<std::sync::Arc<dyn crate::forward::Forwarder>>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -122,6 +125,7 @@ impl std::fmt::Debug for Backends {
             .field("broker", &self.broker)
             .field("limits", &self.limits)
             .field("records", &self.records)
+            .field("forwarder", &self.forwarder)
             .finish()
     }
 }

@@ -85,7 +85,12 @@ fn build(state: Arc<AppState>, landing: bool) -> Router {
             .route("/engine.io/", browser(any(engine_echo.clone())))
             .route("/engine.io", browser(any(engine_echo)));
     }
-    router.with_state(state)
+    let forwarder = state.forwarder().cloned();
+    let router = router.with_state(state);
+    if let Some(forwarder) = forwarder {
+        crate::forward::serve_through(&forwarder, router.clone());
+    }
+    router
 }
 
 /// The Engine.IO settings of the server's endpoints.

@@ -32,6 +32,7 @@ mod pages;
 pub use switchboard_session::rate;
 mod engineio;
 mod feed;
+pub mod forward;
 mod front;
 mod poll;
 mod redact;

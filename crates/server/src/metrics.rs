@@ -271,6 +271,10 @@ pub struct Metrics {
     /// Connections dropped because the request head (or the TLS handshake) did not arrive
     /// within `handshake_timeout` (slowloris).
     pub handshake_timeouts: Counter,
+    /// Requests sent to the node that holds their session (scale-out without stickiness).
+    pub forwarded_requests: Counter,
+    /// Forwarded requests the owner did not answer in time (or the broker was down).
+    pub forward_failures: Counter,
 }
 
 impl Metrics {
@@ -302,6 +306,8 @@ impl Metrics {
             rate_limited: Counter::default(),
             auth_failures: Family::default(),
             handshake_timeouts: Counter::default(),
+            forwarded_requests: Counter::default(),
+            forward_failures: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -367,6 +373,16 @@ impl Metrics {
             "handshake_timeouts",
             "Connections dropped for a request head or TLS handshake not received in time",
             m.handshake_timeouts.clone(),
+        );
+        r.register(
+            "forwarded_requests",
+            "Polling requests sent to the node that holds their session",
+            m.forwarded_requests.clone(),
+        );
+        r.register(
+            "forward_failures",
+            "Forwarded requests the node that holds their session did not answer",
+            m.forward_failures.clone(),
         );
         r.register(
             "auth_failures",

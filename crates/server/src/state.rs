@@ -189,6 +189,11 @@ impl AppState {
         })
     }
 
+    /// What carries requests to the node that holds their session (scale-out).
+    pub(crate) fn forwarder(&self) -> Option<&Arc<dyn crate::forward::Forwarder>> {
+        self.config.backends.as_ref()?.forwarder.as_ref()
+    }
+
     /// The deployment's shared connection counts, when there are (scale-out).
     fn shared_limits(&self) -> Option<&Arc<dyn SharedLimits>> {
         self.config.backends.as_ref()?.limits.as_ref()
@@ -526,6 +531,7 @@ mod tests {
                     broker: switchboard_hub::MemoryBroker::new(),
                     limits: Some(shared.clone()),
                     records: None,
+                    forwarder: None,
                 }),
                 ..ServerConfig::default()
             },

@@ -221,6 +221,7 @@ fn serve(mut loaded: settings::Loaded) -> anyhow::Result<()> {
                 broker: redis.broker,
                 limits: Some(Arc::new(SharedLimits(redis.limits))),
                 records: Some(Arc::new(SharedRecords(redis.records))),
+                forwarder: Some(Arc::new(Forwarder(redis.forwarder))),
             });
             authenticator = authenticator.map(|a| match Arc::try_unwrap(a) {
                 Ok(a) => Arc::new(a.with_ticket_store(redis.tickets)),
@@ -272,6 +273,43 @@ impl switchboard_server::state::SharedLimits for SharedLimits {
     fn release(&self, ip: Option<std::net::IpAddr>, user: Option<&switchboard_hub::UserId>) {
         self.0
             .release(ip.map(|ip| ip.to_string()).as_deref(), user.map(|u| &*u.0));
+    }
+}
+
+/// Polling requests carried to the node that holds their session, over Redis pub/sub.
+#[derive(Debug)]
+struct Forwarder(switchboard_broker_redis::RedisForwarder);
+
+impl switchboard_server::forward::Forwarder for Forwarder {
+    fn node(&self) -> u32 {
+        self.0.node()
+    }
+
+    fn forward(
+        &self,
+        owner: u32,
+        request: bytes::Bytes,
+        timeout: std::time::Duration,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<bytes::Bytes, switchboard_server::forward::ForwardFailed>,
+                > + Send,
+        >,
+    > {
+        use switchboard_broker_redis::ForwardError;
+        use switchboard_server::forward::ForwardFailed;
+        let answer = self.0.request(owner, request, timeout);
+        Box::pin(async move {
+            answer.await.map_err(|e| match e {
+                ForwardError::Gone => ForwardFailed::Gone,
+                ForwardError::Unavailable => ForwardFailed::Unavailable,
+            })
+        })
+    }
+
+    fn serve(&self, handler: switchboard_server::forward::ForwardHandler) {
+        self.0.serve(handler);
     }
 }
 

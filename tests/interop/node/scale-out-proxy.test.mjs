@@ -3,13 +3,16 @@
 // spread over the nodes (from different loopback source addresses) each get every message
 // of a numbered stream once, in order; `kill -9` of a node sends its clients through the
 // proxy to the others, where they resume from their offsets with nothing lost; its users
-// leave presence within the presence TTL.
+// leave presence within the presence TTL. No stickiness: Socket.IO over polling and
+// native long polling keep one session while the proxy sends each request to another node
+// (the nodes forward it to the one that holds the session).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { io } from 'socket.io-client';
 import { startServer, startRedis, freePort, root, api as post, until, resumingMember } from './server.mjs';
 
 const KEY = 'proxy-test-key';
@@ -134,6 +137,84 @@ for (const name of Object.keys(PROXIES)) {
       await until('presence empties', async () => (await presence(proxy.base)) === 0, 10_000);
     } finally {
       for (const c of clients) c.close();
+      const errors = [];
+      for (const stop of started.reverse()) {
+        try { await stop(); } catch (e) { errors.push(e); }
+      }
+      if (errors.length) throw errors[0];
+    }
+  });
+}
+
+/// Requests the node at `base` forwarded to the node holding their session.
+async function forwarded(base) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith('switchboard_forwarded_requests_total '));
+  return Number(line?.split(' ')[1] ?? NaN);
+}
+
+for (const name of Object.keys(PROXIES)) {
+  test(`${name}, round robin: Socket.IO polling and long polling keep their session across nodes`, async () => {
+    const started = [];
+    let socket;
+    try {
+      const redis = await startRedis();
+      started.push(() => redis.stop());
+      const nodes = [];
+      for (let i = 0; i < 3; i++) {
+        const node = await startServer(['--api-key', KEY, '--broker', redis.url]);
+        nodes.push(node);
+        started.push(() => node.stop());
+      }
+      const proxy = await startProxy(name, nodes);
+      started.push(() => proxy.stop());
+
+      // Socket.IO on polling only: every GET and POST may land on any node.
+      socket = io(proxy.base, { transports: ['polling'], reconnection: false });
+      const seen = [];
+      socket.on('message', (m) => seen.push(m.data.n));
+      await new Promise((resolve, reject) => { socket.once('connect', resolve); socket.once('connect_error', reject); });
+      const sid = socket.io.engine.id;
+      assert.deepEqual(await socket.emitWithAck('join_room', 'rr'), { status: 'ok', room: 'rr' });
+      for (let n = 1; n <= 20; n++) {
+        await post(proxy.base, KEY, '/api/publish', { room: 'rr', data: { n } });
+        // Events from the client interleave with the held GETs.
+        if (n % 5 === 0) assert.deepEqual(await socket.emitWithAck('join_room', 'rr'), { status: 'ok', room: 'rr' });
+      }
+      await until('20 messages over polling', () => seen.length === 20, 15_000);
+      assert.deepEqual(seen, Array.from({ length: 20 }, (_, i) => i + 1), 'once each, in order');
+      assert.ok(socket.connected, 'still connected');
+      assert.equal(socket.io.engine.id, sid, 'one Engine.IO session throughout');
+
+      // Native long polling: one session across polls (its cursor keeps its session id).
+      let answer = await (await fetch(`${proxy.base}/poll?channels=ticks`)).json();
+      const session = answer.cursor.split('.')[0];
+      for (let n = 1; n <= 10; n++) await post(proxy.base, KEY, '/api/publish', { channel: 'ticks', type: 'tick', n });
+      const ticks = [];
+      const joined = [];
+      for (let polls = 0; ticks.length < 10 && polls < 40; polls++) {
+        const url = `${proxy.base}/poll?channels=ticks&cursor=${encodeURIComponent(answer.cursor)}`;
+        answer = await (await fetch(url, { signal: AbortSignal.timeout(30_000) })).json();
+        assert.equal(answer.cursor.split('.')[0], session, 'the same poll session');
+        for (const m of answer.messages) {
+          if (m.type === 'tick') ticks.push(m.n);
+          if (m.type === 'joined') joined.push(m);
+        }
+      }
+      assert.deepEqual(ticks, Array.from({ length: 10 }, (_, i) => i + 1));
+      assert.equal(joined.length, 0, 'no second join: the session was never made again');
+
+      const counts = await Promise.all(nodes.map((node) => forwarded(node.base)));
+      assert.ok(counts.reduce((a, b) => a + b, 0) > 0, `requests were forwarded: ${counts}`);
+
+      // A session id naming no live node is refused at once, as an unknown one.
+      const t0 = Date.now();
+      const bogus = await fetch(`${proxy.base}/socket.io/?EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA`);
+      assert.equal(bogus.status, 400);
+      assert.deepEqual(await bogus.json(), { code: 1, message: 'Session ID unknown' });
+      assert.ok(Date.now() - t0 < 2000, 'answered without waiting for a timeout');
+    } finally {
+      socket?.close();
       const errors = [];
       for (const stop of started.reverse()) {
         try { await stop(); } catch (e) { errors.push(e); }

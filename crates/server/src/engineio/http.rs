@@ -5,7 +5,7 @@ use std::future::{poll_fn, Future};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -20,7 +20,7 @@ use switchboard_engineio_proto::{
 use super::app::{App, Engine};
 use super::slot::Slot;
 use super::ws::EngineWs;
-use super::{new_sid, Endpoint};
+use super::{new_sid, owner_elsewhere, Endpoint};
 use crate::state::{AppState, TransportKind};
 use crate::ws::{self, UpgradeOptions};
 
@@ -73,7 +73,7 @@ where
                 Ok(app) => app,
                 Err(response) => return response,
             };
-            let Some(sid) = new_sid() else {
+            let Some(sid) = new_sid(state) else {
                 return (StatusCode::SERVICE_UNAVAILABLE, "no randomness\n").into_response();
             };
             match transport {
@@ -106,11 +106,11 @@ where
         }
         EngineRequest::Poll { sid } => match endpoint.get(sid) {
             Some(slot) => poll(endpoint, slot, Arc::from(sid)).await,
-            None => refuse(RequestError::UnknownSid),
+            None => forward_or_refuse(endpoint, state, sid, req).await,
         },
         EngineRequest::Post { sid } => match endpoint.get(sid) {
             Some(slot) => post(endpoint, slot, Arc::from(sid), req).await,
-            None => refuse(RequestError::UnknownSid),
+            None => forward_or_refuse(endpoint, state, sid, req).await,
         },
         EngineRequest::Upgrade { sid } => {
             let Some(slot) = endpoint.get(sid) else {
@@ -135,6 +135,25 @@ where
             .await
         }
     }
+}
+
+/// A poll or post for a session this node does not hold: run by the node that made it
+/// (see `crate::forward`), else refused as for an unknown sid.
+async fn forward_or_refuse<A>(
+    endpoint: &Endpoint<A>,
+    state: &AppState,
+    sid: &str,
+    req: Request<Body>,
+) -> Response {
+    let Some(owner) = owner_elsewhere(state, sid) else {
+        return refuse(RequestError::UnknownSid);
+    };
+    let config = &endpoint.config;
+    // A held GET is answered within a ping interval (the ping); the rest is slack.
+    let timeout = config.ping_interval + config.ping_timeout + Duration::from_secs(5);
+    crate::forward::forward(state, owner, req, config.max_payload, timeout)
+        .await
+        .unwrap_or_else(|_| refuse(RequestError::UnknownSid))
 }
 
 /// The WebSocket connections of an Engine.IO endpoint: `maxPayload` bounds messages, and no

@@ -87,9 +87,22 @@ impl<A: App> Endpoint<A> {
     }
 }
 
-/// A fresh random session id.
-pub(crate) fn new_sid() -> Option<switchboard_engineio_proto::Sid> {
-    let mut bytes = [0u8; 15];
-    getrandom::getrandom(&mut bytes).ok()?;
+/// A fresh random session id (naming this node when requests can be forwarded to it:
+/// see `crate::forward`).
+pub(crate) fn new_sid(state: &crate::state::AppState) -> Option<switchboard_engineio_proto::Sid> {
+    let bytes = crate::forward::owned_sid_bytes::<15>(state)?;
     Some(switchboard_engineio_proto::Sid::from_random(bytes))
+}
+
+/// The node that made session `sid`, when it is another one and requests can be forwarded.
+pub(crate) fn owner_elsewhere(state: &crate::state::AppState, sid: &str) -> Option<u32> {
+    use base64::Engine as _;
+    // Our ids are 15 bytes, 20 characters; anything else was not made by a node of ours.
+    if sid.len() != 20 {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(sid)
+        .ok()?;
+    crate::forward::elsewhere(state, &bytes)
 }

@@ -148,6 +148,25 @@ pub(crate) async fn poll_endpoint(
     let cursor = cursor::parse(text, rooms.len())
         .map_err(|e| bad_request(format!("invalid cursor: {e}")))?;
     feed::refuse_if_shutting_down(&state)?;
+    // A session another node made: that node answers (see `crate::forward`). If it is
+    // gone, the cursor's positions start a new session here, as for any unknown session.
+    let req = match cursor.session {
+        Some((id, _)) if state.pollers.get(&id).is_none() => {
+            match crate::forward::elsewhere(&state, &id) {
+                Some(owner) => {
+                    let (parts, body) = req.into_parts();
+                    let forwarded = Request::from_parts(parts.clone(), body);
+                    let hold = state.config.poll_timeout + Duration::from_secs(10);
+                    match crate::forward::forward(&state, owner, forwarded, 64 << 10, hold).await {
+                        Ok(response) => return Ok(response),
+                        Err(_gone) => Request::from_parts(parts, Body::empty()),
+                    }
+                }
+                None => req,
+            }
+        }
+        _ => req,
+    };
     // Every poll carries the client's credentials (a cookie, a token): checked each time,
     // and the session is bound to its user.
     let ip = crate::ws::peer_addr(&req).map(|a| a.ip());
@@ -208,7 +227,7 @@ pub(crate) async fn poll_endpoint(
                 None => Session::anonymous(state.native.clone(), now),
             };
             let replies = feed::join_all(&mut session, &rooms, since);
-            let id = new_session_id()?;
+            let id = new_session_id(&state)?;
             let feed = RoomPositions::new(rooms, cursor.positions);
             let mut poller = Poller::new(id, session, feed, replies, guard, Instant::now());
             poller.user = user;
@@ -314,11 +333,11 @@ impl Drop for WaitingPoll<'_> {
     }
 }
 
-fn new_session_id() -> Result<SessionId, ApiError> {
-    let mut id = [0u8; 16];
-    getrandom::getrandom(&mut id).map_err(|e| {
-        tracing::error!(error = %e, "no randomness for a poll session id");
+/// A fresh session id (naming this node when requests can be forwarded: see
+/// `crate::forward`).
+fn new_session_id(state: &AppState) -> Result<SessionId, ApiError> {
+    crate::forward::owned_sid_bytes::<16>(state).ok_or_else(|| {
+        tracing::error!("no randomness for a poll session id");
         ApiError(StatusCode::SERVICE_UNAVAILABLE, "no randomness".into())
-    })?;
-    Ok(id)
+    })
 }

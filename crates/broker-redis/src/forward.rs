@@ -1,0 +1,247 @@
+//! Requests for a session that lives on another node, carried over pub/sub: what lets a
+//! load balancer send a long poll to any node (issue 13, "no sticky sessions").
+//!
+//! Every node subscribes to its own channel `sb:fwd:<node>` on the pub/sub connection it
+//! already has. A node that gets a request for a session it does not hold, whose id names
+//! another node as its owner, publishes the request there and waits for the answer on its
+//! own channel. The bytes of requests and answers are opaque here (the server encodes its
+//! HTTP requests); this module only matches answers to requests.
+//!
+//! Messages (`<id>` is the asking node's request number, big-endian `u64`; `<node>` a
+//! big-endian `u32`):
+//! - `Q<node><id><request>`: a request from `<node>`;
+//! - `R<id><answer>`: the answer to request `<id>` of the node whose channel it is on;
+//! - `C<node><id>`: `<node>` stopped waiting for request `<id>` (its client went away): the
+//!   owner drops the request's work, as it would if its own client had gone.
+//!
+//! A `PUBLISH` answers how many subscribers got the message: 0 means the owner is gone (it
+//! died, or the id never named a node), and the request is answered at once as such, not
+//! after a timeout.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use redis::Value;
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+
+use crate::writer::Writer;
+
+/// What runs a request another node forwarded here: its bytes in, the answer's bytes out.
+pub type ForwardHandler =
+    Arc<dyn Fn(Bytes) -> Pin<Box<dyn Future<Output = Bytes> + Send>> + Send + Sync>;
+
+/// Why a forwarded request got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardError {
+    /// No node listens on the owner's channel: it is gone (or never was).
+    #[error("the node that owns the session is gone")]
+    Gone,
+    /// Redis did not take the request, or the answer did not come in time.
+    #[error("the node that owns the session did not answer")]
+    Unavailable,
+}
+
+/// The pub/sub channel of `node`'s forwarded requests.
+pub(crate) fn channel(node: u32) -> String {
+    format!("sb:fwd:{node}")
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+type Waiting = oneshot::Sender<Result<Bytes, ForwardError>>;
+
+/// This node's side of forwarding: the requests it waits on, and the ones it runs for
+/// others. Shared by the [`RedisForwarder`] handle and the pub/sub subscriber.
+pub(crate) struct Inbox {
+    me: u32,
+    writer: Writer,
+    next: AtomicU64,
+    /// Requests this node sent, by id.
+    waiting: Mutex<HashMap<u64, Waiting>>,
+    /// Requests other nodes sent that run here, by (node, id).
+    running: Mutex<HashMap<(u32, u64), AbortHandle>>,
+    handler: OnceLock<ForwardHandler>,
+}
+
+impl Inbox {
+    pub(crate) fn new(me: u32, writer: Writer) -> Arc<Inbox> {
+        Arc::new(Inbox {
+            me,
+            writer,
+            next: AtomicU64::new(1),
+            waiting: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
+            handler: OnceLock::new(),
+        })
+    }
+
+    /// A message on this node's channel.
+    pub(crate) fn received(self: &Arc<Self>, payload: Bytes) {
+        match payload.first() {
+            Some(b'Q') if payload.len() >= 13 => {
+                let from = u32_at(&payload, 1);
+                let id = u64_at(&payload, 5);
+                self.run(from, id, payload.slice(13..));
+            }
+            Some(b'R') if payload.len() >= 9 => {
+                let id = u64_at(&payload, 1);
+                if let Some(waiting) = lock(&self.waiting).remove(&id) {
+                    let _ = waiting.send(Ok(payload.slice(9..)));
+                }
+            }
+            Some(b'C') if payload.len() >= 13 => {
+                let key = (u32_at(&payload, 1), u64_at(&payload, 5));
+                if let Some(task) = lock(&self.running).remove(&key) {
+                    task.abort();
+                }
+            }
+            _ => tracing::debug!("redis: malformed forwarded message ignored"),
+        }
+    }
+
+    fn run(self: &Arc<Self>, from: u32, id: u64, request: Bytes) {
+        let Some(handler) = self.handler.get().cloned() else {
+            return; // not serving yet: the asking node times out
+        };
+        let inbox = self.clone();
+        // Registered under the lock before the task can finish and remove itself.
+        let mut running = lock(&self.running);
+        let task = tokio::spawn(async move {
+            let answer = handler(request).await;
+            lock(&inbox.running).remove(&(from, id));
+            let mut message = BytesMut::with_capacity(9 + answer.len());
+            message.put_u8(b'R');
+            message.put_u64(id);
+            message.put_slice(&answer);
+            inbox.publish(from, message.freeze(), Box::new(|_| {}));
+        });
+        running.insert((from, id), task.abort_handle());
+    }
+
+    fn publish(&self, node: u32, message: Bytes, reply: crate::writer::Reply) {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel(node)).arg(message.as_ref());
+        self.writer.submit(cmd, reply);
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(x)
+}
+
+/// Forwarding over Redis (see the module docs). Made by [`crate::connect`].
+#[derive(Clone)]
+pub struct RedisForwarder {
+    pub(crate) inbox: Arc<Inbox>,
+}
+
+impl std::fmt::Debug for RedisForwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisForwarder")
+            .field("node", &self.inbox.me)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisForwarder {
+    /// This node's id (what other nodes forward to).
+    pub fn node(&self) -> u32 {
+        self.inbox.me
+    }
+
+    /// Run `handler` for the requests other nodes forward here (once; later calls are
+    /// ignored).
+    pub fn serve(&self, handler: ForwardHandler) {
+        let _ = self.inbox.handler.set(handler);
+    }
+
+    /// Send `request` to node `owner` and wait at most `timeout` for its answer. Dropping
+    /// the future tells the owner to drop the request's work.
+    pub fn request(
+        &self,
+        owner: u32,
+        request: Bytes,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Bytes, ForwardError>> + Send + 'static {
+        let inbox = self.inbox.clone();
+        let id = inbox.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&inbox.waiting).insert(id, tx);
+        let mut message = BytesMut::with_capacity(13 + request.len());
+        message.put_u8(b'Q');
+        message.put_u32(inbox.me);
+        message.put_u64(id);
+        message.put_slice(&request);
+        let on_sent = {
+            let inbox = inbox.clone();
+            Box::new(move |sent: Result<Value, _>| {
+                let failed = match sent {
+                    Ok(Value::Int(0)) => Some(ForwardError::Gone),
+                    Ok(Value::Int(_)) => None,
+                    _ => Some(ForwardError::Unavailable),
+                };
+                if let Some(error) = failed {
+                    if let Some(waiting) = lock(&inbox.waiting).remove(&id) {
+                        let _ = waiting.send(Err(error));
+                    }
+                }
+            })
+        };
+        inbox.publish(owner, message.freeze(), on_sent);
+        let pending = Pending {
+            inbox,
+            owner,
+            id,
+            done: false,
+        };
+        async move {
+            // The whole guard moves into the future (a closure would capture only the field
+            // it assigns, and the guard would drop, cancelling, right away).
+            let mut pending = pending;
+            let answer = match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) | Err(_) => Err(ForwardError::Unavailable),
+            };
+            // Answered (or refused): nothing runs there any more.
+            pending.done = answer.is_ok() || answer == Err(ForwardError::Gone);
+            answer
+        }
+    }
+}
+
+/// A request still waiting: when dropped unanswered, it is forgotten here and cancelled at
+/// the owner.
+struct Pending {
+    inbox: Arc<Inbox>,
+    owner: u32,
+    id: u64,
+    done: bool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        lock(&self.inbox.waiting).remove(&self.id);
+        if !self.done {
+            let mut message = BytesMut::with_capacity(13);
+            message.put_u8(b'C');
+            message.put_u32(self.inbox.me);
+            message.put_u64(self.id);
+            self.inbox
+                .publish(self.owner, message.freeze(), Box::new(|_| {}));
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Requests forwarded between two nodes over a real `redis-server`: answered, refused at
+//! once for a node that does not exist, and cancelled at the owner when the asker stops
+//! waiting.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::redis_server;
+use switchboard_broker_redis::{connect, ForwardError, Redis, RedisConfig};
+use switchboard_hub::HubConfig;
+
+async fn node(url: &str) -> Redis {
+    connect(RedisConfig::new(url, HubConfig::default().memory_store()))
+        .await
+        .unwrap()
+}
+
+/// Sets its flag when dropped (the handler's work was dropped: finished or aborted).
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Until `check` holds (5 s at most).
+async fn until(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_run_by_its_node_and_answered() {
+    let redis = redis_server();
+    let (a, b) = (node(&redis.url).await, node(&redis.url).await);
+    b.forwarder.serve(Arc::new(|request: Bytes| {
+        Box::pin(async move {
+            let mut answer = b"ran: ".to_vec();
+            answer.extend_from_slice(&request);
+            Bytes::from(answer)
+        })
+    }));
+    // Subscribed to their channels once connected: wait for b's.
+    let target = b.forwarder.node();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let answer = loop {
+        match a
+            .forwarder
+            .request(
+                target,
+                Bytes::from_static(b"\x00binary\xff"),
+                Duration::from_secs(5),
+            )
+            .await
+        {
+            Err(ForwardError::Gone) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            answer => break answer.unwrap(),
+        }
+    };
+    assert_eq!(&answer[..], b"ran: \x00binary\xff");
+    // Many at once, each matched to its own answer.
+    let requests: Vec<_> = (0..50)
+        .map(|i| {
+            a.forwarder
+                .request(target, Bytes::from(format!("#{i}")), Duration::from_secs(5))
+        })
+        .collect();
+    for (i, request) in requests.into_iter().enumerate() {
+        assert_eq!(request.await.unwrap(), Bytes::from(format!("ran: #{i}")));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_does_not_exist_is_reported_gone_at_once() {
+    let redis = redis_server();
+    let a = node(&redis.url).await;
+    let nobody = a.forwarder.node().wrapping_add(1);
+    let started = Instant::now();
+    let answer = a
+        .forwarder
+        .request(nobody, Bytes::from_static(b"x"), Duration::from_secs(30))
+        .await;
+    assert_eq!(answer, Err(ForwardError::Gone));
+    assert!(started.elapsed() < Duration::from_secs(5), "not a timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asker_that_stops_waiting_cancels_the_work_at_the_owner() {
+    let redis = redis_server();
+    let (a, b) = (node(&redis.url).await, node(&redis.url).await);
+    let started = Arc::new(AtomicBool::new(false));
+    let dropped = Arc::new(AtomicBool::new(false));
+    {
+        let (started, dropped) = (started.clone(), dropped.clone());
+        b.forwarder.serve(Arc::new(move |_request: Bytes| {
+            let (started, flag) = (started.clone(), DropFlag(dropped.clone()));
+            Box::pin(async move {
+                let _flag = flag;
+                started.store(true, Ordering::SeqCst);
+                // A held poll that nothing answers.
+                std::future::pending::<()>().await;
+                Bytes::new()
+            })
+        }));
+    }
+    let target = b.forwarder.node();
+    let waiting = tokio::spawn(a.forwarder.request(
+        target,
+        Bytes::from_static(b"hold"),
+        Duration::from_secs(60),
+    ));
+    until("the owner runs the request", || {
+        started.load(Ordering::SeqCst)
+    })
+    .await;
+    assert!(!dropped.load(Ordering::SeqCst));
+    waiting.abort();
+    until("the owner dropped the request's work", || {
+        dropped.load(Ordering::SeqCst)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_that_never_answers_times_out() {
+    let redis = redis_server();
+    let (a, b) = (node(&redis.url).await, node(&redis.url).await);
+    let started = Arc::new(AtomicBool::new(false));
+    {
+        let started = started.clone();
+        b.forwarder.serve(Arc::new(move |_request: Bytes| {
+            let started = started.clone();
+            Box::pin(async move {
+                started.store(true, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+                Bytes::new()
+            })
+        }));
+    }
+    let target = b.forwarder.node();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = a
+            .forwarder
+            .request(target, Bytes::from_static(b"x"), Duration::from_millis(300))
+            .await;
+        if started.load(Ordering::SeqCst) {
+            assert_eq!(answer, Err(ForwardError::Unavailable));
+            break;
+        }
+        // Not subscribed yet: reported gone.
+        assert_eq!(answer, Err(ForwardError::Gone));
+        assert!(Instant::now() < deadline, "b never subscribed");
+    }
+}
