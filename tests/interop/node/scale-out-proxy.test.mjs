@@ -186,6 +186,34 @@ for (const name of Object.keys(PROXIES)) {
       assert.ok(socket.connected, 'still connected');
       assert.equal(socket.io.engine.id, sid, 'one Engine.IO session throughout');
 
+      // Clients with the default transports: the upgrade's WebSocket lands on any node; on
+      // another than the session's it is refused, and the client goes on polling.
+      const upgrading = [];
+      for (let i = 0; i < 6; i++) {
+        const client = io(proxy.base, { reconnection: false, forceNew: true });
+        client.got = [];
+        client.on('message', (m) => client.got.push(m.data.n));
+        // Listened for at once: the clients connect concurrently.
+        client.opened = new Promise((resolve, reject) => { client.once('connect', resolve); client.once('connect_error', reject); });
+        upgrading.push(client);
+      }
+      try {
+        for (const client of upgrading) {
+          await client.opened;
+          assert.deepEqual(await client.emitWithAck('join_room', 'up'), { status: 'ok', room: 'up' });
+        }
+        // Time for the upgrades to be tried.
+        await new Promise((r) => setTimeout(r, 500));
+        for (let n = 1; n <= 5; n++) await post(proxy.base, KEY, '/api/publish', { room: 'up', data: { n } });
+        await until('5 messages to every default client', () => upgrading.every((c) => c.got.length === 5), 15_000);
+        for (const client of upgrading) {
+          assert.deepEqual(client.got, [1, 2, 3, 4, 5]);
+          assert.ok(client.connected);
+        }
+      } finally {
+        for (const client of upgrading) client.close();
+      }
+
       // Native long polling: one session across polls (its cursor keeps its session id).
       let answer = await (await fetch(`${proxy.base}/poll?channels=ticks`)).json();
       const session = answer.cursor.split('.')[0];
