@@ -413,11 +413,12 @@ impl RedisLog {
     pub fn presence_command(&self, room: &str, node: u32, args: &[&str]) -> redis::Cmd {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.presence.get_hash())
-            .arg(4)
+            .arg(5)
             .arg(key(room, "p"))
             .arg(key(room, &format!("p:{node}")))
             .arg(key(room, "n"))
-            .arg(key(room, "c"));
+            .arg(key(room, "c"))
+            .arg(key(room, &format!("q:{node}")));
         for arg in args {
             cmd.arg(*arg);
         }

@@ -3,15 +3,30 @@
 -- KEYS[2] sb:{room}:p:<node> user -> connections on that node (dropped when the node dies)
 -- KEYS[3] sb:{room}:n        user -> display name (users that gave one)
 -- KEYS[4] sb:{room}:c        connections in the room
--- ARGV[1] 'join' | 'leave' | 'drop' (every entry of the node: it died)
--- join:  ARGV[2] user, ARGV[3] '1' with a name, ARGV[4] the name
+-- KEYS[5] sb:{room}:q:<node> the node's last sync: its presence sequence number
+-- ARGV[1] 'join' | 'leave' | 'sync' | 'drop' (every entry of the node: it died)
+-- join:  ARGV[2] user, ARGV[3] '1' with a name, ARGV[4] the name, ARGV[5] sequence number
 --        -> {1 if it is the user's first connection on any node else 0, connections}
--- leave: ARGV[2] user
+-- leave: ARGV[2] user, ARGV[3] sequence number
 --        -> {1 if it was the user's last connection on any node else 0, connections}
+-- sync:  ARGV[2] sequence number, then user, count pairs: the node's connections in the
+--        room are exactly these (a join or leave numbered up to it is in them, and is
+--        ignored if it comes later)
+--        -> {users that appeared, users that vanished, connections}
 -- drop:  -> the users who have no connection left
--- No key expires: each is deleted when it empties, and a dead node's entries by 'drop'.
+-- No key expires but the sync's number (a day after the last sync): each is deleted when
+-- it empties, and a dead node's entries by 'drop'.
 local op = ARGV[1]
+local function counted(seq)
+  return tonumber(seq) <= tonumber(redis.call('GET', KEYS[5]) or '0')
+end
+local function connections()
+  return tonumber(redis.call('GET', KEYS[4]) or '0')
+end
 if op == 'join' then
+  if counted(ARGV[5]) then
+    return {0, connections()}
+  end
   local user = ARGV[2]
   local total = redis.call('HINCRBY', KEYS[1], user, 1)
   redis.call('HINCRBY', KEYS[2], user, 1)
@@ -21,24 +36,32 @@ if op == 'join' then
   local conns = redis.call('INCR', KEYS[4])
   return {total == 1 and 1 or 0, conns}
 end
-local function remove(user, n)
+-- Take n of user's connections off the room's totals; true if none is left.
+local function remove_counts(user, n)
   local total = redis.call('HINCRBY', KEYS[1], user, -n)
   if total <= 0 then
     redis.call('HDEL', KEYS[1], user)
     redis.call('HDEL', KEYS[3], user)
   end
+  return total <= 0
+end
+local function remove(user, n)
+  local last = remove_counts(user, n)
   local conns = redis.call('DECRBY', KEYS[4], n)
   if conns <= 0 then
     redis.call('DEL', KEYS[4])
     conns = 0
   end
-  return total <= 0, conns
+  return last, conns
 end
 if op == 'leave' then
+  if counted(ARGV[3]) then
+    return {0, connections()}
+  end
   local user = ARGV[2]
   local here = tonumber(redis.call('HGET', KEYS[2], user) or '0')
   if here <= 0 then
-    return {0, tonumber(redis.call('GET', KEYS[4]) or '0')}
+    return {0, connections()}
   end
   if here == 1 then
     redis.call('HDEL', KEYS[2], user)
@@ -47,6 +70,56 @@ if op == 'leave' then
   end
   local last, conns = remove(user, 1)
   return {last and 1 or 0, conns}
+end
+if op == 'sync' then
+  local seq = tonumber(ARGV[2])
+  if seq > tonumber(redis.call('GET', KEYS[5]) or '0') then
+    redis.call('SET', KEYS[5], ARGV[2], 'PX', 86400000)
+  end
+  local had = {}
+  local entries = redis.call('HGETALL', KEYS[2])
+  for i = 1, #entries, 2 do
+    had[entries[i]] = tonumber(entries[i + 1])
+  end
+  local want = {}
+  for i = 3, #ARGV, 2 do
+    want[ARGV[i]] = tonumber(ARGV[i + 1])
+  end
+  local appeared, vanished = {}, {}
+  local delta = 0
+  for user, n in pairs(want) do
+    local diff = n - (had[user] or 0)
+    if diff ~= 0 then
+      local total = redis.call('HINCRBY', KEYS[1], user, diff)
+      if total > 0 and total - diff <= 0 then
+        table.insert(appeared, user)
+      elseif total <= 0 then
+        redis.call('HDEL', KEYS[1], user)
+        redis.call('HDEL', KEYS[3], user)
+        if total - diff > 0 then
+          table.insert(vanished, user)
+        end
+      end
+      redis.call('HSET', KEYS[2], user, n)
+      delta = delta + diff
+    end
+  end
+  for user, n in pairs(had) do
+    if want[user] == nil then
+      local last = remove_counts(user, n)
+      if last then
+        table.insert(vanished, user)
+      end
+      redis.call('HDEL', KEYS[2], user)
+      delta = delta - n
+    end
+  end
+  local conns = redis.call('INCRBY', KEYS[4], delta)
+  if conns <= 0 then
+    redis.call('DEL', KEYS[4])
+    conns = 0
+  end
+  return {appeared, vanished, conns}
 end
 if op == 'drop' then
   local entries = redis.call('HGETALL', KEYS[2])
@@ -57,7 +130,7 @@ if op == 'drop' then
       table.insert(gone, entries[i])
     end
   end
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[2], KEYS[5])
   return gone
 end
 return redis.error_reply('unknown presence operation')

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use switchboard_hub::{
     first_match, now_ms, Append, Appended, BackendStats, Broker, ConnId, Delivery, Done, Epoch,
-    Fanout, MemoryStoreConfig, NodeId, Offset, Page, PresenceChanged, PresenceEntry, Range,
-    RoomName, Store, Unavailable, UserId,
+    Fanout, MemoryStoreConfig, NodeId, Offset, Page, PresenceChanged, PresenceEntry,
+    PresenceSynced, Range, RoomName, Store, Unavailable, UserId,
 };
 use tokio::runtime::Handle;
 
@@ -269,6 +269,13 @@ impl RedisStore {
         self.node
     }
 
+    /// This node has presence entries in `room` (what the sweep of a dead node reads).
+    fn note_node_room(&self, room: &RoomName) {
+        let mut cmd = redis::cmd("SADD");
+        cmd.arg(node_rooms_key(self.node)).arg(room.as_str());
+        self.writer.submit(cmd, Box::new(|_| {}));
+    }
+
     fn presence_change(&self, room: &RoomName, args: &[&str], done: Done<PresenceChanged>) {
         let cmd = self.log.presence_command(room.as_str(), self.node.0, args);
         self.writer.submit(
@@ -455,17 +462,16 @@ impl Store for RedisStore {
         _node: NodeId,
         user: &UserId,
         name: Option<&Arc<str>>,
+        seq: u64,
         done: Done<PresenceChanged>,
     ) {
-        // Where this node has entries, for the sweep of a node that died.
-        let mut cmd = redis::cmd("SADD");
-        cmd.arg(node_rooms_key(self.node)).arg(room.as_str());
-        self.writer.submit(cmd, Box::new(|_| {}));
+        self.note_node_room(room);
         let (flag, name) = match name {
             Some(name) => ("1", &**name),
             None => ("0", ""),
         };
-        self.presence_change(room, &["join", &user.0, flag, name], done);
+        let seq = seq.to_string();
+        self.presence_change(room, &["join", &user.0, flag, name, &seq], done);
     }
 
     fn presence_leave(
@@ -473,9 +479,69 @@ impl Store for RedisStore {
         room: &RoomName,
         _node: NodeId,
         user: &UserId,
+        seq: u64,
         done: Done<PresenceChanged>,
     ) {
-        self.presence_change(room, &["leave", &user.0], done);
+        self.presence_change(room, &["leave", &user.0, &seq.to_string()], done);
+    }
+
+    fn reconciles_presence(&self) -> bool {
+        true
+    }
+
+    fn presence_sync(
+        &self,
+        room: &RoomName,
+        _node: NodeId,
+        seq: u64,
+        snapshot: Vec<(UserId, usize)>,
+        done: Done<PresenceSynced>,
+    ) {
+        if !snapshot.is_empty() {
+            self.note_node_room(room);
+        }
+        let mut args: Vec<String> = Vec::with_capacity(2 + 2 * snapshot.len());
+        args.push("sync".into());
+        args.push(seq.to_string());
+        for (user, count) in snapshot {
+            args.push(user.0.to_string());
+            args.push(count.to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let cmd = self.log.presence_command(room.as_str(), self.node.0, &args);
+        self.writer.submit(
+            cmd,
+            Box::new(move |reply| {
+                let users = |v: Option<&redis::Value>| -> Vec<UserId> {
+                    match v {
+                        Some(redis::Value::Array(items)) => items
+                            .iter()
+                            .filter_map(|i| match i {
+                                redis::Value::BulkString(b) => {
+                                    Some(UserId(Arc::from(String::from_utf8_lossy(b).as_ref())))
+                                }
+                                _ => None,
+                            })
+                            .collect(),
+                        _ => Vec::new(),
+                    }
+                };
+                // A sync Redis did not confirm changes nothing the members must hear; the
+                // next one tries again.
+                let synced = match reply {
+                    Ok(redis::Value::Array(items)) => PresenceSynced {
+                        appeared: users(items.first()),
+                        vanished: users(items.get(1)),
+                        connections: match items.get(2) {
+                            Some(redis::Value::Int(n)) => usize::try_from(*n).unwrap_or(0),
+                            _ => 0,
+                        },
+                    },
+                    _ => PresenceSynced::default(),
+                };
+                done(synced)
+            }),
+        );
     }
 
     fn presence(&self, room: &RoomName, done: Done<Result<Vec<PresenceEntry>, Unavailable>>) {

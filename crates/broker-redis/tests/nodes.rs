@@ -767,3 +767,184 @@ async fn rolled_back_room(
         .unwrap();
     (a, b, bob, r, old_epoch, conn)
 }
+
+/// The key of the presence entries in `r` of the node where `who` is (found in Redis: the
+/// test does not know the nodes' numbers).
+async fn node_presence_key(
+    conn: &mut redis::aio::MultiplexedConnection,
+    r: &RoomName,
+    who: &str,
+) -> String {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("sb:{{{}}}:p:*", r.as_str()))
+        .query_async(conn)
+        .await
+        .unwrap();
+    for key in keys {
+        let n: Option<i64> = redis::cmd("HGET")
+            .arg(&key)
+            .arg(who)
+            .query_async(conn)
+            .await
+            .unwrap();
+        if n.is_some() {
+            return key;
+        }
+    }
+    panic!("{who} is on no node");
+}
+
+/// Who `hub` reads as present in `r`, sorted, as `user×connections`.
+async fn present(hub: &Hub, r: &RoomName) -> Vec<String> {
+    let mut v: Vec<String> = presence(hub, r)
+        .await
+        .into_iter()
+        .map(|e| format!("{}×{}", e.user, e.connections))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ghost_left_by_a_lost_leave_is_removed_by_the_next_sweep_and_announced() {
+    let redis = redis_server();
+    let (a, b) = (
+        node(&redis.url, HubConfig::default()).await,
+        node(&redis.url, HubConfig::default()).await,
+    );
+    let lobby = room("lobby");
+    let ann = a.connect(user("ann"));
+    join(&a, &ann, &lobby, None).await;
+    let bob = b.connect(user("bob"));
+    join(&b, &bob, &lobby, None).await;
+    assert_eq!(received(&ann, 1).await.items, ["+bob"]);
+    // A leave of node a that Redis never applied: its entries still count "ghost".
+    let mut conn = admin(&redis.url).await;
+    let key = node_presence_key(&mut conn, &lobby, "ann").await;
+    let _: () = redis::pipe()
+        .cmd("HINCRBY")
+        .arg(&key)
+        .arg("ghost")
+        .arg(1)
+        .cmd("HINCRBY")
+        .arg("sb:{lobby}:p")
+        .arg("ghost")
+        .arg(1)
+        .cmd("INCR")
+        .arg("sb:{lobby}:c")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(present(&b, &lobby).await, ["ann×1", "bob×1", "ghost×1"]);
+    a.sweep();
+    b.sweep();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while present(&b, &lobby).await != ["ann×1", "bob×1"] {
+        assert!(Instant::now() < deadline, "the ghost stayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        received(&bob, 1).await.items,
+        ["-ghost"],
+        "members are told"
+    );
+    assert!(received(&ann, 0)
+        .await
+        .items
+        .contains(&"-ghost".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_forgotten_by_redis_is_restored_by_the_next_sweep() {
+    let redis = redis_server();
+    let a = node(&redis.url, HubConfig::default()).await;
+    let lobby = room("lobby");
+    let (ann, ann2, bob) = (
+        a.connect(user("ann")),
+        a.connect(user("ann")),
+        a.connect(user("bob")),
+    );
+    for c in [&ann, &ann2, &bob] {
+        join(&a, c, &lobby, None).await;
+    }
+    assert_eq!(present(&a, &lobby).await, ["ann×2", "bob×1"]);
+    let mut conn = admin(&redis.url).await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    assert!(present(&a, &lobby).await.is_empty(), "Redis forgot");
+    a.sweep();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while present(&a, &lobby).await != ["ann×2", "bob×1"] {
+        assert!(Instant::now() < deadline, "presence was not restored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The counts go on from there: a leave is counted once.
+    assert!(a.leave(&ann2, &lobby));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while present(&a, &lobby).await != ["ann×1", "bob×1"] {
+        assert!(Instant::now() < deadline, "the leave after the sync");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_or_leave_the_sync_already_counted_is_ignored_when_it_arrives_late() {
+    let redis = redis_server();
+    let log = switchboard_broker_redis::RedisLog::connect(
+        &redis.url,
+        switchboard_broker_redis::LogConfig::default(),
+    )
+    .await
+    .unwrap();
+    log.load_scripts().await.unwrap();
+    let mut conn = admin(&redis.url).await;
+    let run = |args: &[&str]| log.presence_command("lobby", 7, args);
+    async fn total(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
+        let n: Option<i64> = redis::cmd("HGET")
+            .arg("sb:{lobby}:p")
+            .arg("ann")
+            .query_async(conn)
+            .await
+            .unwrap();
+        n.unwrap_or(0)
+    }
+    // The snapshot at number 10 counts one connection of ann.
+    let _: redis::Value = run(&["sync", "10", "ann", "1"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(total(&mut conn).await, 1);
+    // Its join (number 9) arrives after it: already counted.
+    let _: redis::Value = run(&["join", "ann", "0", "", "9"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(total(&mut conn).await, 1);
+    // A later join counts.
+    let _: redis::Value = run(&["join", "ann", "0", "", "11"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(total(&mut conn).await, 2);
+    // A late leave (number 8) is ignored; a new one counts.
+    let _: redis::Value = run(&["leave", "ann", "8"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(total(&mut conn).await, 2);
+    let _: redis::Value = run(&["leave", "ann", "12"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(total(&mut conn).await, 1);
+    // A sync of nothing empties the node's share and says who vanished.
+    let answer: redis::Value = run(&["sync", "13"]).query_async(&mut conn).await.unwrap();
+    assert_eq!(total(&mut conn).await, 0);
+    let redis::Value::Array(items) = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(
+        items[1],
+        redis::Value::Array(vec![redis::Value::BulkString(b"ann".to_vec())])
+    );
+    assert_eq!(items[2], redis::Value::Int(0));
+}

@@ -17,8 +17,8 @@ use crate::ids::{ConnId, Epoch, NodeId, Offset, UserId};
 use crate::outbox::{Outbox, Pushed};
 use crate::pattern::{first_match, RoomPattern};
 use crate::store::{
-    Append, Appended, MemoryStore, MemoryStoreConfig, Page, PresenceChanged, Range, Store,
-    Unavailable,
+    Append, Appended, MemoryStore, MemoryStoreConfig, Page, PresenceChanged, PresenceSynced, Range,
+    Store, Unavailable,
 };
 
 const SHARDS: usize = 64;
@@ -284,7 +284,18 @@ pub struct Hub {
     /// This node, as the store knows it.
     node: NodeId,
     next_conn: AtomicU64,
+    /// Numbers every member change of every room (taken under the room's lock), so that a
+    /// presence snapshot and the joins and leaves it already counts can be told apart in
+    /// the store ([`Store::presence_sync`]). One counter for all rooms: it never goes back,
+    /// even for a room forgotten and made again.
+    presence_seq: AtomicU64,
+    /// Where the next presence reconciliation starts (a shard index), so that a sweep
+    /// bounded to [`SYNC_ROOMS_PER_SWEEP`] rooms reaches every room in turn.
+    sync_from: std::sync::atomic::AtomicUsize,
 }
+
+/// At most this many rooms have their presence reconciled per [`Hub::sweep`].
+const SYNC_ROOMS_PER_SWEEP: usize = 2000;
 
 impl fmt::Debug for Hub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -332,6 +343,8 @@ impl Hub {
                 broker,
                 // Connection ids are unique per process: nodes in one process share none.
                 next_conn: AtomicU64::new(NEXT_NODE_BASE.fetch_add(1 << 40, Ordering::Relaxed)),
+                presence_seq: AtomicU64::new(0),
+                sync_from: std::sync::atomic::AtomicUsize::new(0),
             }
         })
     }
@@ -465,6 +478,9 @@ impl Hub {
             return;
         }
         st.removed = true;
+        // This node's presence in the room is now nothing, whatever became of the leaves
+        // (one the store did not confirm would leave a ghost).
+        self.sync_presence(name, &st);
         drop(st);
         shard.remove(name);
         drop(shard);
@@ -496,7 +512,7 @@ impl Hub {
         since: Option<(Offset, Epoch)>,
         done: impl FnOnce(Joined) + Send + 'static,
     ) {
-        let (r, new_member) = loop {
+        let (r, new_member, seq) = loop {
             let Some((r, created)) = self.room(room, true) else {
                 continue;
             };
@@ -514,10 +530,11 @@ impl Hub {
                     true
                 }
             };
+            let seq = self.next_presence_seq();
             st.catching_up.insert(conn.id, CatchUp::default());
             st.snapshot = None;
             drop(st);
-            break (r, new_member);
+            break (r, new_member, seq);
         };
         if new_member {
             // Presence is the store's: the user's first connection on any node.
@@ -528,6 +545,7 @@ impl Hub {
                 self.node,
                 &conn.user,
                 conn.name.as_ref(),
+                seq,
                 Box::new(move |changed: PresenceChanged| {
                     // `user_joined` only while the room (on every node) is small enough:
                     // each costs O(members). To the members on every node, through the
@@ -580,14 +598,14 @@ impl Hub {
         let Some((r, _)) = self.room(room, false) else {
             return false;
         };
-        let now_empty = {
+        let (now_empty, seq) = {
             let mut st = lock(&r.state);
             if st.members.remove(&conn.id).is_none() {
                 return false;
             }
             st.catching_up.remove(&conn.id);
             st.snapshot = None;
-            st.members.is_empty()
+            (st.members.is_empty(), self.next_presence_seq())
         };
         let (broker, max) = (self.broker.clone(), self.config.join_leave_max_members);
         let event = presence_event(false, conn, room);
@@ -596,6 +614,7 @@ impl Hub {
             room,
             self.node,
             &conn.user,
+            seq,
             Box::new(move |changed: PresenceChanged| {
                 if changed.first_or_last && changed.connections < max {
                     // To the members on every node.
@@ -761,6 +780,7 @@ impl Hub {
     pub fn sweep(&self) -> usize {
         // This node is alive: its presence entries stay.
         self.store.heartbeat(self.node);
+        self.reconcile_presence();
         let mut forgotten = Vec::new();
         for shard in &self.shards {
             lock(shard).retain(|name, room| {
@@ -777,6 +797,88 @@ impl Hub {
             self.forget(name, room);
         }
         self.store.sweep()
+    }
+}
+
+impl Hub {
+    /// The next presence sequence number (taken under the changed room's lock).
+    fn next_presence_seq(&self) -> u64 {
+        self.presence_seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Tell the store this node's presence in `room` as it is (`st`, under its lock), with
+    /// the sequence number of the last change made: it corrects what failed or was lost.
+    fn sync_presence(&self, name: &RoomName, st: &RoomState) {
+        if !self.store.reconciles_presence() {
+            return;
+        }
+        let mut counts: HashMap<&UserId, usize> = HashMap::new();
+        for (user, _) in st.members.values() {
+            *counts.entry(user).or_default() += 1;
+        }
+        let snapshot = counts.into_iter().map(|(u, n)| (u.clone(), n)).collect();
+        // Every change of this room so far took its number under this lock: the counter
+        // is at least the last one's.
+        let seq = self.presence_seq.load(Ordering::Relaxed);
+        let (broker, room, max) = (
+            self.broker.clone(),
+            name.clone(),
+            self.config.join_leave_max_members,
+        );
+        self.store.presence_sync(
+            name,
+            self.node,
+            seq,
+            snapshot,
+            Box::new(move |synced: PresenceSynced| {
+                if synced.connections > max {
+                    return;
+                }
+                // What the lost joins and leaves would have announced (origin: no local
+                // connection, so every member hears it).
+                for (joined, users) in [(true, synced.appeared), (false, synced.vanished)] {
+                    for user in users {
+                        let change = PresenceChange {
+                            joined,
+                            user,
+                            name: None,
+                            origin: ConnId(u64::MAX),
+                        };
+                        broker.publish(&Delivery::presence(room.clone(), change, now_ms()));
+                    }
+                }
+            }),
+        );
+    }
+
+    /// Reconcile the presence of up to [`SYNC_ROOMS_PER_SWEEP`] rooms with local members
+    /// (starting where the last sweep stopped).
+    fn reconcile_presence(&self) {
+        if !self.store.reconciles_presence() {
+            return;
+        }
+        let shards = self.shards.len();
+        let start = self.sync_from.load(Ordering::Relaxed) % shards;
+        let mut synced = 0;
+        for i in 0..shards {
+            let index = (start + i) % shards;
+            if synced >= SYNC_ROOMS_PER_SWEEP {
+                self.sync_from.store(index, Ordering::Relaxed);
+                return;
+            }
+            let rooms: Vec<(RoomName, Arc<Room>)> = lock(&self.shards[index])
+                .iter()
+                .map(|(n, r)| (n.clone(), r.clone()))
+                .collect();
+            for (name, room) in rooms {
+                let st = lock(&room.state);
+                if !st.removed && !st.members.is_empty() {
+                    self.sync_presence(&name, &st);
+                    synced += 1;
+                }
+            }
+        }
+        self.sync_from.store(start, Ordering::Relaxed);
     }
 }
 

@@ -163,6 +163,17 @@ pub struct PresenceChanged {
     pub connections: usize,
 }
 
+/// The store's answer to a presence sync: who appeared or vanished (every node counted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PresenceSynced {
+    /// Users with no connection before the sync and some after.
+    pub appeared: Vec<UserId>,
+    /// Users with connections before the sync and none after.
+    pub vanished: Vec<UserId>,
+    /// Connections in the room afterwards, over every node.
+    pub connections: usize,
+}
+
 /// What a networked store reports about its backend, for metrics (read at each scrape).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BackendStats {
@@ -208,24 +219,52 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// `node`'s last local member left `room`.
     fn release(&self, room: &RoomName, node: NodeId);
 
-    /// A connection of `user` (display name `name`) on `node` joined `room`.
+    /// A connection of `user` (display name `name`) on `node` joined `room`. `seq` is the
+    /// node's presence sequence number of the change (see [`Store::presence_sync`]).
     fn presence_join(
         &self,
         room: &RoomName,
         node: NodeId,
         user: &UserId,
         name: Option<&Arc<str>>,
+        seq: u64,
         done: Done<PresenceChanged>,
     );
 
-    /// A connection of `user` on `node` left `room`.
+    /// A connection of `user` on `node` left `room` (`seq` as for [`Store::presence_join`]).
     fn presence_leave(
         &self,
         room: &RoomName,
         node: NodeId,
         user: &UserId,
+        seq: u64,
         done: Done<PresenceChanged>,
     );
+
+    /// Whether the hub should reconcile its presence with the store
+    /// ([`Store::presence_sync`]): a networked store, whose presence changes can fail or be
+    /// lost with the backend's data.
+    fn reconciles_presence(&self) -> bool {
+        false
+    }
+
+    /// Reconcile: `node`'s connections in `room` are exactly `snapshot` (user → count), as
+    /// of the node's presence sequence number `seq`. Changes with a sequence number up to
+    /// `seq` are in the snapshot: their own join or leave, if it reaches the store later, is
+    /// ignored. Answers the users that appeared or vanished on every node by it. Called
+    /// under the room's lock (so no later change of the room can reach the store before
+    /// it): it must only hand the work over.
+    fn presence_sync(
+        &self,
+        room: &RoomName,
+        node: NodeId,
+        seq: u64,
+        snapshot: Vec<(UserId, usize)>,
+        done: Done<PresenceSynced>,
+    ) {
+        let _ = (room, node, seq, snapshot);
+        done(PresenceSynced::default());
+    }
 
     /// Who is in `room` on every live node: users with connection counts and display names,
     /// unsorted (empty for a room that does not exist).
@@ -658,6 +697,7 @@ impl Store for MemoryStore {
         node: NodeId,
         user: &UserId,
         name: Option<&Arc<str>>,
+        _seq: u64,
         done: Done<PresenceChanged>,
     ) {
         let changed = self.with_locked(room, |st| {
@@ -689,6 +729,7 @@ impl Store for MemoryStore {
         room: &RoomName,
         node: NodeId,
         user: &UserId,
+        _seq: u64,
         done: Done<PresenceChanged>,
     ) {
         let changed = self

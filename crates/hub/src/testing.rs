@@ -119,10 +119,11 @@ impl Store for LateStore {
         node: NodeId,
         user: &UserId,
         name: Option<&Arc<str>>,
+        seq: u64,
         done: Done<PresenceChanged>,
     ) {
         self.inner
-            .presence_join(room, node, user, name, self.late(done))
+            .presence_join(room, node, user, name, seq, self.late(done))
     }
 
     fn presence_leave(
@@ -130,9 +131,11 @@ impl Store for LateStore {
         room: &RoomName,
         node: NodeId,
         user: &UserId,
+        seq: u64,
         done: Done<PresenceChanged>,
     ) {
-        self.inner.presence_leave(room, node, user, self.late(done))
+        self.inner
+            .presence_leave(room, node, user, seq, self.late(done))
     }
 
     fn presence(&self, room: &RoomName, done: Done<Result<Vec<PresenceEntry>, Unavailable>>) {

@@ -234,6 +234,23 @@ pub fn raw_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Send a raw HTTP request and return the status code of the answer.
+/// Whether `buf` holds a whole response head, and the whole body when the head gives its
+/// length.
+fn response_complete(buf: &[u8]) -> bool {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    match length {
+        Some(length) => buf.len() >= end + 4 + length,
+        None => true,
+    }
+}
+
 pub async fn http_status(addr: SocketAddr, request: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(request.as_bytes()).await.unwrap();
@@ -245,7 +262,7 @@ pub async fn http_status(addr: SocketAddr, request: &str) -> (u16, String) {
             .unwrap()
             .unwrap();
         buf.extend_from_slice(&chunk[..n]);
-        if n == 0 || buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        if n == 0 || response_complete(&buf) {
             break;
         }
     }
