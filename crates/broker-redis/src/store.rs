@@ -6,7 +6,7 @@
 //! becomes Redis work on the runtime the store was made on. Publishes and presence changes
 //! keep their order (one pipelined queue, [`Writer`]); reads run concurrently.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -107,6 +107,7 @@ pub async fn connect(config: RedisConfig) -> Result<Redis, Error> {
         subs: subs.clone(),
         node,
         held: Mutex::new(HashSet::new()),
+        stale_presence: Arc::new(Mutex::new(HashMap::new())),
         runtime: Handle::current(),
         config,
         stats,
@@ -184,6 +185,7 @@ async fn heartbeat(store: Weak<RedisStore>) {
         let node = s.node;
         let (log, writer) = (s.log.clone(), s.writer.clone());
         let window = s.config.recovery_window;
+        s.resync_released_rooms();
         drop(s);
         // This node's own heartbeat first: a long sweep must not let it lapse.
         let refreshed: Result<(), redis::RedisError> = redis::pipe()
@@ -221,6 +223,10 @@ pub struct RedisStore {
     node: NodeId,
     /// Rooms with local members.
     held: Mutex<HashSet<RoomName>>,
+    /// Rooms where one of this node's presence changes or syncs failed, with the highest
+    /// presence sequence number seen there: the heartbeat sends an empty sync for those the
+    /// node no longer holds (the hub's sweep syncs the others).
+    stale_presence: Arc<Mutex<HashMap<RoomName, u64>>>,
     runtime: Handle,
     config: RedisConfig,
     stats: Arc<Stats>,
@@ -236,6 +242,55 @@ impl std::fmt::Debug for RedisStore {
 
 fn held(store: &RedisStore) -> std::sync::MutexGuard<'_, HashSet<RoomName>> {
     store.held.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock_stale(
+    stale: &Mutex<HashMap<RoomName, u64>>,
+) -> std::sync::MutexGuard<'_, HashMap<RoomName, u64>> {
+    stale.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A presence change or sync numbered `seq` in `room` failed.
+fn mark_stale(stale: &Mutex<HashMap<RoomName, u64>>, room: RoomName, seq: u64) {
+    let mut stale = lock_stale(stale);
+    let highest = stale.entry(room).or_insert(seq);
+    *highest = (*highest).max(seq);
+}
+
+impl RedisStore {
+    /// Send an empty presence sync for every room where a change failed and that this node
+    /// no longer holds (nothing else would correct it: the hub syncs only held rooms).
+    fn resync_released_rooms(self: &Arc<Self>) {
+        let stale: Vec<(RoomName, u64)> = lock_stale(&self.stale_presence)
+            .iter()
+            .map(|(r, s)| (r.clone(), *s))
+            .collect();
+        for (room, seq) in stale {
+            // Under the held lock: a join that holds the room again comes after this sync.
+            let held = held(self);
+            if held.contains(&room) {
+                continue;
+            }
+            let (writer, node, name) = (self.writer.clone(), self.node, room.clone());
+            // Ghosts removed: the members (on other nodes) hear them leave.
+            let announce = Box::new(move |synced: PresenceSynced| {
+                for user in synced.vanished {
+                    let payload = envelope::presence(&envelope::PresenceEnvelope {
+                        joined: false,
+                        origin: (node.0, 0),
+                        timestamp_ms: now_ms(),
+                        user: user.0.to_string(),
+                        name: None,
+                    });
+                    let mut cmd = redis::cmd("PUBLISH");
+                    cmd.arg(channel(name.as_str())).arg(payload);
+                    writer.submit(cmd, Box::new(|_| {}));
+                }
+            });
+            self.presence_sync(&room, self.node, seq, Vec::new(), announce);
+            drop(held);
+        }
+    }
 }
 
 /// Run one Redis operation (`what`, for the log) within `timeout`, timing it in `stats`;
@@ -276,8 +331,15 @@ impl RedisStore {
         self.writer.submit(cmd, Box::new(|_| {}));
     }
 
-    fn presence_change(&self, room: &RoomName, args: &[&str], done: Done<PresenceChanged>) {
+    fn presence_change(
+        &self,
+        room: &RoomName,
+        seq: u64,
+        args: &[&str],
+        done: Done<PresenceChanged>,
+    ) {
         let cmd = self.log.presence_command(room.as_str(), self.node.0, args);
+        let (stale, room) = (self.stale_presence.clone(), room.clone());
         self.writer.submit(
             cmd,
             Box::new(move |reply| {
@@ -293,8 +355,11 @@ impl RedisStore {
                     },
                     _ => None,
                 };
-                // A change Redis did not confirm announces nothing (node heartbeats and the
-                // dead-node sweep correct the counts).
+                // A change Redis did not confirm announces nothing; the next sync corrects
+                // the counts.
+                if answer.is_none() {
+                    mark_stale(&stale, room, seq);
+                }
                 done(answer.unwrap_or(PresenceChanged {
                     first_or_last: false,
                     connections: 0,
@@ -470,8 +535,8 @@ impl Store for RedisStore {
             Some(name) => ("1", &**name),
             None => ("0", ""),
         };
-        let seq = seq.to_string();
-        self.presence_change(room, &["join", &user.0, flag, name, &seq], done);
+        let seq_text = seq.to_string();
+        self.presence_change(room, seq, &["join", &user.0, flag, name, &seq_text], done);
     }
 
     fn presence_leave(
@@ -482,7 +547,7 @@ impl Store for RedisStore {
         seq: u64,
         done: Done<PresenceChanged>,
     ) {
-        self.presence_change(room, &["leave", &user.0, &seq.to_string()], done);
+        self.presence_change(room, seq, &["leave", &user.0, &seq.to_string()], done);
     }
 
     fn reconciles_presence(&self) -> bool {
@@ -509,9 +574,20 @@ impl Store for RedisStore {
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let cmd = self.log.presence_command(room.as_str(), self.node.0, &args);
+        let (stale, room) = (self.stale_presence.clone(), room.clone());
         self.writer.submit(
             cmd,
             Box::new(move |reply| {
+                match &reply {
+                    Ok(redis::Value::Array(_)) => {
+                        // Everything numbered up to `seq` is in Redis as it is here.
+                        let mut stale = lock_stale(&stale);
+                        if stale.get(&room).is_some_and(|&s| s <= seq) {
+                            stale.remove(&room);
+                        }
+                    }
+                    _ => mark_stale(&stale, room, seq),
+                }
                 let users = |v: Option<&redis::Value>| -> Vec<UserId> {
                     match v {
                         Some(redis::Value::Array(items)) => items

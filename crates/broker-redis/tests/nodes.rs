@@ -948,3 +948,46 @@ async fn a_join_or_leave_the_sync_already_counted_is_ignored_when_it_arrives_lat
     );
     assert_eq!(items[2], redis::Value::Int(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ghost_in_a_room_the_node_left_is_removed_once_redis_takes_scripts_again() {
+    let redis = redis_server();
+    // Heartbeats (and so the resync of released rooms) every 200 ms.
+    let config = HubConfig {
+        presence_expiry: Duration::from_millis(600),
+        ..HubConfig::default()
+    };
+    let (a, b) = (
+        node(&redis.url, config.clone()).await,
+        node(&redis.url, config).await,
+    );
+    let lobby = room("lobby");
+    let bob = b.connect(user("bob"));
+    join(&b, &bob, &lobby, None).await;
+    let ann = a.connect(user("ann"));
+    join(&a, &ann, &lobby, None).await;
+    assert_eq!(received(&bob, 1).await.items, ["+ann"]);
+    // Redis refuses scripts: ann's leave (node a's last member there) and the empty sync
+    // that follows it both fail.
+    let mut conn = admin(&redis.url).await;
+    let acl = |rule: &'static str| {
+        let mut cmd = redis::cmd("ACL");
+        cmd.arg("SETUSER").arg("default").arg(rule);
+        cmd
+    };
+    let _: () = acl("-evalsha").query_async(&mut conn).await.unwrap();
+    assert!(a.leave(&ann, &lobby));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(present(&b, &lobby).await, ["ann×1", "bob×1"], "a ghost");
+    let _: () = acl("+evalsha").query_async(&mut conn).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while present(&b, &lobby).await != ["bob×1"] {
+        assert!(Instant::now() < deadline, "the ghost stayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        received(&bob, 1).await.items,
+        ["-ann"],
+        "and it is announced"
+    );
+}
