@@ -115,6 +115,11 @@ impl Inbox {
         // Registered under the lock before the task can finish and remove itself.
         let mut running = lock(&self.running);
         let task = tokio::spawn(async move {
+            // Forgotten however the work ends (answered, aborted, or a panic).
+            let _running = Running {
+                inbox: inbox.clone(),
+                key: (from, id),
+            };
             let answer = handler(request).await;
             lock(&inbox.running).remove(&(from, id));
             let mut message = BytesMut::with_capacity(9 + answer.len());
@@ -126,10 +131,29 @@ impl Inbox {
         running.insert((from, id), task.abort_handle());
     }
 
+    /// Request `id` failed: tell its asker.
+    fn fail(&self, id: u64, error: ForwardError) {
+        if let Some(waiting) = lock(&self.waiting).remove(&id) {
+            let _ = waiting.send(Err(error));
+        }
+    }
+
     fn publish(&self, node: u32, message: Bytes, reply: crate::writer::Reply) {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(channel(node)).arg(message.as_ref());
         self.writer.submit(cmd, reply);
+    }
+}
+
+/// Removes a request's entry from `running` when its task ends.
+struct Running {
+    inbox: Arc<Inbox>,
+    key: (u32, u64),
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        lock(&self.inbox.running).remove(&self.key);
     }
 }
 
@@ -188,17 +212,27 @@ impl RedisForwarder {
         message.put_slice(&request);
         let on_sent = {
             let inbox = inbox.clone();
-            Box::new(move |sent: Result<Value, _>| {
-                let failed = match sent {
-                    Ok(Value::Int(0)) => Some(ForwardError::Gone),
-                    Ok(Value::Int(_)) => None,
-                    _ => Some(ForwardError::Unavailable),
-                };
-                if let Some(error) = failed {
-                    if let Some(waiting) = lock(&inbox.waiting).remove(&id) {
-                        let _ = waiting.send(Err(error));
-                    }
+            Box::new(move |sent: Result<Value, _>| match sent {
+                Ok(Value::Int(0)) => {
+                    // Nobody listens on the owner's channel. Gone, if its heartbeat is gone
+                    // too; a live owner whose pub/sub connection is being made again is
+                    // only unavailable for now (its session must not be given up).
+                    let mut cmd = redis::cmd("EXISTS");
+                    cmd.arg(crate::store::node_key(switchboard_hub::NodeId(owner)));
+                    let checking = inbox.clone();
+                    inbox.writer.submit(
+                        cmd,
+                        Box::new(move |alive| {
+                            let error = match alive {
+                                Ok(Value::Int(0)) => ForwardError::Gone,
+                                _ => ForwardError::Unavailable,
+                            };
+                            checking.fail(id, error);
+                        }),
+                    );
                 }
+                Ok(Value::Int(_)) => {}
+                _ => inbox.fail(id, ForwardError::Unavailable),
             })
         };
         inbox.publish(owner, message.freeze(), on_sent);

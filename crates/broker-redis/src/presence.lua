@@ -3,7 +3,8 @@
 -- KEYS[2] sb:{room}:p:<node> user -> connections on that node (dropped when the node dies)
 -- KEYS[3] sb:{room}:n        user -> display name (users that gave one)
 -- KEYS[4] sb:{room}:c        connections in the room
--- KEYS[5] sb:{room}:q:<node> the node's last sync: its presence sequence number
+-- KEYS[5] sb:{room}:q:<node> hash: `synced`, the sequence number of the node's last sync;
+--                            `applied`, the highest of its joins and leaves applied
 -- ARGV[1] 'join' | 'leave' | 'sync' | 'drop' (every entry of the node: it died)
 -- join:  ARGV[2] user, ARGV[3] '1' with a name, ARGV[4] the name, ARGV[5] sequence number
 --        -> {1 if it is the user's first connection on any node else 0, connections}
@@ -11,14 +12,31 @@
 --        -> {1 if it was the user's last connection on any node else 0, connections}
 -- sync:  ARGV[2] sequence number, then user, count pairs: the node's connections in the
 --        room are exactly these (a join or leave numbered up to it is in them, and is
---        ignored if it comes later)
+--        ignored if it comes later). A sync older than a change already applied (a retry
+--        that came late) is refused: -> {}, and the next one corrects.
 --        -> {users that appeared, users that vanished, connections}
 -- drop:  -> the users who have no connection left
--- No key expires but the sync's number (a day after the last sync): each is deleted when
--- it empties, and a dead node's entries by 'drop'.
+-- No key expires but the sequence numbers (a day after the last sync, a minute once the
+-- node has nobody left in the room: later changes of that time are numbered higher): the
+-- others are deleted when they empty, and a dead node's entries by 'drop'.
 local op = ARGV[1]
+local function seq_of(field)
+  return tonumber(redis.call('HGET', KEYS[5], field) or '0')
+end
+-- Whether a join or leave numbered seq is already in the last sync; else it is recorded
+-- as applied.
 local function counted(seq)
-  return tonumber(seq) <= tonumber(redis.call('GET', KEYS[5]) or '0')
+  seq = tonumber(seq)
+  if seq <= seq_of('synced') then
+    return true
+  end
+  if seq > seq_of('applied') then
+    redis.call('HSET', KEYS[5], 'applied', seq)
+    if redis.call('PTTL', KEYS[5]) < 0 then
+      redis.call('PEXPIRE', KEYS[5], 86400000)
+    end
+  end
+  return false
 end
 local function connections()
   return tonumber(redis.call('GET', KEYS[4]) or '0')
@@ -73,9 +91,13 @@ if op == 'leave' then
 end
 if op == 'sync' then
   local seq = tonumber(ARGV[2])
-  if seq > tonumber(redis.call('GET', KEYS[5]) or '0') then
-    redis.call('SET', KEYS[5], ARGV[2], 'PX', 86400000)
+  if seq < seq_of('applied') then
+    return {}
   end
+  if seq > seq_of('synced') then
+    redis.call('HSET', KEYS[5], 'synced', seq)
+  end
+  redis.call('PEXPIRE', KEYS[5], #ARGV > 2 and 86400000 or 60000)
   local had = {}
   local entries = redis.call('HGETALL', KEYS[2])
   for i = 1, #entries, 2 do

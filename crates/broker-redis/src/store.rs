@@ -6,7 +6,7 @@
 //! becomes Redis work on the runtime the store was made on. Publishes and presence changes
 //! keep their order (one pipelined queue, [`Writer`]); reads run concurrently.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -106,7 +106,7 @@ pub async fn connect(config: RedisConfig) -> Result<Redis, Error> {
         writer: writer.clone(),
         subs: subs.clone(),
         node,
-        held: Mutex::new(HashSet::new()),
+        held: Mutex::new(HashMap::new()),
         stale_presence: Arc::new(Mutex::new(HashMap::new())),
         runtime: Handle::current(),
         config,
@@ -139,7 +139,7 @@ pub async fn connect(config: RedisConfig) -> Result<Redis, Error> {
     })
 }
 
-fn node_key(node: NodeId) -> String {
+pub(crate) fn node_key(node: NodeId) -> String {
     format!("sb:node:{}", node.0)
 }
 
@@ -185,7 +185,6 @@ async fn heartbeat(store: Weak<RedisStore>) {
         let node = s.node;
         let (log, writer) = (s.log.clone(), s.writer.clone());
         let window = s.config.recovery_window;
-        s.resync_released_rooms();
         drop(s);
         // This node's own heartbeat first: a long sweep must not let it lapse.
         let refreshed: Result<(), redis::RedisError> = redis::pipe()
@@ -203,6 +202,9 @@ async fn heartbeat(store: Weak<RedisStore>) {
             .await;
         if let Err(e) = refreshed {
             tracing::warn!(error = %e, "redis: heartbeat failed");
+        }
+        if let Some(s) = store.upgrade() {
+            s.resync_released_rooms();
         }
         // Bounded by the interval: the next heartbeat is never late because of it.
         let sweep = sweep_dead_nodes(&log, &writer, window);
@@ -222,11 +224,13 @@ pub struct RedisStore {
     subs: Arc<Subscriptions>,
     node: NodeId,
     /// Rooms with local members.
-    held: Mutex<HashSet<RoomName>>,
+    /// Rooms with local members: holds not yet released (a room can be made again on the
+    /// hub before the old one's release arrives, so this counts).
+    held: Mutex<HashMap<RoomName, usize>>,
     /// Rooms where one of this node's presence changes or syncs failed, with the highest
     /// presence sequence number seen there: the heartbeat sends an empty sync for those the
     /// node no longer holds (the hub's sweep syncs the others).
-    stale_presence: Arc<Mutex<HashMap<RoomName, u64>>>,
+    stale_presence: Arc<Mutex<HashMap<RoomName, Stale>>>,
     runtime: Handle,
     config: RedisConfig,
     stats: Arc<Stats>,
@@ -240,35 +244,68 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-fn held(store: &RedisStore) -> std::sync::MutexGuard<'_, HashSet<RoomName>> {
+fn held(store: &RedisStore) -> std::sync::MutexGuard<'_, HashMap<RoomName, usize>> {
     store.held.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn lock_stale(
-    stale: &Mutex<HashMap<RoomName, u64>>,
-) -> std::sync::MutexGuard<'_, HashMap<RoomName, u64>> {
+/// A room where a presence change or sync of this node failed.
+#[derive(Debug, Clone, Copy)]
+struct Stale {
+    /// The highest presence sequence number seen there.
+    seq: u64,
+    /// A sync for it is on its way.
+    syncing: bool,
+}
+
+/// At most this many rooms are remembered as stale (beyond, a room's ghost waits for the
+/// node's end), and this many get a sync per heartbeat.
+const MAX_STALE_ROOMS: usize = 100_000;
+const STALE_SYNCS_PER_HEARTBEAT: usize = 500;
+
+type StaleRooms = Mutex<HashMap<RoomName, Stale>>;
+
+fn lock_stale(stale: &StaleRooms) -> std::sync::MutexGuard<'_, HashMap<RoomName, Stale>> {
     stale.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A presence change or sync numbered `seq` in `room` failed.
-fn mark_stale(stale: &Mutex<HashMap<RoomName, u64>>, room: RoomName, seq: u64) {
+fn mark_stale(stale: &StaleRooms, room: RoomName, seq: u64) {
     let mut stale = lock_stale(stale);
-    let highest = stale.entry(room).or_insert(seq);
-    *highest = (*highest).max(seq);
+    if stale.len() >= MAX_STALE_ROOMS && !stale.contains_key(&room) {
+        return;
+    }
+    let entry = stale.entry(room).or_insert(Stale {
+        seq,
+        syncing: false,
+    });
+    entry.seq = entry.seq.max(seq);
+    entry.syncing = false;
 }
 
 impl RedisStore {
-    /// Send an empty presence sync for every room where a change failed and that this node
-    /// no longer holds (nothing else would correct it: the hub syncs only held rooms).
+    /// Send an empty presence sync for rooms where a change failed and that this node no
+    /// longer holds (nothing else would correct them: the hub syncs only held rooms). At
+    /// most [`STALE_SYNCS_PER_HEARTBEAT`], none for a room whose sync is on its way.
     fn resync_released_rooms(self: &Arc<Self>) {
-        let stale: Vec<(RoomName, u64)> = lock_stale(&self.stale_presence)
-            .iter()
-            .map(|(r, s)| (r.clone(), *s))
-            .collect();
-        for (room, seq) in stale {
+        let due: Vec<(RoomName, u64)> = {
+            let mut stale = lock_stale(&self.stale_presence);
+            stale
+                .iter_mut()
+                .filter(|(_, s)| !s.syncing)
+                .take(STALE_SYNCS_PER_HEARTBEAT)
+                .map(|(room, s)| {
+                    s.syncing = true;
+                    (room.clone(), s.seq)
+                })
+                .collect()
+        };
+        for (room, seq) in due {
             // Under the held lock: a join that holds the room again comes after this sync.
             let held = held(self);
-            if held.contains(&room) {
+            if held.contains_key(&room) {
+                if let Some(s) = lock_stale(&self.stale_presence).get_mut(&room) {
+                    s.syncing = false;
+                }
                 continue;
             }
             let (writer, node, name) = (self.writer.clone(), self.node, room.clone());
@@ -441,7 +478,7 @@ impl Store for RedisStore {
     }
 
     fn read(&self, room: &RoomName, range: Range, done: Done<Result<Option<Page>, Unavailable>>) {
-        let open = held(self).contains(room);
+        let open = held(self).contains_key(room);
         let ready = self.subs.ready(room);
         let (log, room, timeout) = (self.log.clone(), room.clone(), self.config.timeout);
         let stats = self.stats.clone();
@@ -511,11 +548,24 @@ impl Store for RedisStore {
     }
 
     fn hold(&self, room: &RoomName, _node: NodeId) {
-        held(self).insert(room.clone());
+        *held(self).entry(room.clone()).or_default() += 1;
     }
 
     fn release(&self, room: &RoomName, _node: NodeId) {
-        held(self).remove(room);
+        {
+            let mut held = held(self);
+            match held.get_mut(room) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    // Made again meanwhile: still held.
+                    return;
+                }
+                Some(_) => {
+                    held.remove(room);
+                }
+                None => {}
+            }
+        }
         let mut cmd = redis::cmd("SREM");
         cmd.arg(node_rooms_key(self.node)).arg(room.as_str());
         self.writer.submit(cmd, Box::new(|_| {}));
@@ -579,11 +629,17 @@ impl Store for RedisStore {
             cmd,
             Box::new(move |reply| {
                 match &reply {
-                    Ok(redis::Value::Array(_)) => {
+                    // Applied (a refused sync answers an empty array).
+                    Ok(redis::Value::Array(items)) if items.len() == 3 => {
                         // Everything numbered up to `seq` is in Redis as it is here.
                         let mut stale = lock_stale(&stale);
-                        if stale.get(&room).is_some_and(|&s| s <= seq) {
-                            stale.remove(&room);
+                        match stale.get_mut(&room) {
+                            Some(s) if s.seq <= seq => {
+                                stale.remove(&room);
+                            }
+                            // A later change failed meanwhile: sync again.
+                            Some(s) => s.syncing = false,
+                            None => {}
                         }
                     }
                     _ => mark_stale(&stale, room, seq),
@@ -652,7 +708,7 @@ impl Store for RedisStore {
     }
 
     fn rooms(&self) -> Vec<RoomName> {
-        held(self).iter().cloned().collect()
+        held(self).keys().cloned().collect()
     }
 
     /// Nothing to do here: history expires in Redis by itself, and the heartbeat task drops

@@ -947,6 +947,18 @@ async fn a_join_or_leave_the_sync_already_counted_is_ignored_when_it_arrives_lat
         redis::Value::Array(vec![redis::Value::BulkString(b"ann".to_vec())])
     );
     assert_eq!(items[2], redis::Value::Int(0));
+    // A sync older than a change already applied (a retried command that came late) is
+    // refused: it would undo that change.
+    let _: redis::Value = run(&["join", "ann", "0", "", "20"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let refused: redis::Value = run(&["sync", "15", "ann", "5"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(refused, redis::Value::Array(vec![]));
+    assert_eq!(total(&mut conn).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

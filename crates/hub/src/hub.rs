@@ -788,6 +788,7 @@ impl Hub {
                 let keep = !st.members.is_empty();
                 if !keep {
                     st.removed = true;
+                    self.sync_presence(name, &st);
                     forgotten.push((name.clone(), room.clone()));
                 }
                 keep
@@ -862,14 +863,16 @@ impl Hub {
         let mut synced = 0;
         for i in 0..shards {
             let index = (start + i) % shards;
-            if synced >= SYNC_ROOMS_PER_SWEEP {
-                self.sync_from.store(index, Ordering::Relaxed);
-                return;
-            }
             let rooms: Vec<(RoomName, Arc<Room>)> = lock(&self.shards[index])
                 .iter()
                 .map(|(n, r)| (n.clone(), r.clone()))
                 .collect();
+            if synced + rooms.len() > SYNC_ROOMS_PER_SWEEP && synced > 0 {
+                // The next sweep starts with this shard (a shard is synced whole: one
+                // bigger than the bound alone is still synced, by the first sweep to reach it).
+                self.sync_from.store(index, Ordering::Relaxed);
+                return;
+            }
             for (name, room) in rooms {
                 let st = lock(&room.state);
                 if !st.removed && !st.members.is_empty() {

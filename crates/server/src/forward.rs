@@ -77,8 +77,16 @@ pub(crate) fn elsewhere(state: &AppState, id_bytes: &[u8]) -> Option<u32> {
     (owner != forwarder.node()).then_some(owner)
 }
 
-/// Requests larger than this are not forwarded (every forwarded route takes less).
-const MAX_FORWARDED_BODY: usize = 16 << 20;
+/// Requests and answers larger than this are not forwarded. They travel on the node's
+/// pub/sub connection, with its rooms' messages: Redis cuts a subscriber whose output
+/// buffer passes 8 MB for a minute (32 MB at once), so one message must stay far below.
+/// An Engine.IO request or answer is at most `maxPayload` (1 MB by default); a long poll's
+/// answer at most `history_reply_size`.
+const MAX_FORWARDED_BODY: usize = 4 << 20;
+
+/// The longest an owner works on a forwarded request (the longest hold is a poll's, 25 s
+/// by default, or an Engine.IO GET's ping interval).
+const OWNER_DEADLINE: Duration = Duration::from_secs(120);
 
 /// The node a request was to be forwarded to does not exist (any more): the session is
 /// gone with it, and the caller answers as for an unknown one.
@@ -136,10 +144,18 @@ pub(crate) async fn forward(
 }
 
 /// Let `forwarder` run forwarded requests through `router` (the answer's body is read
-/// whole, at most [`MAX_FORWARDED_BODY`]).
-pub(crate) fn serve_through(forwarder: &Arc<dyn Forwarder>, router: axum::Router) {
+/// whole, at most [`MAX_FORWARDED_BODY`]). Only the polling routes (`/poll` and the
+/// Engine.IO endpoints, whose paths start with one of `polling_paths`) run: nothing else
+/// is ever forwarded, and the bytes come from whoever can publish on Redis.
+pub(crate) fn serve_through(
+    forwarder: &Arc<dyn Forwarder>,
+    router: axum::Router,
+    polling_paths: Vec<String>,
+) {
+    let polling_paths = Arc::new(polling_paths);
     forwarder.serve(Arc::new(move |bytes: Bytes| {
         let mut router = router.clone();
+        let polling_paths = polling_paths.clone();
         Box::pin(async move {
             let Some(request) = decode_request(bytes) else {
                 return encode_response(
@@ -148,7 +164,13 @@ pub(crate) fn serve_through(forwarder: &Arc<dyn Forwarder>, router: axum::Router
                     b"malformed forwarded request\n",
                 );
             };
-            let Ok(response) = router.call(request).await;
+            if !is_polling_route(&request, &polling_paths) {
+                return encode_response(StatusCode::FORBIDDEN, &[], b"not a forwarded route\n");
+            }
+            let Ok(Ok(response)) = tokio::time::timeout(OWNER_DEADLINE, router.call(request)).await
+            else {
+                return encode_response(StatusCode::GATEWAY_TIMEOUT, &[], b"no answer in time\n");
+            };
             let (parts, body) = response.into_parts();
             match Limited::new(body, MAX_FORWARDED_BODY).collect().await {
                 Ok(body) => {
@@ -159,6 +181,16 @@ pub(crate) fn serve_through(forwarder: &Arc<dyn Forwarder>, router: axum::Router
             }
         })
     }));
+}
+
+/// Whether `request` is a GET or POST of a polling route (`paths`: `/poll`, and Engine.IO
+/// endpoint paths ending in `/`, which also match without it).
+fn is_polling_route(request: &Request<Body>, paths: &[String]) -> bool {
+    let path = request.uri().path();
+    matches!(*request.method(), Method::GET | Method::POST)
+        && paths.iter().any(|p| {
+            path == p || path == p.trim_end_matches('/') || path.starts_with(p) && p.ends_with('/')
+        })
 }
 
 // The encoding: length-prefixed fields (u32, big-endian), in order.
@@ -323,6 +355,28 @@ mod tests {
         let response = decode_response(bytes).unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "text/plain");
+    }
+
+    #[test]
+    fn only_polling_routes_run_for_other_nodes() {
+        let paths = ["/poll".to_owned(), "/socket.io/".to_owned()];
+        let run = |method: Method, uri: &str| {
+            let mut request = Request::new(Body::empty());
+            *request.method_mut() = method;
+            *request.uri_mut() = uri.parse().unwrap();
+            is_polling_route(&request, &paths)
+        };
+        assert!(run(Method::GET, "/poll?channels=a"));
+        assert!(run(
+            Method::POST,
+            "/socket.io/?EIO=4&transport=polling&sid=x"
+        ));
+        assert!(run(Method::GET, "/socket.io?EIO=4"));
+        assert!(!run(Method::GET, "/api/publish"));
+        assert!(!run(Method::POST, "/pollx"));
+        assert!(!run(Method::GET, "/events?channels=a"));
+        assert!(!run(Method::DELETE, "/poll"));
+        assert!(!run(Method::GET, "/metrics"));
     }
 
     #[test]

@@ -86,9 +86,17 @@ fn build(state: Arc<AppState>, landing: bool) -> Router {
             .route("/engine.io", browser(any(engine_echo)));
     }
     let forwarder = state.forwarder().cloned();
+    // What may be forwarded here: the routes of sessions that span requests.
+    let mut polling_paths = vec!["/poll".to_owned()];
+    if state.config.socketio.enabled {
+        polling_paths.push(state.config.socketio.path.clone());
+    }
+    if state.config.echo {
+        polling_paths.push("/engine.io/".to_owned());
+    }
     let router = router.with_state(state);
     if let Some(forwarder) = forwarder {
-        crate::forward::serve_through(&forwarder, router.clone());
+        crate::forward::serve_through(&forwarder, router.clone(), polling_paths);
     }
     router
 }
