@@ -316,3 +316,33 @@ test('Redis down: publishes are refused out loud (503, error unavailable); Redis
   assert.ok((await metric(a, 'switchboard_broker_latency_seconds_count')) >= 1);
   ws.close();
 });
+
+test('Engine.IO polling through the other node: posts and polls reach the session; an abandoned poll ends it, as on its own node', async () => {
+  const eio = (base, query = '') => `${base}/socket.io/?EIO=4&transport=polling${query}`;
+  const open = await (await fetch(eio(a.base))).text();
+  assert.equal(open[0], '0');
+  const { sid } = JSON.parse(open.slice(1));
+  // The Socket.IO CONNECT posted to node b, its answer polled from node b: both run on a.
+  const posted = await fetch(eio(b.base, `&sid=${sid}`), { method: 'POST', body: '40', headers: { 'content-type': 'text/plain;charset=UTF-8' } });
+  assert.equal(posted.status, 200);
+  assert.equal(await posted.text(), 'ok');
+  const connected = await (await fetch(eio(b.base, `&sid=${sid}`))).text();
+  assert.match(connected, /^40\{"sid":"[^"]+"/);
+  // A poll held through node b, then abandoned by the client: the session ends on node a
+  // (a cancelled GET closes its session) instead of waiting for its ping timeout.
+  const controller = new AbortController();
+  const held = fetch(eio(b.base, `&sid=${sid}`), { signal: controller.signal }).catch((e) => e);
+  await new Promise((r) => setTimeout(r, 300));
+  controller.abort();
+  assert.equal((await held).name, 'AbortError');
+  // Probed with POSTs (a second GET would end the session by itself, as a protocol error).
+  const deadline = Date.now() + 5000;
+  let status;
+  do {
+    await new Promise((r) => setTimeout(r, 100));
+    status = (await fetch(eio(a.base, `&sid=${sid}`), { method: 'POST', body: '6', headers: { 'content-type': 'text/plain;charset=UTF-8' } })).status;
+  } while (status !== 400 && Date.now() < deadline);
+  assert.equal(status, 400, 'the session ended on its node');
+  const metrics = await (await fetch(`${b.base}/metrics`)).text();
+  assert.match(metrics, /^switchboard_forwarded_requests_total [1-9]/m);
+});
