@@ -312,6 +312,11 @@ pub(crate) fn decode_response(mut input: Bytes) -> Option<Response> {
     let body = take_field(&mut input)?;
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
+    // The owner's CORS headers are dropped: this node's own CORS layer adds them to the
+    // answer it gives (the client's origin is checked on both).
+    let headers = headers
+        .into_iter()
+        .filter(|(name, _)| name != header::VARY && !name.as_str().starts_with("access-control-"));
     response.headers_mut().extend(headers);
     // A forwarded answer is never cached on the way (polls are answered once).
     response
@@ -355,6 +360,21 @@ mod tests {
         let response = decode_response(bytes).unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "text/plain");
+        // CORS headers are this node's to give, not the owner's.
+        let cors = [
+            (header::VARY, HeaderValue::from_static("origin")),
+            (
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("https://a.example"),
+            ),
+        ];
+        let cors: Vec<_> = cors.iter().map(|(n, v)| (n, v)).collect();
+        let response = decode_response(encode_response(StatusCode::OK, &cors, b"")).unwrap();
+        assert!(response.headers().get(header::VARY).is_none());
+        assert!(response
+            .headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_none());
     }
 
     #[test]
