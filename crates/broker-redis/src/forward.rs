@@ -116,12 +116,13 @@ impl Inbox {
         let mut running = lock(&self.running);
         let task = tokio::spawn(async move {
             // Forgotten however the work ends (answered, aborted, or a panic).
-            let _running = Running {
+            let running = Running {
                 inbox: inbox.clone(),
                 key: (from, id),
             };
             let answer = handler(request).await;
-            lock(&inbox.running).remove(&(from, id));
+            // Done before the answer goes: a late cancel finds nothing to stop.
+            drop(running);
             let mut message = BytesMut::with_capacity(9 + answer.len());
             message.put_u8(b'R');
             message.put_u64(id);

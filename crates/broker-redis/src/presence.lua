@@ -41,36 +41,36 @@ end
 local function connections()
   return tonumber(redis.call('GET', KEYS[4]) or '0')
 end
+-- Move user's connections on every node by diff (the name goes with the last one); the
+-- totals before and after.
+local function move_user(user, diff)
+  local total = redis.call('HINCRBY', KEYS[1], user, diff)
+  if total <= 0 then
+    redis.call('HDEL', KEYS[1], user)
+    redis.call('HDEL', KEYS[3], user)
+  end
+  return total - diff, total
+end
+-- Move the room's connection count by diff (deleted at 0); the count after.
+local function move_connections(diff)
+  local conns = redis.call('INCRBY', KEYS[4], diff)
+  if conns <= 0 then
+    redis.call('DEL', KEYS[4])
+    conns = 0
+  end
+  return conns
+end
 if op == 'join' then
   if counted(ARGV[5]) then
     return {0, connections()}
   end
   local user = ARGV[2]
-  local total = redis.call('HINCRBY', KEYS[1], user, 1)
+  local _, total = move_user(user, 1)
   redis.call('HINCRBY', KEYS[2], user, 1)
   if ARGV[3] == '1' then
     redis.call('HSET', KEYS[3], user, ARGV[4])
   end
-  local conns = redis.call('INCR', KEYS[4])
-  return {total == 1 and 1 or 0, conns}
-end
--- Take n of user's connections off the room's totals; true if none is left.
-local function remove_counts(user, n)
-  local total = redis.call('HINCRBY', KEYS[1], user, -n)
-  if total <= 0 then
-    redis.call('HDEL', KEYS[1], user)
-    redis.call('HDEL', KEYS[3], user)
-  end
-  return total <= 0
-end
-local function remove(user, n)
-  local last = remove_counts(user, n)
-  local conns = redis.call('DECRBY', KEYS[4], n)
-  if conns <= 0 then
-    redis.call('DEL', KEYS[4])
-    conns = 0
-  end
-  return last, conns
+  return {total == 1 and 1 or 0, move_connections(1)}
 end
 if op == 'leave' then
   if counted(ARGV[3]) then
@@ -86,8 +86,8 @@ if op == 'leave' then
   else
     redis.call('HINCRBY', KEYS[2], user, -1)
   end
-  local last, conns = remove(user, 1)
-  return {last and 1 or 0, conns}
+  local _, total = move_user(user, -1)
+  return {total <= 0 and 1 or 0, move_connections(-1)}
 end
 if op == 'sync' then
   local seq = tonumber(ARGV[2])
@@ -112,15 +112,11 @@ if op == 'sync' then
   for user, n in pairs(want) do
     local diff = n - (had[user] or 0)
     if diff ~= 0 then
-      local total = redis.call('HINCRBY', KEYS[1], user, diff)
-      if total > 0 and total - diff <= 0 then
+      local before, total = move_user(user, diff)
+      if total > 0 and before <= 0 then
         table.insert(appeared, user)
-      elseif total <= 0 then
-        redis.call('HDEL', KEYS[1], user)
-        redis.call('HDEL', KEYS[3], user)
-        if total - diff > 0 then
-          table.insert(vanished, user)
-        end
+      elseif total <= 0 and before > 0 then
+        table.insert(vanished, user)
       end
       redis.call('HSET', KEYS[2], user, n)
       delta = delta + diff
@@ -128,27 +124,24 @@ if op == 'sync' then
   end
   for user, n in pairs(had) do
     if want[user] == nil then
-      local last = remove_counts(user, n)
-      if last then
+      local _, total = move_user(user, -n)
+      if total <= 0 then
         table.insert(vanished, user)
       end
       redis.call('HDEL', KEYS[2], user)
       delta = delta - n
     end
   end
-  local conns = redis.call('INCRBY', KEYS[4], delta)
-  if conns <= 0 then
-    redis.call('DEL', KEYS[4])
-    conns = 0
-  end
-  return {appeared, vanished, conns}
+  return {appeared, vanished, move_connections(delta)}
 end
 if op == 'drop' then
   local entries = redis.call('HGETALL', KEYS[2])
   local gone = {}
   for i = 1, #entries, 2 do
-    local last = remove(entries[i], tonumber(entries[i + 1]))
-    if last then
+    local n = tonumber(entries[i + 1])
+    local _, total = move_user(entries[i], -n)
+    move_connections(-n)
+    if total <= 0 then
       table.insert(gone, entries[i])
     end
   end

@@ -312,22 +312,28 @@ impl RedisStore {
             // Ghosts removed: the members (on other nodes) hear them leave.
             let announce = Box::new(move |synced: PresenceSynced| {
                 for user in synced.vanished {
-                    let payload = envelope::presence(&envelope::PresenceEnvelope {
-                        joined: false,
-                        origin: (node.0, 0),
-                        timestamp_ms: now_ms(),
-                        user: user.0.to_string(),
-                        name: None,
-                    });
-                    let mut cmd = redis::cmd("PUBLISH");
-                    cmd.arg(channel(name.as_str())).arg(payload);
-                    writer.submit(cmd, Box::new(|_| {}));
+                    announce_left(&writer, name.as_str(), node, user.0.to_string());
                 }
             });
             self.presence_sync(&room, self.node, seq, Vec::new(), announce);
             drop(held);
         }
     }
+}
+
+/// Tell `room`'s members on every node that `user` left with no connection of `node`
+/// (whose presence entries were dropped or corrected without a member's leave).
+fn announce_left(writer: &Writer, room: &str, node: NodeId, user: String) {
+    let payload = envelope::presence(&envelope::PresenceEnvelope {
+        joined: false,
+        origin: (node.0, 0),
+        timestamp_ms: now_ms(),
+        user,
+        name: None,
+    });
+    let mut cmd = redis::cmd("PUBLISH");
+    cmd.arg(channel(room)).arg(payload);
+    writer.submit(cmd, Box::new(|_| {}));
 }
 
 /// Run one Redis operation (`what`, for the log) within `timeout`, timing it in `stats`;
@@ -758,16 +764,7 @@ async fn sweep_dead_nodes(log: &RedisLog, writer: &Writer, window: Duration) -> 
                 "redis: dropped a dead node's presence"
             );
             for user in gone {
-                let payload = envelope::presence(&envelope::PresenceEnvelope {
-                    joined: false,
-                    origin: (node.0, 0),
-                    timestamp_ms: now_ms(),
-                    user,
-                    name: None,
-                });
-                let mut cmd = redis::cmd("PUBLISH");
-                cmd.arg(channel(&room)).arg(payload);
-                writer.submit(cmd, Box::new(|_| {}));
+                announce_left(writer, &room, node, user);
             }
         }
         // Its Socket.IO sockets: recoverable elsewhere for the window, from now.

@@ -152,17 +152,9 @@ pub(crate) async fn poll_endpoint(
     // gone, the cursor's positions start a new session here, as for any unknown session.
     let req = match cursor.session {
         Some((id, _)) if state.pollers.get(&id).is_none() => {
-            match crate::forward::elsewhere(&state, &id) {
-                Some(owner) => {
-                    let (parts, body) = req.into_parts();
-                    let forwarded = Request::from_parts(parts.clone(), body);
-                    let hold = state.config.poll_timeout + Duration::from_secs(10);
-                    match crate::forward::forward(&state, owner, forwarded, 64 << 10, hold).await {
-                        Ok(response) => return Ok(response),
-                        Err(_gone) => Request::from_parts(parts, Body::empty()),
-                    }
-                }
-                None => req,
+            match forward_to_owner(&state, &id, req).await {
+                Ok(answered) => return Ok(answered),
+                Err(req) => req,
             }
         }
         _ => req,
@@ -331,6 +323,25 @@ impl Drop for WaitingPoll<'_> {
             poller.last_seen = Instant::now();
         }
     }
+}
+
+/// Run a poll of session `id`, which this node does not hold, on the node that made it:
+/// its answer, or the request back when the session is not another live node's.
+async fn forward_to_owner(
+    state: &AppState,
+    id: &SessionId,
+    req: Request,
+) -> Result<Response, Request> {
+    let Some(owner) = crate::forward::elsewhere(state, id) else {
+        return Err(req);
+    };
+    // A poll has no body: the request is made again from its head if the owner is gone.
+    let (parts, body) = req.into_parts();
+    let forwarded = Request::from_parts(parts.clone(), body);
+    let hold = state.config.poll_timeout + Duration::from_secs(10);
+    crate::forward::forward(state, owner, forwarded, 64 << 10, hold)
+        .await
+        .map_err(|_gone| Request::from_parts(parts, Body::empty()))
 }
 
 /// A fresh session id (naming this node when requests can be forwarded: see
