@@ -27,6 +27,8 @@ use crate::stats::Stats;
 use crate::writer::Writer;
 use crate::{channel, RedisLog};
 
+pub(crate) mod sharded;
+
 /// The connection id given to presence changes of other nodes' connections (a local
 /// member is never skipped because of them).
 const REMOTE: ConnId = ConnId(u64::MAX);
@@ -151,6 +153,14 @@ impl RoomSub {
     }
 }
 
+/// The room whose channel is `channel_name` (`sb:{<room>}`).
+fn room_of(channel_name: &str) -> Option<RoomName> {
+    channel_name
+        .strip_prefix("sb:{")
+        .and_then(|r| r.strip_suffix('}'))
+        .and_then(|r| RoomName::new(r).ok())
+}
+
 /// What the broker and its subscriber task share.
 pub(crate) struct Subscriptions {
     me: u32,
@@ -246,11 +256,7 @@ impl Subscriptions {
         if channel_name == self.forward_channel {
             return self.forward.received(payload);
         }
-        let Some(room) = channel_name
-            .strip_prefix("sb:{")
-            .and_then(|r| r.strip_suffix('}'))
-            .and_then(|r| RoomName::new(r).ok())
-        else {
+        let Some(room) = room_of(channel_name) else {
             return;
         };
         let Some(sub) = self.room(&room) else {
@@ -454,18 +460,57 @@ impl Subscriptions {
         }
     }
 
+    /// What to subscribe to and unsubscribe from, given what the connection has
+    /// (`subscribed`): the rooms whose wish changed since the last call. Rooms wanted again
+    /// before their unsubscription went out (a quick leave and rejoin) are still
+    /// subscribed: active at once.
+    fn take_changes(
+        self: &Arc<Self>,
+        subscribed: &HashSet<RoomName>,
+    ) -> (Vec<RoomName>, Vec<RoomName>) {
+        let changed: Vec<RoomName> = lock(&self.changed).drain().collect();
+        if changed.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        let (wanted, unwanted): (Vec<RoomName>, Vec<RoomName>) = {
+            let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
+            changed.into_iter().partition(|r| rooms.contains_key(r))
+        };
+        let (again, add): (Vec<RoomName>, Vec<RoomName>) =
+            wanted.into_iter().partition(|r| subscribed.contains(r));
+        self.activated(&again);
+        let remove = unwanted
+            .into_iter()
+            .filter(|r| subscribed.contains(r))
+            .collect();
+        (add, remove)
+    }
+
     /// The connection broke: every room must be subscribed again, and what went by
     /// meanwhile read from history.
     fn interrupted(&self) {
         let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
         let mut changed = lock(&self.changed);
         for (name, sub) in rooms.iter() {
-            let mut st = lock(sub);
-            st.active = false;
-            if st.held.is_none() {
-                st.held = Some(Vec::new());
-            }
+            Self::interrupt(sub);
             changed.insert(name.clone());
+        }
+    }
+
+    /// `room`'s subscription was dropped by Redis (its slot moved to another shard): it
+    /// must be subscribed again, and what went by meanwhile read from history.
+    fn interrupted_room(&self, room: &RoomName) {
+        if let Some(sub) = self.room(room) {
+            Self::interrupt(&sub);
+            self.changed(room);
+        }
+    }
+
+    fn interrupt(sub: &Mutex<RoomSub>) {
+        let mut st = lock(sub);
+        st.active = false;
+        if st.held.is_none() {
+            st.held = Some(Vec::new());
         }
     }
 
@@ -530,45 +575,30 @@ pub(crate) async fn run_subscriber(
         drop(s);
         'connection: loop {
             let Some(s) = subs.upgrade() else { return };
-            let changed: Vec<RoomName> = lock(&s.changed).drain().collect();
-            if !changed.is_empty() {
-                let (wanted, unwanted): (Vec<RoomName>, Vec<RoomName>) = {
-                    let rooms = s.rooms.read().unwrap_or_else(|e| e.into_inner());
-                    changed.into_iter().partition(|r| rooms.contains_key(r))
-                };
-                // Wanted again before their unsubscription went out (a quick leave and
-                // rejoin): still subscribed, active at once.
-                let (again, add): (Vec<RoomName>, Vec<RoomName>) =
-                    wanted.into_iter().partition(|r| subscribed.contains(r));
-                s.activated(&again);
-                let remove: Vec<RoomName> = unwanted
-                    .into_iter()
-                    .filter(|r| subscribed.contains(r))
-                    .collect();
-                for chunk in add.chunks(1000) {
-                    let channels: Vec<String> = chunk.iter().map(|r| channel(r.as_str())).collect();
-                    match tokio::time::timeout(timeout, sink.subscribe(&channels)).await {
-                        Ok(Ok(())) => {
-                            subscribed.extend(chunk.iter().cloned());
-                            s.activated(chunk);
-                        }
-                        _ => {
-                            // Unsure whether it took: try again on a new connection.
-                            lock(&s.changed).extend(chunk.iter().cloned());
-                            break 'connection;
-                        }
+            let (add, remove) = s.take_changes(&subscribed);
+            for chunk in add.chunks(1000) {
+                let channels: Vec<String> = chunk.iter().map(|r| channel(r.as_str())).collect();
+                match tokio::time::timeout(timeout, sink.subscribe(&channels)).await {
+                    Ok(Ok(())) => {
+                        subscribed.extend(chunk.iter().cloned());
+                        s.activated(chunk);
+                    }
+                    _ => {
+                        // Unsure whether it took: try again on a new connection.
+                        lock(&s.changed).extend(chunk.iter().cloned());
+                        break 'connection;
                     }
                 }
-                for chunk in remove.chunks(1000) {
-                    let channels: Vec<String> = chunk.iter().map(|r| channel(r.as_str())).collect();
-                    match tokio::time::timeout(timeout, sink.unsubscribe(&channels)).await {
-                        Ok(Ok(())) => {
-                            for r in chunk {
-                                subscribed.remove(r);
-                            }
+            }
+            for chunk in remove.chunks(1000) {
+                let channels: Vec<String> = chunk.iter().map(|r| channel(r.as_str())).collect();
+                match tokio::time::timeout(timeout, sink.unsubscribe(&channels)).await {
+                    Ok(Ok(())) => {
+                        for r in chunk {
+                            subscribed.remove(r);
                         }
-                        _ => break 'connection,
                     }
+                    _ => break 'connection,
                 }
             }
             let wake = s.wake.clone();
@@ -658,9 +688,11 @@ impl Broker for RedisBroker {
                     user: change.user.0.to_string(),
                     name: change.name.as_ref().map(|n| n.to_string()),
                 });
-                let mut cmd = redis::cmd("PUBLISH");
-                cmd.arg(channel(delivery.room().as_str())).arg(payload);
-                self.writer.submit(cmd, Box::new(|_| {}));
+                self.writer.publish(
+                    &channel(delivery.room().as_str()),
+                    &payload,
+                    Box::new(|_| {}),
+                );
             }
             other => {
                 tracing::error!(?other, "redis broker: only presence is published here");

@@ -140,9 +140,7 @@ impl Inbox {
     }
 
     fn publish(&self, node: u32, message: Bytes, reply: crate::writer::Reply) {
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(channel(node)).arg(message.as_ref());
-        self.writer.submit(cmd, reply);
+        self.writer.publish(&channel(node), &message, reply);
     }
 }
 

@@ -6,6 +6,7 @@
 //! back by offset. Not yet: the hub's `Store`/`Broker` implementations on top of it, presence,
 //! wiring (`--broker redis://…`).
 
+mod conn;
 pub mod envelope;
 mod fanout;
 mod forward;
@@ -17,6 +18,7 @@ pub mod template;
 mod tickets;
 mod writer;
 
+pub use conn::{Conn, Target, CLUSTER_SCHEME};
 pub use fanout::RedisBroker;
 pub use forward::{ForwardError, ForwardHandler, RedisForwarder};
 pub use limits::{Limited, RedisLimits};
@@ -30,7 +32,6 @@ pub use template::{Template, TemplateError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
 use redis::streams::StreamRangeReply;
 
 /// Limits of the rooms a [`RedisLog`] keeps.
@@ -236,6 +237,9 @@ pub enum Error {
     /// Redis answered something the script does not return.
     #[error("unexpected answer from redis")]
     Answer,
+    /// The broker URL cannot be used.
+    #[error("broker url: {0}")]
+    Url(String),
 }
 
 /// The pub/sub channel of `room` (its keys' hash slot: cluster-safe with `SPUBLISH`).
@@ -247,10 +251,11 @@ pub(crate) fn key(room: &str, what: &str) -> String {
     format!("sb:{{{room}}}:{what}")
 }
 
-/// Rooms' logs in one Redis (a connection that reconnects by itself).
+/// Rooms' logs in one Redis or one Redis Cluster (a connection that reconnects by itself).
 #[derive(Clone)]
 pub struct RedisLog {
-    conn: ConnectionManager,
+    conn: Conn,
+    target: Target,
     publish: redis::Script,
     presence: redis::Script,
     limits: redis::Script,
@@ -267,18 +272,14 @@ impl std::fmt::Debug for RedisLog {
 }
 
 impl RedisLog {
-    /// Connect to the Redis at `url` (`redis://host:port/db`).
+    /// Connect to the Redis at `url`: `redis://host:port/db`, or a cluster
+    /// (`redis+cluster://host:port,host:port…`, see [`Target::parse`]).
     pub async fn connect(url: &str, config: LogConfig) -> Result<RedisLog, Error> {
-        let client = redis::Client::open(url)?;
-        // The callers bound every operation with their own timeout (`broker.timeout`); the
-        // manager's default response timeout (500 ms) would cut them short, answering
-        // "unavailable" for a write that still lands.
-        let manager = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config_timeout(&config)))
-            .set_connection_timeout(Some(config_timeout(&config)));
-        let conn = ConnectionManager::new_with_config(client, manager).await?;
+        let target = Target::parse(url).map_err(Error::Url)?;
+        let conn = target.connect(config_timeout(&config)).await?;
         Ok(RedisLog {
             conn,
+            target,
             publish: redis::Script::new(include_str!("publish.lua")),
             presence: redis::Script::new(include_str!("presence.lua")),
             limits: redis::Script::new(include_str!("limits.lua")),
@@ -368,6 +369,7 @@ impl RedisLog {
                 envelope::origin_text(origin).into_bytes(),
                 text(floor.map_or("", |(epoch, _)| epoch)),
                 text(&floor.map_or(0, |(_, offset)| offset).to_string()),
+                text(self.publish_verb()),
             ],
         })
     }
@@ -396,12 +398,9 @@ impl RedisLog {
     }
 
     /// The `EVALSHA` command of a shared connection count (`limits.lua`).
-    pub fn limits_command(&self, counter: &str, node_set: &str, args: &[&str]) -> redis::Cmd {
+    pub fn limits_command(&self, counter: &str, args: &[&str]) -> redis::Cmd {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.limits.get_hash())
-            .arg(2)
-            .arg(counter)
-            .arg(node_set);
+        cmd.arg(self.limits.get_hash()).arg(1).arg(counter);
         for arg in args {
             cmd.arg(*arg);
         }
@@ -451,8 +450,32 @@ impl RedisLog {
     }
 
     /// A connection to this Redis (multiplexed, reconnecting by itself).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Conn {
         self.conn.clone()
+    }
+
+    /// Where this Redis is.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// How a room's channel is published to: `SPUBLISH` in a cluster (sharded pub/sub: the
+    /// message goes only to the shard that owns the room's slot, where its subscribers
+    /// are), `PUBLISH` on one server.
+    pub fn publish_verb(&self) -> &'static str {
+        if self.target.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// Publish `payload` on a room's channel (or another sharded channel, like a node's
+    /// forwarding inbox): see [`RedisLog::publish_verb`].
+    pub fn publish_command(&self, channel: &str, payload: &[u8]) -> redis::Cmd {
+        let mut cmd = redis::cmd(self.publish_verb());
+        cmd.arg(channel).arg(payload);
+        cmd
     }
 
     /// The settings.

@@ -1,7 +1,8 @@
 -- A connection count shared by the nodes: one hash per address or user, a field per node
--- (so a dead node's share can be dropped), and the node's set of the hashes it counts in.
+-- (so a dead node's share can be dropped). One key, so it runs in a Redis Cluster: the
+-- node's index of the hashes it counts in (sb:{nodes}:<node>:limits) is kept by the node
+-- itself, outside this script (limits.rs).
 -- KEYS[1] sb:limit:<ip|user>:<value>   node -> connections
--- KEYS[2] sb:node:<node>:limits        the hashes this node has a field in
 -- ARGV[1] 'acquire' | 'release', ARGV[2] node, ARGV[3] the limit (acquire)
 -- acquire -> 1 counted, 0 refused (the limit is reached over every node)
 -- release -> the node's remaining count
@@ -14,14 +15,12 @@ if ARGV[1] == 'acquire' then
     return 0
   end
   redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
-  redis.call('SADD', KEYS[2], KEYS[1])
   return 1
 end
 if ARGV[1] == 'release' then
   local left = redis.call('HINCRBY', KEYS[1], ARGV[2], -1)
   if left <= 0 then
     redis.call('HDEL', KEYS[1], ARGV[2])
-    redis.call('SREM', KEYS[2], KEYS[1])
     return 0
   end
   return left

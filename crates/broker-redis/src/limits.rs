@@ -2,6 +2,17 @@
 //! (`limits.lua`: a hash per address or user with a field per node, so the sweep of a dead
 //! node drops its share). Acquisitions and releases go through the ordered writer, so a
 //! connection's release never overtakes its acquisition.
+//!
+//! The sweep finds a dead node's shares through the node's index of the hashes it counts in
+//! (`sb:{nodes}:<node>:limits`). The index is not written by `limits.lua`: in a Redis
+//! Cluster a script may touch only one slot. The node keeps it from its own books instead:
+//! a hash enters the index (`SADD`, queued before the acquisition) when the node's first
+//! connection there is being counted, and leaves it (`SREM`, queued after the release)
+//! when its last one is gone. Both go to the index's slot in the order they were queued, so
+//! the index holds every hash the node may have a share in.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use switchboard_hub::NodeId;
 use tokio::sync::oneshot;
@@ -23,7 +34,7 @@ pub(crate) fn limit_key(what: &str, value: &str) -> String {
 }
 
 pub(crate) fn node_limits_key(node: NodeId) -> String {
-    format!("sb:node:{}:limits", node.0)
+    format!("sb:{{nodes}}:{}:limits", node.0)
 }
 
 /// The shared counts (see the module docs). Made by [`crate::connect`].
@@ -32,6 +43,8 @@ pub struct RedisLimits {
     pub(crate) log: RedisLog,
     pub(crate) writer: Writer,
     pub(crate) node: NodeId,
+    /// Per hash: this node's acquisitions in flight or counted, not yet released.
+    pub(crate) books: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl std::fmt::Debug for RedisLimits {
@@ -54,12 +67,47 @@ impl RedisLimits {
     fn command(&self, what: &str, value: &str, op: &str, max: usize) -> redis::Cmd {
         self.log.limits_command(
             &limit_key(what, value),
-            &node_limits_key(self.node),
             &[op, &self.node.0.to_string(), &max.to_string()],
         )
     }
 
+    fn books(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.books.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Count one more acquisition in the node's books; the first one puts the hash in the
+    /// node's index (queued now: before the acquisition itself).
+    fn enter(&self, what: &str, value: &str) {
+        let counter = limit_key(what, value);
+        let mut books = self.books();
+        let count = books.entry(counter.clone()).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            let mut add = redis::cmd("SADD");
+            add.arg(node_limits_key(self.node)).arg(counter);
+            self.writer.submit(add, Box::new(|_| {}));
+        }
+    }
+
+    /// One acquisition less (refused, or released: queued after it); the last one takes
+    /// the hash out of the node's index.
+    fn leave(&self, what: &str, value: &str) {
+        let counter = limit_key(what, value);
+        let mut books = self.books();
+        let Some(count) = books.get_mut(&counter) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            books.remove(&counter);
+            let mut remove = redis::cmd("SREM");
+            remove.arg(node_limits_key(self.node)).arg(counter);
+            self.writer.submit(remove, Box::new(|_| {}));
+        }
+    }
+
     async fn acquire_one(&self, what: &str, value: &str, max: usize) -> Acquired {
+        self.enter(what, value);
         let (tx, rx) = oneshot::channel();
         self.writer.submit(
             self.command(what, value, "acquire", max),
@@ -67,7 +115,11 @@ impl RedisLimits {
         );
         match rx.await {
             Ok(Ok(redis::Value::Int(1))) => Acquired::Counted,
-            Ok(Ok(redis::Value::Int(0))) => Acquired::Refused,
+            Ok(Ok(redis::Value::Int(0))) => {
+                self.leave(what, value);
+                Acquired::Refused
+            }
+            // (Followed by a release: `leave` comes with it.)
             _ => Acquired::Unknown,
         }
     }
@@ -75,6 +127,7 @@ impl RedisLimits {
     fn release_one(&self, what: &str, value: &str) {
         self.writer
             .submit(self.command(what, value, "release", 0), Box::new(|_| {}));
+        self.leave(what, value);
     }
 
     /// Count a connection from `ip` of `user` (either optional) if neither is at its limit

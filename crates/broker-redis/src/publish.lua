@@ -10,6 +10,8 @@
 -- ARGV[12] the origin connection (`<node>.<conn>` or empty; kept so a replay honours it)
 -- ARGV[13] the publishing node's epoch in the room ('' for none), ARGV[14] the last offset
 --          it saw there: the floor (rollover.lua says why)
+-- ARGV[15] 'SPUBLISH' in a Redis Cluster (sharded pub/sub: the channel is in the room's
+--          slot), 'PUBLISH' on one server
 -- Returns {1, offset, epoch, timestamp} or, for a repeated id, {0, first offset, epoch}.
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 -- A new epoch, from offset 1, for:
@@ -50,5 +52,5 @@ if ARGV[7] ~= '0' then
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[10])
 redis.call('PEXPIRE', KEYS[2], ARGV[10])
-redis.call('PUBLISH', ARGV[8], epoch .. '\n' .. offset_text .. '\n' .. ts_text .. '\n' .. ARGV[9] .. message)
+redis.call(ARGV[15], ARGV[8], epoch .. '\n' .. offset_text .. '\n' .. ts_text .. '\n' .. ARGV[9] .. message)
 return {1, offset, epoch, ts}

@@ -2,7 +2,7 @@
 //! socket recovers on any node, also after the node that held it died. A live socket's
 //! record has no short expiry (a day, as a safety net); its connection lost, it gets the
 //! recovery window; its node dead, the other nodes' sweep gives it the window
-//! (`sb:node:<node>:sio` lists a node's live records). Writes go through the ordered writer
+//! (`sb:{nodes}:<node>:sio` lists a node's live records). Writes go through the ordered writer
 //! (a record is never resurrected by a late write after its delete); a take is `GETDEL`
 //! (a pid recovers once, on one node). A record names its owner node (`<node>\n<record>`):
 //! an expiry or delete applies only while that node still owns it (`records.lua`), so the
@@ -25,7 +25,7 @@ pub(crate) fn record_key(pid: &str) -> String {
 }
 
 pub(crate) fn node_records_key(node: NodeId) -> String {
-    format!("sb:node:{}:sio", node.0)
+    format!("sb:{{nodes}}:{}:sio", node.0)
 }
 
 /// The owner-checked expiry or delete (see the module docs).

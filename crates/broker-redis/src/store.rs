@@ -17,7 +17,8 @@ use switchboard_hub::{
 };
 use tokio::runtime::Handle;
 
-use crate::fanout::{run_subscriber, RedisBroker, Subscriptions};
+use crate::conn::Target;
+use crate::fanout::{run_subscriber, sharded, RedisBroker, Subscriptions};
 use crate::forward::{Inbox, RedisForwarder};
 use crate::limits::{node_limits_key, RedisLimits};
 use crate::records::{node_records_key, owned_cmd, RedisRecords};
@@ -95,12 +96,20 @@ pub async fn connect(config: RedisConfig) -> Result<Redis, Error> {
     let writer = Writer::start(log.clone(), config.timeout, MAX_QUEUED, stats.clone());
     let inbox = Inbox::new(node.0, writer.clone());
     let subs = Subscriptions::new(node.0, log.clone(), inbox.clone());
-    tokio::spawn(run_subscriber(
-        Arc::downgrade(&subs),
-        redis::Client::open(config.url.as_str())?,
-        config.timeout,
-        stats.clone(),
-    ));
+    match log.target() {
+        Target::Single(url) => tokio::spawn(run_subscriber(
+            Arc::downgrade(&subs),
+            redis::Client::open(url.as_str())?,
+            config.timeout,
+            stats.clone(),
+        )),
+        Target::Cluster(seeds) => tokio::spawn(sharded::run(
+            Arc::downgrade(&subs),
+            seeds.clone(),
+            config.timeout,
+            stats.clone(),
+        )),
+    };
     let store = Arc::new(RedisStore {
         log,
         writer: writer.clone(),
@@ -121,6 +130,7 @@ pub async fn connect(config: RedisConfig) -> Result<Redis, Error> {
         log: store.log.clone(),
         writer: writer.clone(),
         node,
+        books: Arc::default(),
     });
     let records = Arc::new(RedisRecords {
         log: store.log.clone(),
@@ -139,16 +149,20 @@ pub async fn connect(config: RedisConfig) -> Result<Redis, Error> {
     })
 }
 
+// Node-level keys share one hash tag, `{nodes}`: in a Redis Cluster they live in one slot,
+// so the heartbeat's and the sweep's pipelines stay valid (they are small).
+
+/// A node's heartbeat (expires with the presence TTL: a node without one is dead).
 pub(crate) fn node_key(node: NodeId) -> String {
-    format!("sb:node:{}", node.0)
+    format!("sb:{{nodes}}:{}", node.0)
 }
 
 fn node_rooms_key(node: NodeId) -> String {
-    format!("sb:node:{}:rooms", node.0)
+    format!("sb:{{nodes}}:{}:rooms", node.0)
 }
 
 /// Every node's id, dead or alive (the sweep removes dead ones).
-const NODES_KEY: &str = "sb:nodes";
+const NODES_KEY: &str = "sb:{nodes}";
 
 /// A node id no live node has.
 async fn register(log: &RedisLog, expiry: Duration) -> Result<NodeId, Error> {
@@ -331,9 +345,7 @@ fn announce_left(writer: &Writer, room: &str, node: NodeId, user: String) {
         user,
         name: None,
     });
-    let mut cmd = redis::cmd("PUBLISH");
-    cmd.arg(channel(room)).arg(payload);
-    writer.submit(cmd, Box::new(|_| {}));
+    writer.publish(&channel(room), &payload, Box::new(|_| {}));
 }
 
 /// Run one Redis operation (`what`, for the log) within `timeout`, timing it in `stats`;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::is_short_token;
-use redis::aio::ConnectionManager;
+use crate::Conn;
 use switchboard_auth::{new_ticket, BoxFuture, Identity, TicketError, TicketStore};
 
 fn key(ticket: &str) -> String {
@@ -16,7 +16,7 @@ fn key(ticket: &str) -> String {
 /// Tickets in Redis (see the module docs).
 #[derive(Clone)]
 pub struct RedisTickets {
-    conn: ConnectionManager,
+    conn: Conn,
     timeout: Duration,
 }
 
@@ -27,7 +27,7 @@ impl std::fmt::Debug for RedisTickets {
 }
 
 impl RedisTickets {
-    pub(crate) fn new(conn: ConnectionManager, timeout: Duration) -> RedisTickets {
+    pub(crate) fn new(conn: Conn, timeout: Duration) -> RedisTickets {
         RedisTickets { conn, timeout }
     }
 

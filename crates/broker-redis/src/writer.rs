@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use redis::cluster_routing::Slot;
 use redis::{Cmd, Value};
 use switchboard_hub::Unavailable;
 use tokio::sync::mpsc;
@@ -35,6 +36,7 @@ pub(crate) struct Writer {
     queue: mpsc::UnboundedSender<Op>,
     queued: Arc<AtomicUsize>,
     limit: usize,
+    log: RedisLog,
 }
 
 impl Writer {
@@ -50,12 +52,19 @@ impl Writer {
     ) -> Writer {
         let (queue, receiver) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(run(log, receiver, queued.clone(), timeout, stats));
+        tokio::spawn(run(log.clone(), receiver, queued.clone(), timeout, stats));
         Writer {
             queue,
             queued,
             limit,
+            log,
         }
+    }
+
+    /// Publish `payload` on a room's channel or a node's inbox (sharded pub/sub in a
+    /// cluster: [`RedisLog::publish_verb`]), after everything submitted before it.
+    pub(crate) fn publish(&self, channel: &str, payload: &[u8], reply: Reply) {
+        self.submit(self.log.publish_command(channel, payload), reply);
     }
 
     /// Send `cmd` after everything submitted before it; `reply` gets the answer.
@@ -82,45 +91,110 @@ async fn run(
     timeout: Duration,
     stats: Arc<Stats>,
 ) {
+    let cluster = log.target().is_cluster();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
         queued.fetch_sub(batch.len(), Ordering::Relaxed);
-        let pipe = pipeline(batch.iter().map(|op| &op.cmd));
-        let mut replies = send(&log, pipe, batch.len(), timeout, &stats).await;
-        // Redis forgot the scripts (it restarted): nothing answered NOSCRIPT ran, so load
-        // them and send those again, in order.
-        if let Ok(values) = &replies {
-            if values.iter().any(is_noscript) && log.load_scripts().await.is_ok() {
-                let again: Vec<usize> = (0..values.len())
-                    .filter(|i| is_noscript(&values[*i]))
-                    .collect();
-                let retry = pipeline(again.iter().map(|i| &batch[*i].cmd));
-                if let (Ok(mut values), Ok(retried)) = (
-                    replies,
-                    send(&log, retry, again.len(), timeout, &stats).await,
-                ) {
-                    for (i, value) in again.into_iter().zip(retried) {
-                        values[i] = value;
-                    }
-                    replies = Ok(values);
-                } else {
-                    replies = Err(Unavailable);
-                }
+        let cmds: Vec<&Cmd> = batch.iter().map(|op| &op.cmd).collect();
+        let replies = if cluster {
+            send_per_slot(&log, &cmds, timeout, &stats).await
+        } else {
+            match send_in_order(&log, &cmds, timeout, &stats).await {
+                Ok(values) => values.into_iter().map(Ok).collect(),
+                Err(Unavailable) => vec![Err(Unavailable); cmds.len()],
             }
-        }
-        match replies {
-            Ok(values) => {
-                for (op, value) in batch.drain(..).zip(values) {
-                    (op.reply)(Ok(value));
-                }
-            }
-            Err(Unavailable) => {
-                for op in batch.drain(..) {
-                    (op.reply)(Err(Unavailable));
-                }
-            }
+        };
+        for (op, reply) in batch.drain(..).zip(replies) {
+            (op.reply)(reply);
         }
     }
+}
+
+/// In a Redis Cluster a pipeline must stay within one hash slot (the client refuses it
+/// otherwise): the batch goes as one pipeline per slot, all at once. Order is kept within
+/// a slot, which is all that matters: everything of a room (its publishes, presence
+/// changes, the channel its presence goes out on) shares the room's slot, and node-level
+/// keys share `{nodes}`.
+async fn send_per_slot(
+    log: &RedisLog,
+    cmds: &[&Cmd],
+    timeout: Duration,
+    stats: &Stats,
+) -> Vec<Result<Value, Unavailable>> {
+    let mut groups: Vec<(Slot, Vec<usize>)> = Vec::new();
+    for (i, cmd) in cmds.iter().enumerate() {
+        let slot = slot_of(cmd);
+        match groups.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((slot, vec![i])),
+        }
+    }
+    let sent = futures_util::future::join_all(groups.iter().map(|(_, members)| {
+        let group: Vec<&Cmd> = members.iter().map(|i| cmds[*i]).collect();
+        async move { send_in_order(log, &group, timeout, stats).await }
+    }))
+    .await;
+    let mut replies = vec![Err(Unavailable); cmds.len()];
+    for ((_, members), answer) in groups.into_iter().zip(sent) {
+        match answer {
+            Ok(values) => {
+                for (i, value) in members.into_iter().zip(values) {
+                    replies[i] = Ok(value);
+                }
+            }
+            Err(Unavailable) => {}
+        }
+    }
+    replies
+}
+
+/// The hash slot of a command's first key: the third argument of `EVAL`/`EVALSHA` (after
+/// the script and the key count), the first one of the other commands we queue (a
+/// channel's name, for `PUBLISH`/`SPUBLISH`).
+fn slot_of(cmd: &Cmd) -> Slot {
+    let mut args = cmd.args_iter().filter_map(|arg| match arg {
+        redis::Arg::Simple(bytes) => Some(bytes),
+        _ => None,
+    });
+    let name = args.next().unwrap_or_default();
+    let key = if name.eq_ignore_ascii_case(b"EVALSHA") || name.eq_ignore_ascii_case(b"EVAL") {
+        args.nth(2)
+    } else {
+        args.next()
+    };
+    Slot::for_key(key.unwrap_or_default())
+}
+
+/// Send `cmds` as one pipeline, in order; what Redis answered `NOSCRIPT` (it restarted and
+/// forgot the scripts: nothing of it ran) is sent again, in order, once they are loaded.
+async fn send_in_order(
+    log: &RedisLog,
+    cmds: &[&Cmd],
+    timeout: Duration,
+    stats: &Stats,
+) -> Result<Vec<Value>, Unavailable> {
+    let mut values = send(
+        log,
+        pipeline(cmds.iter().copied()),
+        cmds.len(),
+        timeout,
+        stats,
+    )
+    .await?;
+    if values.iter().any(is_noscript) {
+        if log.load_scripts().await.is_err() {
+            return Err(Unavailable);
+        }
+        let again: Vec<usize> = (0..values.len())
+            .filter(|i| is_noscript(&values[*i]))
+            .collect();
+        let retry = pipeline(again.iter().map(|i| cmds[*i]));
+        let retried = send(log, retry, again.len(), timeout, stats).await?;
+        for (i, value) in again.into_iter().zip(retried) {
+            values[i] = value;
+        }
+    }
+    Ok(values)
 }
 
 fn pipeline<'a>(cmds: impl Iterator<Item = &'a Cmd>) -> redis::Pipeline {

@@ -21,8 +21,10 @@ const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(90);
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct BrokerSettings {
-    /// `redis://[user:password@]host:port[/db]`; `None`: one process, in-memory store. May
-    /// hold a password: `switchboard config` and errors print it redacted.
+    /// `redis://[user:password@]host:port[/db]`, or a Redis Cluster's
+    /// `redis+cluster://[user:password@]host:port[,host:port…]`; `None`: one process,
+    /// in-memory store. May hold a password: `switchboard config` and errors print it
+    /// redacted.
     #[serde(deserialize_with = "url")]
     pub(crate) url: Option<String>,
     #[serde(deserialize_with = "values::positive_duration")]
@@ -42,7 +44,8 @@ impl Default for BrokerSettings {
     }
 }
 
-const FORM: &str = "redis://[user:password@]host:port[/db]";
+const FORM: &str =
+    "redis://[user:password@]host:port[/db] or redis+cluster://[user:password@]host:port[,host:port…]";
 
 /// A Redis URL: `redis://` and a host. The value is quoted redacted: it may hold a password.
 pub(crate) fn check_url(text: &str) -> Result<String, String> {
@@ -57,6 +60,12 @@ pub(crate) fn check_url(text: &str) -> Result<String, String> {
         return Err(format!(
             "{shown:?}: TLS to Redis (rediss://) is not supported yet; use redis://"
         ));
+    }
+    if text.starts_with(switchboard_broker_redis::CLUSTER_SCHEME) {
+        return match switchboard_broker_redis::Target::parse(text) {
+            Ok(_) => Ok(text.to_owned()),
+            Err(e) => Err(format!("{shown:?}: {e}")),
+        };
     }
     let Some(rest) = text.strip_prefix("redis://") else {
         return Err(format!(
@@ -93,6 +102,8 @@ mod tests {
             "redis://redis.internal:6380/2",
             "redis://:s3cret@10.0.0.5:6379",
             "redis://app:s3cret@[::1]:6379/0",
+            "redis+cluster://127.0.0.1:7001,127.0.0.1:7002",
+            "redis+cluster://:pw@r1:6379",
         ] {
             assert_eq!(check_url(good).as_deref(), Ok(good));
         }
@@ -110,6 +121,8 @@ mod tests {
             ("redis://", "names no host"),
             ("redis://:6379", "names no host"),
             ("redis://:pw@/0", "names no host"),
+            ("redis+cluster://", "names no host"),
+            ("redis+cluster://r1:6379/2", "only database 0"),
         ] {
             let e = check_url(bad).expect_err(bad);
             assert!(e.contains(expected), "{bad:?}: {e}");
@@ -119,6 +132,7 @@ mod tests {
             "http://:s3cret@x",
             "rediss://u:s3cret@x",
             "redis://:s3cret@",
+            "redis+cluster://:s3cret@r1/4",
         ] {
             let e = check_url(bad).expect_err(bad);
             assert!(!e.contains("s3cret") && e.contains("[redacted]"), "{e}");
