@@ -426,18 +426,16 @@ impl RedisLog {
 
     /// Who is in `room`: `(user, connections on every node, display name)`.
     pub async fn presence(&self, room: &str) -> Result<Vec<(String, u64, Option<String>)>, Error> {
-        let mut conn = self.conn.clone();
-        let (counts, names): (
-            std::collections::HashMap<String, i64>,
-            std::collections::HashMap<String, String>,
-        ) = redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .cmd("HGETALL")
             .arg(key(room, "p"))
             .cmd("HGETALL")
-            .arg(key(room, "n"))
-            .query_async(&mut conn)
-            .await?;
+            .arg(key(room, "n"));
+        let (counts, names): (
+            std::collections::HashMap<String, i64>,
+            std::collections::HashMap<String, String>,
+        ) = self.query_atomic(&pipe, &key(room, "p")).await?;
         let mut names = names;
         Ok(counts
             .into_iter()
@@ -447,6 +445,27 @@ impl RedisLog {
                 (user, n as u64, name)
             })
             .collect())
+    }
+
+    /// Run a transaction (`MULTI` … `EXEC`) whose keys share `key`'s slot. In a cluster, a
+    /// transaction sent to a shard that no longer owns the slot is aborted with `MOVED`
+    /// inside `EXEC`, which the client neither follows nor learns from: a plain command on
+    /// the key is sent first (the client follows its `MOVED` and learns the new owner),
+    /// then the transaction once more.
+    async fn query_atomic<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+        key: &str,
+    ) -> Result<T, Error> {
+        let mut conn = self.conn.clone();
+        match pipe.query_async(&mut conn).await {
+            Err(e) if self.target.is_cluster() => {
+                tracing::debug!(error = %e, key, "redis: transaction refused; asking for the slot's owner");
+                let _: redis::Value = redis::cmd("EXISTS").arg(key).query_async(&mut conn).await?;
+                Ok(pipe.query_async(&mut conn).await?)
+            }
+            answer => Ok(answer?),
+        }
     }
 
     /// A connection to this Redis (multiplexed, reconnecting by itself).
@@ -526,7 +545,6 @@ impl RedisLog {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Option<RangePage>, Error> {
-        let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         pipe.atomic();
         if let Some(new_epoch) = open {
@@ -540,12 +558,7 @@ impl RedisLog {
                 .arg(self.config.idle_expiry.as_millis().max(1).to_string())
                 .ignore();
         }
-        let (meta, newest, oldest): (
-            (Option<String>, Option<u64>),
-            StreamRangeReply,
-            StreamRangeReply,
-        ) = pipe
-            .cmd("HMGET")
+        pipe.cmd("HMGET")
             .arg(key(room, "m"))
             .arg("epoch")
             .arg("offset")
@@ -560,9 +573,12 @@ impl RedisLog {
             .arg("-")
             .arg("+")
             .arg("COUNT")
-            .arg(1)
-            .query_async(&mut conn)
-            .await?;
+            .arg(1);
+        let (meta, newest, oldest): (
+            (Option<String>, Option<u64>),
+            StreamRangeReply,
+            StreamRangeReply,
+        ) = self.query_atomic(&pipe, &key(room, "m")).await?;
         let (Some(room_epoch), last) = meta else {
             return Ok(None);
         };

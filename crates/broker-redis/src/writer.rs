@@ -136,13 +136,10 @@ async fn send_per_slot(
     .await;
     let mut replies = vec![Err(Unavailable); cmds.len()];
     for ((_, members), answer) in groups.into_iter().zip(sent) {
-        match answer {
-            Ok(values) => {
-                for (i, value) in members.into_iter().zip(values) {
-                    replies[i] = Ok(value);
-                }
+        if let Ok(values) = answer {
+            for (i, value) in members.into_iter().zip(values) {
+                replies[i] = Ok(value);
             }
-            Err(Unavailable) => {}
         }
     }
     replies

@@ -164,9 +164,25 @@ struct RoomState {
     /// The live members' outboxes, rebuilt lazily after membership changes so that a
     /// publish iterates a flat slice.
     snapshot: Option<Arc<[Arc<Outbox>]>>,
+    /// The position of the last message the broker handed over live.
+    live: Option<(Epoch, Offset)>,
+    /// Members whose join read the store ahead of the live stream (a networked store
+    /// answers a read before the broker brings the same messages, which it may): they got
+    /// those messages in their replay or before their `joined` position, so live deliveries
+    /// up to that position skip them. A seam goes once the live stream passes it. Empty
+    /// (no allocation) nearly always.
+    seams: Vec<Seam>,
     overflow: OverflowPolicy,
     /// Bytes a catching-up member may hold (the outbox budget).
     budget: usize,
+}
+
+/// Live deliveries up to `offset` of `epoch` are not for member `id` (see
+/// [`RoomState::seams`]).
+struct Seam {
+    id: ConnId,
+    epoch: Epoch,
+    offset: Offset,
 }
 
 /// Deliveries held for a member while its join waits for the store.
@@ -232,12 +248,36 @@ impl Node for Room {
             }
             return fanout;
         }
-        for outbox in st.recipients().iter() {
-            match outbox.push_or(delivery, policy) {
-                Pushed::Queued => fanout.delivered += 1,
-                Pushed::Dropped | Pushed::Overflowed => fanout.dropped += 1,
-                Pushed::Closed => {}
+        let position = delivery.offset().zip(delivery.epoch());
+        if let Some((offset, epoch)) = position {
+            st.live = Some((epoch.clone(), offset));
+        }
+        let count = |fanout: &mut Fanout, pushed| match pushed {
+            Pushed::Queued => fanout.delivered += 1,
+            Pushed::Dropped | Pushed::Overflowed => fanout.dropped += 1,
+            Pushed::Closed => {}
+        };
+        if st.seams.is_empty() {
+            for outbox in st.recipients().iter() {
+                count(&mut fanout, outbox.push_or(delivery, policy));
             }
+            return fanout;
+        }
+        // The slow path, while a seam is open: members past this message skip it.
+        let seen_by = |id: &ConnId| {
+            position.is_some_and(|(offset, epoch)| {
+                st.seams
+                    .iter()
+                    .any(|s| s.id == *id && s.epoch == *epoch && s.offset >= offset)
+            })
+        };
+        for (id, (_, outbox)) in &st.members {
+            if !st.catching_up.contains_key(id) && !seen_by(id) {
+                count(&mut fanout, outbox.push_or(delivery, policy));
+            }
+        }
+        if let Some((offset, epoch)) = position {
+            st.seams.retain(|s| s.epoch != *epoch || s.offset > offset);
         }
         fanout
     }
@@ -259,7 +299,10 @@ impl Node for Room {
                 recovered: false,
             },
         );
-        let st = lock(&self.state);
+        let mut st = lock(&self.state);
+        // Positions of the old epoch mean nothing now (every member is reset).
+        st.seams.clear();
+        st.live = None;
         // Members still catching up get their own `joined` when their read answers.
         for (id, (_, outbox)) in &st.members {
             if !st.catching_up.contains_key(id) {
@@ -447,6 +490,8 @@ impl Hub {
                 members: HashMap::new(),
                 catching_up: HashMap::new(),
                 snapshot: None,
+                live: None,
+                seams: Vec::new(),
                 overflow: first_match(&self.config.overflow, name, self.config.default_overflow),
                 budget: self.config.outbox_budget,
             }),
@@ -604,6 +649,7 @@ impl Hub {
                 return false;
             }
             st.catching_up.remove(&conn.id);
+            st.seams.retain(|s| s.id != conn.id);
             st.snapshot = None;
             (st.members.is_empty(), self.next_presence_seq())
         };
@@ -915,6 +961,19 @@ fn finish_join(
     } else {
         0
     };
+    // The read is ahead of what the broker handed over so far: what it still brings up to
+    // the joined offset is not for this member.
+    let behind = match &st.live {
+        Some((epoch, offset)) => *epoch != page.epoch || *offset < page.last_offset,
+        None => page.last_offset.0 > 0,
+    };
+    if behind {
+        st.seams.push(Seam {
+            id,
+            epoch: page.epoch.clone(),
+            offset: page.last_offset,
+        });
+    }
     done(Joined {
         offset: page.last_offset,
         epoch: page.epoch,

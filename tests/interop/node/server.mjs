@@ -2,10 +2,11 @@
 // on a free loopback port, wait until it accepts connections, stop it with SIGTERM (it must
 // exit 0); and the HTTP API helper.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
@@ -148,6 +149,52 @@ export async function startRedis(port) {
       await exited;
     },
   };
+}
+
+/// A Redis Cluster of three masters (no replicas) on loopback: three cluster-enabled
+/// `redis-server`s in a scratch directory, joined by `redis-cli --cluster create`, ready once
+/// every node says `cluster_state:ok`. `url` is the broker URL (`redis+cluster://…`);
+/// `cli(i, …args)` runs `redis-cli` against node i.
+export async function startRedisCluster() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-cluster-'));
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const children = ports.map((port) => {
+    const nodeDir = path.join(dir, String(port));
+    fs.mkdirSync(nodeDir);
+    const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes',
+      '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000', '--save', '', '--appendonly', 'no'],
+    { cwd: nodeDir, stdio: 'ignore' });
+    child.exited = new Promise((resolve) => child.on('exit', resolve));
+    return child;
+  });
+  const stop = async () => {
+    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await Promise.all(children.map((c) => c.exited));
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const deadline = Date.now() + 20_000;
+    for (const port of ports) {
+      while (!(await accepts(port))) {
+        if (Date.now() > deadline) throw new Error('redis-server did not start (scripts/test.sh installs it)');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    const cli = (i, ...args) => execFileSync('redis-cli', ['-p', String(ports[i]), ...args], { encoding: 'utf8' });
+    const created = execFileSync('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`),
+      '--cluster-replicas', '0', '--cluster-yes'], { encoding: 'utf8' });
+    assert.match(created, /All 16384 slots covered/);
+    for (let i = 0; i < ports.length; i++) {
+      while (!cli(i, 'CLUSTER', 'INFO').includes('cluster_state:ok')) {
+        if (Date.now() > deadline) throw new Error('the Redis Cluster did not form');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    return { ports, url: `redis+cluster://${ports.map((p) => `127.0.0.1:${p}`).join(',')}`, cli, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
 }
 
 /// An HS256 JWT for `sub`, signed with `secret`, valid for `ttl` seconds.

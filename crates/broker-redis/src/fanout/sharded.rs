@@ -14,6 +14,12 @@
 //!   two slots share a shard): every room is subscribed again here, and its gap filled.
 //! - A shard that gives a slot away drops that slot's subscriptions with an unrequested
 //!   `sunsubscribe` push: that room is subscribed again (at its new shard) and filled.
+//! - The client may replace a shard's connection once more after our resubscription (a
+//!   `Disconnection` push queues a reconnect of its own, which can land after a repair
+//!   that our `SSUBSCRIBE`s already used), and nothing tells us. So what each shard holds
+//!   for this connection is checked (`CLIENT INFO`: `ssub`/`sub`, on every master) shortly
+//!   after any `Disconnection` and every [`CHECK_EVERY`]; a count that differs from ours
+//!   means subscriptions were lost: everything is subscribed again and filled from history.
 //! - `sb:control` stays a classic channel (cluster-wide, rare); a node's forwarding inbox
 //!   is a shard channel, so `SPUBLISH`'s count ("0: nobody listens, the node is gone")
 //!   counts the shard its subscriber is on.
@@ -23,6 +29,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::{PushInfo, PushKind, Value};
 use switchboard_hub::RoomName;
 use tokio::sync::mpsc;
@@ -34,6 +41,13 @@ use crate::stats::Stats;
 
 /// At most this many subscription requests are in flight at once.
 const CONCURRENT_REQUESTS: usize = 256;
+
+/// How long after the last `Disconnection` push the shards' counts are checked (the client
+/// has repaired its connections by then).
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// How often the shards' counts are checked otherwise (three `CLIENT INFO`s).
+const CHECK_EVERY: Duration = Duration::from_secs(15);
 
 /// Keep this node's sharded subscriptions on the cluster reached through `seeds` (see the
 /// module docs).
@@ -71,6 +85,7 @@ pub(crate) async fn run(
         fixed: false,
         retry_after: None,
         backoff: Duration::from_millis(50),
+        check_at: tokio::time::Instant::now() + CHECK_EVERY,
     };
     // Everything wanted is to be subscribed.
     if let Some(s) = subs.upgrade() {
@@ -92,6 +107,10 @@ pub(crate) async fn run(
                 state.backoff = Duration::from_millis(50);
             }
         }
+        let settled = state.retry_after.is_none() && lock(&s.changed).is_empty();
+        if settled && tokio::time::Instant::now() >= state.check_at {
+            state.check(&s, &mut conn, timeout).await;
+        }
         let wake = s.wake.clone();
         drop(s);
         let retry = async {
@@ -103,6 +122,7 @@ pub(crate) async fn run(
         tokio::select! {
             () = wake.notified() => {}
             () = retry => {}
+            () = tokio::time::sleep_until(state.check_at) => {}
             push = pushes.recv() => {
                 let Some(push) = push else { return };
                 let Some(s) = subs.upgrade() else { return };
@@ -121,6 +141,8 @@ struct State {
     /// A request failed: the next attempt waits until then.
     retry_after: Option<tokio::time::Instant>,
     backoff: Duration,
+    /// When the shards' counts are checked next.
+    check_at: tokio::time::Instant,
 }
 
 impl State {
@@ -182,6 +204,51 @@ impl State {
         ok
     }
 
+    /// Compare what the shards hold for this connection with what we hold (see the module
+    /// docs); subscribe everything again when they differ.
+    async fn check(
+        &mut self,
+        s: &Arc<Subscriptions>,
+        conn: &mut ClusterConnection,
+        timeout: Duration,
+    ) {
+        let now = tokio::time::Instant::now();
+        let held = match tokio::time::timeout(timeout, shard_counts(conn)).await {
+            Ok(Some(counts)) => counts,
+            _ => {
+                // No answer: the next turn asks again.
+                self.check_at = now + SETTLE;
+                return;
+            }
+        };
+        // Shard channels exactly; the classic `sb:control` at least once (the client's own
+        // resubscription may hold it on a second shard, which only repeats idempotent
+        // requests and which subscribing again would not undo).
+        let expected = (
+            self.subscribed.len() + usize::from(self.fixed),
+            usize::from(self.fixed),
+        );
+        if held.0 == expected.0 && held.1 >= expected.1 {
+            self.check_at = now + CHECK_EVERY;
+            return;
+        }
+        tracing::warn!(
+            ?held,
+            ?expected,
+            "redis: the shards lost subscriptions of this node; subscribing again"
+        );
+        self.resubscribe_all(s);
+        self.check_at = now + SETTLE;
+    }
+
+    /// Every subscription is to be made again, and every room's gap filled.
+    fn resubscribe_all(&mut self, s: &Arc<Subscriptions>) {
+        self.subscribed.clear();
+        self.fixed = false;
+        s.interrupted();
+        s.wake.notify_one();
+    }
+
     /// A push from one of the cluster's connections.
     fn pushed(&mut self, s: &Arc<Subscriptions>, push: PushInfo, stats: &Stats) {
         match push.kind {
@@ -199,10 +266,8 @@ impl State {
                 // subscribed again and every room's gap filled.
                 tracing::warn!("redis: a cluster connection was lost; subscribing again");
                 stats.reconnect();
-                self.subscribed.clear();
-                self.fixed = false;
-                s.interrupted();
-                s.wake.notify_one();
+                self.resubscribe_all(s);
+                self.check_at = tokio::time::Instant::now() + SETTLE;
             }
             PushKind::SUnsubscribe => {
                 let Some(Value::BulkString(name)) = push.data.first() else {
@@ -235,4 +300,32 @@ async fn refresh_slots(conn: &mut ClusterConnection, name: &str, timeout: Durati
     let mut probe = redis::cmd("EXISTS");
     probe.arg(name);
     let _ = tokio::time::timeout(timeout, probe.query_async::<Value>(conn)).await;
+}
+
+/// What every master holds for this client's connection to it: shard channels and classic
+/// channels (`ssub`, `sub` of `CLIENT INFO`), summed; `None` when a master did not answer.
+async fn shard_counts(conn: &mut ClusterConnection) -> Option<(usize, usize)> {
+    let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+    let answer = conn
+        .route_command(redis::cmd("CLIENT").arg("INFO").clone(), routing)
+        .await
+        .ok()?;
+    let Value::Map(masters) = answer else {
+        return None;
+    };
+    let (mut ssub, mut sub) = (0, 0);
+    for (_, info) in masters {
+        let text = match info {
+            Value::BulkString(bytes) => String::from_utf8(bytes).ok()?,
+            Value::VerbatimString { text, .. } => text,
+            _ => return None,
+        };
+        let field = |name: &str| -> Option<usize> {
+            text.split_whitespace()
+                .find_map(|f| f.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+        };
+        ssub += field("ssub")?;
+        sub += field("sub")?;
+    }
+    Some((ssub, sub))
 }

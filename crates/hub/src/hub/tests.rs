@@ -775,3 +775,76 @@ fn a_dead_nodes_connections_leave_presence_after_the_expiry() {
     a.join_now(&z, &r, None);
     assert_eq!(a.presence_now(&r).len(), 2);
 }
+
+/// A broker that hands messages over only when released (pub/sub slower than a read of the
+/// store, as a networked broker may be).
+#[derive(Debug, Default)]
+struct SlowBroker {
+    nodes: Mutex<Vec<Weak<dyn Node>>>,
+    held: Mutex<Vec<Arc<Delivery>>>,
+}
+
+impl Broker for SlowBroker {
+    fn subscribe(&self, _room: &RoomName, node: Weak<dyn Node>) {
+        lock(&self.nodes).push(node);
+    }
+
+    fn unsubscribe(&self, _room: &RoomName, _node: &Weak<dyn Node>) {}
+
+    fn publish(&self, delivery: &Arc<Delivery>) -> Fanout {
+        lock(&self.held).push(delivery.clone());
+        Fanout::default()
+    }
+}
+
+impl SlowBroker {
+    fn release(&self) {
+        let held = std::mem::take(&mut *lock(&self.held));
+        for delivery in held {
+            for node in lock(&self.nodes).iter().filter_map(Weak::upgrade) {
+                node.deliver(&delivery);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_join_that_read_ahead_of_the_broker_gets_each_message_once() {
+    let config = HubConfig::default();
+    let broker = Arc::new(SlowBroker::default());
+    let hub = Hub::with_backends(
+        config.clone(),
+        crate::MemoryStore::new(config.memory_store(), 1),
+        broker.clone(),
+    );
+    let r = room("feed");
+    let old = hub.connect(user("old"));
+    let joined = later(|done| hub.join(&old, &r, None, done));
+    let epoch = joined.recv().unwrap().epoch;
+    for i in 1..=3 {
+        publish(&hub, &r, &format!("m{i}"));
+    }
+    broker.release();
+    assert_eq!(drained(&old), ["m1@1", "m2@2", "m3@3"]);
+    // Stored at once, handed over by the broker only later.
+    for i in 4..=5 {
+        publish(&hub, &r, &format!("m{i}"));
+    }
+    // A member back from offset 3: its replay (read from the store) has 4 and 5 already.
+    let back = hub.connect(user("back"));
+    let j = later(|done| hub.join(&back, &r, Some((Offset(3), epoch)), done))
+        .recv()
+        .unwrap();
+    assert_eq!((j.offset, j.recovered, j.replayed), (Offset(5), true, 2));
+    assert_eq!(drained(&back), ["m4@4", "m5@5"]);
+    broker.release();
+    publish(&hub, &r, "m6");
+    broker.release();
+    assert_eq!(drained(&back), ["m6@6"], "4 and 5 not twice");
+    let to_old: Vec<String> = drained(&old)
+        .into_iter()
+        .filter(|m| !m.contains("user_joined"))
+        .collect();
+    assert_eq!(to_old, ["m4@4", "m5@5", "m6@6"], "the others get them");
+    assert!(lock(&hub.room(&r, false).unwrap().0.state).seams.is_empty());
+}
