@@ -20,6 +20,7 @@
 mod access;
 mod api;
 mod browser;
+mod cancel;
 mod config;
 mod cors;
 pub mod http;

@@ -82,7 +82,15 @@ async function fallbackRoundTrip({ bufferStreams, expected }) {
     const far = await clientPage(proxy.base, 'far', { connectTimeout: 2000, upgradeInterval: 1500 });
     const near = await clientPage(server.base, 'near');
     await far.evaluate((room) => window.c.join(room), room);
+    // far must be live on its fallback before near joins, or near's `user_joined` goes to
+    // the stream attempt the proxy holds back (a join on a stream transport resolves at
+    // once, before the transport is known to work).
+    await waitIn(far, `far on ${expected}`, (expected) => window.c.transport === expected
+      && window.states.at(-1)?.state === 'connected', expected);
     await near.evaluate((room) => window.c.join(room), room);
+    // Seen before far's next join, which reopens its stream with the new room list (an
+    // event still queued in the old one would go with it).
+    await waitIn(far, 'near joining', () => window.presence.some((p) => p.joined && p.userId === 'near'));
     // A room far only reads: its position has the stream's tag of the epoch, not the epoch,
     // so the WebSocket rejoin after the move up asks the epoch first.
     const side = `${room}:side`;
@@ -92,7 +100,6 @@ async function fallbackRoundTrip({ bufferStreams, expected }) {
     assert.equal(await far.evaluate(() => window.c.transport), expected);
     assert.equal(await near.evaluate(() => window.c.transport), 'websocket');
     assert.ok(proxy.seen.refusedUpgrades >= 1, 'the proxy refused the WebSocket');
-    await waitIn(far, 'near joining', () => window.presence.some((p) => p.joined && p.userId === 'near'));
 
     // Both ways on the fallback.
     await near.evaluate((room) => window.c.send(room, 'chat', { text: 'hello far' }), room);

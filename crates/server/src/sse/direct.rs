@@ -52,7 +52,7 @@ async fn drive(tcp: TcpStream, mut stream: SseStream, mut next_heartbeat: Instan
     let mut park_check = park_after.map(|after| Instant::now() + after);
     let mut end_deadline: Option<Instant> = None;
     let mut active = false;
-    let mut cancelled = pin!(state.shutdown.cancelled());
+    let mut cancelled = pin!(crate::cancel::Cancelled::new(&state.shutdown));
     let mut sleep = pin!(tokio::time::sleep_until(next_heartbeat.into()));
 
     let exit = loop {

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::handler::Handler;
 use super::park::Verdict;
 use super::transport::{write_nonblocking, Transport};
+use crate::cancel::Cancelled;
 use crate::keepalive::{Heartbeat, Keepalive, KeepaliveAction};
 use crate::metrics::Metrics;
 
@@ -161,9 +162,8 @@ pub async fn run<T: Transport, H: Handler>(
     let heartbeat = &limits.heartbeat;
     let sleep = sleep_until(keepalive.deadline(heartbeat).into());
     tokio::pin!(sleep);
-    // Created once: registering a fresh waiter with the token on every loop turn costs a lock.
-    let cancelled = shutdown.cancelled();
-    tokio::pin!(cancelled);
+    // Created once, and polled without a lock once registered (see `cancel.rs`).
+    let mut cancelled = Cancelled::new(shutdown);
     // The handler may have outbound messages we have not taken yet: it announced them while
     // the socket was full, or we were busy reading (the biased `select!` below prefers
     // input, so a client that floods us would otherwise never get its deliveries, and would

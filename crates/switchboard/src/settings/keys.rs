@@ -434,8 +434,9 @@ pub(crate) const KEYS: &[Key] = &[
             "broker.url",
             "broker",
             "URL",
-            "Redis URL for scale-out (redis://[user:password@]host:port[/db]): rooms, history, \
-             presence and fan-out shared by every node using it [default: none, one process]",
+            "Redis URL for scale-out (redis://[user:password@]host:port[/db], or a Redis \
+             Cluster: redis+cluster://host:port[,host:port...]): rooms, history, presence and \
+             fan-out shared by every node using it [default: none, one process]",
         )
     },
     key(

@@ -1110,7 +1110,8 @@ fn bad_broker_settings_name_the_key_and_source() {
             vec![],
             vec!["--broker", "http://127.0.0.1:6379"],
             "invalid configuration: broker.url: expected a Redis URL like \
-             \"redis://[user:password@]host:port[/db]\", got \"http://127.0.0.1:6379\"",
+             \"redis://[user:password@]host:port[/db] or \
+             redis+cluster://[user:password@]host:port[,host:port…]\", got \"http://127.0.0.1:6379\"",
         ),
         (
             None,
@@ -1124,7 +1125,8 @@ fn bad_broker_settings_name_the_key_and_source() {
             vec![],
             vec![],
             "invalid configuration: broker.url: expected a Redis URL like \
-             \"redis://[user:password@]host:port[/db]\", got an empty string",
+             \"redis://[user:password@]host:port[/db] or \
+             redis+cluster://[user:password@]host:port[,host:port…]\", got an empty string",
         ),
         (
             None,
