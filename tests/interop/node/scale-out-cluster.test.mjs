@@ -66,10 +66,9 @@ async function wsMember(node, rooms, type) {
   return { ws, seen };
 }
 
-/// An SSE stream on `node` over `rooms`: messages of `type` per room. Returns once the
-/// stream's user is present in every room: with a networked store, `connected` comes
-/// before the joins are done (docs/scale-out.md), and a message published in between
-/// would not be for this stream.
+/// An SSE stream on `node` over `rooms`: messages of `type` per room. `connected` comes
+/// once every join is done, so what is published after it is for this stream (the tests
+/// publish right after it).
 async function sseMember(node, rooms, type) {
   const source = new EventSource(`${node.base}/events?channels=${rooms.join(',')}`);
   const seen = Object.fromEntries(rooms.map((r) => [r, []]));
@@ -77,19 +76,7 @@ async function sseMember(node, rooms, type) {
     const m = JSON.parse(e.data);
     seen[m.room ?? m.channel].push(m);
   });
-  const connected = await new Promise((r) => source.addEventListener('connected', (e) => r(JSON.parse(e.data)), { once: true }));
-  for (const room of rooms) {
-    const deadline = Date.now() + 5000;
-    for (;;) {
-      const res = await fetch(`${node.base}/api/presence?channel=${room}`, { headers: { authorization: `Bearer ${KEY}` } });
-      const members = (await res.json()).members ?? [];
-      if (members.some((m) => m.userId === connected.userId)) break;
-      if (Date.now() > deadline) throw new Error(`the stream never joined ${room}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-  // (Presence is written next to the join's history read, not after it.)
-  await new Promise((r) => setTimeout(r, 300));
+  await new Promise((r) => source.addEventListener('connected', r, { once: true }));
   return { source, seen };
 }
 

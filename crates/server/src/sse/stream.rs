@@ -36,12 +36,15 @@ pub(crate) struct SseStream {
     /// Why the stream ends, once it must (the WebSocket close code it corresponds to).
     ended: Option<(u16, &'static str)>,
     finished: bool,
+    /// Joins not answered yet (a networked store answers later): `event: connected` waits
+    /// for them, so that a client that saw it misses nothing published afterwards.
+    awaiting_joins: usize,
 }
 
 impl SseStream {
     /// Join the rooms (from `since` where the client has positions) and queue the stream's
-    /// opening: `retry:`, `event: connected`, and `event: reset` for the rooms whose gap the
-    /// history no longer covers.
+    /// opening: `retry:`, then, once every join is answered, `event: connected` and
+    /// `event: reset` for the rooms whose gap the history no longer covers.
     pub(crate) fn open(
         state: &Arc<AppState>,
         guard: ConnectionGuard,
@@ -57,7 +60,17 @@ impl SseStream {
             None => Session::anonymous(state.native.clone(), now),
         };
         let replies = feed::join_all(&mut session, &rooms, since);
+        let answered = replies
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r,
+                    ServerMessage::Joined { .. } | ServerMessage::Error { .. }
+                )
+            })
+            .count();
         let mut stream = SseStream {
+            awaiting_joins: rooms.len().saturating_sub(answered),
             session,
             feed: RoomPositions::new(rooms, positions),
             out: BytesMut::new(),
@@ -70,16 +83,23 @@ impl SseStream {
         for reply in &replies {
             stream.feed.apply_joined(reply);
         }
-        let connected = feed::connected_message(&stream.session, stream.feed.rooms());
-        let id = stream.feed.cursor();
+        if stream.awaiting_joins == 0 {
+            stream.write_connected();
+        }
+        stream
+    }
+
+    /// `event: connected` (with the positions as its id), then the resets.
+    fn write_connected(&mut self) {
+        let connected = feed::connected_message(&self.session, self.feed.rooms());
+        let id = self.feed.cursor();
         frame::write_event(
-            &mut stream.out,
+            &mut self.out,
             Some(&id),
             Some("connected"),
             connected.to_string().as_bytes(),
         );
-        stream.write_resets();
-        stream
+        self.write_resets();
     }
 
     /// Ready when the hub queued something for the stream ([`SseStream::drain`] takes it).
@@ -187,6 +207,19 @@ impl SseStream {
     }
 
     fn write_reply(&mut self, message: &ServerMessage) {
+        if self.awaiting_joins > 0 {
+            // The answers to the opening joins (nothing else was asked yet).
+            if let ServerMessage::Joined { .. } | ServerMessage::Error { .. } = message {
+                self.feed.apply_joined(message);
+                self.awaiting_joins -= 1;
+                if self.awaiting_joins == 0 {
+                    self.write_connected();
+                }
+                if let ServerMessage::Joined { .. } = message {
+                    return;
+                }
+            }
+        }
         if let ServerMessage::Joined { .. } = message {
             // A late `joined`: move the client's last event id (no event is dispatched).
             if self.feed.apply_joined(message) {
