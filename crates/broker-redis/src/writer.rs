@@ -121,13 +121,16 @@ async fn send_per_slot(
     timeout: Duration,
     stats: &Stats,
 ) -> Vec<Result<Value, Unavailable>> {
+    // (A batch holds up to MAX_BATCH commands over as many slots: indexed, not searched.)
     let mut groups: Vec<(Slot, Vec<usize>)> = Vec::new();
+    let mut group_of: std::collections::HashMap<Slot, usize> = std::collections::HashMap::new();
     for (i, cmd) in cmds.iter().enumerate() {
         let slot = slot_of(cmd);
-        match groups.iter_mut().find(|(s, _)| *s == slot) {
-            Some((_, members)) => members.push(i),
-            None => groups.push((slot, vec![i])),
-        }
+        let g = *group_of.entry(slot).or_insert_with(|| {
+            groups.push((slot, Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push(i);
     }
     let sent = futures_util::future::join_all(groups.iter().map(|(_, members)| {
         let group: Vec<&Cmd> = members.iter().map(|i| cmds[*i]).collect();

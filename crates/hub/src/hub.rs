@@ -250,7 +250,11 @@ impl Node for Room {
         }
         let position = delivery.offset().zip(delivery.epoch());
         if let Some((offset, epoch)) = position {
-            st.live = Some((epoch.clone(), offset));
+            // (The epoch is cloned only when it changes: this runs for every message.)
+            match &mut st.live {
+                Some((live_epoch, live_offset)) if live_epoch == epoch => *live_offset = offset,
+                live => *live = Some((epoch.clone(), offset)),
+            }
         }
         let count = |fanout: &mut Fanout, pushed| match pushed {
             Pushed::Queued => fanout.delivered += 1,

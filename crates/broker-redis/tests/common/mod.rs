@@ -21,11 +21,7 @@ impl Drop for Redis {
 }
 
 pub(crate) fn redis_server() -> Redis {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let child = Command::new("redis-server")
         .args([
             "--port",
