@@ -107,9 +107,14 @@ pub(crate) async fn run(
                 state.backoff = Duration::from_millis(50);
             }
         }
-        let settled = state.retry_after.is_none() && lock(&s.changed).is_empty();
-        if settled && tokio::time::Instant::now() >= state.check_at {
-            state.check(&s, &mut conn, timeout).await;
+        if tokio::time::Instant::now() >= state.check_at {
+            if state.retry_after.is_none() && lock(&s.changed).is_empty() {
+                state.check(&s, &mut conn, timeout).await;
+            } else {
+                // Requests still to make (a shard refuses them meanwhile): check after
+                // them, not in a loop around a deadline already past.
+                state.check_at = tokio::time::Instant::now() + SETTLE;
+            }
         }
         let wake = s.wake.clone();
         drop(s);
