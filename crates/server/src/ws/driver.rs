@@ -160,7 +160,11 @@ pub async fn run<T: Transport, H: Handler>(
     } = session;
     let mut close_deadline: Option<Instant> = None;
     let heartbeat = &limits.heartbeat;
-    let sleep = sleep_until(keepalive.deadline(heartbeat).into());
+    // The timer's deadline and whether it fired, kept here: asking the `Sleep` reads its
+    // timer entry, one more cache line per wake-up of every connection.
+    let mut sleep_armed = keepalive.deadline(heartbeat);
+    let mut sleep_fired = false;
+    let sleep = sleep_until(sleep_armed.into());
     tokio::pin!(sleep);
     // Created once, and polled without a lock once registered (see `cancel.rs`).
     let mut cancelled = Cancelled::new(shutdown);
@@ -291,8 +295,9 @@ pub async fn run<T: Transport, H: Handler>(
         }
         // Activity only moves the keepalive deadline later: leave the timer alone then (no
         // timer-wheel work per message) and let `handle_timeout` re-arm it when it fires early.
-        if sleep.is_elapsed() || deadline < sleep.deadline().into_std() {
+        if sleep_fired || deadline < sleep_armed {
             sleep.as_mut().reset(deadline.into());
+            (sleep_armed, sleep_fired) = (deadline, false);
         }
         // Backpressure: a client that does not read our replies is not read either.
         let mut interest = None;
@@ -340,6 +345,7 @@ pub async fn run<T: Transport, H: Handler>(
                 }
             }
             () = &mut sleep => {
+                sleep_fired = true;
                 let now = Instant::now();
                 match keepalive.handle_timeout(now, heartbeat) {
                     KeepaliveAction::Wait => {}
