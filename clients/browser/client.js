@@ -160,6 +160,7 @@ export class SwitchboardClient extends EventTarget {
     this._conn = null; // the connection: {kind, ws | controller, channels, greeted, dead}
     this._ws = null; // this._conn.ws once greeted
     this._probe = null; // a WebSocket tried while on a fallback
+    this._draining = null; // a stream replaced by `this._conn`, read until that one is greeted
     this._closed = false;
     this._timers = new Set();
     this._outgoing = [];
@@ -252,6 +253,7 @@ export class SwitchboardClient extends EventTarget {
     this._closed = true;
     this._endConn(this._probe);
     this._probe = null;
+    this._endDraining();
     const conn = this._conn;
     this._conn = null;
     this._ws = null;
@@ -575,6 +577,7 @@ export class SwitchboardClient extends EventTarget {
       return;
     }
     this._endConn(this._conn);
+    this._endDraining();
     this._kindIndex = 0;
     this.transport = 'websocket';
     probe.upgraded = true;
@@ -744,6 +747,13 @@ export class SwitchboardClient extends EventTarget {
     else this._poll(conn, params);
   }
 
+  /** End the stream a restart replaced, if it still runs (see `_restartFeedSoon`). */
+  _endDraining() {
+    const draining = this._draining;
+    this._draining = null;
+    this._endConn(draining);
+  }
+
   /** End `conn` without a word (the caller replaces it). */
   _endConn(conn) {
     if (!conn || conn.dead) return;
@@ -768,6 +778,14 @@ export class SwitchboardClient extends EventTarget {
       reason = (await response.json()).error || reason;
     } catch {
       // not JSON
+    }
+    if (response.status === 429 && this._draining && this._conn === conn && !conn.dead) {
+      // Over a connection limit (per user or per address) with the old stream still open:
+      // let it go first, then open the new one (once: the old one is gone now).
+      this._endConn(conn);
+      this._conn = null;
+      this._endDraining();
+      return this._openFeed(conn.kind, conn.previous);
     }
     const added = conn.previous ? conn.channels.filter((room) => !conn.previous.includes(room)) : [];
     if ((response.status === 400 || response.status === 403) && added.length > 0 && this._conn === conn && !conn.dead) {
@@ -935,6 +953,8 @@ export class SwitchboardClient extends EventTarget {
 
   /** The feed greeted: its rooms are joined; what waited goes over HTTP. */
   _feedOpened(conn, userId) {
+    // The stream it replaces has carried everything until now: it can go.
+    if (this._draining !== conn) this._endDraining();
     for (const t of conn.timers) this._clear(t);
     conn.timers = [];
     if (conn.kind === 'sse') this._streamHeard(conn);
@@ -976,7 +996,13 @@ export class SwitchboardClient extends EventTarget {
       }
       const rooms = [...this._rooms.keys()];
       if (!always && rooms.length === conn.channels.length && rooms.every((r, i) => r === conn.channels[i])) return;
-      this._endConn(conn);
+      // Make before break: the old stream goes on until the new one is greeted. What is on
+      // its way on it still arrives (presence events have no offset to replay them from;
+      // messages the new stream repeats are dropped by offset), and the user does not leave
+      // and rejoin its rooms in the others' eyes. At most one drains: a restart waits for
+      // the greeting of the stream before it (above).
+      this._endDraining();
+      this._draining = conn;
       this._openFeed(conn.kind, conn.channels);
     }, 0);
   }
@@ -1134,6 +1160,7 @@ export class SwitchboardClient extends EventTarget {
     this._upgradeTimer = null;
     this._endConn(this._probe);
     this._probe = null;
+    this._endDraining();
     // What was sent and not answered goes again, first, on the next connection.
     this._waiting.unshift(...this._sent.splice(0));
     this._outgoing = [];

@@ -206,3 +206,38 @@ test('on a stream, a join the server refuses fails alone; the stream goes on wit
     await server.stop();
   }
 });
+
+test('on a stream, a join keeps the old stream until the new one is greeted: the others see no leave and rejoin', async () => {
+  const server = await startServer(['--config', config, '--api-key', KEY]);
+  try {
+    const near = await clientPage(server.base, 'near');
+    await near.evaluate(() => window.c.join('stay'));
+    for (const transport of ['sse', 'poll']) {
+      const user = `far-${transport}`;
+      const far = await clientPage(server.base, user, { transports: [transport] });
+      await far.evaluate(() => window.c.join('stay'));
+      await waitIn(near, `${user} joining`, (u) => window.presence.some((p) => p.joined && p.userId === u), user);
+      // Each join reopens far's stream with one more room.
+      for (let i = 0; i < 3; i++) {
+        const room = `more:${transport}:${i}`;
+        await far.evaluate((room) => window.c.join(room), room);
+        await post(server.base, KEY, '/api/publish', { channel: room, type: 'chat', text: room });
+        await waitIn(far, `the message in ${room}`, (room) => window.got.some((m) => m.text === room), room);
+      }
+      // Time for the server to see the replaced streams go, then a message after it all:
+      // near's WebSocket carries presence and messages in order.
+      await new Promise((r) => setTimeout(r, 500));
+      const end = `end of ${transport}`;
+      await post(server.base, KEY, '/api/publish', { channel: 'stay', type: 'chat', text: end });
+      await waitIn(near, end, (end) => window.got.some((m) => m.text === end), end);
+      const about = await near.evaluate((u) => window.presence.filter((p) => p.userId === u && p.room === 'stay').map((p) => p.joined), user);
+      assert.deepEqual(about, [true], `${user} joined once and never left`);
+      const stays = await far.evaluate(() => window.got.filter((m) => m.room === 'stay').map((m) => m.text));
+      assert.deepEqual(stays, [end], `${transport}: each message once`);
+      await far.close();
+    }
+    await near.close();
+  } finally {
+    await server.stop();
+  }
+});

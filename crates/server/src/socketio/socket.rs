@@ -3,7 +3,7 @@
 //! names a `room` → a relay of that type), the core's replies become acknowledgements, and
 //! room deliveries become events (SPEC §1.4: Socket.IO rooms are Switchboard channels).
 
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -506,7 +506,7 @@ impl NsSocket {
             };
             match event {
                 Event::Shared(Some(event)) if sink.nsp.is_root() => {
-                    sink.out.send_shared(&event.frame, &event.text);
+                    sink.out.send_shared(|| event.frame(), &event.text);
                 }
                 Event::Shared(event) => {
                     if let Some(event) = event {
@@ -592,16 +592,25 @@ enum Event<'d> {
 /// An event as its Engine.IO message (`42[…]`), and that message as a WebSocket frame:
 /// both made once per delivery. Recipients on WebSocket copy the frame into their output
 /// without touching a reference count (on a broadcast, an atomic every core would contend
-/// on), the way native recipients take their [`PreparedMessage`].
+/// on), the way native recipients take their [`PreparedMessage`]. The frame is made by the
+/// first such recipient: a delivery that reaches only polling sessions (or other
+/// namespaces) never pays for it.
 struct FramedEvent {
     text: Str,
-    frame: PreparedMessage,
+    frame: OnceLock<PreparedMessage>,
 }
 
 impl FramedEvent {
     fn new(text: Str) -> FramedEvent {
-        let frame = PreparedMessage::new(MessageKind::Text, text.as_bytes().clone());
-        FramedEvent { text, frame }
+        FramedEvent {
+            text,
+            frame: OnceLock::new(),
+        }
+    }
+
+    fn frame(&self) -> &PreparedMessage {
+        self.frame
+            .get_or_init(|| PreparedMessage::new(MessageKind::Text, self.text.as_bytes().clone()))
     }
 }
 
