@@ -12,7 +12,9 @@
 //! - `Q<node><id><request>`: a request from `<node>`;
 //! - `R<id><answer>`: the answer to request `<id>` of the node whose channel it is on;
 //! - `C<node><id>`: `<node>` stopped waiting for request `<id>` (its client went away): the
-//!   owner drops the request's work, as it would if its own client had gone.
+//!   owner drops the request's work, as it would if its own client had gone;
+//! - `B<id>`: the owner refused request `<id>` without running it: it already runs as many
+//!   requests for other nodes as it takes ([`ForwardLimits`]).
 //!
 //! A `PUBLISH` answers how many subscribers got the message: 0 means the owner is gone (it
 //! died, or the id never named a node), and the request is answered at once as such, not
@@ -45,6 +47,31 @@ pub enum ForwardError {
     /// Redis did not take the request, or the answer did not come in time.
     #[error("the node that owns the session did not answer")]
     Unavailable,
+    /// The owner runs as many forwarded requests as it takes ([`ForwardLimits`]).
+    #[error("the node that owns the session is busy")]
+    Busy,
+}
+
+/// How much work a node takes on for other nodes at once: forwarded requests running here
+/// (a held long poll is one for as long as it is held), and the bytes of their requests.
+/// Each request is bounded in size and time by the asking node, but not their number: a
+/// flood of clients landing on other nodes must not grow this node's memory without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardLimits {
+    /// Requests running at once.
+    pub requests: usize,
+    /// Bytes of the requests running at once.
+    pub bytes: usize,
+}
+
+impl Default for ForwardLimits {
+    /// 10 000 requests (held long polls of clients that reached another node), 64 MiB.
+    fn default() -> ForwardLimits {
+        ForwardLimits {
+            requests: 10_000,
+            bytes: 64 << 20,
+        }
+    }
 }
 
 /// The pub/sub channel of `node`'s forwarded requests.
@@ -66,19 +93,36 @@ pub(crate) struct Inbox {
     next: AtomicU64,
     /// Requests this node sent, by id.
     waiting: Mutex<HashMap<u64, Waiting>>,
-    /// Requests other nodes sent that run here, by (node, id).
-    running: Mutex<HashMap<(u32, u64), AbortHandle>>,
+    /// Requests other nodes sent that run here.
+    running: Mutex<RunningHere>,
+    limits: ForwardLimits,
     handler: OnceLock<ForwardHandler>,
 }
 
+/// The requests other nodes sent that run here: by (node, id), with their sizes.
+#[derive(Default)]
+struct RunningHere {
+    tasks: HashMap<(u32, u64), (AbortHandle, usize)>,
+    bytes: usize,
+}
+
+impl RunningHere {
+    fn remove(&mut self, key: &(u32, u64)) -> Option<AbortHandle> {
+        let (task, size) = self.tasks.remove(key)?;
+        self.bytes -= size;
+        Some(task)
+    }
+}
+
 impl Inbox {
-    pub(crate) fn new(me: u32, writer: Writer) -> Arc<Inbox> {
+    pub(crate) fn new(me: u32, writer: Writer, limits: ForwardLimits) -> Arc<Inbox> {
         Arc::new(Inbox {
             me,
             writer,
             next: AtomicU64::new(1),
             waiting: Mutex::new(HashMap::new()),
-            running: Mutex::new(HashMap::new()),
+            running: Mutex::new(RunningHere::default()),
+            limits,
             handler: OnceLock::new(),
         })
     }
@@ -103,6 +147,7 @@ impl Inbox {
                     task.abort();
                 }
             }
+            Some(b'B') if payload.len() >= 9 => self.fail(u64_at(&payload, 1), ForwardError::Busy),
             _ => tracing::debug!("redis: malformed forwarded message ignored"),
         }
     }
@@ -114,6 +159,19 @@ impl Inbox {
         let inbox = self.clone();
         // Registered under the lock before the task can finish and remove itself.
         let mut running = lock(&self.running);
+        let size = request.len();
+        if running.tasks.len() >= self.limits.requests || running.bytes + size > self.limits.bytes {
+            drop(running);
+            tracing::warn!(
+                from,
+                "redis: a forwarded request refused: this node runs as many as it takes"
+            );
+            let mut message = BytesMut::with_capacity(9);
+            message.put_u8(b'B');
+            message.put_u64(id);
+            self.publish(from, message.freeze(), Box::new(|_| {}));
+            return;
+        }
         let task = tokio::spawn(async move {
             // Forgotten however the work ends (answered, aborted, or a panic).
             let running = Running {
@@ -129,7 +187,14 @@ impl Inbox {
             message.put_slice(&answer);
             inbox.publish(from, message.freeze(), Box::new(|_| {}));
         });
-        running.insert((from, id), task.abort_handle());
+        // (A repeated key, which no asker sends, replaces the entry and its size.)
+        if let Some((_, old)) = running
+            .tasks
+            .insert((from, id), (task.abort_handle(), size))
+        {
+            running.bytes -= old;
+        }
+        running.bytes += size;
     }
 
     /// Request `id` failed: tell its asker.
@@ -250,7 +315,7 @@ impl RedisForwarder {
                 Ok(Err(_)) | Err(_) => Err(ForwardError::Unavailable),
             };
             // Answered (or refused): nothing runs there any more.
-            pending.done = answer.is_ok() || answer == Err(ForwardError::Gone);
+            pending.done = matches!(answer, Ok(_) | Err(ForwardError::Gone | ForwardError::Busy));
             answer
         }
     }

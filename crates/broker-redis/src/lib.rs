@@ -20,7 +20,7 @@ mod writer;
 
 pub use conn::{Conn, Target, CLUSTER_SCHEME};
 pub use fanout::RedisBroker;
-pub use forward::{ForwardError, ForwardHandler, RedisForwarder};
+pub use forward::{ForwardError, ForwardHandler, ForwardLimits, RedisForwarder};
 pub use limits::{Limited, RedisLimits};
 pub use records::RedisRecords;
 pub use store::{connect, Redis, RedisConfig, RedisStore};

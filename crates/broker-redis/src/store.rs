@@ -19,7 +19,7 @@ use tokio::runtime::Handle;
 
 use crate::conn::Target;
 use crate::fanout::{run_subscriber, sharded, RedisBroker, Subscriptions};
-use crate::forward::{Inbox, RedisForwarder};
+use crate::forward::{ForwardLimits, Inbox, RedisForwarder};
 use crate::limits::{node_limits_key, RedisLimits};
 use crate::records::{node_records_key, owned_cmd, RedisRecords};
 use crate::stats::Stats;
@@ -45,6 +45,8 @@ pub struct RedisConfig {
     pub idle_expiry: Duration,
     /// How long a lost Socket.IO socket's record is kept (`socketio.recovery_window`).
     pub recovery_window: Duration,
+    /// How many requests forwarded by other nodes run here at once.
+    pub forward_limits: ForwardLimits,
 }
 
 impl RedisConfig {
@@ -56,6 +58,7 @@ impl RedisConfig {
             store,
             idle_expiry: Duration::from_secs(24 * 3600),
             recovery_window: Duration::from_secs(120),
+            forward_limits: ForwardLimits::default(),
         }
     }
 }
@@ -94,7 +97,7 @@ pub async fn connect(config: RedisConfig) -> Result<Redis, Error> {
     let node = register(&log, config.store.presence_expiry).await?;
     let stats = Arc::new(Stats::default());
     let writer = Writer::start(log.clone(), config.timeout, MAX_QUEUED, stats.clone());
-    let inbox = Inbox::new(node.0, writer.clone());
+    let inbox = Inbox::new(node.0, writer.clone(), config.forward_limits);
     let subs = Subscriptions::new(node.0, log.clone(), inbox.clone());
     match log.target() {
         Target::Single(url) => tokio::spawn(run_subscriber(

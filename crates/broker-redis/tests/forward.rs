@@ -1,6 +1,6 @@
 //! Requests forwarded between two nodes over a real `redis-server`: answered, refused at
-//! once for a node that does not exist, and cancelled at the owner when the asker stops
-//! waiting.
+//! once for a node that does not exist or at its limit, and cancelled at the owner when the
+//! asker stops waiting.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -213,4 +213,65 @@ async fn a_live_owner_that_does_not_listen_for_a_moment_is_unavailable_not_gone(
         .await
         .unwrap();
     reachable(&a, target).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_at_its_limit_refuses_more_at_once_and_takes_them_again_once_below() {
+    let redis = redis_server();
+    let a = node(&redis.url).await;
+    let mut config = RedisConfig::new(&redis.url, HubConfig::default().memory_store());
+    config.forward_limits.requests = 3;
+    config.forward_limits.bytes = 1000;
+    let b = connect(config).await.unwrap();
+    // Requests starting with `hold` wait until released; the others answer at once.
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = release.clone();
+    b.forwarder.serve(Arc::new(move |request: Bytes| {
+        let held = held.clone();
+        Box::pin(async move {
+            if request.starts_with(b"hold") {
+                held.acquire().await.unwrap().forget();
+            }
+            request
+        })
+    }));
+    let target = b.forwarder.node();
+    reachable(&a, target).await;
+    let ask = |body: &'static [u8]| {
+        a.forwarder
+            .request(target, Bytes::from_static(body), Duration::from_secs(5))
+    };
+    let holding: Vec<_> = (0..3).map(|_| tokio::spawn(ask(b"hold"))).collect();
+    // The three are running at the owner once a fourth is refused (they may arrive in any
+    // order with it: ask until the refusal comes).
+    let started = Instant::now();
+    loop {
+        match ask(b"more").await {
+            Err(ForwardError::Busy) => break,
+            Ok(answer) => assert_eq!(&answer[..], b"more"),
+            Err(e) => panic!("{e:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "never refused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused_in = Instant::now();
+    assert_eq!(ask(b"more").await, Err(ForwardError::Busy));
+    assert!(
+        refused_in.elapsed() < Duration::from_secs(1),
+        "refused at once, not timed out"
+    );
+    // Held requests finish (their entries go before their answers): the owner takes
+    // requests again.
+    release.add_permits(3);
+    for h in holding {
+        assert_eq!(&h.await.unwrap().unwrap()[..], b"hold");
+    }
+    assert_eq!(&ask(b"again").await.unwrap()[..], b"again");
+    // Bytes count too: one request over the byte budget is refused alone.
+    let big = Bytes::from(vec![b'x'; 1001]);
+    let refused = a
+        .forwarder
+        .request(target, big, Duration::from_secs(5))
+        .await;
+    assert_eq!(refused, Err(ForwardError::Busy));
 }

@@ -40,6 +40,8 @@ pub enum ForwardFailed {
     Gone,
     /// The owner did not answer in time, or the broker is down.
     Unavailable,
+    /// The owner refused it: it runs as many requests for other nodes as it takes.
+    Busy,
 }
 
 /// Carries requests to the node that owns their session ([`crate::config::Backends`]).
@@ -137,6 +139,15 @@ pub(crate) async fn forward(
             Ok((
                 StatusCode::BAD_GATEWAY,
                 "the node that holds this session did not answer\n",
+            )
+                .into_response())
+        }
+        Err(ForwardFailed::Busy) => {
+            state.metrics.forward_failures.inc();
+            Ok((
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                "the node that holds this session is busy; try again\n",
             )
                 .into_response())
         }

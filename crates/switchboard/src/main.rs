@@ -304,6 +304,7 @@ impl switchboard_server::forward::Forwarder for Forwarder {
             answer.await.map_err(|e| match e {
                 ForwardError::Gone => ForwardFailed::Gone,
                 ForwardError::Unavailable => ForwardFailed::Unavailable,
+                ForwardError::Busy => ForwardFailed::Busy,
             })
         })
     }
