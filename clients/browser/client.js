@@ -629,6 +629,9 @@ export class SwitchboardClient extends EventTarget {
     switch (m.type) {
       case 'user_joined':
       case 'user_left':
+        // Not for a room left meanwhile (a stream replaced make-before-break still carries
+        // the room until its successor is greeted).
+        if (!this._rooms.has(m.room)) return;
         return this._emit('presence', { room: m.room, userId: m.userId, user: m.user, joined: m.type === 'user_joined' });
       case 'lagged':
         return this._emit('lagged', { missed: m.missed });
