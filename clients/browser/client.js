@@ -957,7 +957,7 @@ export class SwitchboardClient extends EventTarget {
   /** The feed greeted: its rooms are joined; what waited goes over HTTP. */
   _feedOpened(conn, userId) {
     // The stream it replaces has carried everything until now: it can go.
-    if (this._draining !== conn) this._endDraining();
+    this._endDraining();
     for (const t of conn.timers) this._clear(t);
     conn.timers = [];
     if (conn.kind === 'sse') this._streamHeard(conn);

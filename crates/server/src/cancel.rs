@@ -5,11 +5,10 @@
 //! notifier's waiter list on every poll, and every connection shares that token: under
 //! fan-out that is two contended locks per delivery per connection (1.7 % of the server's
 //! time in the Socket.IO fan-out profile, more with several workers; SSE streams the
-//! same). [`Cancelled`]
-//! registers with the token once, through a waker that records being woken; afterwards a
-//! poll reads one process-wide counter of fired signals and compares it with the count it
-//! saw when it last looked, until the token wakes it (or the task's waker changes, which
-//! re-registers). Nothing per connection outside the connection's own future is read on
+//! same). [`Cancelled`] registers with the token once, through a waker that records being
+//! woken; afterwards a poll reads one process-wide counter of fired signals and compares it
+//! with the count it saw when it last looked, until the token wakes it (or the task's waker
+//! changes, which re-registers). Nothing per connection outside the connection's own future is read on
 //! that path: under fan-out each poll of a thousand connections otherwise missed the cache
 //! on its signal's allocation (2.2 % of the server in the Socket.IO fan-out profile).
 

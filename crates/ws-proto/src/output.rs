@@ -41,19 +41,23 @@ impl Output {
 
     /// Append a copy of `bytes`.
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
-        if self.tail.capacity() == 0 {
-            // A released tail (see `release_if_empty`) starts at a size that takes a batch of
-            // small frames: growing from the first frame's size doubled it up to four times
-            // per batch (a reallocation and a copy each) in the fan-out profile.
-            self.tail.reserve(bytes.len().max(TAIL_START));
-        }
-        self.tail.extend_from_slice(bytes);
+        self.tail_with_room(bytes.len()).extend_from_slice(bytes);
         self.len += bytes.len();
     }
 
     /// The tail, for writing a frame in place (e.g. to mask it). Callers must report what
     /// they add with [`Output::grew`].
     pub(crate) fn tail_mut(&mut self) -> &mut BytesMut {
+        self.tail_with_room(0)
+    }
+
+    /// The tail, allocated if it was released: at a size that takes a batch of small frames
+    /// (growing from the first frame's size doubled it up to four times per batch, a
+    /// reallocation and a copy each, in the fan-out profile), or `additional` if larger.
+    fn tail_with_room(&mut self, additional: usize) -> &mut BytesMut {
+        if self.tail.capacity() == 0 {
+            self.tail.reserve(additional.max(TAIL_START));
+        }
         &mut self.tail
     }
 

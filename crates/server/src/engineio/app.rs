@@ -79,10 +79,11 @@ impl Out<'_> {
     }
 
     /// [`Out::send_framed_text`] for a broadcast framed once for every recipient: `text`
-    /// (`4<text>`) and its WebSocket frame (asked for only when used). On a session's own WebSocket the frame is copied
-    /// straight into the connection's output, after what the session queued before. That
-    /// skips the session's transmit queue and the text's reference count: per recipient of a
-    /// broadcast, that queue hop and a contended atomic were most of our own work.
+    /// (`4<text>`) and its WebSocket frame (asked for only when used). On a session's own
+    /// WebSocket the frame is copied straight into the connection's output, after what the
+    /// session queued before. That skips the session's transmit queue and the text's
+    /// reference count: per recipient of a broadcast, that queue hop and a contended atomic
+    /// were most of our own work.
     pub(crate) fn send_shared<'f>(
         &mut self,
         frame: impl FnOnce() -> &'f PreparedMessage,
