@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -36,20 +37,10 @@ struct Queue {
     closed: bool,
     /// Why the connection must be closed, if it must.
     kick: Option<Kick>,
-    /// Something happened (a push to an empty queue, a kick) since the consumer last looked.
-    signalled: bool,
     /// Who to wake when that happens: the connection's task, or the parking lot watching it
     /// while it has none. A plain waker, not a `Notify`: a parked connection has no future to
     /// keep a `Notify` registration alive in.
     waker: Option<Waker>,
-}
-
-impl Queue {
-    /// Record the event and take the waker, to wake once the lock is released.
-    fn signal(&mut self) -> Option<Waker> {
-        self.signalled = true;
-        self.waker.take()
-    }
 }
 
 /// Why the hub wants a connection closed (its transport picks the close code).
@@ -68,6 +59,11 @@ pub enum Kick {
 #[derive(Debug)]
 pub struct Outbox {
     queue: Mutex<Queue>,
+    /// Something happened (a push to an empty queue, a kick) since the consumer last looked.
+    /// Set under the queue's lock; read without it by [`Outbox::poll_ready`], whose ready
+    /// case (every wake-up of a connection that receives) then takes no lock: under fan-out
+    /// that lock was most of the poll's cost.
+    signalled: AtomicBool,
     budget: usize,
 }
 
@@ -76,6 +72,7 @@ impl Outbox {
     pub fn new(budget: usize) -> Arc<Outbox> {
         Arc::new(Outbox {
             queue: Mutex::new(Queue::default()),
+            signalled: AtomicBool::new(false),
             budget,
         })
     }
@@ -84,6 +81,13 @@ impl Outbox {
         // A panic while holding this lock leaves the queue consistent (every method updates
         // it in one step), so a poisoned lock is still usable.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Record that something happened and take the waker, to wake once `q`'s lock (this
+    /// outbox's) is released.
+    fn signal(&self, q: &mut Queue) -> Option<Waker> {
+        self.signalled.store(true, Ordering::Release);
+        q.waker.take()
     }
 
     /// Queue a delivery, or drop it if the budget is exhausted.
@@ -112,7 +116,7 @@ impl Outbox {
                     q.items = VecDeque::new();
                     q.bytes = 0;
                     q.kick = Some(Kick::Overflow);
-                    let waker = q.signal();
+                    let waker = self.signal(&mut q);
                     drop(q);
                     wake(waker);
                     Pushed::Overflowed
@@ -123,7 +127,7 @@ impl Outbox {
         q.items.push_back(delivery.clone());
         q.bytes += cost;
         // Only the first push into an empty queue wakes: the consumer drains everything.
-        let waker = if was_empty { q.signal() } else { None };
+        let waker = if was_empty { self.signal(&mut q) } else { None };
         drop(q);
         wake(waker);
         Pushed::Queued
@@ -158,7 +162,7 @@ impl Outbox {
             q.bytes += d.cost();
             q.items.push_back(d.clone());
         }
-        let waker = if was_empty { q.signal() } else { None };
+        let waker = if was_empty { self.signal(&mut q) } else { None };
         drop(q);
         wake(waker);
     }
@@ -170,7 +174,7 @@ impl Outbox {
         q.dropped = q
             .dropped
             .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
-        let waker = q.signal();
+        let waker = self.signal(&mut q);
         drop(q);
         wake(waker);
     }
@@ -179,7 +183,10 @@ impl Outbox {
     /// elsewhere (an authentication its session started finished on another task) and the
     /// consumer should look. Its next [`Outbox::poll_ready`] is ready.
     pub fn notify(&self) {
-        let waker = self.lock().signal();
+        let waker = {
+            let mut q = self.lock();
+            self.signal(&mut q)
+        };
         wake(waker);
     }
 
@@ -201,8 +208,18 @@ impl Outbox {
     /// returned ready; otherwise `cx`'s waker is woken when that happens. Only the latest
     /// waker is kept: the outbox has one consumer.
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Without the lock: a push that signals between this load and the store below queued
+        // its item before signalling (under the lock), and the caller, told ready, drains
+        // after the store, so it takes that item too. A signal can only be lost to a drain
+        // that follows.
+        if self.signalled.load(Ordering::Acquire) {
+            self.signalled.store(false, Ordering::Relaxed);
+            return Poll::Ready(());
+        }
         let mut q = self.lock();
-        if std::mem::take(&mut q.signalled) {
+        // Again under the lock: a push between the load above and the lock has signalled.
+        if self.signalled.load(Ordering::Relaxed) {
+            self.signalled.store(false, Ordering::Relaxed);
             return Poll::Ready(());
         }
         match &q.waker {
@@ -222,7 +239,7 @@ impl Outbox {
     pub fn request_disconnect(&self) {
         let mut q = self.lock();
         q.kick.get_or_insert(Kick::ByServer);
-        let waker = q.signal();
+        let waker = self.signal(&mut q);
         drop(q);
         wake(waker);
     }

@@ -1,6 +1,7 @@
 //! What runs above an Engine.IO session (Socket.IO, the echo endpoint), and the session and
 //! application together as one unit ([`Engine`]).
 
+use std::cell::Cell;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -35,7 +36,10 @@ pub(crate) trait App: Send + Sync + 'static {
 /// The application's handle on its session while one of its methods runs.
 pub(crate) struct Out<'a> {
     session: &'a mut Session,
-    now: Instant,
+    /// When the call happens, read from the clock the first time it is asked for: most
+    /// calls (a connection's deliveries, once per wake-up of every member of a room) never
+    /// ask.
+    now: Cell<Option<Instant>>,
     /// The WebSocket connection the session runs on, when the caller owns it (see
     /// [`Out::send_shared`]).
     owned: Option<OwnedWs<'a>>,
@@ -50,7 +54,14 @@ pub(crate) struct OwnedWs<'a> {
 impl Out<'_> {
     /// When the call happens.
     pub(crate) fn now(&self) -> Instant {
-        self.now
+        match self.now.get() {
+            Some(now) => now,
+            None => {
+                let now = Instant::now();
+                self.now.set(Some(now));
+                now
+            }
+        }
     }
 
     /// Send a message. A client that does not take what it is sent (its polling queue is
@@ -118,7 +129,8 @@ impl Out<'_> {
 
     /// Close the session (what was sent before goes first).
     pub(crate) fn close(&mut self) {
-        self.session.close(self.now);
+        let now = self.now();
+        self.session.close(now);
     }
 }
 
@@ -132,31 +144,39 @@ impl<A: App> Engine<A> {
     /// Run `f` with the application and its [`Out`], then hand the session's events to the
     /// application.
     pub(crate) fn with_app(&mut self, now: Instant, f: impl FnOnce(&mut A, &mut Out<'_>)) {
-        self.with_app_on(now, None, f);
+        self.with_app_on(Some(now), None, f);
     }
 
-    /// [`Engine::with_app`] with the session's own WebSocket connection at hand.
+    /// [`Engine::with_app`] with the session's own WebSocket connection at hand, and the
+    /// time if the caller knows it (else read when first needed).
     pub(crate) fn with_app_on(
         &mut self,
-        now: Instant,
+        now: Option<Instant>,
         owned: Option<OwnedWs<'_>>,
         f: impl FnOnce(&mut A, &mut Out<'_>),
     ) {
         let mut out = Out {
             session: &mut self.session,
-            now,
+            now: Cell::new(now),
             owned,
         };
         f(&mut self.app, &mut out);
-        self.pump(now);
+        let now = out.now.get();
+        self.pump_at(now);
     }
 
     /// Hand the session's events to the application (messages may produce more).
     pub(crate) fn pump(&mut self, now: Instant) {
+        self.pump_at(Some(now));
+    }
+
+    /// [`Engine::pump`], reading the clock only if there is an event.
+    fn pump_at(&mut self, mut now: Option<Instant>) {
         while let Some(event) = self.session.poll_event() {
+            let now = *now.get_or_insert_with(Instant::now);
             let mut out = Out {
                 session: &mut self.session,
-                now,
+                now: Cell::new(Some(now)),
                 owned: None,
             };
             match event {

@@ -199,14 +199,15 @@ impl<A: App> Handler for EngineWs<A> {
     }
 
     fn write_outbound(&mut self, conn: &mut Connection) {
-        let now = Instant::now();
         if let Inner::Owned(engine) = &mut self.inner {
             let ws = self.ws;
-            engine.with_app_on(now, Some(OwnedWs { conn, ws }), |app, out| {
+            // (The clock is read only if something needs the time: deliveries do not.)
+            engine.with_app_on(None, Some(OwnedWs { conn, ws }), |app, out| {
                 app.write_outbound(out)
             });
             return self.with_engine(conn, |_, _| {});
         }
+        let now = Instant::now();
         let carries = match &self.inner {
             Inner::Owned(_) => true,
             Inner::Shared { slot, .. } => self.carries(&slot.lock()),

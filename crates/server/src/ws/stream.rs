@@ -9,7 +9,7 @@
 //! copy per direction and a buffer while busy; connections on it never park. The server's
 //! own listener never uses it (it takes the raw socket back).
 
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
@@ -99,33 +99,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for StreamTransport<S> {
-    fn ready(&self, interest: Interest) -> impl Future<Output = io::Result<Ready>> + Send + '_ {
-        poll_fn(move |cx| {
-            let mut inner = self.lock();
-            let mut ready = Ready::EMPTY;
-            if interest.is_readable() {
-                match inner.poll_fill(cx) {
-                    Poll::Ready(Ok(())) if inner.eof => {
-                        ready |= Ready::READABLE | Ready::READ_CLOSED
-                    }
-                    Poll::Ready(Ok(())) => ready |= Ready::READABLE,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {}
-                }
+    fn poll_ready(&self, cx: &mut Context<'_>, interest: Interest) -> Poll<io::Result<Ready>> {
+        let mut inner = self.lock();
+        let mut ready = Ready::EMPTY;
+        if interest.is_readable() {
+            match inner.poll_fill(cx) {
+                Poll::Ready(Ok(())) if inner.eof => ready |= Ready::READABLE | Ready::READ_CLOSED,
+                Poll::Ready(Ok(())) => ready |= Ready::READABLE,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
             }
-            if interest.is_writable() {
-                match inner.poll_drain(cx) {
-                    Poll::Ready(Ok(())) => ready |= Ready::WRITABLE,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {}
-                }
+        }
+        if interest.is_writable() {
+            match inner.poll_drain(cx) {
+                Poll::Ready(Ok(())) => ready |= Ready::WRITABLE,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
             }
-            if ready.is_empty() {
-                Poll::Pending
-            } else {
-                Poll::Ready(Ok(ready))
-            }
-        })
+        }
+        if ready.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(ready))
+        }
     }
 
     fn read_available(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
