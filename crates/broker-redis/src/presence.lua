@@ -10,10 +10,12 @@
 --        -> {1 if it is the user's first connection on any node else 0, connections}
 -- leave: ARGV[2] user, ARGV[3] sequence number
 --        -> {1 if it was the user's last connection on any node else 0, connections}
--- sync:  ARGV[2] sequence number, then user, count pairs: the node's connections in the
---        room are exactly these (a join or leave numbered up to it is in them, and is
---        ignored if it comes later). A sync older than a change already applied (a retry
---        that came late) is refused: -> {}, and the next one corrects.
+-- sync:  ARGV[2] sequence number, then user, count, name triples: the node's connections
+--        in the room are exactly these (a join or leave numbered up to it is in them, and is
+--        ignored if it comes later); a name ('' for none) is recorded for a user who has
+--        none (restored after Redis lost the room; a name already there is the latest
+--        join's and stays). A sync older than a change already applied (a retry that came
+--        late) is refused: -> {}, and the next one corrects.
 --        -> {users that appeared, users that vanished, connections}
 -- drop:  -> the users who have no connection left
 -- No key expires but the sequence numbers (a day after the last sync, a minute once the
@@ -103,9 +105,12 @@ if op == 'sync' then
   for i = 1, #entries, 2 do
     had[entries[i]] = tonumber(entries[i + 1])
   end
-  local want = {}
-  for i = 3, #ARGV, 2 do
+  local want, names = {}, {}
+  for i = 3, #ARGV, 3 do
     want[ARGV[i]] = tonumber(ARGV[i + 1])
+    if ARGV[i + 2] ~= '' then
+      names[ARGV[i]] = ARGV[i + 2]
+    end
   end
   local appeared, vanished = {}, {}
   local delta = 0
@@ -120,6 +125,9 @@ if op == 'sync' then
       end
       redis.call('HSET', KEYS[2], user, n)
       delta = delta + diff
+    end
+    if n > 0 and names[user] then
+      redis.call('HSETNX', KEYS[3], user, names[user])
     end
   end
   for user, n in pairs(had) do

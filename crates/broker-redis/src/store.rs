@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use switchboard_hub::{
     first_match, now_ms, Append, Appended, BackendStats, Broker, ConnId, Delivery, Done, Epoch,
-    Fanout, MemoryStoreConfig, NodeId, Offset, Page, PresenceChanged, PresenceEntry,
+    Fanout, MemoryStoreConfig, NodeId, Offset, Page, PresenceChanged, PresenceCount, PresenceEntry,
     PresenceSynced, Range, RoomName, Store, Unavailable, UserId,
 };
 use tokio::runtime::Handle;
@@ -630,18 +630,20 @@ impl Store for RedisStore {
         room: &RoomName,
         _node: NodeId,
         seq: u64,
-        snapshot: Vec<(UserId, usize)>,
+        snapshot: Vec<PresenceCount>,
         done: Done<PresenceSynced>,
     ) {
         if !snapshot.is_empty() {
             self.note_node_room(room);
         }
-        let mut args: Vec<String> = Vec::with_capacity(2 + 2 * snapshot.len());
+        let mut args: Vec<String> = Vec::with_capacity(2 + 3 * snapshot.len());
         args.push("sync".into());
         args.push(seq.to_string());
-        for (user, count) in snapshot {
-            args.push(user.0.to_string());
-            args.push(count.to_string());
+        for entry in snapshot {
+            args.push(entry.user.0.to_string());
+            args.push(entry.connections.to_string());
+            // (A display name is never empty: empty stands for none.)
+            args.push(entry.name.as_deref().unwrap_or_default().to_owned());
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let cmd = self.log.presence_command(room.as_str(), self.node.0, &args);

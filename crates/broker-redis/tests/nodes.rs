@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::hub::*;
 use common::redis_server;
 use switchboard_broker_redis::{connect, RedisConfig};
-use switchboard_hub::{Appended, Hub, HubConfig, HubConn, Offset, RoomName};
+use switchboard_hub::{Appended, Hub, HubConfig, HubConn, Offset, PresenceEntry, RoomName};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_on_two_nodes_get_every_message_in_one_offset_order() {
@@ -740,15 +740,29 @@ async fn presence_forgotten_by_redis_is_restored_by_the_next_sweep() {
     let redis = redis_server();
     let a = node(&redis.url, HubConfig::default()).await;
     let lobby = room("lobby");
-    let (ann, ann2, bob) = (
+    let (mut ann, ann2, bob) = (
         a.connect(user("ann")),
         a.connect(user("ann")),
         a.connect(user("bob")),
     );
+    ann.name = Some(Arc::from("Ann"));
     for c in [&ann, &ann2, &bob] {
         join(&a, c, &lobby, None).await;
     }
     assert_eq!(present(&a, &lobby).await, ["ann×2", "bob×1"]);
+    let names = |entries: Vec<PresenceEntry>| {
+        let mut v: Vec<(String, Option<String>)> = entries
+            .into_iter()
+            .map(|e| (e.user.to_string(), e.name.map(|n| n.to_string())))
+            .collect();
+        v.sort();
+        v
+    };
+    let expected_names = [
+        ("ann".to_string(), Some("Ann".to_string())),
+        ("bob".to_string(), None),
+    ];
+    assert_eq!(names(presence(&a, &lobby).await), expected_names);
     let mut conn = admin(&redis.url).await;
     let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
     assert!(present(&a, &lobby).await.is_empty(), "Redis forgot");
@@ -758,6 +772,8 @@ async fn presence_forgotten_by_redis_is_restored_by_the_next_sweep() {
         assert!(Instant::now() < deadline, "presence was not restored");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // With the display names the connections joined with.
+    assert_eq!(names(presence(&a, &lobby).await), expected_names);
     // The counts go on from there: a leave is counted once.
     assert!(a.leave(&ann2, &lobby));
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -789,7 +805,7 @@ async fn a_join_or_leave_the_sync_already_counted_is_ignored_when_it_arrives_lat
         n.unwrap_or(0)
     }
     // The snapshot at number 10 counts one connection of ann.
-    let _: redis::Value = run(&["sync", "10", "ann", "1"])
+    let _: redis::Value = run(&["sync", "10", "ann", "1", ""])
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -834,12 +850,37 @@ async fn a_join_or_leave_the_sync_already_counted_is_ignored_when_it_arrives_lat
         .query_async(&mut conn)
         .await
         .unwrap();
-    let refused: redis::Value = run(&["sync", "15", "ann", "5"])
+    let refused: redis::Value = run(&["sync", "15", "ann", "5", ""])
         .query_async(&mut conn)
         .await
         .unwrap();
     assert_eq!(refused, redis::Value::Array(vec![]));
     assert_eq!(total(&mut conn).await, 1);
+    // A sync records a display name for a user who has none, and leaves one a join gave
+    // (that is the latest connection's).
+    async fn name(conn: &mut redis::aio::MultiplexedConnection) -> Option<String> {
+        redis::cmd("HGET")
+            .arg("sb:{lobby}:n")
+            .arg("ann")
+            .query_async(conn)
+            .await
+            .unwrap()
+    }
+    assert_eq!(name(&mut conn).await, None);
+    let _: redis::Value = run(&["sync", "21", "ann", "1", "Ann"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(name(&mut conn).await.as_deref(), Some("Ann"));
+    let _: redis::Value = run(&["join", "ann", "1", "Annie", "22"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: redis::Value = run(&["sync", "23", "ann", "2", "Ann"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(name(&mut conn).await.as_deref(), Some("Annie"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,8 +17,8 @@ use crate::ids::{ConnId, Epoch, NodeId, Offset, UserId};
 use crate::outbox::{Outbox, Pushed};
 use crate::pattern::{first_match, RoomPattern};
 use crate::store::{
-    Append, Appended, MemoryStore, MemoryStoreConfig, Page, PresenceChanged, PresenceSynced, Range,
-    Store, Unavailable,
+    Append, Appended, MemoryStore, MemoryStoreConfig, Page, PresenceChanged, PresenceCount,
+    PresenceSynced, Range, Store, Unavailable,
 };
 
 const SHARDS: usize = 64;
@@ -156,6 +156,10 @@ struct RoomState {
     /// Removed from the room map: a join that raced with the removal must retry.
     removed: bool,
     members: HashMap<ConnId, (UserId, Arc<Outbox>)>,
+    /// The display names members joined with, for those that gave one (kept apart: most
+    /// members have none, and an empty map allocates nothing). Read by presence syncs, which
+    /// restore names a networked store lost.
+    names: HashMap<ConnId, Arc<str>>,
     /// Members whose join waits for the store's read of the room (its latest offset, and
     /// the replay with `since`): their deliveries are held here meanwhile and queued after
     /// the replay, so the seam has no gap and no duplicate even when the store answers
@@ -492,6 +496,7 @@ impl Hub {
             state: Mutex::new(RoomState {
                 removed: false,
                 members: HashMap::new(),
+                names: HashMap::new(),
                 catching_up: HashMap::new(),
                 snapshot: None,
                 live: None,
@@ -576,6 +581,9 @@ impl Hub {
                 std::collections::hash_map::Entry::Occupied(_) => false,
                 std::collections::hash_map::Entry::Vacant(slot) => {
                     slot.insert((conn.user.clone(), conn.outbox.clone()));
+                    if let Some(name) = &conn.name {
+                        st.names.insert(conn.id, name.clone());
+                    }
                     true
                 }
             };
@@ -652,6 +660,7 @@ impl Hub {
             if st.members.remove(&conn.id).is_none() {
                 return false;
             }
+            st.names.remove(&conn.id);
             st.catching_up.remove(&conn.id);
             st.seams.retain(|s| s.id != conn.id);
             st.snapshot = None;
@@ -863,11 +872,27 @@ impl Hub {
         if !self.store.reconciles_presence() {
             return;
         }
-        let mut counts: HashMap<&UserId, usize> = HashMap::new();
-        for (user, _) in st.members.values() {
-            *counts.entry(user).or_default() += 1;
+        let mut counts: HashMap<&UserId, (usize, Option<&Arc<str>>)> = HashMap::new();
+        for (id, (user, _)) in &st.members {
+            let (n, name) = counts.entry(user).or_default();
+            *n += 1;
+            if name.is_none() {
+                *name = st.names.get(id);
+            }
         }
-        let snapshot = counts.into_iter().map(|(u, n)| (u.clone(), n)).collect();
+        // The names again, for announcing users the sync restores.
+        let names: HashMap<UserId, Arc<str>> = counts
+            .iter()
+            .filter_map(|(user, (_, name))| Some(((*user).clone(), (*name)?.clone())))
+            .collect();
+        let snapshot = counts
+            .into_iter()
+            .map(|(user, (connections, name))| PresenceCount {
+                user: user.clone(),
+                connections,
+                name: name.cloned(),
+            })
+            .collect();
         // Every change of this room so far took its number under this lock: the counter
         // is at least the last one's.
         let seq = self.presence_seq.load(Ordering::Relaxed);
@@ -889,10 +914,15 @@ impl Hub {
                 // connection, so every member hears it).
                 for (joined, users) in [(true, synced.appeared), (false, synced.vanished)] {
                     for user in users {
+                        let name = if joined {
+                            names.get(&user).cloned()
+                        } else {
+                            None
+                        };
                         let change = PresenceChange {
                             joined,
                             user,
-                            name: None,
+                            name,
                             origin: ConnId(u64::MAX),
                         };
                         broker.publish(&Delivery::presence(room.clone(), change, now_ms()));

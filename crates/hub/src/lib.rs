@@ -33,6 +33,6 @@ pub use outbox::{Kick, Outbox, Pushed};
 pub use pattern::{first_match, RoomPattern};
 pub use store::{
     answered_at_once, Append, Appended, BackendStats, Build, Done, MemoryStore, MemoryStoreConfig,
-    Page, PresenceChanged, PresenceSynced, Range, Store, Unavailable,
+    Page, PresenceChanged, PresenceCount, PresenceSynced, Range, Store, Unavailable,
 };
 pub use switchboard_native_proto::{RoomName, SYSTEM_PREFIX};

@@ -163,6 +163,18 @@ pub struct PresenceChanged {
     pub connections: usize,
 }
 
+/// One user's connections on a node, in a presence sync ([`Store::presence_sync`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceCount {
+    /// The user.
+    pub user: UserId,
+    /// Their connections in the room on the node.
+    pub connections: usize,
+    /// A display name one of those connections joined with, if any: the store keeps it
+    /// for a user it has none for (one restored by the sync after the backend lost it).
+    pub name: Option<Arc<str>>,
+}
+
 /// The store's answer to a presence sync: who appeared or vanished (every node counted).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PresenceSynced {
@@ -259,7 +271,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         room: &RoomName,
         node: NodeId,
         seq: u64,
-        snapshot: Vec<(UserId, usize)>,
+        snapshot: Vec<PresenceCount>,
         done: Done<PresenceSynced>,
     ) {
         let _ = (room, node, seq, snapshot);
