@@ -161,6 +161,7 @@ export class SwitchboardClient extends EventTarget {
     this._ws = null; // this._conn.ws once greeted
     this._probe = null; // a WebSocket tried while on a fallback
     this._draining = null; // a stream replaced by `this._conn`, read until that one is greeted
+    this._drainedPresence = new Map(); // presence events a replaced stream delivered (see `_notice`)
     this._closed = false;
     this._timers = new Set();
     this._outgoing = [];
@@ -624,14 +625,15 @@ export class SwitchboardClient extends EventTarget {
     }
   }
 
-  /** What every transport delivers besides room messages and replies. */
-  _notice(m) {
+  /** What every transport delivers besides room messages and replies (`conn`: the stream it came on, if one). */
+  _notice(m, conn) {
     switch (m.type) {
       case 'user_joined':
       case 'user_left':
         // Not for a room left meanwhile (a stream replaced make-before-break still carries
         // the room until its successor is greeted).
         if (!this._rooms.has(m.room)) return;
+        if (this._repeatedPresence(m, conn)) return;
         return this._emit('presence', { room: m.room, userId: m.userId, user: m.user, joined: m.type === 'user_joined' });
       case 'lagged':
         return this._emit('lagged', { missed: m.missed });
@@ -748,6 +750,29 @@ export class SwitchboardClient extends EventTarget {
     if (this._token !== null) params.set('token', this._token);
     if (kind === 'sse') this._stream(conn, params);
     else this._poll(conn, params);
+  }
+
+  /**
+   * Whether presence event `m` is the second copy of one a replaced stream delivered: both
+   * streams of a make-before-break replacement carry what happens while both are open, and
+   * presence events have no offset to tell. The server alternates `user_joined` and
+   * `user_left` for a user in a room, so the same one again, first on the replaced stream
+   * and then on its successor, is that copy. What a replaced stream delivers is noted;
+   * the successor's next event about the same user either matches it (dropped) or not
+   * (delivered); either way the note goes.
+   */
+  _repeatedPresence(m, conn) {
+    if (!conn) return false;
+    const key = `${m.room}\u0000${m.userId}`;
+    if (conn.replaced) {
+      if (this._drainedPresence.size >= 10000) this._drainedPresence.clear();
+      this._drainedPresence.set(key, m.type);
+      return false;
+    }
+    const noted = this._drainedPresence.get(key);
+    if (noted === undefined) return false;
+    this._drainedPresence.delete(key);
+    return noted === m.type;
   }
 
   /** End the stream a restart replaced, if it still runs (see `_restartFeedSoon`). */
@@ -935,7 +960,7 @@ export class SwitchboardClient extends EventTarget {
       case 'disconnect':
         return this._feedFailed(conn, Number(m.code) || 1006, String(m.reason || ''));
       default:
-        return this._notice(m);
+        return this._notice(m, conn);
     }
   }
 
@@ -1005,6 +1030,9 @@ export class SwitchboardClient extends EventTarget {
       // and rejoin its rooms in the others' eyes. At most one drains: a restart waits for
       // the greeting of the stream before it (above).
       this._endDraining();
+      // Notes of an earlier replacement are stale now.
+      this._drainedPresence.clear();
+      conn.replaced = true;
       this._draining = conn;
       this._openFeed(conn.kind, conn.channels);
     }, 0);

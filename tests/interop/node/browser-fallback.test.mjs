@@ -207,6 +207,36 @@ test('on a stream, a join the server refuses fails alone; the stream goes on wit
   }
 });
 
+test('a presence event both streams of a replacement carry is emitted once; the next one is not held back', async () => {
+  // The moment both streams are open is too short to hit from outside: the client's
+  // stream entry point is fed the copies a replacement produces, in the order they arrive.
+  const server = await startServer(['--config', config, '--api-key', KEY]);
+  try {
+    const page = await clientPage(server.base, 'watcher', { transports: ['sse'] });
+    await page.evaluate(() => window.c.join('stay'));
+    await waitIn(page, 'the stream', () => window.c._conn && window.c._conn.greeted);
+    const seen = await page.evaluate(() => {
+      const c = window.c;
+      const live = c._conn;
+      const replaced = { kind: 'sse', replaced: true, dead: false, timers: new Set() };
+      const joined = { type: 'user_joined', room: 'stay', userId: 'x', user: 'X' };
+      const left = { type: 'user_left', room: 'stay', userId: 'x', user: 'X' };
+      window.presence.length = 0;
+      c._feedMessage(replaced, joined); // on the old stream while both are open
+      c._feedMessage(live, joined); // the same event on its successor: a copy
+      c._feedMessage(live, left); // what happens next
+      c._feedMessage(live, { ...joined }); // and next again (nothing noted any more)
+      c._feedMessage(replaced, { ...joined, userId: 'y', user: 'Y' }); // only on the old one
+      c._feedMessage(live, { ...left, userId: 'y', user: 'Y' }); // its successor's next
+      return window.presence.map((p) => `${p.joined ? '+' : '-'}${p.userId}`);
+    });
+    assert.deepEqual(seen, ['+x', '-x', '+x', '+y', '-y']);
+    await page.close();
+  } finally {
+    await server.stop();
+  }
+});
+
 test('on a stream, a join keeps the old stream until the new one is greeted: the others see no leave and rejoin', async () => {
   const server = await startServer(['--config', config, '--api-key', KEY]);
   try {
