@@ -327,8 +327,8 @@ pub async fn run<T: Transport, H: Handler>(
             () = &mut cancelled, if conn.is_open() => {
                 conn.close(CloseCode::Away, "Server shutting down");
             }
-            // One readiness future for both directions: a second one would add its waiter to
-            // the state every idle connection keeps.
+            // Readiness for both directions in one branch, through tokio's per-direction waker
+            // slots (see `Transport::poll_ready`): nothing is added to the socket's state.
             ready = std::future::poll_fn(|cx| poll_ready_for(&io, cx, interest)) => {
                 let Ok(ready) = ready else {
                     break Exit::End(EndReason::PeerGone);
@@ -659,7 +659,7 @@ fn write_counted<T: Transport>(
     result.map(|()| written)
 }
 
-/// Wait for `interest` on the socket, or forever when there is nothing to wait for.
+/// Poll the socket for `interest`; pending forever when there is nothing to wait for.
 fn poll_ready_for<T: Transport>(
     io: &T,
     cx: &mut std::task::Context<'_>,
