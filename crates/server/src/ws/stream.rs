@@ -100,28 +100,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for StreamTransport<S> {
     fn poll_ready(&self, cx: &mut Context<'_>, interest: Interest) -> Poll<io::Result<Ready>> {
-        let mut inner = self.lock();
-        let mut ready = Ready::EMPTY;
-        if interest.is_readable() {
-            match inner.poll_fill(cx) {
-                Poll::Ready(Ok(())) if inner.eof => ready |= Ready::READABLE | Ready::READ_CLOSED,
-                Poll::Ready(Ok(())) => ready |= Ready::READABLE,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {}
-            }
-        }
-        if interest.is_writable() {
-            match inner.poll_drain(cx) {
-                Poll::Ready(Ok(())) => ready |= Ready::WRITABLE,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {}
-            }
-        }
-        if ready.is_empty() {
-            Poll::Pending
-        } else {
-            Poll::Ready(Ok(ready))
-        }
+        super::transport::poll_directions(
+            &mut *self.lock(),
+            cx,
+            interest,
+            |inner, cx| {
+                let filled = inner.poll_fill(cx);
+                filled.map_ok(|()| {
+                    if inner.eof {
+                        Ready::READABLE | Ready::READ_CLOSED
+                    } else {
+                        Ready::READABLE
+                    }
+                })
+            },
+            |inner, cx| inner.poll_drain(cx).map_ok(|()| Ready::WRITABLE),
+        )
     }
 
     fn read_available(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {

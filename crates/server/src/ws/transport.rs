@@ -60,27 +60,14 @@ impl Transport for TcpStream {
     /// fan-out): two locks of the socket's state and a waker clone per turn, where polling
     /// the slots takes one lock and keeps the waker while it is the same.
     fn poll_ready(&self, cx: &mut Context<'_>, interest: Interest) -> Poll<io::Result<Ready>> {
-        let mut ready = Ready::EMPTY;
         // (Ready also when closed: the read or write that follows reports how.)
-        if interest.is_readable() {
-            match self.poll_read_ready(cx) {
-                Poll::Ready(Ok(())) => ready |= Ready::READABLE,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {}
-            }
-        }
-        if interest.is_writable() {
-            match self.poll_write_ready(cx) {
-                Poll::Ready(Ok(())) => ready |= Ready::WRITABLE,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {}
-            }
-        }
-        if ready.is_empty() {
-            Poll::Pending
-        } else {
-            Poll::Ready(Ok(ready))
-        }
+        poll_directions(
+            &mut &*self,
+            cx,
+            interest,
+            |tcp, cx| tcp.poll_read_ready(cx).map_ok(|()| Ready::READABLE),
+            |tcp, cx| tcp.poll_write_ready(cx).map_ok(|()| Ready::WRITABLE),
+        )
     }
 
     /// A short read means the socket is drained: readiness is cleared right away (as tokio's
@@ -166,6 +153,38 @@ fn send(socket: &impl std::os::fd::AsRawFd, buf: &[u8]) -> io::Result<usize> {
     } else {
         // (At most `buf.len()`: never negative here.)
         Ok(n as usize)
+    }
+}
+
+/// [`Transport::poll_ready`] from a poll per direction of `io` (each asked only if
+/// `interest` has it, and each registering the waker when pending): ready with what either
+/// gave.
+pub(super) fn poll_directions<S>(
+    io: &mut S,
+    cx: &mut Context<'_>,
+    interest: Interest,
+    read: impl FnOnce(&mut S, &mut Context<'_>) -> Poll<io::Result<Ready>>,
+    write: impl FnOnce(&mut S, &mut Context<'_>) -> Poll<io::Result<Ready>>,
+) -> Poll<io::Result<Ready>> {
+    let mut ready = Ready::EMPTY;
+    if interest.is_readable() {
+        match read(io, cx) {
+            Poll::Ready(Ok(r)) => ready |= r,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {}
+        }
+    }
+    if interest.is_writable() {
+        match write(io, cx) {
+            Poll::Ready(Ok(r)) => ready |= r,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {}
+        }
+    }
+    if ready.is_empty() {
+        Poll::Pending
+    } else {
+        Poll::Ready(Ok(ready))
     }
 }
 
