@@ -880,18 +880,18 @@ impl Hub {
                 *name = st.names.get(id);
             }
         }
-        // The names again, for announcing users the sync restores.
-        let names: HashMap<UserId, Arc<str>> = counts
-            .iter()
-            .filter_map(|(user, (_, name))| Some(((*user).clone(), (*name)?.clone())))
-            .collect();
-        let snapshot = counts
+        let snapshot: Vec<PresenceCount> = counts
             .into_iter()
             .map(|(user, (connections, name))| PresenceCount {
                 user: user.clone(),
                 connections,
                 name: name.cloned(),
             })
+            .collect();
+        // For announcing the users the sync restores.
+        let names: HashMap<UserId, Arc<str>> = snapshot
+            .iter()
+            .filter_map(|c| Some((c.user.clone(), c.name.clone()?)))
             .collect();
         // Every change of this room so far took its number under this lock: the counter
         // is at least the last one's.

@@ -89,6 +89,16 @@ impl Outbox {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether something happened since the consumer last looked; forgets it.
+    fn take_signal(&self) -> bool {
+        // Load first: the common "nothing" case writes nothing.
+        let signalled = self.signalled.load(Ordering::Acquire);
+        if signalled {
+            self.signalled.store(false, Ordering::Relaxed);
+        }
+        signalled
+    }
+
     /// Record that something happened and take the waker, to wake once `q`'s lock (this
     /// outbox's) is released.
     fn signal(&self, q: &mut Queue) -> Option<Waker> {
@@ -218,14 +228,12 @@ impl Outbox {
         // its item before signalling (under the lock), and the caller, told ready, drains
         // after the store, so it takes that item too. A signal can only be lost to a drain
         // that follows.
-        if self.signalled.load(Ordering::Acquire) {
-            self.signalled.store(false, Ordering::Relaxed);
+        if self.take_signal() {
             return Poll::Ready(());
         }
         let mut q = self.lock();
-        // Again under the lock: a push between the load above and the lock has signalled.
-        if self.signalled.load(Ordering::Relaxed) {
-            self.signalled.store(false, Ordering::Relaxed);
+        // Again under the lock: a push between the look above and the lock has signalled.
+        if self.take_signal() {
             return Poll::Ready(());
         }
         match &q.waker {

@@ -1,7 +1,7 @@
 //! What runs above an Engine.IO session (Socket.IO, the echo endpoint), and the session and
 //! application together as one unit ([`Engine`]).
 
-use std::cell::Cell;
+use std::cell::OnceCell;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -39,7 +39,7 @@ pub(crate) struct Out<'a> {
     /// When the call happens, read from the clock the first time it is asked for: most
     /// calls (a connection's deliveries, once per wake-up of every member of a room) never
     /// ask.
-    now: Cell<Option<Instant>>,
+    now: OnceCell<Instant>,
     /// The WebSocket connection the session runs on, when the caller owns it (see
     /// [`Out::send_shared`]).
     owned: Option<OwnedWs<'a>>,
@@ -54,14 +54,7 @@ pub(crate) struct OwnedWs<'a> {
 impl Out<'_> {
     /// When the call happens.
     pub(crate) fn now(&self) -> Instant {
-        match self.now.get() {
-            Some(now) => now,
-            None => {
-                let now = Instant::now();
-                self.now.set(Some(now));
-                now
-            }
-        }
+        *self.now.get_or_init(Instant::now)
     }
 
     /// Send a message. A client that does not take what it is sent (its polling queue is
@@ -157,11 +150,11 @@ impl<A: App> Engine<A> {
     ) {
         let mut out = Out {
             session: &mut self.session,
-            now: Cell::new(now),
+            now: now.map_or_else(OnceCell::new, OnceCell::from),
             owned,
         };
         f(&mut self.app, &mut out);
-        let now = out.now.get();
+        let now = out.now.get().copied();
         self.pump_at(now);
     }
 
@@ -176,7 +169,7 @@ impl<A: App> Engine<A> {
             let now = *now.get_or_insert_with(Instant::now);
             let mut out = Out {
                 session: &mut self.session,
-                now: Cell::new(Some(now)),
+                now: OnceCell::from(now),
                 owned: None,
             };
             match event {
